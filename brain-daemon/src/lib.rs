@@ -1,0 +1,1 @@
+//! Home of `omega-braind` and `omega-brainctl` (the "TV brain" issue).

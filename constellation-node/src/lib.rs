@@ -1,0 +1,1 @@
+//! Home of the `omega-node` binary (the "Constellation node" issue).
