@@ -1,0 +1,509 @@
+//! The wire mirror of the domain types: what postcard actually writes.
+//!
+//! Compact where it pays (ternary embeddings, one byte for a rate or a bucket,
+//! varints everywhere), bounded everywhere: every list is a [`BoundedVec`], whose
+//! decoder refuses a length above its limit before allocating. Conversion to
+//! the domain types ([`TryFrom`]) validates every field; conversion from them
+//! ([`From`] / `try_from_domain`) quantizes. Nothing outside this crate needs to
+//! touch these types except to measure them.
+
+use serde::de::{Error as _, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::marker::PhantomData;
+
+use crate::domain::{
+    check_len, check_unit, CatalogEntry, CatalogItem, CatalogPage, ContentId, ContextBucket,
+    DomainError, GlobalPattern, PatternDelta, PatternId, PatternSummary, Region, SyncAccepted,
+    SyncError, SyncKind, SyncRequest, SyncResponse, TrendSignal,
+};
+use crate::embedding::{I8Embedding, TernaryEmbedding};
+use crate::limits::*;
+
+/// Protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Oldest protocol version this build accepts.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// A `Vec` whose decoder rejects more than `N` elements before allocating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundedVec<T, const N: usize>(pub Vec<T>);
+
+impl<T, const N: usize> Default for BoundedVec<T, N> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T: Serialize, const N: usize> Serialize for BoundedVec<T, N> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for BoundedVec<T, N> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T, const N: usize>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for V<T, N> {
+            type Value = BoundedVec<T, N>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a list of at most {N} elements")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let hint = seq.size_hint().unwrap_or(0);
+                if hint > N {
+                    return Err(A::Error::custom(format!(
+                        "list of {hint} elements, at most {N} allowed"
+                    )));
+                }
+                let mut out = Vec::with_capacity(hint);
+                while let Some(x) = seq.next_element()? {
+                    if out.len() == N {
+                        return Err(A::Error::custom(format!("more than {N} elements")));
+                    }
+                    out.push(x);
+                }
+                Ok(BoundedVec(out))
+            }
+        }
+        d.deserialize_seq(V::<T, N>(PhantomData))
+    }
+}
+
+impl<T, const N: usize> BoundedVec<T, N> {
+    /// Converts each element, refusing more than `N` of them.
+    fn try_collect<U>(
+        field: &'static str,
+        items: impl ExactSizeIterator<Item = U>,
+        f: impl FnMut(U) -> T,
+    ) -> Result<Self, DomainError> {
+        check_len(field, items.len(), N)?;
+        Ok(Self(items.map(f).collect()))
+    }
+}
+
+/// A rate in 0.0–1.0 as one byte (resolution 1/255).
+fn rate_to_byte(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+fn byte_to_rate(b: u8) -> f32 {
+    f32::from(b) / 255.0
+}
+
+fn decode_embedding(
+    field: &'static str,
+    e: &TernaryEmbedding,
+) -> Result<crate::Embedding, DomainError> {
+    e.decode()
+        .map_err(|source| DomainError::Embedding { field, source })
+}
+
+/// One pattern as it travels in a delta (about 82 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePattern {
+    /// Pattern id on the device.
+    pub id: u64,
+    /// Context bucket index, 0..8.
+    pub bucket: u8,
+    /// Success rate × 255.
+    pub success: u8,
+    /// Watches summarised.
+    pub samples: u32,
+    /// Ternary embedding.
+    pub embedding: TernaryEmbedding,
+}
+
+impl From<&PatternSummary> for WirePattern {
+    fn from(p: &PatternSummary) -> Self {
+        Self {
+            id: p.id.0,
+            bucket: p.bucket.index(),
+            success: rate_to_byte(p.success_rate),
+            samples: p.samples,
+            embedding: p.embedding.to_ternary(),
+        }
+    }
+}
+
+impl TryFrom<&WirePattern> for PatternSummary {
+    type Error = DomainError;
+    fn try_from(w: &WirePattern) -> Result<Self, DomainError> {
+        Ok(Self {
+            id: PatternId(w.id),
+            bucket: ContextBucket::from_index(w.bucket)?,
+            embedding: decode_embedding("pattern", &w.embedding)?,
+            success_rate: byte_to_rate(w.success),
+            samples: w.samples,
+        })
+    }
+}
+
+/// Kind of sync on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireSyncKind {
+    /// [`SyncKind::Delta`].
+    Delta,
+    /// [`SyncKind::Snapshot`].
+    Snapshot,
+    /// [`SyncKind::Forget`].
+    Forget,
+}
+
+/// A sync request as it travels. The version comes first so a decoder can
+/// answer "unsupported version" without understanding the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRequest {
+    /// Protocol version.
+    pub version: u16,
+    /// Kind of sync.
+    pub kind: WireSyncKind,
+    /// See [`SyncRequest::base_version`].
+    pub base_version: u64,
+    /// See [`SyncRequest::pattern_version`].
+    pub pattern_version: u64,
+    /// See [`SyncRequest::global_version`].
+    pub global_version: u64,
+    /// See [`SyncRequest::catalog_version`].
+    pub catalog_version: u64,
+    /// Region name.
+    pub region: String,
+    /// Patterns added.
+    pub added: BoundedVec<WirePattern, MAX_DELTA_PATTERNS>,
+    /// Patterns updated.
+    pub updated: BoundedVec<WirePattern, MAX_DELTA_PATTERNS>,
+    /// Patterns removed.
+    pub removed: BoundedVec<u64, MAX_DELTA_REMOVED>,
+}
+
+impl WireRequest {
+    /// Quantizes a domain request; fails only when it breaks a count limit.
+    pub fn try_from_domain(r: &SyncRequest) -> Result<Self, DomainError> {
+        check_len(
+            "delta.added + delta.updated",
+            r.delta.added.len() + r.delta.updated.len(),
+            MAX_DELTA_PATTERNS,
+        )?;
+        Ok(Self {
+            version: PROTOCOL_VERSION,
+            kind: match r.kind {
+                SyncKind::Delta => WireSyncKind::Delta,
+                SyncKind::Snapshot => WireSyncKind::Snapshot,
+                SyncKind::Forget => WireSyncKind::Forget,
+            },
+            base_version: r.base_version,
+            pattern_version: r.pattern_version,
+            global_version: r.global_version,
+            catalog_version: r.catalog_version,
+            region: r.region.as_str().to_owned(),
+            added: BoundedVec::try_collect("delta.added", r.delta.added.iter(), WirePattern::from)?,
+            updated: BoundedVec::try_collect(
+                "delta.updated",
+                r.delta.updated.iter(),
+                WirePattern::from,
+            )?,
+            removed: BoundedVec::try_collect("delta.removed", r.delta.removed.iter(), |p| p.0)?,
+        })
+    }
+}
+
+impl TryFrom<&WireRequest> for SyncRequest {
+    type Error = DomainError;
+    fn try_from(w: &WireRequest) -> Result<Self, DomainError> {
+        check_len(
+            "delta.added + delta.updated",
+            w.added.0.len() + w.updated.0.len(),
+            MAX_DELTA_PATTERNS,
+        )?;
+        let patterns = |v: &[WirePattern]| {
+            v.iter()
+                .map(PatternSummary::try_from)
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Self {
+            kind: match w.kind {
+                WireSyncKind::Delta => SyncKind::Delta,
+                WireSyncKind::Snapshot => SyncKind::Snapshot,
+                WireSyncKind::Forget => SyncKind::Forget,
+            },
+            base_version: w.base_version,
+            pattern_version: w.pattern_version,
+            global_version: w.global_version,
+            catalog_version: w.catalog_version,
+            region: Region::new(w.region.as_str())?,
+            delta: PatternDelta {
+                added: patterns(&w.added.0)?,
+                updated: patterns(&w.updated.0)?,
+                removed: w.removed.0.iter().map(|id| PatternId(*id)).collect(),
+            },
+        })
+    }
+}
+
+/// A global pattern as it travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireGlobalPattern {
+    /// Id within the region.
+    pub id: u64,
+    /// Context bucket index.
+    pub bucket: u8,
+    /// Success rate × 255.
+    pub success: u8,
+    /// Supporting devices.
+    pub support: u32,
+    /// Watches summarised.
+    pub samples: u32,
+    /// Ternary embedding.
+    pub embedding: TernaryEmbedding,
+}
+
+/// A trend signal as it travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireTrend {
+    /// Catalog item.
+    pub content_id: String,
+    /// Context bucket index.
+    pub bucket: u8,
+    /// Score × 255.
+    pub score: u8,
+}
+
+/// A catalog entry as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireCatalogEntry {
+    /// Content id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Genres.
+    pub genres: BoundedVec<String, MAX_GENRES>,
+    /// Release year.
+    pub year: Option<u16>,
+    /// Description.
+    pub description: String,
+    /// Int8 embedding.
+    pub embedding: I8Embedding,
+}
+
+/// A catalog page as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireCatalogPage {
+    /// Catalog version after this page.
+    pub version: u64,
+    /// Items added or changed.
+    pub upserts: BoundedVec<WireCatalogEntry, MAX_CATALOG_PAGE>,
+    /// Items withdrawn.
+    pub removed: BoundedVec<String, MAX_CATALOG_PAGE>,
+    /// More pages follow.
+    pub more: bool,
+}
+
+/// A successful response as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireAccepted {
+    /// See [`SyncAccepted::acked_version`].
+    pub acked_version: u64,
+    /// See [`SyncAccepted::global_version`].
+    pub global_version: u64,
+    /// See [`SyncAccepted::global_reset`].
+    pub global_reset: bool,
+    /// Global patterns.
+    pub global_patterns: BoundedVec<WireGlobalPattern, MAX_GLOBAL_PATTERNS>,
+    /// Withdrawn global patterns.
+    pub global_removed: BoundedVec<u64, MAX_GLOBAL_REMOVED>,
+    /// Trends.
+    pub trends: BoundedVec<WireTrend, MAX_TRENDS>,
+    /// Catalog page.
+    pub catalog: Option<WireCatalogPage>,
+    /// Seconds to the next sync.
+    pub next_sync_secs: u32,
+}
+
+/// Outcome of a sync on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WireOutcome {
+    /// The sync was applied.
+    Accepted(WireAccepted),
+    /// The sync was refused.
+    Rejected(SyncError),
+}
+
+/// A sync response as it travels; the version comes first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireResponse {
+    /// Protocol version.
+    pub version: u16,
+    /// Outcome.
+    pub outcome: WireOutcome,
+}
+
+fn truncate_reason(s: &str) -> String {
+    let mut end = s.len().min(MAX_REASON_LEN);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+fn bounded_error(e: &SyncError) -> SyncError {
+    match e {
+        SyncError::Unauthorized { reason } => SyncError::Unauthorized {
+            reason: truncate_reason(reason),
+        },
+        SyncError::BadRequest { reason } => SyncError::BadRequest {
+            reason: truncate_reason(reason),
+        },
+        SyncError::Internal { reason } => SyncError::Internal {
+            reason: truncate_reason(reason),
+        },
+        other => other.clone(),
+    }
+}
+
+impl WireResponse {
+    /// Quantizes a domain response; fails only when it breaks a count limit.
+    /// Error reasons longer than the limit are truncated.
+    pub fn try_from_domain(r: &SyncResponse) -> Result<Self, DomainError> {
+        let outcome = match r {
+            Err(e) => WireOutcome::Rejected(bounded_error(e)),
+            Ok(a) => WireOutcome::Accepted(WireAccepted {
+                acked_version: a.acked_version,
+                global_version: a.global_version,
+                global_reset: a.global_reset,
+                global_patterns: BoundedVec::try_collect(
+                    "global_patterns",
+                    a.global_patterns.iter(),
+                    |g| WireGlobalPattern {
+                        id: g.id,
+                        bucket: g.bucket.index(),
+                        success: rate_to_byte(g.success_rate),
+                        support: g.support,
+                        samples: g.samples,
+                        embedding: g.embedding.to_ternary(),
+                    },
+                )?,
+                global_removed: BoundedVec::try_collect(
+                    "global_removed",
+                    a.global_removed.iter(),
+                    |id| *id,
+                )?,
+                trends: BoundedVec::try_collect("trends", a.trends.iter(), |t| WireTrend {
+                    content_id: t.content_id.as_str().to_owned(),
+                    bucket: t.bucket.index(),
+                    score: rate_to_byte(t.score),
+                })?,
+                catalog: a.catalog.as_ref().map(page_to_wire).transpose()?,
+                next_sync_secs: a.next_sync_secs,
+            }),
+        };
+        Ok(Self {
+            version: PROTOCOL_VERSION,
+            outcome,
+        })
+    }
+}
+
+fn page_to_wire(p: &CatalogPage) -> Result<WireCatalogPage, DomainError> {
+    Ok(WireCatalogPage {
+        version: p.version,
+        upserts: BoundedVec::try_collect("catalog.upserts", p.upserts.iter(), |e| {
+            WireCatalogEntry {
+                id: e.item.id.as_str().to_owned(),
+                title: e.item.title.clone(),
+                genres: BoundedVec(e.item.genres.clone()),
+                year: e.item.year,
+                description: e.item.description.clone(),
+                embedding: e.embedding.to_i8(),
+            }
+        })?,
+        removed: BoundedVec::try_collect("catalog.removed", p.removed.iter(), |id| {
+            id.as_str().to_owned()
+        })?,
+        more: p.more,
+    })
+}
+
+fn page_from_wire(w: &WireCatalogPage) -> Result<CatalogPage, DomainError> {
+    let upserts = w
+        .upserts
+        .0
+        .iter()
+        .map(|e| {
+            let item = CatalogItem {
+                id: ContentId::new(e.id.as_str())?,
+                title: e.title.clone(),
+                genres: e.genres.0.clone(),
+                year: e.year,
+                description: e.description.clone(),
+            };
+            item.validate()?;
+            let embedding = e
+                .embedding
+                .decode()
+                .map_err(|source| DomainError::Embedding {
+                    field: "catalog entry",
+                    source,
+                })?;
+            Ok(CatalogEntry { item, embedding })
+        })
+        .collect::<Result<Vec<_>, DomainError>>()?;
+    Ok(CatalogPage {
+        version: w.version,
+        upserts,
+        removed: w
+            .removed
+            .0
+            .iter()
+            .map(|s| ContentId::new(s.as_str()))
+            .collect::<Result<_, _>>()?,
+        more: w.more,
+    })
+}
+
+impl TryFrom<&WireResponse> for SyncResponse {
+    type Error = DomainError;
+    fn try_from(w: &WireResponse) -> Result<Self, DomainError> {
+        let a = match &w.outcome {
+            WireOutcome::Rejected(e) => return Ok(Err(bounded_error(e))),
+            WireOutcome::Accepted(a) => a,
+        };
+        let global_patterns = a
+            .global_patterns
+            .0
+            .iter()
+            .map(|g| {
+                Ok(GlobalPattern {
+                    id: g.id,
+                    bucket: ContextBucket::from_index(g.bucket)?,
+                    embedding: decode_embedding("global pattern", &g.embedding)?,
+                    success_rate: byte_to_rate(g.success),
+                    support: g.support,
+                    samples: g.samples,
+                })
+            })
+            .collect::<Result<Vec<_>, DomainError>>()?;
+        let trends = a
+            .trends
+            .0
+            .iter()
+            .map(|t| {
+                let score = byte_to_rate(t.score);
+                check_unit("trend score", score)?;
+                Ok(TrendSignal {
+                    content_id: ContentId::new(t.content_id.as_str())?,
+                    bucket: ContextBucket::from_index(t.bucket)?,
+                    score,
+                })
+            })
+            .collect::<Result<Vec<_>, DomainError>>()?;
+        Ok(Ok(SyncAccepted {
+            acked_version: a.acked_version,
+            global_version: a.global_version,
+            global_reset: a.global_reset,
+            global_patterns,
+            global_removed: a.global_removed.0.clone(),
+            trends,
+            catalog: a.catalog.as_ref().map(page_from_wire).transpose()?,
+            next_sync_secs: a.next_sync_secs,
+        }))
+    }
+}

@@ -1,0 +1,386 @@
+//! Property tests: every message round-trips through its frame; decoding any
+//! byte string (random, truncated or mutated valid frames) returns a value or a
+//! typed error and never panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use omega_protocol::codec::*;
+use omega_protocol::limits::*;
+use omega_protocol::*;
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+fn embedding() -> impl Strategy<Value = Embedding> {
+    vec(-1.0f32..1.0, EMBEDDING_DIM).prop_filter_map("zero vector", |v| Embedding::new(v).ok())
+}
+
+fn bucket() -> impl Strategy<Value = ContextBucket> {
+    (0u8..8).prop_map(|i| ContextBucket::from_index(i).unwrap())
+}
+
+fn rate() -> impl Strategy<Value = f32> {
+    (0u8..=255).prop_map(|b| f32::from(b) / 255.0)
+}
+
+fn pattern() -> impl Strategy<Value = PatternSummary> {
+    (any::<u64>(), bucket(), embedding(), rate(), any::<u32>()).prop_map(
+        |(id, bucket, embedding, success_rate, samples)| PatternSummary {
+            id: PatternId(id),
+            bucket,
+            embedding,
+            success_rate,
+            samples,
+        },
+    )
+}
+
+fn region() -> impl Strategy<Value = Region> {
+    "[a-z0-9_-]{1,32}".prop_map(|s| Region::new(s).unwrap())
+}
+
+fn content_id() -> impl Strategy<Value = ContentId> {
+    "[A-Za-z0-9._:/-]{1,64}".prop_map(|s| ContentId::new(s).unwrap())
+}
+
+fn request() -> impl Strategy<Value = SyncRequest> {
+    (
+        prop_oneof![
+            Just(SyncKind::Delta),
+            Just(SyncKind::Snapshot),
+            Just(SyncKind::Forget)
+        ],
+        any::<[u64; 4]>(),
+        region(),
+        vec(pattern(), 0..6),
+        vec(pattern(), 0..6),
+        vec(any::<u64>().prop_map(PatternId), 0..20),
+    )
+        .prop_map(|(kind, v, region, added, updated, removed)| SyncRequest {
+            kind,
+            base_version: v[0],
+            pattern_version: v[1],
+            global_version: v[2],
+            catalog_version: v[3],
+            region,
+            delta: PatternDelta {
+                added,
+                updated,
+                removed,
+            },
+        })
+}
+
+fn catalog_entry() -> impl Strategy<Value = CatalogEntry> {
+    (
+        content_id(),
+        "[A-Za-z0-9 ,.'()]{1,60}",
+        vec("[A-Za-z-]{1,20}", 0..4),
+        proptest::option::of(1870u16..=2100),
+        "[A-Za-z0-9 ,.]{0,100}",
+        embedding(),
+    )
+        .prop_filter_map(
+            "blank title",
+            |(id, title, genres, year, description, embedding)| {
+                let item = CatalogItem {
+                    id,
+                    title,
+                    genres,
+                    year,
+                    description,
+                };
+                item.validate().ok()?;
+                Some(CatalogEntry { item, embedding })
+            },
+        )
+}
+
+fn sync_error() -> impl Strategy<Value = SyncError> {
+    prop_oneof![
+        any::<u32>().prop_map(|secs| SyncError::RetryAfter { secs }),
+        ".{0,300}".prop_map(|reason| SyncError::Unauthorized { reason }),
+        ".{0,300}".prop_map(|reason| SyncError::BadRequest { reason }),
+        any::<u64>().prop_map(|node_version| SyncError::ResyncRequired { node_version }),
+        (any::<u16>(), any::<u16>(), any::<u16>())
+            .prop_map(|(got, min, max)| SyncError::UnsupportedVersion { got, min, max }),
+        ".{0,300}".prop_map(|reason| SyncError::Internal { reason }),
+    ]
+}
+
+fn response() -> impl Strategy<Value = SyncResponse> {
+    let global = (
+        any::<u64>(),
+        bucket(),
+        embedding(),
+        rate(),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(id, bucket, embedding, success_rate, support, samples)| GlobalPattern {
+                id,
+                bucket,
+                embedding,
+                success_rate,
+                support,
+                samples,
+            },
+        );
+    let trend =
+        (content_id(), bucket(), rate()).prop_map(|(content_id, bucket, score)| TrendSignal {
+            content_id,
+            bucket,
+            score,
+        });
+    let page = (
+        any::<u64>(),
+        vec(catalog_entry(), 0..3),
+        vec(content_id(), 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(version, upserts, removed, more)| CatalogPage {
+            version,
+            upserts,
+            removed,
+            more,
+        });
+    let accepted = (
+        any::<[u64; 2]>(),
+        any::<bool>(),
+        vec(global, 0..5),
+        vec(any::<u64>(), 0..5),
+        vec(trend, 0..5),
+        proptest::option::of(page),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(v, global_reset, global_patterns, global_removed, trends, catalog, next)| {
+                Ok(SyncAccepted {
+                    acked_version: v[0],
+                    global_version: v[1],
+                    global_reset,
+                    global_patterns,
+                    global_removed,
+                    trends,
+                    catalog,
+                    next_sync_secs: next,
+                })
+            },
+        );
+    prop_oneof![accepted, sync_error().prop_map(Err)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Quantization happens once: decoding then re-encoding gives the same bytes.
+    #[test]
+    fn requests_round_trip(r in request()) {
+        let frame = encode_request(&r).unwrap();
+        let (body, rest) = unframe(&frame, MAX_REQUEST_FRAME).unwrap();
+        prop_assert!(rest.is_empty());
+        let decoded = decode_request(body).unwrap();
+        prop_assert_eq!(decoded.kind, r.kind);
+        prop_assert_eq!(&decoded.region, &r.region);
+        prop_assert_eq!(decoded.pattern_version, r.pattern_version);
+        prop_assert_eq!(decoded.delta.removed.len(), r.delta.removed.len());
+        for (a, b) in decoded.delta.updated.iter().zip(&r.delta.updated) {
+            prop_assert_eq!(a.id, b.id);
+            prop_assert_eq!(a.samples, b.samples);
+            prop_assert!((a.success_rate - b.success_rate).abs() < 1e-6);
+            prop_assert!(a.embedding.cosine(&b.embedding) > 0.8);
+        }
+        prop_assert_eq!(encode_request(&decoded).unwrap(), frame);
+    }
+
+    #[test]
+    fn responses_round_trip(r in response()) {
+        let frame = encode_response(&r).unwrap();
+        let (body, _) = unframe(&frame, MAX_RESPONSE_FRAME).unwrap();
+        let decoded = decode_response(body).unwrap();
+        match (&decoded, &r) {
+            (Ok(a), Ok(b)) => {
+                prop_assert_eq!(a.global_patterns.len(), b.global_patterns.len());
+                prop_assert_eq!(&a.trends.iter().map(|t| &t.content_id).collect::<Vec<_>>(),
+                                &b.trends.iter().map(|t| &t.content_id).collect::<Vec<_>>());
+                prop_assert_eq!(a.catalog.as_ref().map(|c| c.upserts.len()),
+                                b.catalog.as_ref().map(|c| c.upserts.len()));
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a.kind(), b.kind()),
+            _ => prop_assert!(false, "outcome changed"),
+        }
+        prop_assert_eq!(encode_response(&decoded).unwrap(), frame);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..4096)) {
+        let _ = unframe(&bytes, MAX_REQUEST_FRAME);
+        let _ = decode_request(&bytes);
+        let _ = decode_response(&bytes);
+    }
+
+    #[test]
+    fn mutated_frames_never_panic(r in request(), cuts in vec((any::<prop::sample::Index>(), any::<u8>()), 1..8), cut in any::<prop::sample::Index>()) {
+        let frame = encode_request(&r).unwrap();
+        let mut body = frame[FRAME_HEADER..].to_vec();
+        for (i, b) in &cuts {
+            let i = i.index(body.len());
+            body[i] = *b;
+        }
+        let _ = decode_request(&body);
+        let truncated = &frame[..cut.index(frame.len())];
+        prop_assert!(unframe(truncated, MAX_REQUEST_FRAME).is_err());
+    }
+
+    #[test]
+    fn mutated_responses_never_panic(r in response(), flips in vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let frame = encode_response(&r).unwrap();
+        let mut body = frame[FRAME_HEADER..].to_vec();
+        for (i, b) in &flips {
+            let i = i.index(body.len());
+            body[i] = *b;
+        }
+        let _ = decode_response(&body);
+    }
+}
+
+fn valid_request_body() -> Vec<u8> {
+    let r = SyncRequest {
+        kind: SyncKind::Delta,
+        base_version: 1,
+        pattern_version: 2,
+        global_version: 0,
+        catalog_version: 0,
+        region: Region::new("eu").unwrap(),
+        delta: PatternDelta::default(),
+    };
+    encode_request(&r).unwrap()[FRAME_HEADER..].to_vec()
+}
+
+#[test]
+fn unknown_version_is_a_typed_error() {
+    let mut body = valid_request_body();
+    body[0] = 9; // version varint
+    assert!(matches!(
+        decode_request(&body),
+        Err(CodecError::UnsupportedVersion(9))
+    ));
+    assert!(matches!(
+        decode_response(&body),
+        Err(CodecError::UnsupportedVersion(9))
+    ));
+}
+
+#[test]
+fn oversized_frames_are_refused_before_reading() {
+    let mut frame = ((MAX_REQUEST_FRAME + 1) as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0; 16]);
+    assert!(matches!(
+        unframe(&frame, MAX_REQUEST_FRAME),
+        Err(CodecError::FrameTooLarge { .. })
+    ));
+    let big = vec![0u8; MAX_REQUEST_FRAME + 1];
+    assert!(matches!(
+        decode_request(&big),
+        Err(CodecError::FrameTooLarge { .. })
+    ));
+}
+
+#[test]
+fn trailing_bytes_and_truncation_are_typed_errors() {
+    let mut body = valid_request_body();
+    body.push(0);
+    assert!(matches!(
+        decode_request(&body),
+        Err(CodecError::TrailingBytes(1))
+    ));
+    let body = valid_request_body();
+    assert!(matches!(
+        decode_request(&body[..body.len() - 1]),
+        Err(CodecError::Malformed(_))
+    ));
+}
+
+#[test]
+fn invalid_fields_are_rejected_on_decode() {
+    // Bucket index 9 in an otherwise valid pattern.
+    let mut r = omega_protocol::wire::WireRequest::try_from_domain(&SyncRequest {
+        kind: SyncKind::Delta,
+        base_version: 0,
+        pattern_version: 1,
+        global_version: 0,
+        catalog_version: 0,
+        region: Region::new("eu").unwrap(),
+        delta: PatternDelta {
+            added: vec![PatternSummary {
+                id: PatternId(1),
+                bucket: ContextBucket::from_index(0).unwrap(),
+                embedding: Embedding::new(vec![1.0; EMBEDDING_DIM]).unwrap(),
+                success_rate: 1.0,
+                samples: 3,
+            }],
+            ..Default::default()
+        },
+    })
+    .unwrap();
+    r.added.0[0].bucket = 9;
+    let body = postcard::to_stdvec(&r).unwrap();
+    assert!(matches!(decode_request(&body), Err(CodecError::Invalid(_))));
+    r.added.0[0].bucket = 0;
+    r.region = "Not A Region".into();
+    let body = postcard::to_stdvec(&r).unwrap();
+    assert!(matches!(decode_request(&body), Err(CodecError::Invalid(_))));
+}
+
+#[test]
+fn too_many_patterns_are_refused_when_encoding() {
+    let p = PatternSummary {
+        id: PatternId(1),
+        bucket: ContextBucket::from_index(0).unwrap(),
+        embedding: Embedding::new(vec![1.0; EMBEDDING_DIM]).unwrap(),
+        success_rate: 1.0,
+        samples: 3,
+    };
+    let r = SyncRequest {
+        kind: SyncKind::Snapshot,
+        base_version: 0,
+        pattern_version: 1,
+        global_version: 0,
+        catalog_version: 0,
+        region: Region::new("eu").unwrap(),
+        delta: PatternDelta {
+            added: vec![p; MAX_DELTA_PATTERNS + 1],
+            ..Default::default()
+        },
+    };
+    assert!(matches!(
+        encode_request(&r),
+        Err(CodecError::Invalid(DomainError::TooMany { .. }))
+    ));
+}
+
+#[tokio::test]
+async fn read_frame_handles_cut_and_oversized_streams() {
+    let frame = encode_request(&SyncRequest {
+        kind: SyncKind::Delta,
+        base_version: 0,
+        pattern_version: 0,
+        global_version: 0,
+        catalog_version: 0,
+        region: Region::new("eu").unwrap(),
+        delta: PatternDelta::default(),
+    })
+    .unwrap();
+    let mut whole = &frame[..];
+    assert!(read_frame(&mut whole, MAX_REQUEST_FRAME).await.is_ok());
+    let mut cut = &frame[..frame.len() - 2];
+    assert!(matches!(
+        read_frame(&mut cut, MAX_REQUEST_FRAME).await,
+        Err(CodecError::Truncated { .. })
+    ));
+    let huge = u32::MAX.to_be_bytes();
+    let mut huge = &huge[..];
+    assert!(matches!(
+        read_frame(&mut huge, MAX_REQUEST_FRAME).await,
+        Err(CodecError::FrameTooLarge { .. })
+    ));
+}
