@@ -373,6 +373,9 @@ pub enum HandshakeFailure {
     Revoked,
     /// The certificate has expired or is not yet valid (alert 45).
     Expired,
+    /// The chain names a trusted CA but its signature does not verify: issued
+    /// by another CA with the same name, or forged (alert 51, decrypt_error).
+    BadSignature,
     /// Bad or unsupported certificate (alerts 42, 43, 46).
     BadCertificate,
     /// No common application protocol (alert 120).
@@ -400,6 +403,7 @@ impl HandshakeFailure {
             48 => HandshakeFailure::UnknownCa,
             44 => HandshakeFailure::Revoked,
             45 => HandshakeFailure::Expired,
+            51 => HandshakeFailure::BadSignature,
             42 | 43 | 46 => HandshakeFailure::BadCertificate,
             120 => HandshakeFailure::NoApplicationProtocol,
             other => HandshakeFailure::OtherAlert(other),
