@@ -1,0 +1,473 @@
+//! The recommender: `recommend(context) → ranked, explained titles`, the hot path.
+//!
+//! Sans-IO and allocation-light: it reads a [`BrainState`] and a
+//! [`CandidateSearch`] (the usearch index) and never runs the transformer (a
+//! mood arrives as a vector the caller embedded).
+//!
+//! 1. **Query**: a weighted mean of the embeddings of recent successful watches
+//!    (the request's `recent` first, then the episode ring; newest weigh most),
+//!    the best local patterns of the context bucket (by success rate × log
+//!    samples) and the mood vector if given.
+//! 2. **Candidates**: the `k × candidate_factor` (at least `min_candidates`)
+//!    nearest items, plus the bucket's trending items and the neighbours of its
+//!    strongest global pattern. Excluded: titles fully watched (≥ 0.9, while in
+//!    the episode ring) and the recent watches themselves.
+//! 3. **Score** = w_sim·cos(query, item) + w_local·(best cos to a bucket
+//!    pattern × its success rate) + w_global·(best cos to a bucket global
+//!    pattern × success × support weight) + w_trend·(regional trend score),
+//!    all on exact f32 embeddings.
+//! 4. **Diversify** with MMR (λ = `mmr_lambda`) over the best candidates.
+//! 5. **Explain**: each result names its strongest signal ([`Reason`]) and a
+//!    confidence in 0–1 (score over the sum of the weights, clamped).
+//!
+//! Cold start (no recent watch, no local pattern in the bucket, no mood):
+//! trends of the bucket (then of other buckets), then items nearest the
+//! bucket's global patterns, then the catalog in insertion order.
+//!
+//! Determinism: equal scores are broken by content id (ascending), so the same
+//! state and request give the same answer. Bounds: `k` is clamped to
+//! [`RecommenderConfig::max_k`] (default 100); fewer results come back when the
+//! catalog has fewer eligible titles.
+
+use omega_protocol::embedding::dot;
+use omega_protocol::{ContentId, ContextBucket, Embedding, ViewingContext};
+use serde::Serialize;
+
+use crate::error::BrainError;
+use crate::index::CandidateSearch;
+use crate::state::BrainState;
+
+/// A recommendation request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecommendRequest {
+    /// When the viewer is watching.
+    pub context: ViewingContext,
+    /// What the app says was watched recently, newest first (may be empty).
+    pub recent: Vec<ContentId>,
+    /// The embedded free-text mood, if any.
+    pub mood: Option<Embedding>,
+    /// How many titles to return.
+    pub k: usize,
+}
+
+/// Weights and sizes of the recommender.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecommenderConfig {
+    /// Largest `k` served.
+    pub max_k: usize,
+    /// Nearest neighbours fetched per requested title.
+    pub candidate_factor: usize,
+    /// Least neighbours fetched.
+    pub min_candidates: usize,
+    /// Recent successful watches in the query.
+    pub recent_window: usize,
+    /// Local patterns of the bucket used (the best ones).
+    pub bucket_patterns: usize,
+    /// Global patterns of the bucket used (the best ones).
+    pub global_patterns: usize,
+    /// Weight of the similarity to the query.
+    pub w_similarity: f32,
+    /// Weight of local pattern success.
+    pub w_local: f32,
+    /// Weight of global pattern support.
+    pub w_global: f32,
+    /// Weight of regional trends.
+    pub w_trend: f32,
+    /// Share of the local patterns in the query, next to recent watches (1.0).
+    pub pattern_query_weight: f32,
+    /// Weight of the mood in the query, next to recent watches (1.0).
+    pub mood_query_weight: f32,
+    /// MMR trade-off: 1.0 = pure relevance, 0.0 = pure diversity.
+    pub mmr_lambda: f32,
+}
+
+impl Default for RecommenderConfig {
+    fn default() -> Self {
+        Self {
+            max_k: 100,
+            candidate_factor: 10,
+            min_candidates: 50,
+            recent_window: 5,
+            bucket_patterns: 8,
+            global_patterns: 16,
+            w_similarity: 1.0,
+            w_local: 0.3,
+            w_global: 0.3,
+            w_trend: 0.25,
+            pattern_query_weight: 0.5,
+            mood_query_weight: 1.5,
+            mmr_lambda: 0.75,
+        }
+    }
+}
+
+/// Why a title is recommended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// Closest to a recent watch, named here.
+    BecauseYouWatched {
+        /// The recent watch.
+        content_id: ContentId,
+        /// Its title.
+        title: String,
+    },
+    /// Supported by global patterns of viewers in the same context.
+    PopularWithViewersLikeYou,
+    /// A regional trend.
+    TrendingInYourRegion,
+    /// Closest to the mood given.
+    MatchesYourMood,
+    /// Matches the viewer's own habits at this time of day / week.
+    FitsYourHabits,
+    /// Cold start with nothing else known: the catalog's own order.
+    FromTheCatalog,
+}
+
+impl Reason {
+    /// The sentence shown to the viewer.
+    pub fn text(&self) -> String {
+        match self {
+            Reason::BecauseYouWatched { title, .. } => format!("Because you watched {title}"),
+            Reason::PopularWithViewersLikeYou => "Popular with viewers like you".into(),
+            Reason::TrendingInYourRegion => "Trending in your region".into(),
+            Reason::MatchesYourMood => "Matches your mood".into(),
+            Reason::FitsYourHabits => "Fits what you usually watch now".into(),
+            Reason::FromTheCatalog => "New in the catalog".into(),
+        }
+    }
+}
+
+/// One recommended title.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recommendation {
+    /// The title's id.
+    pub content_id: ContentId,
+    /// Its title.
+    pub title: String,
+    /// Ranking score (not comparable across requests).
+    pub score: f32,
+    /// 0–1.
+    pub confidence: f32,
+    /// Why.
+    pub reason: Reason,
+}
+
+struct Cand<'a> {
+    key: u64,
+    id: &'a ContentId,
+    title: &'a str,
+    emb: &'a [f32],
+    score: f32,
+    confidence: f32,
+    reason: Reason,
+}
+
+/// Answers one request. See the module docs.
+pub fn recommend(
+    state: &BrainState,
+    index: &dyn CandidateSearch,
+    req: &RecommendRequest,
+    cfg: &RecommenderConfig,
+) -> Result<Vec<Recommendation>, BrainError> {
+    let k = req.k.min(cfg.max_k);
+    if k == 0 || state.catalog.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bucket = req.context.bucket();
+
+    // Recent successful watches with embeddings, newest first, distinct.
+    let mut recent: Vec<(&ContentId, &str, &[f32])> = Vec::with_capacity(cfg.recent_window);
+    let from_ring = state.recent_successes(cfg.recent_window);
+    for id in req.recent.iter().chain(from_ring) {
+        if recent.len() == cfg.recent_window {
+            break;
+        }
+        if recent.iter().any(|(r, _, _)| *r == id) {
+            continue;
+        }
+        if let Some(rec) = state.catalog.get(id) {
+            recent.push((
+                &rec.entry.item.id,
+                rec.entry.item.title.as_str(),
+                rec.entry.embedding.as_slice(),
+            ));
+        }
+    }
+
+    // The bucket's best local patterns: (centroid, success rate, quality).
+    let mut locals: Vec<(&[f32], f32, f32)> = state
+        .patterns
+        .in_bucket(bucket)
+        .filter_map(|(p, c)| {
+            let c = c?;
+            let q = p.success_rate() * (1.0 + p.views as f32).ln();
+            Some((c.as_slice(), p.success_rate(), q))
+        })
+        .collect();
+    top_by(&mut locals, cfg.bucket_patterns, |x| x.2);
+
+    // The bucket's best global patterns: (embedding, weight).
+    let max_support = state
+        .globals
+        .values()
+        .filter(|g| g.bucket == bucket)
+        .map(|g| g.support)
+        .max()
+        .unwrap_or(0);
+    let norm = (1.0 + max_support as f32).ln().max(f32::MIN_POSITIVE);
+    let mut globals: Vec<(&[f32], f32, u64)> = state
+        .globals
+        .values()
+        .filter(|g| g.bucket == bucket)
+        .map(|g| {
+            let w = g.success_rate * (1.0 + g.support as f32).ln() / norm;
+            (g.embedding.as_slice(), w, g.id)
+        })
+        .collect();
+    top_by(&mut globals, cfg.global_patterns, |x| x.1);
+
+    let excluded =
+        |id: &ContentId| state.is_fully_watched(id) || recent.iter().any(|(r, _, _)| *r == id);
+
+    let query = build_query(&recent, &locals, req.mood.as_ref(), cfg);
+    let Some(query) = query else {
+        return cold_start(state, index, bucket, &globals, k, &excluded);
+    };
+
+    // Candidate keys.
+    let want = (k * cfg.candidate_factor).max(cfg.min_candidates);
+    let mut keys = index.nearest(query.as_slice(), want)?;
+    for t in state.trends.iter().filter(|t| t.bucket == bucket) {
+        if let Some(key) = state.catalog.key_of(&t.content_id) {
+            keys.push(key);
+        }
+    }
+    if let Some((g, _, _)) = globals.first() {
+        keys.extend(index.nearest(g, k * 2)?);
+    }
+    keys.sort_unstable();
+    keys.dedup();
+
+    let wsum = cfg.w_similarity + cfg.w_local + cfg.w_global + cfg.w_trend;
+    let mut cands: Vec<Cand<'_>> = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Some(rec) = state.catalog.by_key(key) else {
+            continue;
+        };
+        let id = &rec.entry.item.id;
+        if excluded(id) {
+            continue;
+        }
+        let e = rec.entry.embedding.as_slice();
+        let sim = dot(query.as_slice(), e);
+        let local = locals
+            .iter()
+            .map(|(c, s, _)| dot(c, e).max(0.0) * s)
+            .fold(0.0f32, f32::max);
+        let global = globals
+            .iter()
+            .map(|(g, w, _)| dot(g, e).max(0.0) * w)
+            .fold(0.0f32, f32::max);
+        let trend = trend_score(state, id, bucket);
+        let score = cfg.w_similarity * sim
+            + cfg.w_local * local
+            + cfg.w_global * global
+            + cfg.w_trend * trend;
+        // The strongest signal names the reason; ties go to the earlier one.
+        let (best_recent, best_recent_cos) = recent
+            .iter()
+            .map(|(rid, title, re)| ((*rid, *title), dot(re, e)))
+            .fold((None, f32::MIN), |(b, bc), (r, c)| {
+                if c > bc {
+                    (Some(r), c)
+                } else {
+                    (b, bc)
+                }
+            });
+        let mood = req.mood.as_ref().map_or(f32::MIN, |m| dot(m.as_slice(), e));
+        let signals = [
+            (mood, 0u8),
+            (best_recent_cos, 1),
+            (trend * 0.9, 2),
+            (global, 3),
+            (local, 4),
+        ];
+        let top = signals
+            .iter()
+            .fold((f32::MIN, 5u8), |acc, s| if s.0 > acc.0 { *s } else { acc });
+        let reason = match top.1 {
+            0 => Reason::MatchesYourMood,
+            1 => match best_recent {
+                Some((rid, title)) => Reason::BecauseYouWatched {
+                    content_id: rid.clone(),
+                    title: title.to_owned(),
+                },
+                None => Reason::FitsYourHabits,
+            },
+            2 => Reason::TrendingInYourRegion,
+            3 => Reason::PopularWithViewersLikeYou,
+            _ => Reason::FitsYourHabits,
+        };
+        cands.push(Cand {
+            key,
+            id,
+            title: rec.entry.item.title.as_str(),
+            emb: e,
+            score,
+            confidence: (score / wsum).clamp(0.0, 1.0),
+            reason,
+        });
+    }
+    cands.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(b.id)));
+    cands.truncate((k * 5).max(50));
+    Ok(mmr(cands, k, cfg.mmr_lambda))
+}
+
+/// Keeps the `n` largest by `f` (ties: original order), in descending order.
+fn top_by<T>(v: &mut Vec<T>, n: usize, f: impl Fn(&T) -> f32) {
+    v.sort_by(|a, b| f(b).total_cmp(&f(a)));
+    v.truncate(n);
+}
+
+fn trend_score(state: &BrainState, id: &ContentId, bucket: ContextBucket) -> f32 {
+    let mut best = 0.0f32;
+    for t in &state.trends {
+        if &t.content_id == id {
+            let s = if t.bucket == bucket {
+                t.score
+            } else {
+                0.5 * t.score
+            };
+            best = best.max(s);
+        }
+    }
+    best
+}
+
+fn build_query(
+    recent: &[(&ContentId, &str, &[f32])],
+    locals: &[(&[f32], f32, f32)],
+    mood: Option<&Embedding>,
+    cfg: &RecommenderConfig,
+) -> Option<Embedding> {
+    if recent.is_empty() && locals.is_empty() && mood.is_none() {
+        return None;
+    }
+    let mut acc = vec![0.0f32; omega_protocol::EMBEDDING_DIM];
+    let mut add = |v: &[f32], w: f32| acc.iter_mut().zip(v).for_each(|(a, x)| *a += w * x);
+    let decay: Vec<f32> = (0..recent.len()).map(|i| 0.8f32.powi(i as i32)).collect();
+    let dsum: f32 = decay.iter().sum();
+    for ((_, _, e), d) in recent.iter().zip(&decay) {
+        add(e, d / dsum);
+    }
+    let qsum: f32 = locals.iter().map(|l| l.2.max(0.0)).sum();
+    if qsum > 0.0 {
+        for (c, _, q) in locals {
+            add(c, cfg.pattern_query_weight * q.max(0.0) / qsum);
+        }
+    }
+    if let Some(m) = mood {
+        add(m.as_slice(), cfg.mood_query_weight);
+    }
+    Embedding::new(acc).ok()
+}
+
+fn mmr(mut pool: Vec<Cand<'_>>, k: usize, lambda: f32) -> Vec<Recommendation> {
+    let mut out = Vec::with_capacity(k);
+    let mut max_sim = vec![0.0f32; pool.len()];
+    while out.len() < k && !pool.is_empty() {
+        let mut best = 0usize;
+        let mut best_v = f32::MIN;
+        for (i, c) in pool.iter().enumerate() {
+            let v = lambda * c.score - (1.0 - lambda) * max_sim[i];
+            // Pool is sorted by (score desc, id asc): strict > keeps the id tie-break.
+            if v > best_v || (v == best_v && c.id < pool[best].id) {
+                best = i;
+                best_v = v;
+            }
+        }
+        let c = pool.swap_remove(best);
+        max_sim.swap_remove(best);
+        for (i, o) in pool.iter().enumerate() {
+            max_sim[i] = max_sim[i].max(dot(c.emb, o.emb));
+        }
+        let _ = c.key;
+        out.push(Recommendation {
+            content_id: c.id.clone(),
+            title: c.title.to_owned(),
+            score: c.score,
+            confidence: c.confidence,
+            reason: c.reason,
+        });
+    }
+    out
+}
+
+fn cold_start(
+    state: &BrainState,
+    index: &dyn CandidateSearch,
+    bucket: ContextBucket,
+    globals: &[(&[f32], f32, u64)],
+    k: usize,
+    excluded: &dyn Fn(&ContentId) -> bool,
+) -> Result<Vec<Recommendation>, BrainError> {
+    let mut out: Vec<Recommendation> = Vec::with_capacity(k);
+    let push = |out: &mut Vec<Recommendation>, id: &ContentId, confidence: f32, reason: Reason| {
+        if out.len() >= k || excluded(id) || out.iter().any(|r| &r.content_id == id) {
+            return;
+        }
+        if let Some(rec) = state.catalog.get(id) {
+            out.push(Recommendation {
+                content_id: id.clone(),
+                title: rec.entry.item.title.clone(),
+                score: confidence,
+                confidence: confidence.clamp(0.0, 1.0),
+                reason,
+            });
+        }
+    };
+    // Trends: this bucket first, then others at half strength.
+    let mut trends: Vec<(f32, &ContentId)> = state
+        .trends
+        .iter()
+        .map(|t| {
+            (
+                if t.bucket == bucket {
+                    t.score
+                } else {
+                    0.5 * t.score
+                },
+                &t.content_id,
+            )
+        })
+        .collect();
+    trends.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    for (s, id) in trends {
+        push(&mut out, id, 0.8 * s, Reason::TrendingInYourRegion);
+    }
+    // Items nearest the bucket's global patterns, strongest pattern first.
+    for (g, w, _) in globals {
+        if out.len() >= k {
+            break;
+        }
+        let mut near: Vec<(f32, &ContentId)> = index
+            .nearest(g, k * 2)?
+            .into_iter()
+            .filter_map(|key| state.catalog.by_key(key))
+            .map(|r| (dot(g, r.entry.embedding.as_slice()) * w, &r.entry.item.id))
+            .collect();
+        near.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        for (s, id) in near {
+            push(&mut out, id, s, Reason::PopularWithViewersLikeYou);
+        }
+    }
+    // The catalog in insertion order.
+    for rec in state.catalog.iter() {
+        if out.len() >= k {
+            break;
+        }
+        push(&mut out, &rec.entry.item.id, 0.05, Reason::FromTheCatalog);
+    }
+    Ok(out)
+}

@@ -1,0 +1,842 @@
+//! `BrainStore`: the TV's memory over one redb file, the source of truth.
+//!
+//! It keeps, in redb and mirrored in a [`BrainState`]:
+//! * episodes, a ring of at most [`StoreConfig::max_episodes`] (default 1,000):
+//!   the oldest is evicted by the commit that adds one past the limit;
+//! * local patterns (see [`crate::patterns`]; default at most 10,000, the least
+//!   useful evicted and recorded as a removal for the next delta);
+//! * global patterns, at most [`StoreConfig::max_global_patterns`] (default
+//!   500), changed per sync as [`SyncAccepted`] says (reset, upserts,
+//!   removals); past the limit the weakest (fewest supporting devices, then
+//!   lowest success rate, then highest id) are dropped;
+//! * trends, replaced wholesale by each sync (the protocol bounds them to 100);
+//! * the catalog with embeddings and the ContentId ↔ index key mapping, at most
+//!   [`StoreConfig::max_catalog_items`] (default 50,000). Past the limit a
+//!   change that would add items is **refused** whole with
+//!   [`BrainError::CatalogFull`] (updates and removals of known items still
+//!   work): silently evicting titles would make recommendations vanish without
+//!   anyone noticing, a refusal is logged and fixed by raising the limit. In a
+//!   sync the refused page is reported and not acknowledged (the catalog
+//!   version stays), the rest of the sync still applies;
+//! * versions: pattern (bumped by every change of local patterns), acked (what
+//!   the node holds), global, catalog (the node's), and a local catalog
+//!   revision the index file is tied to.
+//!
+//! Invariants: every mutation is one redb write transaction with immediate
+//! durability, and the in-memory mirror changes only after its commit
+//! returned. So a method that returns `Ok` is durable (`observe` included),
+//! and one that returns `Err` changed nothing, on disk or in memory.
+//!
+//! Opening a damaged file (redb reports corruption, or a record does not
+//! decode) moves it aside as `<file>.damaged-<unix secs>`, creates a fresh
+//! store and says so in [`OpenOutcome::Recovered`]. Errors that are not damage
+//! (permission denied, file locked by another process, disk full) are returned.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use omega_protocol::{
+    CatalogEntry, CatalogPage, ContentId, GlobalPattern, PatternId, SyncAccepted, SyncKind,
+    TrendSignal, ViewingContext, ViewingEvent,
+};
+use rand::Rng;
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::delta::{self, DeltaConfig, DeltaPlan, MIN_DISTINCT_ITEMS};
+use crate::error::BrainError;
+use crate::patterns::{item_fingerprint, LocalPattern, PatternConfig, PatternOp, Tombstone};
+use crate::state::{BrainState, CatalogRecord, Episode, Versions};
+
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const EPISODES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("episodes");
+const PATTERNS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("patterns");
+const TOMBSTONES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("tombstones");
+const GLOBALS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("globals");
+const BLOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("blobs");
+const CATALOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("catalog");
+const CATALOG_IDS: TableDefinition<'_, &str, u64> = TableDefinition::new("catalog_ids");
+
+const SCHEMA_VERSION: u64 = 1;
+
+/// Limits of the store.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreConfig {
+    /// Episodes kept (at least 1); the oldest is evicted past it.
+    pub max_episodes: usize,
+    /// Catalog items; changes adding items past it are refused.
+    pub max_catalog_items: usize,
+    /// Global patterns; the weakest are dropped past it.
+    pub max_global_patterns: usize,
+    /// Local patterns and how they form.
+    pub patterns: PatternConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_episodes: 1_000,
+            max_catalog_items: 50_000,
+            max_global_patterns: 500,
+            patterns: PatternConfig::default(),
+        }
+    }
+}
+
+/// How the store was opened. `Recovered` deserves a loud log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenOutcome {
+    /// An existing file opened cleanly.
+    Opened,
+    /// There was no file; a fresh store was created.
+    Created,
+    /// The file was damaged: it was moved to `moved_to` and a fresh, empty
+    /// store created in its place.
+    Recovered {
+        /// Where the damaged file now is.
+        moved_to: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// What an `observe` changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObserveOutcome {
+    /// Sequence number of the stored episode.
+    pub seq: u64,
+    /// Whether local patterns changed (the pattern version moved).
+    pub patterns_changed: bool,
+    /// Whether the item was in the catalog (only then can it shape patterns).
+    pub known_item: bool,
+}
+
+/// Catalog keys touched by a change, to update the vector index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogChange {
+    /// Keys added or with a new embedding.
+    pub upserted: Vec<u64>,
+    /// Keys withdrawn.
+    pub removed: Vec<u64>,
+}
+
+impl CatalogChange {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.upserted.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// What [`BrainStore::apply_sync`] did.
+#[derive(Debug, Default)]
+pub struct SyncApplied {
+    /// Catalog keys touched (apply them to the index).
+    pub catalog: CatalogChange,
+    /// Set when the sync's catalog page was refused (catalog full); the rest
+    /// of the sync was applied.
+    pub catalog_refused: Option<BrainError>,
+}
+
+enum OpenFail {
+    Damaged(String),
+    Other(BrainError),
+}
+
+fn is_damage(e: &redb::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        redb::Error::Corrupted(_)
+        | redb::Error::UpgradeRequired(_)
+        | redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TableIsNotMultimap(_)
+        | redb::Error::TypeDefinitionChanged { .. } => true,
+        redb::Error::Io(io) => {
+            matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof)
+        }
+        _ => false,
+    }
+}
+
+fn classify(e: impl Into<redb::Error>) -> OpenFail {
+    let e = e.into();
+    if is_damage(&e) {
+        OpenFail::Damaged(e.to_string())
+    } else {
+        OpenFail::Other(BrainError::Storage(e))
+    }
+}
+
+fn enc<T: Serialize>(table: &'static str, v: &T) -> Result<Vec<u8>, BrainError> {
+    postcard::to_allocvec(v).map_err(|e| BrainError::corrupt(table, e))
+}
+
+fn dec<T: DeserializeOwned>(table: &'static str, b: &[u8]) -> Result<T, BrainError> {
+    postcard::from_bytes(b).map_err(|e| BrainError::corrupt(table, e))
+}
+
+/// The TV's durable memory. See the module docs.
+#[derive(Debug)]
+pub struct BrainStore {
+    db: Database,
+    path: PathBuf,
+    cfg: StoreConfig,
+    state: BrainState,
+    next_episode: u64,
+}
+
+impl BrainStore {
+    /// Opens (or creates) the store at `path`; a damaged file is moved aside
+    /// and replaced by a fresh store ([`OpenOutcome::Recovered`]).
+    pub fn open(
+        path: impl AsRef<Path>,
+        cfg: StoreConfig,
+    ) -> Result<(Self, OpenOutcome), BrainError> {
+        let path = path.as_ref();
+        let existed = path.exists();
+        let db = match Database::create(path) {
+            Ok(db) => Ok(db),
+            Err(e) => Err(classify(e)),
+        };
+        let loaded = db.and_then(|db| Self::load(db, path, cfg));
+        match loaded {
+            Ok(s) => Ok((
+                s,
+                if existed {
+                    OpenOutcome::Opened
+                } else {
+                    OpenOutcome::Created
+                },
+            )),
+            Err(OpenFail::Other(e)) => Err(e),
+            Err(OpenFail::Damaged(reason)) => {
+                let moved_to = move_aside(path)?;
+                tracing::error!(path = %path.display(), moved_to = %moved_to.display(), %reason,
+                    "brain store damaged: moved aside, starting fresh");
+                let db = Database::create(path).map_err(BrainError::storage)?;
+                let s = Self::load(db, path, cfg).map_err(|f| match f {
+                    OpenFail::Damaged(r) => BrainError::corrupt("fresh store", r),
+                    OpenFail::Other(e) => e,
+                })?;
+                Ok((s, OpenOutcome::Recovered { moved_to, reason }))
+            }
+        }
+    }
+
+    /// Opens over a custom redb backend (tests inject failing disks this way).
+    /// No recovery: damage is an error here.
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        path: impl AsRef<Path>,
+        cfg: StoreConfig,
+    ) -> Result<Self, BrainError> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(BrainError::storage)?;
+        Self::load(db, path.as_ref(), cfg).map_err(|f| match f {
+            OpenFail::Damaged(r) => BrainError::corrupt("store", r),
+            OpenFail::Other(e) => e,
+        })
+    }
+
+    fn load(db: Database, path: &Path, cfg: StoreConfig) -> Result<Self, OpenFail> {
+        // Create missing tables and the schema marker.
+        let txn = db.begin_write().map_err(classify)?;
+        {
+            let mut meta = txn.open_table(META).map_err(classify)?;
+            let schema = meta.get("schema").map_err(classify)?.map(|g| g.value());
+            match schema {
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION).map_err(classify)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(v) => return Err(OpenFail::Damaged(format!("unknown schema version {v}"))),
+            }
+            for t in [EPISODES, PATTERNS, TOMBSTONES, GLOBALS, CATALOG] {
+                txn.open_table(t).map_err(classify)?;
+            }
+            txn.open_table(BLOBS).map_err(classify)?;
+            txn.open_table(CATALOG_IDS).map_err(classify)?;
+        }
+        txn.commit().map_err(classify)?;
+
+        let mut state = BrainState::default();
+        let rtxn = db.begin_read().map_err(classify)?;
+        let damaged = |e: BrainError| OpenFail::Damaged(e.to_string());
+        let meta = rtxn.open_table(META).map_err(classify)?;
+        let m = |k: &str| -> Result<u64, OpenFail> {
+            Ok(meta.get(k).map_err(classify)?.map_or(0, |g| g.value()))
+        };
+        state.versions = Versions {
+            pattern: m("pattern_version")?,
+            acked: m("acked_version")?,
+            global: m("global_version")?,
+            catalog: m("catalog_version")?,
+            catalog_rev: m("catalog_rev")?,
+        };
+        let next_episode = m("next_episode")?;
+        state.patterns.set_next_id(m("next_pattern_id")?);
+        state.catalog.set_next_key(m("next_catalog_key")?);
+
+        for row in rtxn
+            .open_table(EPISODES)
+            .map_err(classify)?
+            .iter()
+            .map_err(classify)?
+        {
+            let (k, v) = row.map_err(classify)?;
+            let event: ViewingEvent = dec("episodes", v.value()).map_err(damaged)?;
+            state.push_episode(Episode {
+                seq: k.value(),
+                event,
+            });
+        }
+        for row in rtxn
+            .open_table(PATTERNS)
+            .map_err(classify)?
+            .iter()
+            .map_err(classify)?
+        {
+            let (_, v) = row.map_err(classify)?;
+            let p: LocalPattern = dec("patterns", v.value()).map_err(damaged)?;
+            state.patterns.insert(p);
+        }
+        for row in rtxn
+            .open_table(TOMBSTONES)
+            .map_err(classify)?
+            .iter()
+            .map_err(classify)?
+        {
+            let (k, v) = row.map_err(classify)?;
+            let t: Tombstone = dec("tombstones", v.value()).map_err(damaged)?;
+            state.patterns.restore_tombstone(PatternId(k.value()), t);
+        }
+        for row in rtxn
+            .open_table(GLOBALS)
+            .map_err(classify)?
+            .iter()
+            .map_err(classify)?
+        {
+            let (k, v) = row.map_err(classify)?;
+            let g: GlobalPattern = dec("globals", v.value()).map_err(damaged)?;
+            state.globals.insert(k.value(), g);
+        }
+        if let Some(t) = rtxn
+            .open_table(BLOBS)
+            .map_err(classify)?
+            .get("trends")
+            .map_err(classify)?
+        {
+            state.trends = dec("blobs", t.value()).map_err(damaged)?;
+        }
+        let ids = rtxn.open_table(CATALOG_IDS).map_err(classify)?;
+        for row in rtxn
+            .open_table(CATALOG)
+            .map_err(classify)?
+            .iter()
+            .map_err(classify)?
+        {
+            let (k, v) = row.map_err(classify)?;
+            let entry: CatalogEntry = dec("catalog", v.value()).map_err(damaged)?;
+            let key = k.value();
+            let mapped = ids
+                .get(entry.item.id.as_str())
+                .map_err(classify)?
+                .map(|g| g.value());
+            if mapped != Some(key) {
+                return Err(OpenFail::Damaged(format!(
+                    "catalog key {key} not mapped from {}",
+                    entry.item.id
+                )));
+            }
+            state.catalog.restore(CatalogRecord { key, entry });
+        }
+        if ids.len().map_err(classify)? != state.catalog.len() as u64 {
+            return Err(OpenFail::Damaged(
+                "catalog id map and catalog differ in size".into(),
+            ));
+        }
+        drop(ids);
+        drop(meta);
+        drop(rtxn);
+        let mut me = Self {
+            db,
+            path: path.to_path_buf(),
+            cfg,
+            state,
+            next_episode,
+        };
+        me.cfg.max_episodes = me.cfg.max_episodes.max(1);
+        Ok(me)
+    }
+
+    /// The in-memory mirror (read-only: change it through the store).
+    pub fn state(&self) -> &BrainState {
+        &self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    /// The redb file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the vector index file lives (next to the redb file).
+    pub fn index_path(&self) -> PathBuf {
+        crate::index::index_path_for(&self.path)
+    }
+
+    fn write(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<(), BrainError>,
+    ) -> Result<(), BrainError> {
+        let txn = self.db.begin_write().map_err(BrainError::storage)?;
+        f(&txn)?; // on error the transaction is dropped: aborted
+        txn.commit().map_err(BrainError::storage)
+    }
+
+    fn put_meta(
+        txn: &WriteTransaction,
+        v: &Versions,
+        extra: &[(&str, u64)],
+    ) -> Result<(), BrainError> {
+        let mut meta = txn.open_table(META).map_err(BrainError::storage)?;
+        for (k, x) in [
+            ("pattern_version", v.pattern),
+            ("acked_version", v.acked),
+            ("global_version", v.global),
+            ("catalog_version", v.catalog),
+            ("catalog_rev", v.catalog_rev),
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        {
+            meta.insert(k, x).map_err(BrainError::storage)?;
+        }
+        Ok(())
+    }
+
+    fn put_pattern_ops(txn: &WriteTransaction, ops: &[PatternOp]) -> Result<(), BrainError> {
+        let mut pt = txn.open_table(PATTERNS).map_err(BrainError::storage)?;
+        let mut tt = txn.open_table(TOMBSTONES).map_err(BrainError::storage)?;
+        for op in ops {
+            match op {
+                PatternOp::Upsert(p) => {
+                    pt.insert(p.id.0, enc("patterns", p)?.as_slice())
+                        .map_err(BrainError::storage)?;
+                }
+                PatternOp::Remove { id, tombstone } => {
+                    pt.remove(id.0).map_err(BrainError::storage)?;
+                    tt.insert(id.0, enc("tombstones", tombstone)?.as_slice())
+                        .map_err(BrainError::storage)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a viewing event and folds it into local patterns; returns only
+    /// after the redb commit (durable). Evicts the oldest episode past the ring
+    /// size and, when a new pattern needs room, the least useful pattern.
+    pub fn observe(&mut self, event: ViewingEvent) -> Result<ObserveOutcome, BrainError> {
+        // Fields are public: re-validate.
+        let event = ViewingEvent::new(
+            event.content_id,
+            event.watched_fraction,
+            event.timestamp_secs,
+            ViewingContext::new(event.context.hour, event.context.weekday)?,
+        )?;
+        let version = self.state.versions.pattern + 1;
+        let rec = self.state.catalog.get(&event.content_id);
+        let ops = match rec {
+            Some(r) => self.state.patterns.plan_view(
+                event.context.bucket(),
+                &r.entry.embedding,
+                item_fingerprint(&event.content_id),
+                event.is_success(),
+                version,
+                &self.cfg.patterns,
+            ),
+            None => Vec::new(),
+        };
+        let known_item = rec.is_some();
+        let mut versions = self.state.versions;
+        if !ops.is_empty() {
+            versions.pattern = version;
+        }
+        let next_pid = ops
+            .iter()
+            .fold(self.state.patterns.next_id(), |n, op| match op {
+                PatternOp::Upsert(p) => n.max(p.id.0 + 1),
+                PatternOp::Remove { .. } => n,
+            });
+        let seq = self.next_episode;
+        let excess = (self.state.episodes.len() + 1).saturating_sub(self.cfg.max_episodes);
+        let evicted: Vec<u64> = self
+            .state
+            .episodes
+            .iter()
+            .take(excess)
+            .map(|e| e.seq)
+            .collect();
+        let bytes = enc("episodes", &event)?;
+        self.write(|txn| {
+            {
+                let mut et = txn.open_table(EPISODES).map_err(BrainError::storage)?;
+                et.insert(seq, bytes.as_slice())
+                    .map_err(BrainError::storage)?;
+                for s in &evicted {
+                    et.remove(*s).map_err(BrainError::storage)?;
+                }
+            }
+            Self::put_pattern_ops(txn, &ops)?;
+            Self::put_meta(
+                txn,
+                &versions,
+                &[("next_episode", seq + 1), ("next_pattern_id", next_pid)],
+            )
+        })?;
+        // Committed: mirror it.
+        for _ in 0..evicted.len() {
+            self.state.pop_episode();
+        }
+        self.state.push_episode(Episode { seq, event });
+        self.state.patterns.apply(&ops);
+        self.state.patterns.set_next_id(next_pid);
+        self.state.versions = versions;
+        self.next_episode = seq + 1;
+        Ok(ObserveOutcome {
+            seq,
+            patterns_changed: !ops.is_empty(),
+            known_item,
+        })
+    }
+
+    /// Plans catalog upserts/removals: (records to write, keys removed, ids removed).
+    #[allow(clippy::type_complexity)]
+    fn plan_catalog(
+        &self,
+        upserts: &[CatalogEntry],
+        removed: &[ContentId],
+    ) -> Result<(Vec<CatalogRecord>, Vec<(u64, ContentId)>, u64), BrainError> {
+        let cat = &self.state.catalog;
+        let mut rem: Vec<(u64, ContentId)> = Vec::new();
+        for id in removed {
+            if let Some(k) = cat.key_of(id) {
+                if !rem.iter().any(|(x, _)| *x == k) {
+                    rem.push((k, id.clone()));
+                }
+            }
+        }
+        let mut next_key = cat.next_key();
+        let mut recs: BTreeMap<ContentId, CatalogRecord> = BTreeMap::new();
+        let mut adding = 0usize;
+        for e in upserts {
+            e.item.validate()?;
+            let key = match (recs.get(&e.item.id), cat.key_of(&e.item.id)) {
+                (Some(r), _) => r.key,
+                (None, Some(k)) if !rem.iter().any(|(x, _)| *x == k) => k,
+                _ => {
+                    adding += 1;
+                    next_key += 1;
+                    next_key - 1
+                }
+            };
+            recs.insert(
+                e.item.id.clone(),
+                CatalogRecord {
+                    key,
+                    entry: e.clone(),
+                },
+            );
+        }
+        let after_removal = cat.len() - rem.len();
+        if adding > 0 && after_removal + adding > self.cfg.max_catalog_items {
+            return Err(BrainError::CatalogFull {
+                current: cat.len(),
+                adding,
+                max: self.cfg.max_catalog_items,
+            });
+        }
+        Ok((recs.into_values().collect(), rem, next_key))
+    }
+
+    fn write_catalog(
+        txn: &WriteTransaction,
+        recs: &[CatalogRecord],
+        rem: &[(u64, ContentId)],
+    ) -> Result<(), BrainError> {
+        let mut ct = txn.open_table(CATALOG).map_err(BrainError::storage)?;
+        let mut it = txn.open_table(CATALOG_IDS).map_err(BrainError::storage)?;
+        for (k, id) in rem {
+            ct.remove(*k).map_err(BrainError::storage)?;
+            it.remove(id.as_str()).map_err(BrainError::storage)?;
+        }
+        for r in recs {
+            ct.insert(r.key, enc("catalog", &r.entry)?.as_slice())
+                .map_err(BrainError::storage)?;
+            it.insert(r.entry.item.id.as_str(), r.key)
+                .map_err(BrainError::storage)?;
+        }
+        Ok(())
+    }
+
+    fn mirror_catalog(
+        &mut self,
+        recs: Vec<CatalogRecord>,
+        rem: Vec<(u64, ContentId)>,
+        next_key: u64,
+    ) -> CatalogChange {
+        let mut change = CatalogChange::default();
+        for (k, id) in rem {
+            self.state.catalog.remove(&id);
+            change.removed.push(k);
+        }
+        for r in recs {
+            change.upserted.push(r.key);
+            self.state.catalog.restore(r);
+        }
+        self.state.catalog.set_next_key(next_key);
+        change
+    }
+
+    /// Adds or replaces catalog items and withdraws others (a local import, or
+    /// tests). All or nothing; refused with [`BrainError::CatalogFull`] when
+    /// it would add items past the limit. Does not move the node's catalog
+    /// version.
+    pub fn update_catalog(
+        &mut self,
+        upserts: &[CatalogEntry],
+        removed: &[ContentId],
+    ) -> Result<CatalogChange, BrainError> {
+        let (recs, rem, next_key) = self.plan_catalog(upserts, removed)?;
+        if recs.is_empty() && rem.is_empty() {
+            return Ok(CatalogChange::default());
+        }
+        let mut versions = self.state.versions;
+        versions.catalog_rev += 1;
+        self.write(|txn| {
+            Self::write_catalog(txn, &recs, &rem)?;
+            Self::put_meta(txn, &versions, &[("next_catalog_key", next_key)])
+        })?;
+        self.state.versions = versions;
+        Ok(self.mirror_catalog(recs, rem, next_key))
+    }
+
+    /// Applies what a successful sync brought back: global patterns (reset,
+    /// upserts, removals, then the limit), trends (replaced), the catalog page
+    /// (refused whole if it would overflow the catalog, see
+    /// [`SyncApplied::catalog_refused`]) and the versions. One transaction.
+    /// The pattern acknowledgement is separate: [`Self::acknowledge`].
+    pub fn apply_sync(&mut self, accepted: &SyncAccepted) -> Result<SyncApplied, BrainError> {
+        // Global patterns.
+        let mut globals = if accepted.global_reset {
+            BTreeMap::new()
+        } else {
+            self.state.globals.clone()
+        };
+        for id in &accepted.global_removed {
+            globals.remove(id);
+        }
+        for g in &accepted.global_patterns {
+            globals.insert(g.id, g.clone());
+        }
+        if globals.len() > self.cfg.max_global_patterns {
+            let mut ranked: Vec<&GlobalPattern> = globals.values().collect();
+            ranked.sort_by(|a, b| {
+                b.support
+                    .cmp(&a.support)
+                    .then(b.success_rate.total_cmp(&a.success_rate))
+                    .then(a.id.cmp(&b.id))
+            });
+            let drop: Vec<u64> = ranked[self.cfg.max_global_patterns..]
+                .iter()
+                .map(|g| g.id)
+                .collect();
+            for id in drop {
+                globals.remove(&id);
+            }
+        }
+        let trends: Vec<TrendSignal> = accepted.trends.clone();
+        // Catalog page.
+        let mut refused = None;
+        let mut catalog_plan = None;
+        if let Some(page) = &accepted.catalog {
+            match self.plan_page(page) {
+                Ok(p) => catalog_plan = Some(p),
+                Err(e @ BrainError::CatalogFull { .. }) => {
+                    tracing::error!(error = %e, "catalog page refused");
+                    refused = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut versions = self.state.versions;
+        versions.global = accepted.global_version;
+        if let (Some(page), Some(_)) = (&accepted.catalog, &catalog_plan) {
+            versions.catalog = versions.catalog.max(page.version);
+            versions.catalog_rev += 1;
+        }
+        let next_key = catalog_plan
+            .as_ref()
+            .map_or(self.state.catalog.next_key(), |p| p.2);
+        let trends_bytes = enc("blobs", &trends)?;
+        let globals_now = &self.state.globals;
+        self.write(|txn| {
+            {
+                let mut gt = txn.open_table(GLOBALS).map_err(BrainError::storage)?;
+                for id in globals_now.keys() {
+                    if !globals.contains_key(id) {
+                        gt.remove(*id).map_err(BrainError::storage)?;
+                    }
+                }
+                for (id, g) in &globals {
+                    if globals_now.get(id) != Some(g) {
+                        gt.insert(*id, enc("globals", g)?.as_slice())
+                            .map_err(BrainError::storage)?;
+                    }
+                }
+                let mut bt = txn.open_table(BLOBS).map_err(BrainError::storage)?;
+                bt.insert("trends", trends_bytes.as_slice())
+                    .map_err(BrainError::storage)?;
+            }
+            if let Some((recs, rem, _)) = &catalog_plan {
+                Self::write_catalog(txn, recs, rem)?;
+            }
+            Self::put_meta(txn, &versions, &[("next_catalog_key", next_key)])
+        })?;
+        self.state.globals = globals;
+        self.state.trends = trends;
+        self.state.versions = versions;
+        let catalog = match catalog_plan {
+            Some((recs, rem, nk)) => self.mirror_catalog(recs, rem, nk),
+            None => CatalogChange::default(),
+        };
+        Ok(SyncApplied {
+            catalog,
+            catalog_refused: refused,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn plan_page(
+        &self,
+        page: &CatalogPage,
+    ) -> Result<(Vec<CatalogRecord>, Vec<(u64, ContentId)>, u64), BrainError> {
+        self.plan_catalog(&page.upserts, &page.removed)
+    }
+
+    /// Builds the delta to upload since the acknowledged version.
+    pub fn build_delta(&self, cfg: &DeltaConfig, rng: &mut impl Rng) -> DeltaPlan {
+        delta::build_delta(
+            &self.state.patterns,
+            self.state.versions.acked,
+            self.state.versions.pattern,
+            cfg,
+            rng,
+        )
+    }
+
+    /// Builds the first chunk of a full snapshot (after `ResyncRequired`).
+    pub fn build_snapshot(&self, cfg: &DeltaConfig, rng: &mut impl Rng) -> DeltaPlan {
+        delta::build_snapshot(&self.state.patterns, self.state.versions.pattern, cfg, rng)
+    }
+
+    /// Records the node's acknowledgement of a delta (`kind` = the plan's kind,
+    /// `acked` = `SyncAccepted::acked_version`). For a `Delta` it must lie
+    /// between the last acknowledgement and the current pattern version; a
+    /// `Snapshot` may go back (the node lost state).
+    pub fn acknowledge(
+        &mut self,
+        kind: SyncKind,
+        acked: u64,
+        min_distinct_items: u32,
+    ) -> Result<(), BrainError> {
+        let v = self.state.versions;
+        let ok = match kind {
+            SyncKind::Snapshot => acked <= v.pattern,
+            _ => (v.acked..=v.pattern).contains(&acked),
+        };
+        if !ok {
+            return Err(BrainError::BadAck {
+                acked,
+                last_acked: v.acked,
+                current: v.pattern,
+            });
+        }
+        let (changed, dropped) = self.state.patterns.plan_ack(
+            acked,
+            min_distinct_items.max(MIN_DISTINCT_ITEMS),
+            matches!(kind, SyncKind::Snapshot),
+        );
+        let mut versions = v;
+        versions.acked = acked;
+        self.write(|txn| {
+            {
+                let mut pt = txn.open_table(PATTERNS).map_err(BrainError::storage)?;
+                for p in &changed {
+                    pt.insert(p.id.0, enc("patterns", p)?.as_slice())
+                        .map_err(BrainError::storage)?;
+                }
+                let mut tt = txn.open_table(TOMBSTONES).map_err(BrainError::storage)?;
+                for id in &dropped {
+                    tt.remove(id.0).map_err(BrainError::storage)?;
+                }
+            }
+            Self::put_meta(txn, &versions, &[])
+        })?;
+        self.state.patterns.apply_ack(&changed, &dropped);
+        self.state.versions = versions;
+        Ok(())
+    }
+
+    /// Privacy rule 4: erases the viewing history and local patterns (ids are
+    /// never reused). The caller then sends a `Forget` sync.
+    pub fn forget(&mut self) -> Result<(), BrainError> {
+        let mut versions = self.state.versions;
+        versions.pattern += 1;
+        versions.acked = 0;
+        self.write(|txn| {
+            for t in [EPISODES, PATTERNS, TOMBSTONES] {
+                txn.delete_table(t).map_err(BrainError::storage)?;
+                txn.open_table(t).map_err(BrainError::storage)?;
+            }
+            Self::put_meta(txn, &versions, &[])
+        })?;
+        self.state.clear_episodes();
+        self.state.patterns.clear();
+        self.state.versions = versions;
+        Ok(())
+    }
+}
+
+fn move_aside(path: &Path) -> Result<PathBuf, BrainError> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut n = 0u32;
+    loop {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".damaged-{secs}"));
+        if n > 0 {
+            name.push(format!("-{n}"));
+        }
+        let target = PathBuf::from(name);
+        if !target.exists() {
+            std::fs::rename(path, &target).map_err(|source| BrainError::Io {
+                what: "moving damaged store aside",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            return Ok(target);
+        }
+        n += 1;
+    }
+}

@@ -1,0 +1,387 @@
+//! BrainStore against real redb files: bounds, durability, recovery, failures.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use omega_brain::store::{BrainStore, OpenOutcome, StoreConfig};
+use omega_brain::{BrainError, PatternConfig};
+use omega_protocol::{
+    CatalogPage, ContextBucket, GlobalPattern, PatternId, SyncAccepted, SyncKind, TrendSignal,
+};
+use support::*;
+
+fn small_cfg() -> StoreConfig {
+    StoreConfig {
+        max_episodes: 5,
+        max_catalog_items: 20,
+        max_global_patterns: 3,
+        patterns: PatternConfig {
+            max_patterns: 3,
+            assign_threshold: 0.6,
+        },
+    }
+}
+
+#[test]
+fn create_then_reopen_keeps_every_acknowledged_observe() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("brain.redb");
+    let (catalog, _) = clustered_catalog(2, 5, 1);
+    {
+        let (mut s, outcome) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+        assert_eq!(outcome, OpenOutcome::Created);
+        s.update_catalog(&catalog, &[]).unwrap();
+        for i in 0..12u64 {
+            let id = format!("c{}-{}", i % 2, i % 5);
+            let out = s.observe(event(&id, 0.95, 1_000 + i)).unwrap();
+            assert_eq!(out.seq, i);
+            assert!(out.known_item);
+        }
+        // Dropped without any explicit flush.
+    }
+    let (s, outcome) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+    assert_eq!(outcome, OpenOutcome::Opened);
+    let st = s.state();
+    assert_eq!(st.episodes.len(), 12);
+    assert_eq!(st.episodes.back().unwrap().event.timestamp_secs, 1_011);
+    assert_eq!(st.catalog.len(), 10);
+    assert!(!st.patterns.is_empty());
+    assert!(st.versions.pattern >= 1);
+    let views: u32 = st.patterns.iter().map(|p| p.views).sum();
+    assert_eq!(views, 12);
+    assert!(st.is_fully_watched(&cid("c0-0")));
+}
+
+#[test]
+fn episodes_form_a_bounded_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.redb");
+    {
+        let (mut s, _) = BrainStore::open(&path, small_cfg()).unwrap();
+        for i in 0..9u64 {
+            s.observe(event(&format!("x{i}"), 0.95, i)).unwrap();
+        }
+        assert_eq!(s.state().episodes.len(), 5);
+        // The four oldest were evicted, and with them their "fully watched" mark.
+        assert!(!s.state().is_fully_watched(&cid("x0")));
+        assert!(s.state().is_fully_watched(&cid("x8")));
+    }
+    let (s, _) = BrainStore::open(&path, small_cfg()).unwrap();
+    let ts: Vec<u64> = s
+        .state()
+        .episodes
+        .iter()
+        .map(|e| e.event.timestamp_secs)
+        .collect();
+    assert_eq!(ts, vec![4, 5, 6, 7, 8]);
+}
+
+#[test]
+fn pattern_limit_evicts_least_useful_and_records_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (catalog, _) = clustered_catalog(4, 3, 2);
+    let (mut s, _) = BrainStore::open(dir.path().join("b.redb"), small_cfg()).unwrap();
+    s.update_catalog(&catalog, &[]).unwrap();
+    // Cluster 0 watched three times (strong), 1 and 2 once each.
+    for (i, id) in ["c0-0", "c0-1", "c0-2", "c1-0", "c2-0"].iter().enumerate() {
+        s.observe(event(id, 0.95, i as u64)).unwrap();
+    }
+    assert_eq!(s.state().patterns.len(), 3);
+    let weakest = s.state().patterns.eviction_candidate().unwrap();
+    // A fourth cluster needs room: the oldest single-view pattern (cluster 1) goes.
+    s.observe(event("c3-0", 0.95, 10)).unwrap();
+    assert_eq!(s.state().patterns.len(), 3);
+    assert!(s.state().patterns.get(weakest).is_none());
+    let t = s
+        .state()
+        .patterns
+        .tombstones()
+        .get(&weakest)
+        .copied()
+        .unwrap();
+    assert_eq!(t.version, s.state().versions.pattern);
+    // The strong pattern survived.
+    assert!(s.state().patterns.iter().any(|p| p.views == 3));
+}
+
+#[test]
+fn catalog_past_its_limit_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (catalog, _) = clustered_catalog(5, 5, 3); // 25 items, limit 20
+    let (mut s, _) = BrainStore::open(dir.path().join("b.redb"), small_cfg()).unwrap();
+    s.update_catalog(&catalog[..18], &[]).unwrap();
+    let err = s.update_catalog(&catalog[18..], &[]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BrainError::CatalogFull {
+                current: 18,
+                adding: 7,
+                max: 20
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(s.state().catalog.len(), 18);
+    // Updates of known items and swaps (remove + add) still work.
+    s.update_catalog(&catalog[..2], &[]).unwrap();
+    s.update_catalog(&catalog[18..20], &[cid("c0-0"), cid("c0-1")])
+        .unwrap();
+    assert_eq!(s.state().catalog.len(), 18);
+    assert!(s.state().catalog.get(&cid("c0-0")).is_none());
+    // Keys are never reused.
+    let keys: Vec<u64> = s.state().catalog.iter().map(|r| r.key).collect();
+    assert_eq!(*keys.last().unwrap(), 19);
+
+    // Through a sync: the page is refused, the rest applies, the catalog
+    // version does not move.
+    let before = s.state().versions.catalog;
+    let applied = s
+        .apply_sync(&SyncAccepted {
+            global_version: 4,
+            catalog: Some(CatalogPage {
+                version: 9,
+                upserts: catalog[20..].to_vec(),
+                removed: vec![],
+                more: false,
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(matches!(
+        applied.catalog_refused,
+        Some(BrainError::CatalogFull { .. })
+    ));
+    assert_eq!(s.state().versions.catalog, before);
+    assert_eq!(s.state().versions.global, 4);
+}
+
+fn global(id: u64, support: u32, seed: u64) -> GlobalPattern {
+    GlobalPattern {
+        id,
+        bucket: evening().bucket(),
+        embedding: unit(seed),
+        success_rate: 0.8,
+        support,
+        samples: support * 10,
+    }
+}
+
+#[test]
+fn global_patterns_follow_syncs_and_their_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.redb");
+    let (catalog, _) = clustered_catalog(1, 3, 4);
+    {
+        let (mut s, _) = BrainStore::open(&path, small_cfg()).unwrap();
+        s.update_catalog(&catalog, &[]).unwrap();
+        s.apply_sync(&SyncAccepted {
+            global_version: 1,
+            global_patterns: (1..=5).map(|i| global(i, i as u32 * 10, i)).collect(),
+            trends: vec![TrendSignal {
+                content_id: cid("c0-1"),
+                bucket: evening().bucket(),
+                score: 0.9,
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        // Limit 3: the best supported (5, 4, 3) stay.
+        let ids: Vec<u64> = s.state().globals.keys().copied().collect();
+        assert_eq!(ids, vec![3, 4, 5]);
+        // Upsert + removal.
+        s.apply_sync(&SyncAccepted {
+            global_version: 2,
+            global_patterns: vec![global(9, 1000, 9)],
+            global_removed: vec![3],
+            ..Default::default()
+        })
+        .unwrap();
+        let ids: Vec<u64> = s.state().globals.keys().copied().collect();
+        assert_eq!(ids, vec![4, 5, 9]);
+    }
+    let (mut s, _) = BrainStore::open(&path, small_cfg()).unwrap();
+    assert_eq!(
+        s.state().globals.keys().copied().collect::<Vec<_>>(),
+        vec![4, 5, 9]
+    );
+    assert_eq!(s.state().versions.global, 2);
+    assert!(s.state().trends.is_empty(), "trends are replaced wholesale");
+    // Reset drops everything first.
+    s.apply_sync(&SyncAccepted {
+        global_version: 3,
+        global_reset: true,
+        global_patterns: vec![global(7, 5, 7)],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        s.state().globals.keys().copied().collect::<Vec<_>>(),
+        vec![7]
+    );
+}
+
+#[test]
+fn damaged_file_is_moved_aside_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("brain.redb");
+    {
+        let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+        s.observe(event("a", 0.9, 1)).unwrap();
+    }
+    // Garble the whole header region.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in bytes.iter_mut().take(4096) {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let (s, outcome) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+    let OpenOutcome::Recovered { moved_to, reason } = outcome else {
+        panic!("expected recovery, got {outcome:?}");
+    };
+    assert!(!reason.is_empty());
+    assert!(moved_to.exists());
+    assert!(moved_to
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("brain.redb.damaged-"));
+    assert_eq!(
+        std::fs::read(&moved_to).unwrap(),
+        bytes,
+        "the damaged file is kept as it was"
+    );
+    assert!(s.state().episodes.is_empty());
+    drop(s);
+    // The fresh store is a normal store from now on.
+    let (_, outcome) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+    assert_eq!(outcome, OpenOutcome::Opened);
+}
+
+#[test]
+fn garbage_file_is_recovered_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("brain.redb");
+    std::fs::write(&path, b"this is not a database").unwrap();
+    let (_, outcome) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+    assert!(
+        matches!(outcome, OpenOutcome::Recovered { .. }),
+        "{outcome:?}"
+    );
+}
+
+/// A file backend whose writes and syncs fail while `fail` is set: a full disk.
+#[derive(Debug)]
+struct FlakyDisk {
+    inner: redb::backends::FileBackend,
+    fail: Arc<AtomicBool>,
+}
+
+impl redb::StorageBackend for FlakyDisk {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+        }
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), io::Error> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+        }
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+        }
+        self.inner.write(offset, data)
+    }
+}
+
+#[test]
+fn failed_write_returns_typed_error_and_keeps_previous_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.redb");
+    let (catalog, _) = clustered_catalog(1, 3, 5);
+    let fail = Arc::new(AtomicBool::new(false));
+    let open = |fail: &Arc<AtomicBool>| {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        let inner = redb::backends::FileBackend::new(file).unwrap();
+        BrainStore::open_with_backend(
+            FlakyDisk {
+                inner,
+                fail: fail.clone(),
+            },
+            &path,
+            StoreConfig::default(),
+        )
+        .unwrap()
+    };
+    {
+        let mut s = open(&fail);
+        s.update_catalog(&catalog, &[]).unwrap();
+        s.observe(event("c0-0", 0.95, 1)).unwrap();
+        let before_eps = s.state().episodes.len();
+        let before_v = s.state().versions;
+        let before_patterns: Vec<_> = s.state().patterns.iter().cloned().collect();
+
+        fail.store(true, Ordering::SeqCst);
+        let err = s.observe(event("c0-1", 0.95, 2)).unwrap_err();
+        assert!(matches!(err, BrainError::Storage(_)), "{err}");
+        // Memory unchanged.
+        assert_eq!(s.state().episodes.len(), before_eps);
+        assert_eq!(s.state().versions, before_v);
+        assert_eq!(
+            s.state().patterns.iter().cloned().collect::<Vec<_>>(),
+            before_patterns
+        );
+        fail.store(false, Ordering::SeqCst);
+    }
+    // Disk unchanged: reopen shows the state before the failed write.
+    let s = open(&fail);
+    assert_eq!(s.state().episodes.len(), 1);
+    assert_eq!(s.state().episodes[0].event.timestamp_secs, 1);
+}
+
+#[test]
+fn acknowledgements_are_checked_and_prune_removals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = BrainStore::open(dir.path().join("b.redb"), StoreConfig::default()).unwrap();
+    let (catalog, _) = clustered_catalog(1, 3, 6);
+    s.update_catalog(&catalog, &[]).unwrap();
+    for (i, id) in ["c0-0", "c0-1", "c0-2"].iter().enumerate() {
+        s.observe(event(id, 0.95, i as u64)).unwrap();
+    }
+    let v = s.state().versions.pattern;
+    assert!(matches!(
+        s.acknowledge(SyncKind::Delta, v + 1, 3),
+        Err(BrainError::BadAck { .. })
+    ));
+    s.acknowledge(SyncKind::Delta, v, 3).unwrap();
+    assert_eq!(s.state().versions.acked, v);
+    assert!(s.state().patterns.iter().all(|p| p.known_to_node));
+    assert!(matches!(
+        s.acknowledge(SyncKind::Delta, v - 1, 3),
+        Err(BrainError::BadAck { .. })
+    ));
+    // forget erases history and patterns.
+    s.forget().unwrap();
+    assert!(s.state().episodes.is_empty() && s.state().patterns.is_empty());
+    let _ = (PatternId(0), ContextBucket::all().count());
+}
