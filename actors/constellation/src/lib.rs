@@ -1,3 +1,20 @@
-//! The constellation node's actors: shards, federation, catalog, pattern store.
-//! Filled in by the "Constellation node" issue; this crate only reserves the
-//! place in the workspace so the dependency layering is fixed from the start.
+//! omega-constellation: the constellation node's logic, kept sans-IO so it
+//! can be tested without sockets or clocks (DESIGN.md, "Constellation").
+//!
+//! * [`store`]: the [`store::PatternStore`] interface (shaped for ScyllaDB as
+//!   well as redb), the embedded [`store::RedbStore`], the in-memory reference
+//!   model, a fault-injecting wrapper and the shared store test suite.
+//! * [`shard`]: devices → virtual shards (stable hash) → owning node
+//!   (rendezvous hashing over the membership).
+//! * [`sync`]: the sync core: validation, per-device rate limit, idempotent
+//!   application by device version, the response (globals, trends, catalog
+//!   page, randomized next sync), and the in-flight permit counter.
+//! * [`federation`]: device patterns → global patterns and trends per region.
+//!
+//! Nothing here reads a clock, opens a socket or draws randomness except
+//! through an injected RNG; the node binary and its actors own all IO.
+
+pub mod federation;
+pub mod shard;
+pub mod store;
+pub mod sync;

@@ -1,0 +1,548 @@
+//! Federation: device patterns → global patterns and trend signals per region.
+//!
+//! Plain, deterministic code: [`federate_region`] (and [`federate`] over
+//! several regions) takes the region's device patterns, the previously
+//! published globals and the catalog's embeddings, and returns what to
+//! publish. [`run`] drives it over a [`PatternStore`] with bounded memory and
+//! publishes the result.
+//!
+//! Per region:
+//!
+//! 1. Patterns with no positive weight are ignored; weight =
+//!    `success_rate × min(samples, max_samples_per_pattern)` (the cap keeps
+//!    one heavy device from dominating a cluster's direction).
+//! 2. The patterns are put in a canonical order (a stable hash of device and
+//!    pattern id, then the ids), so the output does not depend on input
+//!    order, and at most `max_patterns_per_region` are kept: those first in
+//!    that order, an unbiased, deterministic sample.
+//! 3. Per context bucket, greedy clustering in that order: a pattern joins the
+//!    most similar cluster whose centroid is within `cluster_threshold`
+//!    cosine, else starts a new one (at most `max_clusters_per_bucket`;
+//!    past it the pattern is dropped and counted). The centroid is the
+//!    normalized weighted sum.
+//! 4. Privacy rule 3: a cluster is published only when at least `k` distinct
+//!    devices support it. At most `max_globals_per_region` are published,
+//!    best supported first (support, then weight).
+//! 5. Stable ids: each published cluster takes the id of the most similar
+//!    previous global of its bucket (cosine ≥ `id_match_threshold`, best
+//!    pairs first, one-to-one); the others take fresh ids above every id the
+//!    region ever used.
+//! 6. Trends: the published clusters whose weight (`success_rate × samples`)
+//!    grew most against their previous global (new ones grew from 0) are
+//!    mapped to their nearest catalog items. They come only from published,
+//!    k-supported patterns and the node's own catalog, never from anything a
+//!    device reports about content (devices report none).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use omega_protocol::{
+    limits, ContentId, ContextBucket, DeviceId, Embedding, GlobalPattern, Region, TrendSignal,
+    EMBEDDING_DIM,
+};
+
+use crate::shard::stable_hash;
+use crate::store::{
+    same_global, PatternStore, RegionGlobals, RegionPattern, StoreError, MAX_GLOBALS_PER_REGION,
+    MAX_SCAN_PAGE,
+};
+
+/// How federation aggregates. `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FederationConfig {
+    /// Distinct devices a cluster needs to be published (privacy rule 3).
+    pub k_min_devices: u32,
+    /// Globals published per region (≤ [`MAX_GLOBALS_PER_REGION`]).
+    pub max_globals_per_region: usize,
+    /// Cosine to a centroid for a pattern to join its cluster.
+    pub cluster_threshold: f32,
+    /// Cosine to a previous global for a cluster to keep its id.
+    pub id_match_threshold: f32,
+    /// Clusters per region and bucket; patterns that fit none past it are
+    /// dropped from this run.
+    pub max_clusters_per_bucket: usize,
+    /// Patterns considered per region (a deterministic sample past it).
+    pub max_patterns_per_region: usize,
+    /// Samples counted per pattern when weighting.
+    pub max_samples_per_pattern: u32,
+    /// Rising clusters turned into trends per region.
+    pub max_trend_clusters: usize,
+    /// Catalog items per rising cluster.
+    pub trends_per_cluster: usize,
+    /// Trend signals per region (≤ [`limits::MAX_TRENDS`]).
+    pub max_trends: usize,
+    /// Catalog items [`run`] loads for trend mapping.
+    pub max_catalog_items: usize,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            k_min_devices: 5,
+            max_globals_per_region: 64,
+            cluster_threshold: 0.8,
+            id_match_threshold: 0.85,
+            max_clusters_per_bucket: 256,
+            max_patterns_per_region: 250_000,
+            max_samples_per_pattern: 1000,
+            max_trend_clusters: 8,
+            trends_per_cluster: 3,
+            max_trends: 20,
+            max_catalog_items: 200_000,
+        }
+    }
+}
+
+/// Why federation could not run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FederationError {
+    /// A configuration value is out of range.
+    #[error("invalid federation config: {0}")]
+    Config(String),
+    /// Reading inputs or publishing failed; regions published before the
+    /// failure stay published, the failing one is unchanged.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl FederationConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), FederationError> {
+        let err = |m: &str| Err(FederationError::Config(m.to_string()));
+        if self.k_min_devices == 0 {
+            return err("k_min_devices must be at least 1");
+        }
+        if self.max_globals_per_region == 0 || self.max_globals_per_region > MAX_GLOBALS_PER_REGION
+        {
+            return err("max_globals_per_region must be in 1..=512");
+        }
+        if !(self.cluster_threshold > 0.0 && self.cluster_threshold <= 1.0)
+            || !(self.id_match_threshold > 0.0 && self.id_match_threshold <= 1.0)
+        {
+            return err("thresholds must be in (0, 1]");
+        }
+        if self.max_clusters_per_bucket == 0
+            || self.max_patterns_per_region == 0
+            || self.max_samples_per_pattern == 0
+        {
+            return err("cluster, pattern and sample caps must be at least 1");
+        }
+        if self.max_trends > limits::MAX_TRENDS {
+            return err("max_trends must be at most 100");
+        }
+        Ok(())
+    }
+}
+
+/// A catalog item's embedding, for trend mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogVector {
+    /// The item.
+    pub id: ContentId,
+    /// Its embedding.
+    pub embedding: Embedding,
+}
+
+/// Counters of one region's run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegionStats {
+    /// Patterns given.
+    pub input_patterns: usize,
+    /// Patterns clustered (after weighting, deduplication and sampling).
+    pub used_patterns: usize,
+    /// Patterns dropped because their bucket had no room for a new cluster.
+    pub dropped_patterns: usize,
+    /// Clusters formed.
+    pub clusters: usize,
+    /// Clusters with at least k devices.
+    pub eligible_clusters: usize,
+}
+
+/// What to publish for one region.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RegionOutput {
+    /// Global patterns, by id.
+    pub patterns: Vec<GlobalPattern>,
+    /// Trend signals, strongest first.
+    pub trends: Vec<TrendSignal>,
+    /// Counters.
+    pub stats: RegionStats,
+}
+
+/// Canonical order key of a device pattern.
+fn order_key(p: &RegionPattern) -> (u64, &DeviceId, u64) {
+    let mut bytes = p.device.as_str().as_bytes().to_vec();
+    bytes.push(0);
+    bytes.extend_from_slice(&p.pattern.id.0.to_le_bytes());
+    (stable_hash(&bytes), &p.device, p.pattern.id.0)
+}
+
+fn weight(p: &RegionPattern, config: &FederationConfig) -> f32 {
+    let s = p.pattern.samples.min(config.max_samples_per_pattern) as f32;
+    let w = p.pattern.success_rate * s;
+    if w.is_finite() && w > 0.0 {
+        w
+    } else {
+        0.0
+    }
+}
+
+struct Cluster<'a> {
+    bucket: ContextBucket,
+    sum: Vec<f32>,
+    centroid: Embedding,
+    weight: f64,
+    success_samples: f64,
+    samples: u64,
+    devices: BTreeSet<&'a DeviceId>,
+    /// Position of the first member in canonical order (a tie breaker).
+    first: usize,
+}
+
+impl<'a> Cluster<'a> {
+    fn add(&mut self, p: &'a RegionPattern, w: f32) {
+        for (s, v) in self.sum.iter_mut().zip(p.pattern.embedding.as_slice()) {
+            *s += w * v;
+        }
+        if let Ok(c) = Embedding::new(self.sum.clone()) {
+            self.centroid = c;
+        }
+        self.weight += f64::from(w);
+        self.success_samples += f64::from(p.pattern.success_rate) * f64::from(p.pattern.samples);
+        self.samples += u64::from(p.pattern.samples);
+        self.devices.insert(&p.device);
+    }
+
+    fn to_global(&self, id: u64) -> GlobalPattern {
+        let rate = if self.samples == 0 {
+            0.0
+        } else {
+            (self.success_samples / self.samples as f64).clamp(0.0, 1.0) as f32
+        };
+        GlobalPattern {
+            id,
+            bucket: self.bucket,
+            embedding: self.centroid.clone(),
+            success_rate: rate,
+            support: u32::try_from(self.devices.len()).unwrap_or(u32::MAX),
+            samples: u32::try_from(self.samples).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+fn growth_weight(g: &GlobalPattern) -> f64 {
+    f64::from(g.success_rate) * f64::from(g.samples)
+}
+
+/// Federates one region (see the module docs).
+pub fn federate_region(
+    inputs: &[RegionPattern],
+    previous: &RegionGlobals,
+    catalog: &[CatalogVector],
+    config: &FederationConfig,
+) -> RegionOutput {
+    let mut stats = RegionStats {
+        input_patterns: inputs.len(),
+        ..RegionStats::default()
+    };
+
+    // 1–2: weight, canonical order, deduplicate, sample.
+    let mut rows: Vec<(&RegionPattern, f32)> = inputs
+        .iter()
+        .map(|p| (p, weight(p, config)))
+        .filter(|(_, w)| *w > 0.0)
+        .collect();
+    rows.sort_by(|(a, wa), (b, wb)| {
+        order_key(a)
+            .cmp(&order_key(b))
+            .then_with(|| wa.total_cmp(wb))
+            .then_with(|| a.pattern.updated_at_ms.cmp(&b.pattern.updated_at_ms))
+    });
+    rows.dedup_by(|b, a| a.0.device == b.0.device && a.0.pattern.id == b.0.pattern.id);
+    rows.truncate(config.max_patterns_per_region);
+    stats.used_patterns = rows.len();
+
+    // 3: greedy clustering per bucket.
+    let mut clusters: Vec<Cluster<'_>> = Vec::new();
+    let mut per_bucket: BTreeMap<ContextBucket, Vec<usize>> = BTreeMap::new();
+    for (pos, (p, w)) in rows.iter().enumerate() {
+        let members = per_bucket.entry(p.pattern.bucket).or_default();
+        let mut best: Option<(usize, f32)> = None;
+        for &ci in members.iter() {
+            let cos = clusters[ci].centroid.cosine(&p.pattern.embedding);
+            if cos >= config.cluster_threshold && best.is_none_or(|(_, b)| cos > b) {
+                best = Some((ci, cos));
+            }
+        }
+        match best {
+            Some((ci, _)) => clusters[ci].add(p, *w),
+            None if members.len() < config.max_clusters_per_bucket => {
+                let mut c = Cluster {
+                    bucket: p.pattern.bucket,
+                    sum: vec![0.0; EMBEDDING_DIM],
+                    centroid: p.pattern.embedding.clone(),
+                    weight: 0.0,
+                    success_samples: 0.0,
+                    samples: 0,
+                    devices: BTreeSet::new(),
+                    first: pos,
+                };
+                c.add(p, *w);
+                members.push(clusters.len());
+                clusters.push(c);
+            }
+            None => stats.dropped_patterns += 1,
+        }
+    }
+    stats.clusters = clusters.len();
+
+    // 4: k-threshold and ranking.
+    let k = config.k_min_devices as usize;
+    let mut eligible: Vec<&Cluster<'_>> =
+        clusters.iter().filter(|c| c.devices.len() >= k).collect();
+    stats.eligible_clusters = eligible.len();
+    eligible.sort_by(|a, b| {
+        b.devices
+            .len()
+            .cmp(&a.devices.len())
+            .then_with(|| b.weight.total_cmp(&a.weight))
+            .then_with(|| a.bucket.cmp(&b.bucket))
+            .then_with(|| a.first.cmp(&b.first))
+    });
+    eligible.truncate(config.max_globals_per_region.min(MAX_GLOBALS_PER_REGION));
+
+    // 5: stable ids.
+    let mut pairs: Vec<(f32, usize, u64)> = Vec::new();
+    for (i, c) in eligible.iter().enumerate() {
+        for prev in &previous.patterns {
+            if prev.bucket == c.bucket {
+                let cos = c.centroid.cosine(&prev.embedding);
+                if cos >= config.id_match_threshold {
+                    pairs.push((cos, i, prev.id));
+                }
+            }
+        }
+    }
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let mut ids: Vec<Option<u64>> = vec![None; eligible.len()];
+    let mut taken: BTreeSet<u64> = BTreeSet::new();
+    for (_, i, id) in pairs {
+        if ids[i].is_none() && !taken.contains(&id) {
+            ids[i] = Some(id);
+            taken.insert(id);
+        }
+    }
+    let mut next_id = previous
+        .patterns
+        .iter()
+        .map(|p| p.id)
+        .fold(previous.max_id, u64::max);
+    let prev_by_id: BTreeMap<u64, &GlobalPattern> =
+        previous.patterns.iter().map(|p| (p.id, p)).collect();
+    let mut published: Vec<(GlobalPattern, f64)> = Vec::with_capacity(eligible.len());
+    for (c, id) in eligible.iter().zip(ids) {
+        let id = id.unwrap_or_else(|| {
+            next_id += 1;
+            next_id
+        });
+        let g = c.to_global(id);
+        let before = prev_by_id.get(&id).map_or(0.0, |p| growth_weight(p));
+        let growth = growth_weight(&g) - before;
+        published.push((g, growth));
+    }
+
+    // 6: trends.
+    let trends = trends(&published, catalog, config);
+    let mut patterns: Vec<GlobalPattern> = published.into_iter().map(|(g, _)| g).collect();
+    patterns.sort_by_key(|g| g.id);
+    RegionOutput {
+        patterns,
+        trends,
+        stats,
+    }
+}
+
+fn trends(
+    published: &[(GlobalPattern, f64)],
+    catalog: &[CatalogVector],
+    config: &FederationConfig,
+) -> Vec<TrendSignal> {
+    let mut rising: Vec<&(GlobalPattern, f64)> =
+        published.iter().filter(|(_, g)| *g > 0.0).collect();
+    rising.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.id.cmp(&b.0.id)));
+    rising.truncate(config.max_trend_clusters);
+    let Some(top) = rising.first().map(|r| r.1) else {
+        return Vec::new();
+    };
+    let mut best: BTreeMap<(ContentId, ContextBucket), f32> = BTreeMap::new();
+    for (g, growth) in rising {
+        let mut near: Vec<(f32, &ContentId)> = catalog
+            .iter()
+            .map(|c| (g.embedding.cosine(&c.embedding), &c.id))
+            .filter(|(cos, _)| *cos > 0.0)
+            .collect();
+        near.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+        near.truncate(config.trends_per_cluster);
+        for (cos, id) in near {
+            let score = ((growth / top) as f32 * cos).clamp(0.0, 1.0);
+            let slot = best.entry((id.clone(), g.bucket)).or_insert(0.0);
+            *slot = slot.max(score);
+        }
+    }
+    let mut out: Vec<TrendSignal> = best
+        .into_iter()
+        .map(|((content_id, bucket), score)| TrendSignal {
+            content_id,
+            bucket,
+            score,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.content_id.cmp(&b.content_id))
+            .then_with(|| a.bucket.cmp(&b.bucket))
+    });
+    out.truncate(config.max_trends.min(limits::MAX_TRENDS));
+    out
+}
+
+/// Federates several regions; regions missing from `previous` start fresh.
+pub fn federate(
+    inputs: &BTreeMap<Region, Vec<RegionPattern>>,
+    previous: &BTreeMap<Region, RegionGlobals>,
+    catalog: &[CatalogVector],
+    config: &FederationConfig,
+) -> BTreeMap<Region, RegionOutput> {
+    let empty = RegionGlobals::default();
+    inputs
+        .iter()
+        .map(|(r, ps)| {
+            let prev = previous.get(r).unwrap_or(&empty);
+            (r.clone(), federate_region(ps, prev, catalog, config))
+        })
+        .collect()
+}
+
+/// What [`run`] did for one region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionReport {
+    /// The region.
+    pub region: Region,
+    /// The version published, `None` when nothing changed (no new version).
+    pub published_version: Option<u64>,
+    /// Globals published (or kept).
+    pub globals: usize,
+    /// Trends published (or kept).
+    pub trends: usize,
+    /// Counters.
+    pub stats: RegionStats,
+}
+
+/// Heap entry ordering rows by canonical key (largest on top).
+struct Sampled(RegionPattern);
+
+impl Sampled {
+    fn key(&self) -> (u64, &DeviceId, u64) {
+        order_key(&self.0)
+    }
+}
+impl PartialEq for Sampled {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Sampled {}
+impl PartialOrd for Sampled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Sampled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// Runs federation over a store: loads up to `max_catalog_items` catalog
+/// embeddings, then per region streams its device patterns keeping the
+/// `max_patterns_per_region` first in canonical order (memory bounded by that
+/// number whatever the region's size), federates, and publishes a new global
+/// version when the result differs from what is published.
+pub fn run<S: PatternStore>(
+    store: &S,
+    config: &FederationConfig,
+) -> Result<Vec<RegionReport>, FederationError> {
+    config.validate()?;
+    let mut catalog = Vec::new();
+    let mut after: Option<ContentId> = None;
+    while catalog.len() < config.max_catalog_items {
+        let page = store.catalog_entries(after.as_ref(), MAX_SCAN_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.item.id.clone());
+        catalog.extend(page.into_iter().map(|e| CatalogVector {
+            id: e.item.id,
+            embedding: e.embedding,
+        }));
+    }
+    catalog.truncate(config.max_catalog_items);
+
+    let mut reports = Vec::new();
+    for region in store.regions()? {
+        let mut heap: BinaryHeap<Sampled> = BinaryHeap::new();
+        let mut seen = 0usize;
+        let mut cursor = None;
+        loop {
+            let page = store.region_patterns(&region, cursor.as_ref(), MAX_SCAN_PAGE)?;
+            for row in page.rows {
+                seen += 1;
+                if weight(&row, config) <= 0.0 {
+                    continue;
+                }
+                heap.push(Sampled(row));
+                if heap.len() > config.max_patterns_per_region {
+                    heap.pop();
+                }
+            }
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let rows: Vec<RegionPattern> = heap.into_iter().map(|s| s.0).collect();
+        let previous = store.region_globals(&region)?;
+        let mut out = federate_region(&rows, &previous, &catalog, config);
+        out.stats.input_patterns = seen;
+        let mut prev_patterns = previous.patterns.clone();
+        prev_patterns.sort_by_key(|g| g.id);
+        let changed = prev_patterns.len() != out.patterns.len()
+            || prev_patterns
+                .iter()
+                .zip(&out.patterns)
+                .any(|(a, b)| !same_global(a, b))
+            || previous.trends != out.trends;
+        let published_version = if changed {
+            let v = previous.version + 1;
+            store.publish_globals(&region, v, &out.patterns, &out.trends)?;
+            Some(v)
+        } else {
+            None
+        };
+        tracing::info!(
+            region = %region,
+            version = ?published_version,
+            globals = out.patterns.len(),
+            trends = out.trends.len(),
+            patterns = seen,
+            "federated region"
+        );
+        reports.push(RegionReport {
+            region,
+            published_version,
+            globals: out.patterns.len(),
+            trends: out.trends.len(),
+            stats: out.stats,
+        });
+    }
+    Ok(reports)
+}

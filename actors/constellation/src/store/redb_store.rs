@@ -1,0 +1,639 @@
+//! [`RedbStore`]: the embedded [`PatternStore`] (one redb file per node).
+//!
+//! Tables (values are postcard):
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `devices` | device id | [`DeviceInfo`] |
+//! | `patterns` | (region, device id, pattern id) | [`StoredPattern`] |
+//! | `regions` | region | () |
+//! | `globals` | (region, global id) | change version + pattern or tombstone |
+//! | `region_meta` | region | version, tombstone floor, max id, trends |
+//! | `catalog` | content id | change version + entry or tombstone |
+//! | `catalog_log` | catalog version | content id (one row per live change) |
+//! | `meta` | name | u64 (`catalog_version`, `catalog_len`) |
+//!
+//! Keying patterns by region first keeps a region scan one range read and a
+//! device's patterns one range inside it (the device's region is in
+//! `devices`). Every write is one redb write transaction committed with
+//! [`redb::Durability::Immediate`] before the call returns; a transaction that
+//! is dropped without commit (on any error) applies nothing.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use omega_protocol::limits::MAX_CATALOG_PAGE;
+use omega_protocol::{
+    CatalogEntry, CatalogPage, ContentId, DeviceId, GlobalPattern, Region, TrendSignal,
+};
+
+use super::{
+    check_publish, clamp_page, same_global, DeviceInfo, DeviceSync, GlobalsChange, PatternCursor,
+    PatternStore, RegionGlobals, RegionPattern, RegionPatternPage, StoreError, StoredPattern,
+    MAX_GLOBAL_TOMBSTONES, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
+};
+
+const DEVICES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("devices");
+const PATTERNS: TableDefinition<'_, (&str, &str, u64), &[u8]> = TableDefinition::new("patterns");
+const REGIONS: TableDefinition<'_, &str, ()> = TableDefinition::new("regions");
+const GLOBALS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("globals");
+const REGION_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("region_meta");
+const CATALOG: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("catalog");
+const CATALOG_LOG: TableDefinition<'_, u64, &str> = TableDefinition::new("catalog_log");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+const CATALOG_VERSION: &str = "catalog_version";
+const CATALOG_LEN: &str = "catalog_len";
+
+/// Greater than every device id (whose characters are at most `z`).
+const DEVICE_MAX: &str = "\u{7f}";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RegionMeta {
+    version: u64,
+    floor: u64,
+    max_id: u64,
+    trends: Vec<TrendSignal>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GlobalRecord {
+    changed: u64,
+    pattern: Option<GlobalPattern>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CatalogRecord {
+    version: u64,
+    entry: Option<CatalogEntry>,
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(v).map_err(|e| StoreError::backend("encode", e))
+}
+
+fn dec<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        what,
+        message: e.to_string(),
+    })
+}
+
+/// Maps any redb error of operation `op` to [`StoreError::Backend`].
+fn be<E: std::fmt::Display>(op: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| StoreError::backend(op, e)
+}
+
+/// The embedded, durable [`PatternStore`].
+#[derive(Debug)]
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens the store at `path`, creating the file and its tables if needed.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(be("open"))?;
+        let store = Self { db };
+        let txn = store.write_txn("open")?;
+        {
+            txn.open_table(DEVICES).map_err(be("open"))?;
+            txn.open_table(PATTERNS).map_err(be("open"))?;
+            txn.open_table(REGIONS).map_err(be("open"))?;
+            txn.open_table(GLOBALS).map_err(be("open"))?;
+            txn.open_table(REGION_META).map_err(be("open"))?;
+            txn.open_table(CATALOG).map_err(be("open"))?;
+            txn.open_table(CATALOG_LOG).map_err(be("open"))?;
+            txn.open_table(META).map_err(be("open"))?;
+        }
+        txn.commit().map_err(be("open"))?;
+        Ok(store)
+    }
+
+    fn write_txn(&self, op: &'static str) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(be(op))?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(be(op))?;
+        Ok(txn)
+    }
+
+    fn read_txn(&self, op: &'static str) -> Result<redb::ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(be(op))
+    }
+}
+
+fn device_range<'a>(
+    region: &'a str,
+    device: &'a str,
+) -> std::ops::RangeInclusive<(&'a str, &'a str, u64)> {
+    (region, device, 0)..=(region, device, u64::MAX)
+}
+
+fn read_meta(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    region: &Region,
+) -> Result<RegionMeta, StoreError> {
+    match table.get(region.as_str()).map_err(be("read region"))? {
+        Some(v) => dec("region meta", v.value()),
+        None => Ok(RegionMeta::default()),
+    }
+}
+
+fn read_u64(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
+    Ok(table
+        .get(key)
+        .map_err(be("read meta"))?
+        .map_or(0, |v| v.value()))
+}
+
+impl PatternStore for RedbStore {
+    fn device_state(&self, device: &DeviceId) -> Result<Option<DeviceInfo>, StoreError> {
+        let txn = self.read_txn("device_state")?;
+        let t = txn.open_table(DEVICES).map_err(be("device_state"))?;
+        let v = t.get(device.as_str()).map_err(be("device_state"))?;
+        v.map(|v| dec("device", v.value())).transpose()
+    }
+
+    fn device_patterns(&self, device: &DeviceId) -> Result<Vec<StoredPattern>, StoreError> {
+        let op = "device_patterns";
+        let txn = self.read_txn(op)?;
+        let devices = txn.open_table(DEVICES).map_err(be(op))?;
+        let Some(info) = devices.get(device.as_str()).map_err(be(op))? else {
+            return Ok(Vec::new());
+        };
+        let info: DeviceInfo = dec("device", info.value())?;
+        let patterns = txn.open_table(PATTERNS).map_err(be(op))?;
+        let mut out = Vec::new();
+        for row in patterns
+            .range(device_range(info.state.region.as_str(), device.as_str()))
+            .map_err(be(op))?
+        {
+            let (_, v) = row.map_err(be(op))?;
+            out.push(dec("pattern", v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn apply_device_sync(
+        &self,
+        device: &DeviceId,
+        sync: DeviceSync<'_>,
+    ) -> Result<u32, StoreError> {
+        let op = "apply_device_sync";
+        let dev = device.as_str();
+        let region = sync.state.region.as_str();
+        let txn = self.write_txn(op)?;
+        let count = {
+            let mut devices = txn.open_table(DEVICES).map_err(be(op))?;
+            let mut patterns = txn.open_table(PATTERNS).map_err(be(op))?;
+            let mut regions = txn.open_table(REGIONS).map_err(be(op))?;
+            let old: Option<DeviceInfo> = match devices.get(dev).map_err(be(op))? {
+                Some(v) => Some(dec("device", v.value())?),
+                None => None,
+            };
+            if let Some(old) = &old {
+                let old_region = old.state.region.as_str();
+                if sync.reset {
+                    patterns
+                        .retain_in(device_range(old_region, dev), |_, _| false)
+                        .map_err(be(op))?;
+                } else if old_region != region {
+                    // Move every pattern to the device's new region.
+                    let mut moved = Vec::new();
+                    for row in patterns
+                        .range(device_range(old_region, dev))
+                        .map_err(be(op))?
+                    {
+                        let (k, v) = row.map_err(be(op))?;
+                        moved.push((k.value().2, v.value().to_vec()));
+                    }
+                    patterns
+                        .retain_in(device_range(old_region, dev), |_, _| false)
+                        .map_err(be(op))?;
+                    for (id, bytes) in moved {
+                        patterns
+                            .insert((region, dev, id), bytes.as_slice())
+                            .map_err(be(op))?;
+                    }
+                }
+            }
+            for id in sync.removals {
+                patterns.remove((region, dev, id.0)).map_err(be(op))?;
+            }
+            for p in sync.upserts {
+                let bytes = enc(p)?;
+                patterns
+                    .insert((region, dev, p.id.0), bytes.as_slice())
+                    .map_err(be(op))?;
+            }
+            let mut count = 0usize;
+            for row in patterns.range(device_range(region, dev)).map_err(be(op))? {
+                row.map_err(be(op))?;
+                count += 1;
+            }
+            if count > MAX_PATTERNS_PER_DEVICE as usize {
+                // Dropping the transaction uncommitted aborts it.
+                return Err(StoreError::LimitExceeded {
+                    what: "patterns per device",
+                    len: count,
+                    max: MAX_PATTERNS_PER_DEVICE as usize,
+                });
+            }
+            let info = DeviceInfo {
+                state: sync.state.clone(),
+                pattern_count: count as u32,
+            };
+            devices
+                .insert(dev, enc(&info)?.as_slice())
+                .map_err(be(op))?;
+            regions.insert(region, ()).map_err(be(op))?;
+            count as u32
+        };
+        txn.commit().map_err(be(op))?;
+        Ok(count)
+    }
+
+    fn forget_device(&self, device: &DeviceId) -> Result<bool, StoreError> {
+        let op = "forget_device";
+        let dev = device.as_str();
+        let txn = self.write_txn(op)?;
+        let found = {
+            let mut devices = txn.open_table(DEVICES).map_err(be(op))?;
+            let mut patterns = txn.open_table(PATTERNS).map_err(be(op))?;
+            let old: Option<DeviceInfo> = match devices.remove(dev).map_err(be(op))? {
+                Some(v) => Some(dec("device", v.value())?),
+                None => None,
+            };
+            if let Some(old) = &old {
+                patterns
+                    .retain_in(device_range(old.state.region.as_str(), dev), |_, _| false)
+                    .map_err(be(op))?;
+            }
+            old.is_some()
+        };
+        txn.commit().map_err(be(op))?;
+        Ok(found)
+    }
+
+    fn regions(&self) -> Result<Vec<Region>, StoreError> {
+        let op = "regions";
+        let txn = self.read_txn(op)?;
+        let t = txn.open_table(REGIONS).map_err(be(op))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(be(op))? {
+            let (k, _) = row.map_err(be(op))?;
+            out.push(Region::new(k.value()).map_err(|e| StoreError::Corrupt {
+                what: "region",
+                message: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn region_patterns(
+        &self,
+        region: &Region,
+        after: Option<&PatternCursor>,
+        limit: usize,
+    ) -> Result<RegionPatternPage, StoreError> {
+        let op = "region_patterns";
+        let limit = clamp_page(limit, MAX_SCAN_PAGE);
+        let r = region.as_str();
+        let txn = self.read_txn(op)?;
+        let t = txn.open_table(PATTERNS).map_err(be(op))?;
+        let lower = match after {
+            Some(c) => Bound::Excluded((r, c.device.as_str(), c.pattern.0)),
+            None => Bound::Included((r, "", 0)),
+        };
+        let upper = Bound::Excluded((r, DEVICE_MAX, 0));
+        let mut rows = Vec::new();
+        let mut more = false;
+        for row in t.range((lower, upper)).map_err(be(op))? {
+            if rows.len() == limit {
+                more = true;
+                break;
+            }
+            let (k, v) = row.map_err(be(op))?;
+            let device = DeviceId::new(k.value().1).map_err(|e| StoreError::Corrupt {
+                what: "pattern key",
+                message: e.to_string(),
+            })?;
+            rows.push(RegionPattern {
+                device,
+                pattern: dec("pattern", v.value())?,
+            });
+        }
+        let next = if more {
+            rows.last().map(|r: &RegionPattern| PatternCursor {
+                device: r.device.clone(),
+                pattern: r.pattern.id,
+            })
+        } else {
+            None
+        };
+        Ok(RegionPatternPage { rows, next })
+    }
+
+    fn publish_globals(
+        &self,
+        region: &Region,
+        version: u64,
+        new: &[GlobalPattern],
+        trends: &[TrendSignal],
+    ) -> Result<(), StoreError> {
+        check_publish(new, trends)?;
+        let op = "publish_globals";
+        let r = region.as_str();
+        let txn = self.write_txn(op)?;
+        {
+            let mut metas = txn.open_table(REGION_META).map_err(be(op))?;
+            let mut globals = txn.open_table(GLOBALS).map_err(be(op))?;
+            let mut meta = read_meta(&metas, region)?;
+            if version <= meta.version {
+                return Err(StoreError::StaleVersion {
+                    current: meta.version,
+                    given: version,
+                });
+            }
+            let mut existing = std::collections::BTreeMap::new();
+            for row in globals.range((r, 0)..=(r, u64::MAX)).map_err(be(op))? {
+                let (k, v) = row.map_err(be(op))?;
+                let rec: GlobalRecord = dec("global pattern", v.value())?;
+                existing.insert(k.value().1, rec);
+            }
+            let new_ids: std::collections::BTreeSet<u64> = new.iter().map(|p| p.id).collect();
+            let mut writes: Vec<(u64, GlobalRecord)> = Vec::new();
+            for (id, rec) in &existing {
+                if rec.pattern.is_some() && !new_ids.contains(id) {
+                    writes.push((
+                        *id,
+                        GlobalRecord {
+                            changed: version,
+                            pattern: None,
+                        },
+                    ));
+                }
+            }
+            for p in new {
+                let unchanged = matches!(
+                    existing.get(&p.id),
+                    Some(GlobalRecord { pattern: Some(old), .. }) if same_global(old, p)
+                );
+                if !unchanged {
+                    writes.push((
+                        p.id,
+                        GlobalRecord {
+                            changed: version,
+                            pattern: Some(p.clone()),
+                        },
+                    ));
+                }
+                meta.max_id = meta.max_id.max(p.id);
+            }
+            for (id, rec) in writes {
+                globals
+                    .insert((r, id), enc(&rec)?.as_slice())
+                    .map_err(be(op))?;
+                existing.insert(id, rec);
+            }
+            let mut tombstones: Vec<(u64, u64)> = existing
+                .iter()
+                .filter(|(_, rec)| rec.pattern.is_none())
+                .map(|(id, rec)| (rec.changed, *id))
+                .collect();
+            tombstones.sort_unstable();
+            let excess = tombstones.len().saturating_sub(MAX_GLOBAL_TOMBSTONES);
+            for (changed, id) in tombstones.into_iter().take(excess) {
+                globals.remove((r, id)).map_err(be(op))?;
+                meta.floor = meta.floor.max(changed);
+            }
+            meta.version = version;
+            meta.trends = trends.to_vec();
+            metas.insert(r, enc(&meta)?.as_slice()).map_err(be(op))?;
+        }
+        txn.commit().map_err(be(op))?;
+        Ok(())
+    }
+
+    fn region_globals(&self, region: &Region) -> Result<RegionGlobals, StoreError> {
+        let op = "region_globals";
+        let r = region.as_str();
+        let txn = self.read_txn(op)?;
+        let meta = read_meta(&txn.open_table(REGION_META).map_err(be(op))?, region)?;
+        let globals = txn.open_table(GLOBALS).map_err(be(op))?;
+        let mut patterns = Vec::new();
+        for row in globals.range((r, 0)..=(r, u64::MAX)).map_err(be(op))? {
+            let (_, v) = row.map_err(be(op))?;
+            let rec: GlobalRecord = dec("global pattern", v.value())?;
+            patterns.extend(rec.pattern);
+        }
+        Ok(RegionGlobals {
+            version: meta.version,
+            patterns,
+            trends: meta.trends,
+            max_id: meta.max_id,
+        })
+    }
+
+    fn globals_since(&self, region: &Region, since: u64) -> Result<GlobalsChange, StoreError> {
+        let op = "globals_since";
+        let r = region.as_str();
+        let txn = self.read_txn(op)?;
+        let meta = read_meta(&txn.open_table(REGION_META).map_err(be(op))?, region)?;
+        let mut change = GlobalsChange {
+            version: meta.version,
+            trends: meta.trends,
+            ..GlobalsChange::default()
+        };
+        if since == meta.version {
+            return Ok(change);
+        }
+        change.reset = since == 0 || since > meta.version || since < meta.floor;
+        let globals = txn.open_table(GLOBALS).map_err(be(op))?;
+        for row in globals.range((r, 0)..=(r, u64::MAX)).map_err(be(op))? {
+            let (k, v) = row.map_err(be(op))?;
+            let rec: GlobalRecord = dec("global pattern", v.value())?;
+            match rec.pattern {
+                Some(p) if change.reset || rec.changed > since => change.patterns.push(p),
+                None if !change.reset && rec.changed > since => {
+                    change.removed.push(k.value().1);
+                }
+                _ => {}
+            }
+        }
+        Ok(change)
+    }
+
+    fn upsert_catalog(&self, entries: &[CatalogEntry]) -> Result<u64, StoreError> {
+        let op = "upsert_catalog";
+        let txn = self.write_txn(op)?;
+        let version = {
+            let mut catalog = txn.open_table(CATALOG).map_err(be(op))?;
+            let mut log = txn.open_table(CATALOG_LOG).map_err(be(op))?;
+            let mut meta = txn.open_table(META).map_err(be(op))?;
+            let mut version = read_u64(&meta, CATALOG_VERSION)?;
+            let mut len = read_u64(&meta, CATALOG_LEN)?;
+            for e in entries {
+                version += 1;
+                let id = e.item.id.as_str();
+                let old: Option<CatalogRecord> = match catalog.get(id).map_err(be(op))? {
+                    Some(v) => Some(dec("catalog item", v.value())?),
+                    None => None,
+                };
+                match old {
+                    Some(old) => {
+                        log.remove(old.version).map_err(be(op))?;
+                        if old.entry.is_none() {
+                            len += 1;
+                        }
+                    }
+                    None => len += 1,
+                }
+                let rec = CatalogRecord {
+                    version,
+                    entry: Some(e.clone()),
+                };
+                catalog.insert(id, enc(&rec)?.as_slice()).map_err(be(op))?;
+                log.insert(version, id).map_err(be(op))?;
+            }
+            meta.insert(CATALOG_VERSION, version).map_err(be(op))?;
+            meta.insert(CATALOG_LEN, len).map_err(be(op))?;
+            version
+        };
+        txn.commit().map_err(be(op))?;
+        Ok(version)
+    }
+
+    fn remove_catalog(&self, ids: &[ContentId]) -> Result<u64, StoreError> {
+        let op = "remove_catalog";
+        let txn = self.write_txn(op)?;
+        let version = {
+            let mut catalog = txn.open_table(CATALOG).map_err(be(op))?;
+            let mut log = txn.open_table(CATALOG_LOG).map_err(be(op))?;
+            let mut meta = txn.open_table(META).map_err(be(op))?;
+            let mut version = read_u64(&meta, CATALOG_VERSION)?;
+            let mut len = read_u64(&meta, CATALOG_LEN)?;
+            for id in ids {
+                let id = id.as_str();
+                let old: Option<CatalogRecord> = match catalog.get(id).map_err(be(op))? {
+                    Some(v) => Some(dec("catalog item", v.value())?),
+                    None => None,
+                };
+                let Some(old) = old.filter(|o| o.entry.is_some()) else {
+                    continue;
+                };
+                version += 1;
+                len = len.saturating_sub(1);
+                log.remove(old.version).map_err(be(op))?;
+                let rec = CatalogRecord {
+                    version,
+                    entry: None,
+                };
+                catalog.insert(id, enc(&rec)?.as_slice()).map_err(be(op))?;
+                log.insert(version, id).map_err(be(op))?;
+            }
+            meta.insert(CATALOG_VERSION, version).map_err(be(op))?;
+            meta.insert(CATALOG_LEN, len).map_err(be(op))?;
+            version
+        };
+        txn.commit().map_err(be(op))?;
+        Ok(version)
+    }
+
+    fn catalog_version(&self) -> Result<u64, StoreError> {
+        let txn = self.read_txn("catalog_version")?;
+        read_u64(
+            &txn.open_table(META).map_err(be("catalog_version"))?,
+            CATALOG_VERSION,
+        )
+    }
+
+    fn catalog_len(&self) -> Result<u64, StoreError> {
+        let txn = self.read_txn("catalog_len")?;
+        read_u64(
+            &txn.open_table(META).map_err(be("catalog_len"))?,
+            CATALOG_LEN,
+        )
+    }
+
+    fn catalog_page(&self, since: u64, max_items: usize) -> Result<CatalogPage, StoreError> {
+        let op = "catalog_page";
+        let max_items = clamp_page(max_items, MAX_CATALOG_PAGE);
+        let txn = self.read_txn(op)?;
+        let current = read_u64(&txn.open_table(META).map_err(be(op))?, CATALOG_VERSION)?;
+        let log = txn.open_table(CATALOG_LOG).map_err(be(op))?;
+        let catalog = txn.open_table(CATALOG).map_err(be(op))?;
+        let mut page = CatalogPage {
+            version: current,
+            ..CatalogPage::default()
+        };
+        let mut taken = 0usize;
+        let mut last = since;
+        for row in log
+            .range((Bound::Excluded(since), Bound::Unbounded))
+            .map_err(be(op))?
+        {
+            if taken == max_items {
+                page.more = true;
+                break;
+            }
+            let (k, id) = row.map_err(be(op))?;
+            let id = id.value();
+            let rec: CatalogRecord = match catalog.get(id).map_err(be(op))? {
+                Some(v) => dec("catalog item", v.value())?,
+                None => {
+                    return Err(StoreError::Corrupt {
+                        what: "catalog log",
+                        message: format!("log names {id:?}, which has no record"),
+                    })
+                }
+            };
+            match rec.entry {
+                Some(e) => page.upserts.push(e),
+                None => page
+                    .removed
+                    .push(ContentId::new(id).map_err(|e| StoreError::Corrupt {
+                        what: "catalog log",
+                        message: e.to_string(),
+                    })?),
+            }
+            last = k.value();
+            taken += 1;
+        }
+        if page.more {
+            page.version = last;
+        }
+        Ok(page)
+    }
+
+    fn catalog_entries(
+        &self,
+        after: Option<&ContentId>,
+        limit: usize,
+    ) -> Result<Vec<CatalogEntry>, StoreError> {
+        let op = "catalog_entries";
+        let limit = clamp_page(limit, MAX_SCAN_PAGE);
+        let txn = self.read_txn(op)?;
+        let catalog = txn.open_table(CATALOG).map_err(be(op))?;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.as_str()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for row in catalog
+            .range::<&str>((lower, Bound::Unbounded))
+            .map_err(be(op))?
+        {
+            if out.len() == limit {
+                break;
+            }
+            let (_, v) = row.map_err(be(op))?;
+            let rec: CatalogRecord = dec("catalog item", v.value())?;
+            out.extend(rec.entry);
+        }
+        Ok(out)
+    }
+}
