@@ -22,7 +22,8 @@
 //!
 //! Cold start (no recent watch, no local pattern in the bucket, no mood):
 //! trends of the bucket (then of other buckets), then items nearest the
-//! bucket's global patterns, then the catalog in insertion order.
+//! bucket's global patterns (cosine ≥ [`COLD_GLOBAL_MIN_COSINE`]), then the
+//! catalog in insertion order.
 //!
 //! Determinism: equal scores are broken by content id (ascending), so the same
 //! state and request give the same answer. Bounds: `k` is clamped to
@@ -36,6 +37,10 @@ use serde::Serialize;
 use crate::error::BrainError;
 use crate::index::CandidateSearch;
 use crate::state::BrainState;
+
+/// In cold start, an item is offered as "popular with viewers like you" only
+/// when this close (cosine) to a global pattern of the bucket.
+pub const COLD_GLOBAL_MIN_COSINE: f32 = 0.3;
 
 /// A recommendation request.
 #[derive(Debug, Clone, PartialEq)]
@@ -455,7 +460,9 @@ fn cold_start(
             .nearest(g, k * 2)?
             .into_iter()
             .filter_map(|key| state.catalog.by_key(key))
-            .map(|r| (dot(g, r.entry.embedding.as_slice()) * w, &r.entry.item.id))
+            .map(|r| (dot(g, r.entry.embedding.as_slice()), &r.entry.item.id))
+            .filter(|(cos, _)| *cos >= COLD_GLOBAL_MIN_COSINE)
+            .map(|(cos, id)| (cos * w, id))
             .collect();
         near.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         for (s, id) in near {
