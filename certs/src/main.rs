@@ -1,0 +1,269 @@
+//! `omega-certs`: the command line for Omega's certificate store. Thin wiring over
+//! the `omega_certs` library: parse arguments, call [`CertDir`], print results.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use omega_certs::{inspect_file, CaKind, CertDir, Validity};
+
+/// Omega certificate authority: device and node certificates, revocation lists.
+///
+/// A store directory holds two CAs (device and node), their CRLs, the issued
+/// certificates under devices/ and nodes/, and an index.json ledger.
+#[derive(Debug, Parser)]
+#[command(name = "omega-certs", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct DirArg {
+    /// Certificate store directory.
+    #[arg(long, value_name = "DIR", env = "OMEGA_CERTS_DIR")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the device and node CAs, empty CRLs and an empty ledger in DIR.
+    ///
+    /// Refuses to touch a directory that already holds CA files.
+    Init {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Issue one TV client certificate into DIR/devices/ID.{crt,key}.
+    ///
+    /// The certificate's CN is ID. ID is 1 to 64 characters of A-Z a-z 0-9 . _ - and does not start with '.'
+    /// or '-'; it must not have been issued before.
+    IssueDevice {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Device id (becomes the certificate CN and the file name).
+        #[arg(long, value_name = "ID")]
+        id: String,
+        /// Validity in days.
+        #[arg(long, value_name = "N", default_value_t = omega_certs::DEFAULT_DEVICE_DAYS,
+              value_parser = clap::value_parser!(i64).range(1..=36500))]
+        days: i64,
+    },
+    /// Issue one constellation node certificate into DIR/nodes/NAME.{crt,key}.
+    ///
+    /// NAME follows the same rule as device ids. The certificate is valid for TLS server and client use (nodes dial each other)
+    /// for every --san given.
+    IssueNode {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Node name (becomes the certificate CN and the file name).
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// DNS name or IP address the node is reached at; repeat for several.
+        #[arg(long = "san", value_name = "HOST", required = true)]
+        sans: Vec<String>,
+        /// Validity in days.
+        #[arg(long, value_name = "N", default_value_t = omega_certs::DEFAULT_NODE_DAYS,
+              value_parser = clap::value_parser!(i64).range(1..=36500))]
+        days: i64,
+    },
+    /// Issue N device certificates at once, ids P-1 .. P-N (zero-padded).
+    ///
+    /// Ids are padded to the width of N: --count 10000 --prefix tv gives tv-00001 ..
+    /// tv-10000. Nothing is issued if any of the ids already exists. Uses all cores;
+    /// the ledger is written once at the end.
+    IssueDevices {
+        #[command(flatten)]
+        dir: DirArg,
+        /// How many devices.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        count: u64,
+        /// Id prefix.
+        #[arg(long, value_name = "P")]
+        prefix: String,
+        /// Validity in days.
+        #[arg(long, value_name = "N", default_value_t = omega_certs::DEFAULT_DEVICE_DAYS,
+              value_parser = clap::value_parser!(i64).range(1..=36500))]
+        days: i64,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Revoke a certificate by serial or id and rewrite its CA's CRL.
+    ///
+    /// SERIAL_OR_ID is a serial number in hex or a device id / node name. The ledger
+    /// is marked and DIR/device-ca.crl or DIR/node-ca.crl is re-signed. Revoking
+    /// twice is harmless.
+    Revoke {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Serial number (hex, ':' separators allowed) or device id / node name.
+        #[arg(value_name = "SERIAL_OR_ID")]
+        target: String,
+    },
+    /// Re-sign both CRLs with a fresh date (CRLs are valid for 30 days).
+    RefreshCrl {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Print what a certificate or CRL file (PEM or DER) contains.
+    ///
+    /// Certificates: subject, issuer, serial, validity, SANs, key usage. CRLs:
+    /// issuer, dates, CRL number and the revoked serials.
+    Inspect {
+        /// The file to read.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("omega-certs: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error chain on one line, skipping causes already quoted by their parent.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line.replace('\n', " ")
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init { dir } => {
+            let store = CertDir::init(&dir.dir)?;
+            println!("initialized certificate store in {}", store.dir().display());
+            for kind in CaKind::ALL {
+                println!(
+                    "  {kind} CA: {} (key {}, CRL {})",
+                    store.ca_cert_path(kind).display(),
+                    store.paths().ca_key_path(kind).display(),
+                    store.crl_path(kind).display()
+                );
+            }
+        }
+        Command::IssueDevice { dir, id, days } => {
+            let mut store = CertDir::open(&dir.dir)?;
+            let cert = store.issue_device_with(&id, Validity::days_from_now(days))?;
+            println!(
+                "issued device certificate {} serial {}",
+                cert.subject, cert.serial
+            );
+            println!("  cert: {}", store.device_cert_path(&id).display());
+            println!("  key:  {}", store.device_key_path(&id).display());
+            println!("  valid until {}", rfc3339(cert.not_after));
+        }
+        Command::IssueNode {
+            dir,
+            name,
+            sans,
+            days,
+        } => {
+            let mut store = CertDir::open(&dir.dir)?;
+            let cert = store.issue_node_with(&name, &sans, Validity::days_from_now(days))?;
+            println!(
+                "issued node certificate {} serial {}",
+                cert.subject, cert.serial
+            );
+            println!("  SANs: {}", sans.join(", "));
+            println!("  cert: {}", store.node_cert_path(&name).display());
+            println!("  key:  {}", store.node_key_path(&name).display());
+            println!("  valid until {}", rfc3339(cert.not_after));
+        }
+        Command::IssueDevices {
+            dir,
+            count,
+            prefix,
+            days,
+            quiet,
+        } => {
+            let count_usize = usize::try_from(count).context("--count is too large")?;
+            let mut store = CertDir::open(&dir.dir)?;
+            let bar = if quiet {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new(count)
+            };
+            if let Ok(style) = ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} certificates ({per_sec}, eta {eta})",
+            ) {
+                bar.set_style(style);
+            }
+            let started = Instant::now();
+            let result = store.issue_devices_with(
+                count_usize,
+                &prefix,
+                Validity::days_from_now(days),
+                |_| bar.inc(1),
+            );
+            bar.finish_and_clear();
+            let entries = result?;
+            let secs = started.elapsed().as_secs_f64();
+            if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                println!(
+                    "issued {} device certificates ({} .. {}) in {secs:.1} s into {}",
+                    entries.len(),
+                    first.subject,
+                    last.subject,
+                    store.paths().devices_dir().display()
+                );
+            }
+        }
+        Command::Revoke { dir, target } => {
+            let mut store = CertDir::open(&dir.dir)?;
+            let r = store.revoke(&target)?;
+            let verb = if r.already_revoked {
+                "was already revoked"
+            } else {
+                "revoked"
+            };
+            println!(
+                "{} certificate {} (serial {}) {verb}; CRL rewritten: {}",
+                r.entry.kind,
+                r.entry.subject,
+                r.entry.serial,
+                store.crl_path(r.entry.kind).display()
+            );
+        }
+        Command::RefreshCrl { dir } => {
+            let mut store = CertDir::open(&dir.dir)?;
+            store.refresh_crls()?;
+            for kind in CaKind::ALL {
+                println!("re-signed {}", store.crl_path(kind).display());
+            }
+        }
+        Command::Inspect { file } => {
+            let items = inspect_file(&file)?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                println!("{item}");
+            }
+        }
+    }
+    Ok(())
+}
