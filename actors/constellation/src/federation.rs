@@ -546,3 +546,250 @@ pub fn run<S: PatternStore>(
     }
     Ok(reports)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite::{self, bucket, device, embedding, embedding_near, region};
+    use crate::store::{DeviceState, DeviceSync, MemoryStore, StoredPattern};
+    use omega_protocol::PatternId;
+
+    fn row(dev: u64, id: u64, e: Embedding, b: u64, rate: f32, samples: u32) -> RegionPattern {
+        RegionPattern {
+            device: device(dev),
+            pattern: StoredPattern {
+                id: PatternId(id),
+                bucket: bucket(b),
+                embedding: e,
+                success_rate: rate,
+                samples,
+                updated_at_ms: 0,
+            },
+        }
+    }
+
+    /// `n` devices (numbered from `first`) with one pattern near `base`.
+    fn group(first: u64, n: u64, base: u64, b: u64) -> Vec<RegionPattern> {
+        (first..first + n)
+            .map(|d| row(d, base, embedding_near(base, 10_000 + d, 0.05), b, 0.8, 10))
+            .collect()
+    }
+
+    fn run1(inputs: &[RegionPattern], prev: &RegionGlobals) -> RegionOutput {
+        federate_region(inputs, prev, &[], &FederationConfig::default())
+    }
+
+    #[test]
+    fn a_cluster_needs_k_distinct_devices() {
+        assert!(run1(&group(0, 4, 1, 0), &RegionGlobals::default())
+            .patterns
+            .is_empty());
+        let out = run1(&group(0, 5, 1, 0), &RegionGlobals::default());
+        assert_eq!(out.patterns.len(), 1);
+        let g = &out.patterns[0];
+        assert_eq!((g.support, g.samples, g.bucket), (5, 50, bucket(0)));
+        assert!(g.embedding.cosine(&embedding(1)) > 0.95);
+        assert_eq!(out.stats.eligible_clusters, 1);
+        // One device with many patterns is still one device.
+        let one: Vec<RegionPattern> = (0..10)
+            .map(|i| row(1, i, embedding_near(1, 100 + i, 0.05), 0, 0.8, 10))
+            .collect();
+        assert!(run1(&one, &RegionGlobals::default()).patterns.is_empty());
+        // Patterns without successes carry no weight and no support.
+        let mut idle = group(0, 5, 1, 0);
+        idle[0].pattern.success_rate = 0.0;
+        assert!(run1(&idle, &RegionGlobals::default()).patterns.is_empty());
+        // Buckets are separate: 3 + 3 devices in two buckets publish nothing.
+        let mut split = group(0, 3, 1, 0);
+        split.extend(group(3, 3, 1, 1));
+        assert!(run1(&split, &RegionGlobals::default()).patterns.is_empty());
+    }
+
+    #[test]
+    fn aggregation_is_quality_weighted() {
+        let heavy = embedding_near(1, 500, 0.15);
+        let light = embedding_near(1, 600, 0.15);
+        assert!(heavy.cosine(&light) > 0.8);
+        let mut rows: Vec<RegionPattern> = (0..3)
+            .map(|d| row(d, 1, heavy.clone(), 0, 1.0, 100))
+            .collect();
+        rows.extend((3..6).map(|d| row(d, 1, light.clone(), 0, 0.1, 1)));
+        let out = run1(&rows, &RegionGlobals::default());
+        assert_eq!(out.patterns.len(), 1);
+        let g = &out.patterns[0];
+        assert!(g.embedding.cosine(&heavy) > g.embedding.cosine(&light) + 0.1);
+        // success rate weighted by samples: (3×100×1.0 + 3×1×0.1) / 303.
+        let expected = (300.0 + 0.3) / 303.0;
+        assert!(
+            (g.success_rate - expected).abs() < 1e-4,
+            "{}",
+            g.success_rate
+        );
+        assert_eq!((g.support, g.samples), (6, 303));
+    }
+
+    #[test]
+    fn publication_is_capped_best_supported_first() {
+        let mut rows = group(0, 5, 1, 0);
+        rows.extend(group(10, 7, 2, 0));
+        rows.extend(group(20, 6, 3, 0));
+        let config = FederationConfig {
+            max_globals_per_region: 2,
+            ..FederationConfig::default()
+        };
+        let out = federate_region(&rows, &RegionGlobals::default(), &[], &config);
+        let mut supports: Vec<u32> = out.patterns.iter().map(|g| g.support).collect();
+        supports.sort_unstable();
+        assert_eq!(supports, vec![6, 7]);
+    }
+
+    #[test]
+    fn the_same_input_in_any_order_gives_the_same_output() {
+        let mut rows = group(0, 6, 1, 0);
+        rows.extend(group(6, 5, 2, 3));
+        rows.extend(group(11, 8, 3, 3));
+        rows.extend((0..30).map(|d| row(100 + d, 1, embedding(5000 + d), d % 8, 0.5, 3)));
+        let catalog: Vec<CatalogVector> = (0..20)
+            .map(|i| CatalogVector {
+                id: suite::content(i),
+                embedding: embedding(i),
+            })
+            .collect();
+        let config = FederationConfig::default();
+        let a = federate_region(&rows, &RegionGlobals::default(), &catalog, &config);
+        let b = federate_region(&rows, &RegionGlobals::default(), &catalog, &config);
+        assert_eq!(a, b);
+        assert_eq!(a.patterns.len(), 3);
+        let mut permuted = rows.clone();
+        permuted.reverse();
+        permuted.rotate_left(7);
+        let c = federate_region(&permuted, &RegionGlobals::default(), &catalog, &config);
+        assert_eq!(a, c);
+        // Through `federate` as well.
+        let map = BTreeMap::from([(region(1), rows), (region(2), permuted)]);
+        let out = federate(&map, &BTreeMap::new(), &catalog, &config);
+        assert_eq!(out[&region(1)], out[&region(2)]);
+    }
+
+    #[test]
+    fn ids_are_stable_while_a_cluster_persists() {
+        let mut rows = group(0, 5, 1, 0);
+        rows.extend(group(10, 5, 2, 0));
+        let first = run1(&rows, &RegionGlobals::default());
+        assert_eq!(
+            first.patterns.iter().map(|g| g.id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let prev = RegionGlobals {
+            version: 1,
+            patterns: first.patterns.clone(),
+            trends: vec![],
+            max_id: 2,
+        };
+        // More devices join cluster 1, a new cluster appears, cluster 2 stays.
+        let mut more = rows.clone();
+        more.extend(group(20, 3, 1, 0));
+        more.extend(group(30, 5, 3, 2));
+        let second = run1(&more, &prev);
+        let id_of = |out: &RegionOutput, base: u64| {
+            out.patterns
+                .iter()
+                .find(|g| g.embedding.cosine(&embedding(base)) > 0.9)
+                .map(|g| g.id)
+        };
+        assert_eq!(id_of(&second, 1), id_of(&first, 1));
+        assert_eq!(id_of(&second, 2), id_of(&first, 2));
+        assert_eq!(id_of(&second, 3), Some(3));
+        // Withdrawn ids are never reused: fresh ids start above max_id.
+        let prev = RegionGlobals {
+            max_id: 40,
+            ..RegionGlobals::default()
+        };
+        let third = run1(&rows, &prev);
+        assert_eq!(
+            third.patterns.iter().map(|g| g.id).collect::<Vec<_>>(),
+            vec![41, 42]
+        );
+    }
+
+    #[test]
+    fn trends_come_from_growing_clusters_and_the_catalog() {
+        let rows = group(0, 6, 1, 2);
+        let catalog: Vec<CatalogVector> = [(1u64, 1u64), (2, 77), (3, 78)]
+            .into_iter()
+            .map(|(n, seed)| CatalogVector {
+                id: suite::content(n),
+                embedding: embedding(seed),
+            })
+            .collect();
+        let config = FederationConfig::default();
+        let out = federate_region(&rows, &RegionGlobals::default(), &catalog, &config);
+        assert!(!out.trends.is_empty());
+        let top = &out.trends[0];
+        assert_eq!(
+            (top.content_id.clone(), top.bucket),
+            (suite::content(1), bucket(2))
+        );
+        assert!(top.score > 0.9 && top.score <= 1.0);
+        assert!(out.trends.len() <= config.max_trends);
+        // No growth since the previous run: no trends.
+        let prev = RegionGlobals {
+            version: 1,
+            patterns: out.patterns.clone(),
+            trends: out.trends.clone(),
+            max_id: 1,
+        };
+        let again = federate_region(&rows, &prev, &catalog, &config);
+        assert_eq!(again.patterns, out.patterns);
+        assert!(again.trends.is_empty());
+    }
+
+    #[test]
+    fn run_publishes_only_when_something_changed() {
+        let store = MemoryStore::new();
+        for r in group(0, 6, 1, 0) {
+            let state = DeviceState {
+                pattern_version: 1,
+                region: region(1),
+                last_sync_ms: 0,
+            };
+            let sync = DeviceSync {
+                state: &state,
+                reset: false,
+                upserts: std::slice::from_ref(&r.pattern),
+                removals: &[],
+            };
+            store.apply_device_sync(&r.device, sync).expect("apply");
+        }
+        store
+            .upsert_catalog(&[suite::catalog_entry(1, 1)])
+            .expect("catalog");
+        let config = FederationConfig::default();
+        let reports = run(&store, &config).expect("run");
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].published_version, Some(1));
+        assert_eq!(reports[0].globals, 1);
+        assert_eq!(reports[0].stats.input_patterns, 6);
+        let g = store.globals_since(&region(1), 0).expect("read");
+        assert_eq!((g.version, g.patterns.len()), (1, 1));
+        assert_eq!(g.trends.len(), 1);
+        // Same input: the clusters persist; only the trends fade (no growth).
+        let reports = run(&store, &config).expect("run");
+        assert_eq!(reports[0].published_version, Some(2));
+        let g = store.globals_since(&region(1), 1).expect("read");
+        assert!(g.patterns.is_empty() && g.removed.is_empty() && g.trends.is_empty());
+        // Nothing at all changed: no new version.
+        let reports = run(&store, &config).expect("run");
+        assert_eq!(reports[0].published_version, None);
+        assert!(matches!(
+            run(
+                &store,
+                &FederationConfig {
+                    k_min_devices: 0,
+                    ..config
+                }
+            ),
+            Err(FederationError::Config(_))
+        ));
+    }
+}
