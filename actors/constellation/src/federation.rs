@@ -116,9 +116,8 @@ impl FederationConfig {
         {
             return err("max_globals_per_region must be in 1..=512");
         }
-        if !(self.cluster_threshold > 0.0 && self.cluster_threshold <= 1.0)
-            || !(self.id_match_threshold > 0.0 && self.id_match_threshold <= 1.0)
-        {
+        let unit = |t: f32| t > 0.0 && t <= 1.0;
+        if !unit(self.cluster_threshold) || !unit(self.id_match_threshold) {
             return err("thresholds must be in (0, 1]");
         }
         if self.max_clusters_per_bucket == 0

@@ -570,11 +570,11 @@ impl PatternStore for RedbStore {
             version: current,
             ..CatalogPage::default()
         };
-        let mut taken = 0usize;
         let mut last = since;
-        for row in log
+        for (taken, row) in log
             .range((Bound::Excluded(since), Bound::Unbounded))
             .map_err(be(op))?
+            .enumerate()
         {
             if taken == max_items {
                 page.more = true;
@@ -601,7 +601,6 @@ impl PatternStore for RedbStore {
                     })?),
             }
             last = k.value();
-            taken += 1;
         }
         if page.more {
             page.version = last;
