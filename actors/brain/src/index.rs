@@ -18,7 +18,10 @@
 //! Scalar kind: [`IndexScalar::I8`] by default. The recommender rescoring uses
 //! the exact f32 embeddings, so quantization only affects which candidates
 //! come back; MEASUREMENTS.md shows recall@50 0.93 (i8) vs 0.94 (f32) at half
-//! the search time and a quarter of the memory; `recommend_bench` measures both.
+//! the search time and a quarter of the memory. `examples/recommend_bench`
+//! (10K random clustered items, 10K patterns, k = 10, release, 2 shared cores)
+//! measured recommend p50/p99 = 648/1012 µs with i8 against 939/1506 µs with
+//! f32, and index build 1.0 s against 2.8 s.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

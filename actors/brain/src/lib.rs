@@ -11,7 +11,7 @@
 //! * [`delta`]: sans-IO delta / snapshot building under the privacy rules.
 //! * [`recommender`]: sans-IO `recommend`, the hot path.
 //! * [`state`]: the in-memory state the store mirrors and the recommender reads.
-//! * [`error`]: [`BrainError`].
+//! * [`error`]: the typed [`BrainError`] of every fallible call.
 
 pub mod delta;
 pub mod error;
