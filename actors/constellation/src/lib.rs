@@ -10,10 +10,14 @@
 //!   application by device version, the response (globals, trends, catalog
 //!   page, randomized next sync), and the in-flight permit counter.
 //! * [`federation`]: device patterns → global patterns and trends per region.
+//! * [`actors`]: the thin actor shell over the above (ractor): a node
+//!   supervisor, shard actors, the federation timer and the catalog importer.
 //!
-//! Nothing here reads a clock, opens a socket or draws randomness except
-//! through an injected RNG; the node binary and its actors own all IO.
+//! Outside [`actors`], nothing here reads a clock, opens a socket or draws
+//! randomness except through an injected RNG; the actors and the node binary
+//! own all IO.
 
+pub mod actors;
 pub mod federation;
 pub mod shard;
 pub mod store;

@@ -1,0 +1,499 @@
+//! The node's actors: a thin, supervised shell around the sans-IO core.
+//!
+//! ```text
+//! NodeSupervisor                       (restart policy in handle_supervisor_evt)
+//! ├── ShardActor #0 … #N-1             (one SyncCore each, shared Arc<dyn PatternStore>)
+//! ├── FederationActor                  (timer + on-demand trigger, records duration)
+//! └── CatalogActor                     (imports, embeds in batches off the executor)
+//! ```
+//!
+//! * A device belongs to shard actor [`shard_of`](crate::shard::shard_of)`(device, N)`,
+//!   so one actor serializes all syncs of a device (and its rate limiter sees
+//!   all of them). Its store calls run on tokio's blocking pool.
+//! * The logic stays in [`crate::sync`], [`crate::federation`] and
+//!   [`crate::store`]; actors own state, timers, threads and logs.
+//! * Mailboxes are bounded in effect: [`Node::try_admit`] hands out an
+//!   [`InFlight`] permit per sync; the permit travels inside the message and is
+//!   released once the shard has answered, so at most `in_flight` sync
+//!   messages exist across all shard mailboxes. Without a permit the caller
+//!   answers [`Node::busy`] (`RetryAfter`). Federation triggers and catalog
+//!   imports are gated by one-slot semaphores ([`ActorsError::Busy`] past
+//!   them), and the federation timer re-arms itself only after a run, so at
+//!   most one tick is ever queued.
+//! * Restart policy ([`supervisor`]): a child that fails (error or panic) or
+//!   stops on its own is restarted with fresh state from the store (a shard
+//!   loses only its in-memory rate limiter); at most
+//!   [`NodeConfig::max_restarts`] restarts per [`NodeConfig::restart_window`],
+//!   past which the supervisor stops and the node reports not ready.
+//!
+//! [`Node`] is the handle the listener and the admin API use.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef, ActorStatus};
+use tokio::sync::Semaphore;
+
+use omega_protocol::{CatalogItem, DeviceId, SyncError, SyncRequest, SyncResponse};
+
+use crate::federation::{FederationConfig, FederationError};
+use crate::store::{PatternStore, StoreError};
+use crate::sync::{InFlight, Permit, SyncConfig, SyncOutcome};
+
+pub mod catalog;
+pub mod federation;
+pub mod shard;
+pub mod supervisor;
+
+pub use catalog::{
+    CatalogActor, CatalogError, CatalogMsg, CatalogOptions, ImportFormat, ImportReport,
+    TextEmbedder,
+};
+pub use federation::{FederationActor, FederationMsg, FederationSummary, RegionSummary};
+pub use shard::{ShardActor, ShardMsg, SyncJob};
+pub use supervisor::{NodeSupervisor, SupervisorMsg};
+
+/// Metric names recorded by the actors (the node binary exports them).
+pub mod names {
+    /// Histogram: seconds one federation run took.
+    pub const FEDERATION_DURATION: &str = "omega_federation_duration_seconds";
+    /// Counter: federation runs, label `result` = `ok` | `error`.
+    pub const FEDERATION_RUNS: &str = "omega_federation_runs_total";
+    /// Gauge: devices holding patterns (as of the last federation run).
+    pub const DEVICES: &str = "omega_devices";
+    /// Gauge: device patterns held (as of the last federation run).
+    pub const PATTERNS: &str = "omega_patterns";
+    /// Gauge: a region's global version, label `region`.
+    pub const GLOBAL_VERSION: &str = "omega_global_version";
+    /// Gauge: live catalog items.
+    pub const CATALOG_ITEMS: &str = "omega_catalog_items";
+    /// Counter: catalog items embedded.
+    pub const CATALOG_EMBEDDED: &str = "omega_catalog_embedded_total";
+    /// Counter: child actors restarted, label `child`.
+    pub const ACTOR_RESTARTS: &str = "omega_actor_restarts_total";
+}
+
+/// Lets actor states that hold an `Arc<dyn PatternStore>` derive `Debug`.
+impl std::fmt::Debug for dyn PatternStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn PatternStore")
+    }
+}
+
+/// Shard actors a node may run.
+pub const MAX_SHARD_ACTORS: u32 = 1024;
+
+/// Why an actor operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorsError {
+    /// The configuration is out of range.
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// An actor could not be spawned.
+    #[error("could not start the {what} actor: {message}")]
+    Spawn {
+        /// Which actor.
+        what: &'static str,
+        /// The spawn error.
+        message: String,
+    },
+    /// The actor is not running (being restarted, or the node is stopping).
+    #[error("the {0} actor is not running")]
+    Unavailable(&'static str),
+    /// The actor did not answer in time.
+    #[error("the {what} actor did not answer within {timeout:?}")]
+    Timeout {
+        /// Which actor.
+        what: &'static str,
+        /// The wait.
+        timeout: Duration,
+    },
+    /// One operation of this kind is already running.
+    #[error("busy: a {0} is already running")]
+    Busy(&'static str),
+    /// The catalog import failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The federation run failed.
+    #[error(transparent)]
+    Federation(#[from] FederationError),
+    /// A store read failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a node's actors behave. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Shard actors (1..=[`MAX_SHARD_ACTORS`]); default 4.
+    pub shards: u32,
+    /// The sync core's configuration (rate limit, next-sync range, …).
+    pub sync: SyncConfig,
+    /// Syncs in flight at once across all shards (≥ 1); default 1024.
+    pub in_flight: usize,
+    /// `RetryAfter` seconds for a sync refused for lack of a permit; default 5.
+    pub busy_retry_secs: u32,
+    /// How long a caller waits for a shard's answer before answering
+    /// `RetryAfter` (the sync may still be applied); default 10 s.
+    pub sync_timeout: Duration,
+    /// Federation parameters (k, thresholds, caps).
+    pub federation: FederationConfig,
+    /// Time between timer-driven federation runs (≥ 1 s); default 15 min.
+    pub federation_interval: Duration,
+    /// Catalog import parameters.
+    pub catalog: CatalogOptions,
+    /// Restarts allowed per `restart_window` before the supervisor gives up;
+    /// default 20.
+    pub max_restarts: usize,
+    /// The window of `max_restarts`; default 60 s.
+    pub restart_window: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            shards: 4,
+            sync: SyncConfig::default(),
+            in_flight: 1024,
+            busy_retry_secs: 5,
+            sync_timeout: Duration::from_secs(10),
+            federation: FederationConfig::default(),
+            federation_interval: Duration::from_secs(15 * 60),
+            catalog: CatalogOptions::default(),
+            max_restarts: 20,
+            restart_window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Checks ranges (including the sync and federation configurations).
+    pub fn validate(&self) -> Result<(), ActorsError> {
+        let bad = |m: String| Err(ActorsError::Config(m));
+        if self.shards == 0 || self.shards > MAX_SHARD_ACTORS {
+            return bad(format!(
+                "shards {} outside 1..={MAX_SHARD_ACTORS}",
+                self.shards
+            ));
+        }
+        if self.in_flight == 0 {
+            return bad("in_flight must be at least 1".into());
+        }
+        if self.federation_interval < Duration::from_secs(1) {
+            return bad("the federation interval must be at least 1 s".into());
+        }
+        if self.sync_timeout.is_zero() {
+            return bad("the sync timeout must be positive".into());
+        }
+        if self.max_restarts == 0 || self.restart_window.is_zero() {
+            return bad("max_restarts and restart_window must be positive".into());
+        }
+        self.catalog.validate()?;
+        self.sync
+            .validate()
+            .map_err(|e| ActorsError::Config(e.to_string()))?;
+        self.federation.validate()?;
+        Ok(())
+    }
+}
+
+/// Where the live children are; the supervisor rewrites an entry when it
+/// restarts a child. Readers clone the `ActorRef` (cheap) and drop the lock.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    pub(crate) shards: Vec<Option<ActorRef<ShardMsg>>>,
+    pub(crate) federation: Option<ActorRef<FederationMsg>>,
+    pub(crate) catalog: Option<ActorRef<CatalogMsg>>,
+}
+
+pub(crate) type SharedRoutes = Arc<RwLock<Routes>>;
+
+fn read_routes(routes: &SharedRoutes) -> std::sync::RwLockReadGuard<'_, Routes> {
+    // A panic while holding the lock cannot leave `Routes` inconsistent (each
+    // write is one assignment), so a poisoned lock is still usable.
+    routes
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) fn write_routes(routes: &SharedRoutes) -> std::sync::RwLockWriteGuard<'_, Routes> {
+    routes
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Unix milliseconds now (the one clock read of the sync path).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A running node's actor tree and the handle to talk to it.
+#[derive(Debug)]
+pub struct Node {
+    supervisor: ActorRef<SupervisorMsg>,
+    join: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    routes: SharedRoutes,
+    stopping: Arc<AtomicBool>,
+    in_flight: InFlight,
+    store: Arc<dyn PatternStore>,
+    config: NodeConfig,
+    has_embedder: bool,
+    import_gate: Semaphore,
+    federation_gate: Semaphore,
+}
+
+/// Answer of a shard: the response and what happened.
+pub type SyncResult = (SyncResponse, SyncOutcome);
+
+impl Node {
+    /// Starts the actor tree over `store`. Catalog imports need `embedder`
+    /// (without one they fail with [`CatalogError::NoModel`]).
+    pub async fn start(
+        store: Arc<dyn PatternStore>,
+        embedder: Option<Arc<dyn TextEmbedder>>,
+        config: NodeConfig,
+    ) -> Result<Self, ActorsError> {
+        config.validate()?;
+        let routes: SharedRoutes = Arc::new(RwLock::new(Routes::default()));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let has_embedder = embedder.is_some();
+        let args = supervisor::SupervisorArgs {
+            store: Arc::clone(&store),
+            embedder,
+            config: config.clone(),
+            routes: Arc::clone(&routes),
+            stopping: Arc::clone(&stopping),
+        };
+        let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args)
+            .await
+            .map_err(|e| ActorsError::Spawn {
+                what: "supervisor",
+                message: e.to_string(),
+            })?;
+        if let Ok(len) = store.catalog_len() {
+            metrics::gauge!(names::CATALOG_ITEMS).set(len as f64);
+        }
+        Ok(Self {
+            supervisor,
+            join: tokio::sync::Mutex::new(Some(join)),
+            routes,
+            stopping,
+            in_flight: InFlight::new(config.in_flight, config.busy_retry_secs),
+            store,
+            config,
+            has_embedder,
+            import_gate: Semaphore::new(1),
+            federation_gate: Semaphore::new(1),
+        })
+    }
+
+    /// The store the node serves from.
+    pub fn store(&self) -> &Arc<dyn PatternStore> {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Whether catalog imports can embed.
+    pub fn has_embedder(&self) -> bool {
+        self.has_embedder
+    }
+
+    /// The in-flight bound (for metrics and stats).
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+
+    /// A permit for one sync, `None` when `in_flight` syncs are out (answer
+    /// [`Node::busy`] then).
+    pub fn try_admit(&self) -> Option<Permit> {
+        self.in_flight.try_acquire()
+    }
+
+    /// The answer to a sync refused for lack of a permit.
+    pub fn busy(&self) -> SyncError {
+        self.in_flight.busy()
+    }
+
+    /// Whether every child runs and the node is not stopping.
+    pub fn is_ready(&self) -> bool {
+        if self.stopping.load(Ordering::Acquire)
+            || !matches!(
+                self.supervisor.get_status(),
+                ActorStatus::Running | ActorStatus::Upgrading
+            )
+        {
+            return false;
+        }
+        let r = read_routes(&self.routes);
+        r.shards.iter().all(Option::is_some) && r.federation.is_some() && r.catalog.is_some()
+    }
+
+    /// Hands one sync of `device` to its shard actor and waits for the answer.
+    /// The permit is released once the shard is done with it. A shard being
+    /// restarted, or one that does not answer within the sync timeout, yields
+    /// `RetryAfter` (nothing, or possibly the sync in the timeout case, was
+    /// applied; a retry is then acknowledged as a replay).
+    pub async fn sync(
+        &self,
+        permit: Permit,
+        device: DeviceId,
+        request: SyncRequest,
+        now_ms: u64,
+    ) -> SyncResult {
+        let index = crate::shard::shard_of(&device, self.config.shards) as usize;
+        let shard = read_routes(&self.routes)
+            .shards
+            .get(index)
+            .and_then(Clone::clone);
+        let retry = || {
+            (
+                Err(SyncError::RetryAfter {
+                    secs: self.config.busy_retry_secs.max(1),
+                }),
+                SyncOutcome::Refused,
+            )
+        };
+        let Some(shard) = shard else {
+            return retry();
+        };
+        let job = SyncJob {
+            device,
+            request,
+            now_ms,
+            permit,
+        };
+        match shard
+            .call(
+                |reply| ShardMsg::Sync(Box::new(job), reply),
+                Some(self.config.sync_timeout),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            Ok(_) | Err(_) => retry(),
+        }
+    }
+
+    /// Runs federation now and returns its summary. One trigger at a time:
+    /// a second concurrent one gets [`ActorsError::Busy`].
+    pub async fn trigger_federation(
+        &self,
+        timeout: Duration,
+    ) -> Result<FederationSummary, ActorsError> {
+        let _gate = self
+            .federation_gate
+            .try_acquire()
+            .map_err(|_| ActorsError::Busy("federation run"))?;
+        let actor = read_routes(&self.routes)
+            .federation
+            .clone()
+            .ok_or(ActorsError::Unavailable("federation"))?;
+        match actor
+            .call(|reply| FederationMsg::Trigger(Some(reply)), Some(timeout))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(r)) => Ok(r?),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ActorsError::Timeout {
+                what: "federation",
+                timeout,
+            }),
+            Ok(_) | Err(_) => Err(ActorsError::Unavailable("federation")),
+        }
+    }
+
+    /// The last federation run's summary, if any ran since start.
+    pub async fn last_federation(&self) -> Option<FederationSummary> {
+        let actor = read_routes(&self.routes).federation.clone()?;
+        match actor
+            .call(FederationMsg::Last, Some(Duration::from_secs(5)))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            _ => None,
+        }
+    }
+
+    /// Validates, embeds and stores catalog items. One import at a time: a
+    /// second concurrent one gets [`ActorsError::Busy`].
+    pub async fn import_catalog(
+        &self,
+        items: Vec<CatalogItem>,
+        timeout: Duration,
+    ) -> Result<ImportReport, ActorsError> {
+        if !self.has_embedder {
+            return Err(CatalogError::NoModel.into());
+        }
+        let max = self.config.catalog.max_items_per_import;
+        if items.len() > max {
+            return Err(CatalogError::TooMany {
+                len: items.len(),
+                max,
+            }
+            .into());
+        }
+        for (i, item) in items.iter().enumerate() {
+            item.validate().map_err(|e| CatalogError::Invalid {
+                index: i + 1,
+                reason: e.to_string(),
+            })?;
+        }
+        let _gate = self
+            .import_gate
+            .try_acquire()
+            .map_err(|_| ActorsError::Busy("catalog import"))?;
+        let actor = read_routes(&self.routes)
+            .catalog
+            .clone()
+            .ok_or(ActorsError::Unavailable("catalog"))?;
+        match actor
+            .call(|reply| CatalogMsg::Import(items, reply), Some(timeout))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(r)) => Ok(r?),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ActorsError::Timeout {
+                what: "catalog",
+                timeout,
+            }),
+            Ok(_) | Err(_) => Err(ActorsError::Unavailable("catalog")),
+        }
+    }
+
+    /// Fault injection for operators' drills and tests: makes shard actor
+    /// `index` fail, so the supervisor's restart policy runs. Returns whether
+    /// the shard was running.
+    pub fn fail_shard(&self, index: usize) -> bool {
+        let shard = read_routes(&self.routes)
+            .shards
+            .get(index)
+            .and_then(Clone::clone);
+        shard.is_some_and(|s| s.cast(ShardMsg::Fail("injected".into())).is_ok())
+    }
+
+    /// Stops the tree: children first (each finishes the message it is
+    /// processing, within `timeout`), then the supervisor. Nothing is
+    /// restarted during shutdown. Afterwards no actor holds the store.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.stopping.store(true, Ordering::Release);
+        self.supervisor
+            .stop_children_and_wait(Some("node shutdown".into()), Some(timeout))
+            .await;
+        let _ = self
+            .supervisor
+            .stop_and_wait(Some("node shutdown".into()), Some(timeout))
+            .await;
+        if let Some(join) = self.join.lock().await.take() {
+            let _ = tokio::time::timeout(timeout, join).await;
+        }
+        let mut r = write_routes(&self.routes);
+        r.shards.iter_mut().for_each(|s| *s = None);
+        r.federation = None;
+        r.catalog = None;
+    }
+}

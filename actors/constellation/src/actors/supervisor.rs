@@ -1,0 +1,252 @@
+//! The node supervisor: starts the shard, federation and catalog actors
+//! linked to itself and restarts them when they fail.
+//!
+//! Restart policy (in [`NodeSupervisor::handle_supervisor_evt`]):
+//!
+//! * a child that fails (handler error or panic) or stops by itself is
+//!   restarted at once, one-for-one, with fresh state built from its start-up
+//!   arguments (the store holds everything durable; a shard loses only its
+//!   in-memory rate limiter, a federation actor its last summary and timer,
+//!   which is re-armed);
+//! * while it is down, its route is empty: syncs for that shard get
+//!   `RetryAfter`, triggers and imports get `Unavailable`;
+//! * at most `max_restarts` restarts in any `restart_window`; one more means
+//!   something is persistently wrong, so the supervisor logs, stops its
+//!   children and itself, and the node reports not ready (an operator or the
+//!   service manager restarts the process);
+//! * during shutdown (the shared `stopping` flag) nothing is restarted.
+//!
+//! Every restart is logged with the child and the reason and counted in
+//! `omega_actor_restarts_total{child}`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use crate::store::PatternStore;
+
+use super::catalog::{CatalogActor, CatalogArgs};
+use super::federation::{FederationActor, FederationArgs};
+use super::shard::{ShardActor, ShardArgs};
+use super::{names, write_routes, NodeConfig, SharedRoutes, TextEmbedder};
+
+/// The supervisor takes no messages besides supervision events.
+#[derive(Debug)]
+pub enum SupervisorMsg {}
+
+/// Start-up arguments of the supervisor.
+#[derive(Debug, Clone)]
+pub struct SupervisorArgs {
+    pub(crate) store: Arc<dyn PatternStore>,
+    pub(crate) embedder: Option<Arc<dyn TextEmbedder>>,
+    pub(crate) config: NodeConfig,
+    pub(crate) routes: SharedRoutes,
+    pub(crate) stopping: Arc<AtomicBool>,
+}
+
+/// Which child an actor id is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Child {
+    Shard(u32),
+    Federation,
+    Catalog,
+}
+
+impl Child {
+    fn label(self) -> String {
+        match self {
+            Child::Shard(i) => format!("shard-{i}"),
+            Child::Federation => "federation".into(),
+            Child::Catalog => "catalog".into(),
+        }
+    }
+}
+
+/// The supervisor's state.
+#[derive(Debug)]
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    children: HashMap<ActorId, Child>,
+    restarts: VecDeque<Instant>,
+}
+
+/// The node supervisor (see the module docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeSupervisor;
+
+async fn spawn_child(
+    child: Child,
+    args: &SupervisorArgs,
+    supervisor: ActorCell,
+) -> Result<ActorId, ActorProcessingErr> {
+    match child {
+        Child::Shard(index) => {
+            let (actor, _) = Actor::spawn_linked(
+                None,
+                ShardActor,
+                ShardArgs {
+                    index,
+                    store: Arc::clone(&args.store),
+                    sync: args.config.sync.clone(),
+                },
+                supervisor,
+            )
+            .await?;
+            let id = actor.get_id();
+            let mut routes = write_routes(&args.routes);
+            if let Some(slot) = routes.shards.get_mut(index as usize) {
+                *slot = Some(actor);
+            }
+            Ok(id)
+        }
+        Child::Federation => {
+            let (actor, _) = Actor::spawn_linked(
+                None,
+                FederationActor,
+                FederationArgs {
+                    store: Arc::clone(&args.store),
+                    config: args.config.federation.clone(),
+                    interval: args.config.federation_interval,
+                },
+                supervisor,
+            )
+            .await?;
+            let id = actor.get_id();
+            write_routes(&args.routes).federation = Some(actor);
+            Ok(id)
+        }
+        Child::Catalog => {
+            let (actor, _) = Actor::spawn_linked(
+                None,
+                CatalogActor,
+                CatalogArgs {
+                    store: Arc::clone(&args.store),
+                    embedder: args.embedder.clone(),
+                    options: args.config.catalog.clone(),
+                },
+                supervisor,
+            )
+            .await?;
+            let id = actor.get_id();
+            write_routes(&args.routes).catalog = Some(actor);
+            Ok(id)
+        }
+    }
+}
+
+fn clear_route(args: &SupervisorArgs, child: Child) {
+    let mut routes = write_routes(&args.routes);
+    match child {
+        Child::Shard(i) => {
+            if let Some(slot) = routes.shards.get_mut(i as usize) {
+                *slot = None;
+            }
+        }
+        Child::Federation => routes.federation = None,
+        Child::Catalog => routes.catalog = None,
+    }
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        write_routes(&args.routes).shards = vec![None; args.config.shards as usize];
+        let mut children = HashMap::new();
+        let all = (0..args.config.shards)
+            .map(Child::Shard)
+            .chain([Child::Federation, Child::Catalog]);
+        for child in all {
+            let id = spawn_child(child, &args, myself.get_cell()).await?;
+            children.insert(id, child);
+        }
+        tracing::info!(
+            shards = args.config.shards,
+            federation_interval_secs = args.config.federation_interval.as_secs(),
+            "node actors started"
+        );
+        Ok(SupervisorState {
+            args,
+            children,
+            restarts: VecDeque::new(),
+        })
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                format!("stopped: {}", reason.as_deref().unwrap_or("no reason")),
+            ),
+            _ => return Ok(()),
+        };
+        let Some(child) = state.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        clear_route(&state.args, child);
+        if state.args.stopping.load(Ordering::Acquire) {
+            tracing::debug!(child = %child.label(), %why, "child stopped during shutdown");
+            return Ok(());
+        }
+
+        // Restart budget: at most max_restarts in the window.
+        let now = Instant::now();
+        let window = state.args.config.restart_window;
+        while state
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            state.restarts.pop_front();
+        }
+        if state.restarts.len() >= state.args.config.max_restarts {
+            tracing::error!(
+                child = %child.label(),
+                %why,
+                max_restarts = state.args.config.max_restarts,
+                window_secs = window.as_secs(),
+                "restart budget exhausted; stopping the node's actors"
+            );
+            state.args.stopping.store(true, Ordering::Release);
+            myself.stop_children(Some("restart budget exhausted".into()));
+            myself.stop(Some("restart budget exhausted".into()));
+            return Ok(());
+        }
+        state.restarts.push_back(now);
+
+        tracing::warn!(child = %child.label(), %why, "restarting child actor");
+        metrics::counter!(names::ACTOR_RESTARTS, "child" => match child {
+            Child::Shard(_) => "shard",
+            Child::Federation => "federation",
+            Child::Catalog => "catalog",
+        })
+        .increment(1);
+        match spawn_child(child, &state.args, myself.get_cell()).await {
+            Ok(id) => {
+                state.children.insert(id, child);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(child = %child.label(), error = %e, "restart failed; stopping");
+                state.args.stopping.store(true, Ordering::Release);
+                myself.stop_children(Some("restart failed".into()));
+                Err(e)
+            }
+        }
+    }
+}
