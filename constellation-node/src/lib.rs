@@ -1,1 +1,24 @@
-//! Home of the `omega-node` binary (the "Constellation node" issue).
+//! omega-node: a constellation node (DESIGN.md, "Constellation").
+//!
+//! The binary (`main.rs`) parses the command line and signals; everything
+//! else lives here so tests can run a node in-process:
+//!
+//! * [`config`]: the TOML configuration, every field defaulted.
+//! * [`server`]: wiring and lifecycle ([`server::RunningNode`]).
+//! * [`listener`]: the QUIC listener (mTLS, one sync per stream, typed
+//!   answers to bad frames, connection and in-flight bounds).
+//! * [`admin`]: the admin HTTP API (health, readiness, metrics, stats,
+//!   content import, federation trigger, global patterns).
+//! * [`telemetry`]: the Prometheus recorder and metric names.
+//!
+//! The logic (sync, federation, catalog, store) is in `omega-constellation`;
+//! its actor tree is `omega_constellation::actors`.
+
+pub mod admin;
+pub mod config;
+pub mod listener;
+pub mod server;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{RunningNode, ServeError, ServeOptions};

@@ -1,0 +1,157 @@
+//! `omega-node`: runs a constellation node. Thin: command line, logging,
+//! signals; the rest is the `omega_node` library.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use omega_node::{Config, RunningNode, ServeOptions};
+
+/// A constellation node of Omega: TVs sync their pattern deltas with it over
+/// QUIC with mutual TLS; it federates them into regional global patterns and
+/// serves the content catalog.
+#[derive(Debug, Parser)]
+#[command(name = "omega-node", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve devices (QUIC) and operators (admin HTTP) until SIGTERM/SIGINT.
+    ///
+    /// Files: the store is DATA_DIR/constellation.redb; the node presents
+    /// CERTS/nodes/<node_name>.crt|.key and accepts devices whose
+    /// certificates chain to CERTS/device-ca.crt and are not revoked in
+    /// CERTS/device-ca.crl. Mutating admin endpoints need a bearer token
+    /// (--admin-token-file, OMEGA_ADMIN_TOKEN_FILE or OMEGA_ADMIN_TOKEN);
+    /// without one they are refused. On SIGTERM/SIGINT the node stops
+    /// accepting, lets in-flight syncs finish (drain_timeout_secs), and
+    /// closes the store.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, env = "OMEGA_DATA_DIR")]
+    data_dir: PathBuf,
+    /// all-MiniLM-L6-v2 directory (config.json, tokenizer.json,
+    /// model.safetensors) used to embed the catalog.
+    #[arg(long, env = "OMEGA_MODEL_DIR")]
+    model_dir: PathBuf,
+    /// Certificate directory made by `omega-certs init` (device CA, CRL,
+    /// nodes/<name>.crt|.key).
+    #[arg(long = "certs", env = "OMEGA_CERTS_DIR")]
+    certs: PathBuf,
+    /// QUIC (UDP) address devices sync with [config: listen; default 0.0.0.0:4433].
+    #[arg(long, env = "OMEGA_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Admin HTTP address [config: admin; default 127.0.0.1:9090].
+    #[arg(long, env = "OMEGA_ADMIN")]
+    admin: Option<std::net::SocketAddr>,
+    /// TOML configuration file (every field optional; see omega_node::config).
+    #[arg(long, env = "OMEGA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Node name: selects CERTS/nodes/<name>.crt [config: node_name; default node-1].
+    #[arg(long, env = "OMEGA_NODE_NAME")]
+    node_name: Option<String>,
+    /// File holding the admin bearer token [config: admin_token_file].
+    #[arg(long, env = "OMEGA_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Seconds between federation runs [config: federation_interval_secs; default 900].
+    #[arg(long, env = "OMEGA_FEDERATION_INTERVAL_SECS")]
+    federation_interval_secs: Option<u64>,
+}
+
+fn admin_token(file: Option<&PathBuf>) -> Result<Option<String>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the admin token file {}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        if token.is_empty() {
+            bail!("the admin token file {} is empty", path.display());
+        }
+        return Ok(Some(token));
+    }
+    Ok(std::env::var("OMEGA_ADMIN_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty()))
+}
+
+async fn shutdown_signal() -> Result<&'static str> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT").context("waiting for SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(a) = args.listen {
+        config.listen = a;
+    }
+    if let Some(a) = args.admin {
+        config.admin = a;
+    }
+    if let Some(n) = args.node_name {
+        config.node_name = n;
+    }
+    if let Some(f) = args.admin_token_file {
+        config.admin_token_file = Some(f);
+    }
+    if let Some(s) = args.federation_interval_secs {
+        config.federation_interval_secs = s;
+    }
+    let admin_token = admin_token(config.admin_token_file.as_ref())?;
+    let node = RunningNode::start(ServeOptions {
+        data_dir: args.data_dir,
+        model_dir: Some(args.model_dir),
+        certs_dir: args.certs,
+        config,
+        admin_token,
+    })
+    .await
+    .context("starting the node")?;
+    let signal = shutdown_signal().await?;
+    tracing::info!(signal, "shutting down");
+    if !node.shutdown().await {
+        bail!("shutdown was not clean (see the log)");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}

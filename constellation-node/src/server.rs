@@ -1,0 +1,333 @@
+//! Wiring: store, model, actors, QUIC listener and admin API, started
+//! together by [`RunningNode::start`] and stopped by
+//! [`RunningNode::shutdown`].
+//!
+//! Files: the store is `DATA_DIR/constellation.redb`; the node identity is
+//! `CERTS/nodes/<node_name>.crt|.key`; devices are checked against
+//! `CERTS/device-ca.crt` and its revocation list `CERTS/device-ca.crl` (if
+//! present).
+//!
+//! Shutdown order: the listener stops accepting connections and streams;
+//! in-flight syncs finish (at most the drain timeout); connections close;
+//! the admin server stops; the actors stop; the store is closed (the last
+//! reference dropped) before `shutdown` returns, so the data directory can
+//! be reopened at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Semaphore};
+
+use omega_constellation::actors::{Node, TextEmbedder};
+use omega_constellation::store::{PatternStore, RedbStore};
+use omega_protocol::quic::{server_config, TlsIdentity, TrustAnchor};
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, ConfigError};
+use crate::listener::{self, ListenerContext};
+use crate::telemetry;
+
+/// The store's file name inside the data directory.
+pub const STORE_FILE: &str = "constellation.redb";
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A file or directory problem.
+    #[error("{what} {path}: {message}")]
+    Path {
+        /// What it is.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The problem.
+        message: String,
+    },
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] omega_constellation::store::StoreError),
+    /// The model could not be loaded.
+    #[error("loading the model from {path}: {message}")]
+    Model {
+        /// The model directory.
+        path: PathBuf,
+        /// The loader's error.
+        message: String,
+    },
+    /// TLS material could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] omega_protocol::quic::TlsError),
+    /// A socket could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The actors could not start.
+    #[error(transparent)]
+    Actors(#[from] omega_constellation::actors::ActorsError),
+}
+
+/// What [`RunningNode::start`] needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where the store lives (created if missing).
+    pub data_dir: PathBuf,
+    /// The MiniLM model directory; `None` runs without catalog imports.
+    pub model_dir: Option<PathBuf>,
+    /// The certificate directory (omega-certs layout).
+    pub certs_dir: PathBuf,
+    /// The configuration (file values already overridden by the command line).
+    pub config: Config,
+    /// The admin bearer token; `None` disables mutating endpoints.
+    pub admin_token: Option<String>,
+}
+
+/// A started node.
+#[derive(Debug)]
+pub struct RunningNode {
+    node: Arc<Node>,
+    store: Weak<dyn PatternStore>,
+    quic_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    shutdown_tx: watch::Sender<bool>,
+    listening: Arc<AtomicBool>,
+    accept_task: tokio::task::JoinHandle<()>,
+    admin_task: tokio::task::JoinHandle<()>,
+    drain_timeout: Duration,
+}
+
+fn load_model(dir: &Path) -> Result<Arc<dyn TextEmbedder>, ServeError> {
+    let e =
+        omega_embed::Embedder::load(dir, omega_embed::EmbedderOptions::default()).map_err(|e| {
+            ServeError::Model {
+                path: dir.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+    Ok(Arc::new(e))
+}
+
+impl RunningNode {
+    /// Opens the store, loads the model, starts the actors, binds the QUIC
+    /// and admin sockets and starts serving.
+    pub async fn start(opts: ServeOptions) -> Result<Self, ServeError> {
+        let config = &opts.config;
+        let node_config = config.node_config()?;
+        let prometheus = telemetry::prometheus();
+
+        std::fs::create_dir_all(&opts.data_dir).map_err(|e| ServeError::Path {
+            what: "data directory",
+            path: opts.data_dir.clone(),
+            message: e.to_string(),
+        })?;
+        let store_path = opts.data_dir.join(STORE_FILE);
+        let store: Arc<dyn PatternStore> = {
+            let path = store_path.clone();
+            let store = tokio::task::spawn_blocking(move || RedbStore::open(path))
+                .await
+                .map_err(|e| ServeError::Path {
+                    what: "store",
+                    path: store_path.clone(),
+                    message: e.to_string(),
+                })??;
+            Arc::new(store)
+        };
+
+        let embedder = match &opts.model_dir {
+            Some(dir) => {
+                let dir = dir.clone();
+                let started = Instant::now();
+                let e = tokio::task::spawn_blocking(move || load_model(&dir))
+                    .await
+                    .map_err(|e| ServeError::Model {
+                        path: opts.model_dir.clone().unwrap_or_default(),
+                        message: e.to_string(),
+                    })??;
+                tracing::info!(secs = started.elapsed().as_secs_f64(), "model loaded");
+                Some(e)
+            }
+            None => {
+                tracing::warn!("no model directory: catalog imports are disabled");
+                None
+            }
+        };
+
+        // TLS before the actors, so a missing certificate fails fast.
+        let node_cert = opts
+            .certs_dir
+            .join("nodes")
+            .join(format!("{}.crt", config.node_name));
+        let node_key = opts
+            .certs_dir
+            .join("nodes")
+            .join(format!("{}.key", config.node_name));
+        let identity = TlsIdentity::from_files(&node_cert, &node_key)?;
+        let ca = opts.certs_dir.join("device-ca.crt");
+        let crl = opts.certs_dir.join("device-ca.crl");
+        let anchor = TrustAnchor::from_files(&ca, crl.is_file().then_some(crl.as_path()))?;
+        let (server_cfg, _revocation) = server_config(identity, &anchor)?;
+
+        let node = Arc::new(Node::start(Arc::clone(&store), embedder, node_config).await?);
+        let weak_store = Arc::downgrade(&store);
+        drop(store);
+
+        let endpoint = match quinn::Endpoint::server(server_cfg, config.listen) {
+            Ok(e) => e,
+            Err(source) => {
+                node.shutdown(Duration::from_secs(5)).await;
+                return Err(ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                });
+            }
+        };
+        let quic_addr = endpoint.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let admin_listener = match tokio::net::TcpListener::bind(config.admin).await {
+            Ok(l) => l,
+            Err(source) => {
+                endpoint.close(0u32.into(), b"startup failed");
+                node.shutdown(Duration::from_secs(5)).await;
+                return Err(ServeError::Bind {
+                    addr: config.admin,
+                    source,
+                });
+            }
+        };
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: config.admin,
+                source,
+            })?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let connections = Arc::new(Semaphore::new(config.max_connections));
+        let listening = Arc::new(AtomicBool::new(true));
+        let ctx = Arc::new(ListenerContext {
+            node: Arc::clone(&node),
+            connections: Arc::clone(&connections),
+            request_timeout: config.request_timeout(),
+        });
+        let accept_task = tokio::spawn(listener::accept_loop(
+            endpoint.clone(),
+            ctx,
+            shutdown_rx.clone(),
+        ));
+
+        if opts.admin_token.is_none() {
+            tracing::warn!(
+                "no admin token configured (--admin-token-file, OMEGA_ADMIN_TOKEN_FILE or \
+                 OMEGA_ADMIN_TOKEN): mutating admin endpoints are refused"
+            );
+        }
+        let state = AdminState {
+            node: Arc::clone(&node),
+            token: opts.admin_token.map(Arc::from),
+            prometheus,
+            listening: Arc::clone(&listening),
+            node_name: Arc::from(config.node_name.as_str()),
+            started: Instant::now(),
+            connections,
+            max_connections: config.max_connections,
+        };
+        let app = admin::router(state, config.admin_body_limit);
+        let mut admin_shutdown = shutdown_rx;
+        let admin_task = tokio::spawn(async move {
+            let serve = axum::serve(admin_listener, app).with_graceful_shutdown(async move {
+                let _ = admin_shutdown.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+        tracing::info!(
+            node = %config.node_name,
+            quic = %quic_addr,
+            admin = %admin_addr,
+            store = %store_path.display(),
+            "omega-node serving"
+        );
+        Ok(Self {
+            node,
+            store: weak_store,
+            quic_addr,
+            admin_addr,
+            endpoint,
+            shutdown_tx,
+            listening,
+            accept_task,
+            admin_task,
+            drain_timeout: config.drain_timeout(),
+        })
+    }
+
+    /// The QUIC address devices sync with.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// The admin HTTP address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The actor tree (tests and embedding programs).
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Stops serving (see the module docs for the order) and closes the
+    /// store. Returns whether everything finished within the drain timeout.
+    pub async fn shutdown(self) -> bool {
+        let deadline = Instant::now() + self.drain_timeout;
+        self.listening.store(false, Ordering::Release);
+        let _ = self.shutdown_tx.send(true);
+        let mut clean = true;
+        let mut accept = self.accept_task;
+        if tokio::time::timeout_at(deadline.into(), &mut accept)
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight syncs did not finish within the drain timeout");
+            accept.abort();
+            clean = false;
+        }
+        self.endpoint.close(0u32.into(), b"node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        let mut admin = self.admin_task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut admin)
+            .await
+            .is_err()
+        {
+            admin.abort();
+        }
+        self.node
+            .shutdown(self.drain_timeout.max(Duration::from_secs(1)))
+            .await;
+        drop(self.node);
+        // Wait (bounded) for the blocking pool to release the store.
+        let closed_by = Instant::now() + Duration::from_secs(10);
+        while self.store.strong_count() > 0 && Instant::now() < closed_by {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.store.strong_count() > 0 {
+            tracing::warn!("the store is still referenced after shutdown");
+            clean = false;
+        }
+        tracing::info!(clean, "omega-node stopped");
+        clean
+    }
+}

@@ -1,0 +1,78 @@
+//! Prometheus metrics: the process-wide recorder and the listener's metric
+//! names (the actors' names are in `omega_constellation::actors::names`).
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `omega_syncs_total` | counter | `outcome`: applied, replayed, forgotten, refused |
+//! | `omega_sync_duration_seconds` | histogram | (request read to response written) |
+//! | `omega_sync_errors_total` | counter | `kind`: a `SyncError` or codec error kind |
+//! | `omega_connections` | gauge | open QUIC connections |
+//! | `omega_connections_refused_total` | counter | `reason`: limit, handshake, identity |
+//! | `omega_syncs_in_flight` | gauge | |
+//! | `omega_devices`, `omega_patterns` | gauge | as of the last federation run |
+//! | `omega_global_version` | gauge | `region` |
+//! | `omega_federation_duration_seconds` | histogram | |
+//! | `omega_federation_runs_total` | counter | `result` |
+//! | `omega_catalog_items` | gauge | |
+//! | `omega_catalog_embedded_total` | counter | |
+//! | `omega_actor_restarts_total` | counter | `child` |
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Counter: syncs by outcome.
+pub const SYNCS: &str = "omega_syncs_total";
+/// Histogram: sync latency in seconds.
+pub const SYNC_DURATION: &str = "omega_sync_duration_seconds";
+/// Counter: errors by kind.
+pub const SYNC_ERRORS: &str = "omega_sync_errors_total";
+/// Gauge: open connections.
+pub const CONNECTIONS: &str = "omega_connections";
+/// Counter: connections refused, by reason.
+pub const CONNECTIONS_REFUSED: &str = "omega_connections_refused_total";
+/// Gauge: syncs in flight.
+pub const IN_FLIGHT: &str = "omega_syncs_in_flight";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use. When another
+/// recorder is already installed (an embedding program), a private one is
+/// returned: rendering then shows only what the node itself records there
+/// (nothing), which is reported in the log.
+pub fn prometheus() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let latency = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ];
+            let federation = [0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(SYNC_DURATION.into()), &latency)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(
+                            omega_constellation::actors::names::FEDERATION_DURATION.into(),
+                        ),
+                        &federation,
+                    )
+                });
+            match builder {
+                Ok(b) => {
+                    let recorder = b.build_recorder();
+                    let handle = recorder.handle();
+                    if metrics::set_global_recorder(recorder).is_err() {
+                        tracing::warn!(
+                            "a metrics recorder is already installed; /metrics will be empty"
+                        );
+                    }
+                    handle
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics buckets refused; using summaries");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
