@@ -12,7 +12,11 @@
 //! * [`recommender`]: sans-IO `recommend`, the hot path.
 //! * [`state`]: the in-memory state the store mirrors and the recommender reads.
 //! * [`error`]: the typed [`BrainError`] of every fallible call.
+//! * [`actors`]: the supervised ractor actors (inference, memory,
+//!   recommender; sync to come) and [`actors::Brain`], the handle the daemon
+//!   and the benchmarks talk to.
 
+pub mod actors;
 pub mod delta;
 pub mod error;
 pub mod index;

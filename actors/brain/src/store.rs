@@ -9,7 +9,11 @@
 //!   500), changed per sync as [`SyncAccepted`] says (reset, upserts,
 //!   removals); past the limit the weakest (fewest supporting devices, then
 //!   lowest success rate, then highest id) are dropped;
-//! * trends, replaced wholesale by each sync (the protocol bounds them to 100);
+//! * trends, replaced wholesale by a sync that moves the global version (or
+//!   resets it); the node sends trend signals only when the device's global
+//!   version differs from the region's, so a sync at the same global version
+//!   (its trend list empty) keeps the trends held (the protocol bounds them
+//!   to 100);
 //! * the catalog with embeddings and the ContentId ↔ index key mapping, at most
 //!   [`StoreConfig::max_catalog_items`] (default 50,000). Past the limit a
 //!   change that would add items is **refused** whole with
@@ -631,7 +635,9 @@ impl BrainStore {
     }
 
     /// Applies what a successful sync brought back: global patterns (reset,
-    /// upserts, removals, then the limit), trends (replaced), the catalog page
+    /// upserts, removals, then the limit), trends (replaced only when
+    /// `global_version` differs from the held one or `global_reset` is set:
+    /// the node sends an empty list when the device is up to date), the catalog page
     /// (refused whole if it would overflow the catalog, see
     /// [`SyncApplied::catalog_refused`]) and the versions. One transaction.
     /// The pattern acknowledgement is separate: [`Self::acknowledge`].
@@ -664,7 +670,15 @@ impl BrainStore {
                 globals.remove(&id);
             }
         }
-        let trends: Vec<TrendSignal> = accepted.trends.clone();
+        // The node sends trends only when the device's global version is
+        // behind; an up-to-date device gets an empty list that means "no change".
+        let replace_trends =
+            accepted.global_reset || accepted.global_version != self.state.versions.global;
+        let trends: Vec<TrendSignal> = if replace_trends {
+            accepted.trends.clone()
+        } else {
+            self.state.trends.clone()
+        };
         // Catalog page.
         let mut refused = None;
         let mut catalog_plan = None;
@@ -703,9 +717,11 @@ impl BrainStore {
                             .map_err(BrainError::storage)?;
                     }
                 }
-                let mut bt = txn.open_table(BLOBS).map_err(BrainError::storage)?;
-                bt.insert("trends", trends_bytes.as_slice())
-                    .map_err(BrainError::storage)?;
+                if replace_trends {
+                    let mut bt = txn.open_table(BLOBS).map_err(BrainError::storage)?;
+                    bt.insert("trends", trends_bytes.as_slice())
+                        .map_err(BrainError::storage)?;
+                }
             }
             if let Some((recs, rem, _)) = &catalog_plan {
                 Self::write_catalog(txn, recs, rem)?;

@@ -385,3 +385,51 @@ fn acknowledgements_are_checked_and_prune_removals() {
     assert!(s.state().episodes.is_empty() && s.state().patterns.is_empty());
     let _ = (PatternId(0), ContextBucket::all().count());
 }
+
+#[test]
+fn trends_change_only_with_the_global_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.redb");
+    let (catalog, _) = clustered_catalog(1, 3, 4);
+    let trend = |id: &str, score: f32| TrendSignal {
+        content_id: cid(id),
+        bucket: evening().bucket(),
+        score,
+    };
+    {
+        let (mut s, _) = BrainStore::open(&path, small_cfg()).unwrap();
+        s.update_catalog(&catalog, &[]).unwrap();
+        s.apply_sync(&SyncAccepted {
+            global_version: 4,
+            trends: vec![trend("c0-1", 0.9)],
+            ..Default::default()
+        })
+        .unwrap();
+        // Same global version: the node sends no trends; they are kept.
+        s.apply_sync(&SyncAccepted {
+            global_version: 4,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.state().trends, vec![trend("c0-1", 0.9)]);
+    }
+    // Kept on disk too.
+    let (mut s, _) = BrainStore::open(&path, small_cfg()).unwrap();
+    assert_eq!(s.state().trends, vec![trend("c0-1", 0.9)]);
+    // A reset at the same version replaces them.
+    s.apply_sync(&SyncAccepted {
+        global_version: 4,
+        global_reset: true,
+        trends: vec![trend("c0-2", 0.5)],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(s.state().trends, vec![trend("c0-2", 0.5)]);
+    // A new version replaces them, even with an empty list.
+    s.apply_sync(&SyncAccepted {
+        global_version: 5,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(s.state().trends.is_empty());
+}

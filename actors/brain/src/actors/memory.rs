@@ -1,0 +1,242 @@
+//! Memory: owns the [`BrainStore`] (redb, the truth) and the [`CatalogIndex`]
+//! (usearch, a cache), and publishes snapshots for the recommender.
+//!
+//! * Every redb call (open, commit) runs in `spawn_blocking`: the store is
+//!   moved into the blocking task and back. A panic there fails the actor; the
+//!   supervisor restarts it and the new incarnation reopens the file.
+//! * `observe` replies after the commit (durable). A failed commit (disk full)
+//!   replies with the error and changes nothing.
+//! * Catalog changes are applied to the index under its write lock and the
+//!   index file is saved after each change (a failed save is logged: the file
+//!   is a cache and is rebuilt at the next start if stale).
+//! * Snapshots: after a write the actor casts `Publish` to itself unless one is
+//!   already queued; it lands behind the writes already in the mailbox, so a
+//!   burst publishes once. `Publish` copies the state (`Arc<BrainState>`) and
+//!   sends it on the shared `watch` channel. Readers may thus see the state a
+//!   few writes old, never a half-applied one.
+
+use std::sync::{Arc, RwLock};
+
+use omega_protocol::{CatalogEntry, ViewingEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::{
+    ActorError, CatalogUpdate, HistoryEntry, Reply, Shared, Snapshot, Stats, StoreRecovery,
+};
+use crate::index::{CatalogIndex, IndexLoad};
+use crate::store::{BrainStore, ObserveOutcome, OpenOutcome};
+
+pub(crate) enum MemoryMsg {
+    Observe(ViewingEvent, Reply<ObserveOutcome>),
+    UpsertCatalog(Vec<CatalogEntry>, Reply<CatalogUpdate>),
+    Stats(Reply<Stats>),
+    History(usize, Reply<Vec<HistoryEntry>>),
+    Forget(Reply<()>),
+    Publish,
+}
+
+pub(crate) struct Memory;
+
+struct Inner {
+    store: BrainStore,
+    index: Arc<RwLock<CatalogIndex>>,
+}
+
+pub(crate) struct MemoryState {
+    shared: Arc<Shared>,
+    inner: Option<Inner>,
+    publish_scheduled: bool,
+}
+
+fn lost() -> ActorProcessingErr {
+    "memory lost its store (a blocking task did not return it)".into()
+}
+
+/// Runs `f` on the store in a blocking task; a panic there is this actor's.
+async fn blocking<R: Send + 'static>(
+    st: &mut MemoryState,
+    f: impl FnOnce(&mut Inner) -> R + Send + 'static,
+) -> Result<R, ActorProcessingErr> {
+    let mut inner = st.inner.take().ok_or_else(lost)?;
+    let joined = tokio::task::spawn_blocking(move || {
+        let r = f(&mut inner);
+        (inner, r)
+    })
+    .await;
+    match joined {
+        Ok((inner, r)) => {
+            st.inner = Some(inner);
+            Ok(r)
+        }
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Box::new(e)),
+    }
+}
+
+impl MemoryState {
+    fn schedule_publish(&mut self, myself: &ActorRef<MemoryMsg>) {
+        if !self.publish_scheduled {
+            self.publish_scheduled = myself.cast(MemoryMsg::Publish).is_ok();
+        }
+    }
+}
+
+impl Actor for Memory {
+    type Msg = MemoryMsg;
+    type State = MemoryState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        shared: Arc<Shared>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let cfg = shared.cfg.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .map_err(|e| format!("creating data directory {}: {e}", cfg.data_dir.display()))?;
+            let (store, outcome) =
+                BrainStore::open(cfg.store_path(), cfg.store).map_err(|e| e.to_string())?;
+            let rev = store.state().versions.catalog_rev;
+            let (index, load) = CatalogIndex::open_or_rebuild(
+                &store.index_path(),
+                &store.state().catalog,
+                rev,
+                cfg.index,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok::<_, String>((store, outcome, index, load))
+        })
+        .await
+        .map_err(|e| format!("store open task: {e}"))?;
+        let (store, outcome, index, load) = opened?;
+        {
+            let mut s = shared.status();
+            match outcome {
+                OpenOutcome::Opened => s.store = Some("opened".into()),
+                OpenOutcome::Created => s.store = Some("created".into()),
+                OpenOutcome::Recovered { moved_to, reason } => {
+                    tracing::error!(moved_to = %moved_to.display(), %reason,
+                        "THE BRAIN STORE WAS DAMAGED: moved aside, starting with an empty memory");
+                    s.store = Some("recovered".into());
+                    s.store_recovered = Some(StoreRecovery { moved_to, reason });
+                }
+            }
+            s.index = Some(match load {
+                IndexLoad::Loaded => ("loaded".into(), None),
+                IndexLoad::Rebuilt { reason } => ("rebuilt".into(), Some(reason)),
+            });
+        }
+        let index = Arc::new(RwLock::new(index));
+        shared.snapshot_tx.send_replace(Arc::new(Snapshot {
+            state: Arc::new(store.state().clone()),
+            index: index.clone(),
+        }));
+        Ok(MemoryState {
+            shared,
+            inner: Some(Inner { store, index }),
+            publish_scheduled: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MemoryMsg::Observe(ev, reply) => {
+                let r = blocking(st, move |i| i.store.observe(ev)).await?;
+                if r.is_ok() {
+                    st.schedule_publish(&myself);
+                }
+                let _ = reply.send(r.map_err(ActorError::from));
+            }
+            MemoryMsg::UpsertCatalog(entries, reply) => {
+                let r = blocking(st, move |i| {
+                    let change = i.store.update_catalog(&entries, &[])?;
+                    let catalog = &i.store.state().catalog;
+                    if !change.is_empty() {
+                        let idx = match i.index.write() {
+                            Ok(g) => g,
+                            Err(p) => p.into_inner(),
+                        };
+                        idx.apply(catalog, &change)?;
+                        let rev = i.store.state().versions.catalog_rev;
+                        if let Err(e) = idx.save(&i.store.index_path(), catalog, rev) {
+                            tracing::warn!(error = %e, "saving the index failed; it is rebuilt at the next start");
+                        }
+                    }
+                    Ok::<_, crate::BrainError>(CatalogUpdate {
+                        upserted: change.upserted.len(),
+                        catalog_items: catalog.len(),
+                    })
+                })
+                .await?;
+                if r.is_ok() {
+                    st.schedule_publish(&myself);
+                }
+                let _ = reply.send(r.map_err(ActorError::from));
+            }
+            MemoryMsg::Forget(reply) => {
+                let r = blocking(st, |i| i.store.forget()).await?;
+                if r.is_ok() {
+                    st.schedule_publish(&myself);
+                }
+                let _ = reply.send(r.map_err(ActorError::from));
+            }
+            MemoryMsg::Stats(reply) => {
+                let i = st.inner.as_ref().ok_or_else(lost)?;
+                let s = i.store.state();
+                let index_items = match i.index.read() {
+                    Ok(g) => g.len(),
+                    Err(p) => p.into_inner().len(),
+                };
+                let _ = reply.send(Ok(Stats {
+                    episodes: s.episodes.len(),
+                    last_episode_seq: s.episodes.back().map(|e| e.seq),
+                    local_patterns: s.patterns.len(),
+                    global_patterns: s.globals.len(),
+                    trends: s.trends.len(),
+                    catalog_items: s.catalog.len(),
+                    index_items,
+                    pattern_version: s.versions.pattern,
+                    acked_version: s.versions.acked,
+                    global_version: s.versions.global,
+                    catalog_version: s.versions.catalog,
+                    catalog_rev: s.versions.catalog_rev,
+                }));
+            }
+            MemoryMsg::History(limit, reply) => {
+                let i = st.inner.as_ref().ok_or_else(lost)?;
+                let out = i
+                    .store
+                    .state()
+                    .episodes
+                    .iter()
+                    .rev()
+                    .take(limit)
+                    .map(|e| HistoryEntry {
+                        seq: e.seq,
+                        content_id: e.event.content_id.clone(),
+                        fraction: e.event.watched_fraction,
+                        at: e.event.timestamp_secs,
+                        hour: e.event.context.hour,
+                        weekday: e.event.context.weekday,
+                    })
+                    .collect();
+                let _ = reply.send(Ok(out));
+            }
+            MemoryMsg::Publish => {
+                st.publish_scheduled = false;
+                let (state, index) =
+                    blocking(st, |i| (Arc::new(i.store.state().clone()), i.index.clone())).await?;
+                st.shared
+                    .snapshot_tx
+                    .send_replace(Arc::new(Snapshot { state, index }));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,594 @@
+//! The TV brain's supervised actors (ractor) and [`Brain`], the handle to them.
+//!
+//! # Actor tree
+//!
+//! ```text
+//! Supervisor (root, spawned by Brain::start)
+//! ├── Inference    owns Arc<Embedder>; model runs in spawn_blocking; batches
+//! ├── Memory       owns BrainStore (redb) + CatalogIndex (usearch); publishes snapshots
+//! ├── Recommender  answers from the latest snapshot; bounded mood LRU
+//! └── (Sync)       the sync issue adds it here: see `supervisor::Child`
+//! ```
+//!
+//! Children are `spawn_linked` to the supervisor. Its `handle_supervisor_evt`
+//! restarts a child that failed (panic or error) or stopped unexpectedly, after
+//! an exponential backoff ([`RestartPolicy`]: 100 ms doubling to 5 s, back to
+//! 100 ms once the child has been quiet for a minute). A failing child never
+//! stops the supervisor, so it never takes the daemon down; while a child is
+//! down, calls to it fail fast with [`ActorError::Unavailable`].
+//!
+//! # Data flow
+//!
+//! * `observe`, catalog changes, `forget`, `stats`: [`Brain`] → Memory. Memory
+//!   commits to redb (durable before the reply), then publishes a new
+//!   [`Snapshot`] (`Arc<BrainState>` + the shared index) on a
+//!   `tokio::sync::watch` channel. Publication is coalesced: a burst of writes
+//!   queued in the mailbox publishes once, after the last of them.
+//! * `recommend`: [`Brain`] → Recommender, which reads the latest snapshot;
+//!   it never waits on a redb write and never runs the transformer unless the
+//!   request carries a mood text that is not in its LRU cache (then the mood is
+//!   embedded by Inference in a task of its own, so the mailbox keeps moving).
+//! * `embed`: [`Brain`] → Inference. Requests that wait while a batch runs are
+//!   drained into the next `embed_batch` (up to [`InferenceConfig::max_batch`]
+//!   texts).
+//!
+//! # Bounds
+//!
+//! ractor mailboxes are unbounded, so work is bounded *in front of* them: the
+//! socket layer (omega-brain-daemon) limits connections and in-flight requests
+//! per connection and in total, and Inference refuses texts past
+//! [`InferenceConfig::max_pending_texts`] with [`ActorError::Busy`] instead of
+//! queueing them. The mood cache holds [`BrainConfig::mood_cache`] vectors
+//! (least recently used evicted).
+//!
+//! # Failure semantics
+//!
+//! A caller whose request is in flight when its actor dies gets
+//! [`ActorError::Crashed`] (the reply port is dropped with the actor's state),
+//! never a hang. A restarted Memory reopens redb (and rebuilds the index if
+//! needed); a restarted Inference reuses the already loaded model.
+
+mod inference;
+mod lru;
+mod memory;
+mod recommender;
+mod supervisor;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use omega_protocol::{
+    CatalogEntry, CatalogItem, ContentId, Embedding, ViewingContext, ViewingEvent,
+};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef, RpcReplyPort};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::error::BrainError;
+use crate::index::{CatalogIndex, IndexConfig};
+use crate::recommender::{Recommendation, RecommenderConfig};
+use crate::state::BrainState;
+use crate::store::{ObserveOutcome, StoreConfig};
+
+pub use inference::InferenceConfig;
+pub use supervisor::RestartPolicy;
+
+use inference::InferenceMsg;
+use memory::MemoryMsg;
+use recommender::RecommenderMsg;
+use supervisor::{Supervisor, SupervisorMsg};
+
+/// File name of the redb store inside the data directory (the index file is
+/// `brain.redb.index` next to it).
+pub const STORE_FILE: &str = "brain.redb";
+
+/// Everything the actors need to start.
+#[derive(Debug, Clone)]
+pub struct BrainConfig {
+    /// Data directory (holds [`STORE_FILE`] and its index).
+    pub data_dir: PathBuf,
+    /// all-MiniLM-L6-v2 directory.
+    pub model_dir: PathBuf,
+    /// Store limits.
+    pub store: StoreConfig,
+    /// Vector index parameters.
+    pub index: IndexConfig,
+    /// Recommender weights.
+    pub recommender: RecommenderConfig,
+    /// Inference batching and bounds.
+    pub inference: InferenceConfig,
+    /// Mood vectors cached by the recommender (LRU); 0 disables the cache.
+    pub mood_cache: usize,
+    /// Restart backoff of failed children.
+    pub restart: RestartPolicy,
+    /// Enables test-only hooks ([`Brain::debug_panic_inference`]).
+    pub debug_ops: bool,
+}
+
+impl BrainConfig {
+    /// Defaults for a data and a model directory.
+    pub fn new(data_dir: impl Into<PathBuf>, model_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            model_dir: model_dir.into(),
+            store: StoreConfig::default(),
+            index: IndexConfig::default(),
+            recommender: RecommenderConfig::default(),
+            inference: InferenceConfig::default(),
+            mood_cache: 256,
+            restart: RestartPolicy::default(),
+            debug_ops: false,
+        }
+    }
+
+    /// The redb file.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join(STORE_FILE)
+    }
+}
+
+/// Which actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildKind {
+    /// The model.
+    Inference,
+    /// redb + index.
+    Memory,
+    /// The hot path.
+    Recommender,
+}
+
+impl ChildKind {
+    /// All children, in start order.
+    pub const ALL: [ChildKind; 3] = [
+        ChildKind::Memory,
+        ChildKind::Inference,
+        ChildKind::Recommender,
+    ];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChildKind::Inference => "inference",
+            ChildKind::Memory => "memory",
+            ChildKind::Recommender => "recommender",
+        }
+    }
+}
+
+/// Errors of the actor layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    /// The actor is down (restarting after a failure, or shutting down).
+    #[error("{} is unavailable (restarting or stopped)", .0.name())]
+    Unavailable(ChildKind),
+    /// The actor died while handling this request.
+    #[error("{} failed while handling the request", .0.name())]
+    Crashed(ChildKind),
+    /// A bounded queue is full; retry later.
+    #[error("{0} is busy: queue full")]
+    Busy(&'static str),
+    /// The model could not be loaded (the daemon keeps serving without it).
+    #[error("model unavailable: {0}")]
+    ModelUnavailable(String),
+    /// The model failed on this input.
+    #[error("embedding failed: {0}")]
+    Embed(String),
+    /// The store, index or recommender refused or failed.
+    #[error(transparent)]
+    Brain(#[from] BrainError),
+    /// The request is invalid.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// A debug hook was used without `debug_ops`.
+    #[error("debug operations are disabled (set debug_ops = true in the config)")]
+    DebugDisabled,
+    /// The actor system could not start.
+    #[error("cannot start the actors: {0}")]
+    Spawn(String),
+}
+
+/// A reply port carrying a result.
+pub(crate) type Reply<T> = RpcReplyPort<Result<T, ActorError>>;
+
+/// Calls an actor and maps every failure of the call itself to a typed error.
+pub(crate) async fn ask<M, T>(
+    actor: Option<ActorRef<M>>,
+    kind: ChildKind,
+    msg: impl FnOnce(Reply<T>) -> M,
+) -> Result<T, ActorError>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    let actor = actor.ok_or(ActorError::Unavailable(kind))?;
+    match actor.call(msg, None).await {
+        Ok(CallResult::Success(r)) => r,
+        Ok(CallResult::Timeout) | Ok(CallResult::SenderError) => Err(ActorError::Crashed(kind)),
+        Err(_) => Err(ActorError::Unavailable(kind)),
+    }
+}
+
+/// What the recommender reads: the state as of the last commit and the index.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The committed state (a copy; Memory publishes a new one per commit burst).
+    pub state: Arc<BrainState>,
+    /// The vector index, shared with Memory (read-locked per search; Memory
+    /// write-locks it only to apply a catalog change).
+    pub index: Arc<RwLock<CatalogIndex>>,
+}
+
+/// A recommendation request as the socket API gives it (the mood is text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecommendQuery {
+    /// When.
+    pub context: ViewingContext,
+    /// Recent watches the app knows of, newest first.
+    pub recent: Vec<ContentId>,
+    /// Free-text mood (embedded at query time, cached).
+    pub mood: Option<String>,
+    /// How many.
+    pub k: usize,
+}
+
+/// Counters of the memory.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Episodes in the ring.
+    pub episodes: usize,
+    /// Sequence number of the newest episode (None when empty).
+    pub last_episode_seq: Option<u64>,
+    /// Local patterns.
+    pub local_patterns: usize,
+    /// Global patterns.
+    pub global_patterns: usize,
+    /// Trend signals.
+    pub trends: usize,
+    /// Catalog items.
+    pub catalog_items: usize,
+    /// Vectors in the index.
+    pub index_items: usize,
+    /// Pattern version.
+    pub pattern_version: u64,
+    /// Acknowledged pattern version.
+    pub acked_version: u64,
+    /// Global version held.
+    pub global_version: u64,
+    /// Catalog version held.
+    pub catalog_version: u64,
+    /// Local catalog revision.
+    pub catalog_rev: u64,
+}
+
+/// One stored viewing event.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    /// Episode sequence number.
+    pub seq: u64,
+    /// What.
+    pub content_id: ContentId,
+    /// Share watched.
+    pub fraction: f32,
+    /// Unix seconds.
+    pub at: u64,
+    /// Local hour.
+    pub hour: u8,
+    /// Day of week (0 = Monday).
+    pub weekday: u8,
+}
+
+/// What a catalog change did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CatalogUpdate {
+    /// Items written (new or changed).
+    pub upserted: usize,
+    /// Items in the catalog afterwards.
+    pub catalog_items: usize,
+}
+
+/// Health as reported by `health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// `loading`, `ready` or `failed: ...`.
+    pub model: String,
+    /// How the store was opened: `opened`, `created`, `recovered`, or `down`.
+    pub store: String,
+    /// Set when the store file was damaged and moved aside (loud).
+    pub store_recovered: Option<StoreRecovery>,
+    /// How the index was loaded: `loaded` or `rebuilt`.
+    pub index: String,
+    /// Why the index was rebuilt.
+    pub index_rebuilt_reason: Option<String>,
+    /// Children running now.
+    pub running: Vec<ChildKind>,
+    /// Restarts per child since start.
+    pub restarts: Vec<(ChildKind, u32)>,
+    /// Last failure per child, if any.
+    pub last_failures: Vec<(ChildKind, String)>,
+}
+
+/// A damaged store moved aside.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreRecovery {
+    /// Where the damaged file went.
+    pub moved_to: PathBuf,
+    /// What was wrong.
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Status {
+    pub model: ModelStatus,
+    pub store: Option<String>,
+    pub store_recovered: Option<StoreRecovery>,
+    pub index: Option<(String, Option<String>)>,
+    pub restarts: [u32; 3],
+    pub last_failure: [Option<String>; 3],
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) enum ModelStatus {
+    #[default]
+    Loading,
+    Ready,
+    Failed(String),
+}
+
+fn slot(kind: ChildKind) -> usize {
+    match kind {
+        ChildKind::Inference => 0,
+        ChildKind::Memory => 1,
+        ChildKind::Recommender => 2,
+    }
+}
+
+/// State shared by the handle, the supervisor and the children.
+pub(crate) struct Shared {
+    pub cfg: BrainConfig,
+    pub inference: RwLock<Option<ActorRef<InferenceMsg>>>,
+    pub memory: RwLock<Option<ActorRef<MemoryMsg>>>,
+    pub recommender: RwLock<Option<ActorRef<RecommenderMsg>>>,
+    pub snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    pub model: tokio::sync::OnceCell<Result<Arc<omega_embed::Embedder>, String>>,
+    pub status: Mutex<Status>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read<T: Clone>(l: &RwLock<Option<T>>) -> Option<T> {
+    match l.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+fn write<T>(l: &RwLock<Option<T>>, v: Option<T>) {
+    match l.write() {
+        Ok(mut g) => *g = v,
+        Err(p) => *p.into_inner() = v,
+    }
+}
+
+impl Shared {
+    pub(crate) fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        match self.status.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub(crate) fn clear(&self, kind: ChildKind) {
+        match kind {
+            ChildKind::Inference => write(&self.inference, None),
+            ChildKind::Memory => write(&self.memory, None),
+            ChildKind::Recommender => write(&self.recommender, None),
+        }
+    }
+}
+
+/// The handle to a running brain: cheap to clone, `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Brain {
+    shared: Arc<Shared>,
+    supervisor: ActorRef<SupervisorMsg>,
+}
+
+/// The supervisor's task: await it after [`Brain::shutdown`].
+pub type BrainTask = ractor::concurrency::JoinHandle<()>;
+
+impl Brain {
+    /// Starts the supervisor and its children. Returns once Memory has opened
+    /// the store (or failed to and is being retried); the model loads in the
+    /// background, so `recommend` without a mood answers right away.
+    pub async fn start(cfg: BrainConfig) -> Result<(Brain, BrainTask), ActorError> {
+        let empty = Snapshot {
+            state: Arc::new(BrainState::default()),
+            index: Arc::new(RwLock::new(CatalogIndex::empty(cfg.index)?)),
+        };
+        let (snapshot_tx, _) = watch::channel(Arc::new(empty));
+        let shared = Arc::new(Shared {
+            cfg,
+            inference: RwLock::new(None),
+            memory: RwLock::new(None),
+            recommender: RwLock::new(None),
+            snapshot_tx,
+            model: tokio::sync::OnceCell::new(),
+            status: Mutex::new(Status::default()),
+        });
+        let (supervisor, task) = Actor::spawn(None, Supervisor, shared.clone())
+            .await
+            .map_err(|e| ActorError::Spawn(e.to_string()))?;
+        Ok((Brain { shared, supervisor }, task))
+    }
+
+    /// Recommends; see [`RecommendQuery`].
+    pub async fn recommend(&self, q: RecommendQuery) -> Result<Vec<Recommendation>, ActorError> {
+        ask(
+            read(&self.shared.recommender),
+            ChildKind::Recommender,
+            |r| RecommenderMsg::Recommend(q, r),
+        )
+        .await
+    }
+
+    /// Records a viewing event; returns after the durable commit.
+    pub async fn observe(&self, ev: ViewingEvent) -> Result<ObserveOutcome, ActorError> {
+        ask(read(&self.shared.memory), ChildKind::Memory, |r| {
+            MemoryMsg::Observe(ev, r)
+        })
+        .await
+    }
+
+    /// Embeds texts (batched with other waiting requests).
+    pub async fn embed_batch(&self, texts: Vec<String>) -> Result<Vec<Embedding>, ActorError> {
+        ask(read(&self.shared.inference), ChildKind::Inference, |r| {
+            InferenceMsg::Embed(texts, r)
+        })
+        .await
+    }
+
+    /// Embeds one text.
+    pub async fn embed(&self, text: String) -> Result<Embedding, ActorError> {
+        let mut v = self.embed_batch(vec![text]).await?;
+        v.pop()
+            .ok_or_else(|| ActorError::Embed("no vector returned".into()))
+    }
+
+    /// Validates, embeds (Inference, in batches) and stores catalog items, then
+    /// updates and saves the index. All or nothing per call.
+    pub async fn upsert_catalog(
+        &self,
+        items: Vec<CatalogItem>,
+    ) -> Result<CatalogUpdate, ActorError> {
+        for (i, it) in items.iter().enumerate() {
+            it.validate()
+                .map_err(|e| ActorError::Invalid(format!("item {i} ({}): {e}", it.id)))?;
+        }
+        let max = self.shared.cfg.inference.max_batch.max(1);
+        let mut entries = Vec::with_capacity(items.len());
+        for chunk in items.chunks(max) {
+            let texts = chunk.iter().map(CatalogItem::embedding_text).collect();
+            let vecs = self.embed_batch(texts).await?;
+            for (item, v) in chunk.iter().zip(vecs) {
+                entries.push(CatalogEntry {
+                    item: item.clone(),
+                    embedding: v,
+                });
+            }
+        }
+        self.upsert_entries(entries).await
+    }
+
+    /// Stores catalog entries that already carry embeddings.
+    pub async fn upsert_entries(
+        &self,
+        entries: Vec<CatalogEntry>,
+    ) -> Result<CatalogUpdate, ActorError> {
+        ask(read(&self.shared.memory), ChildKind::Memory, |r| {
+            MemoryMsg::UpsertCatalog(entries, r)
+        })
+        .await
+    }
+
+    /// Counters.
+    pub async fn stats(&self) -> Result<Stats, ActorError> {
+        ask(
+            read(&self.shared.memory),
+            ChildKind::Memory,
+            MemoryMsg::Stats,
+        )
+        .await
+    }
+
+    /// The episode ring, newest first, at most `limit`.
+    pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, ActorError> {
+        ask(read(&self.shared.memory), ChildKind::Memory, |r| {
+            MemoryMsg::History(limit, r)
+        })
+        .await
+    }
+
+    /// Privacy rule 4: erases the viewing history and local patterns.
+    pub async fn forget(&self) -> Result<(), ActorError> {
+        ask(
+            read(&self.shared.memory),
+            ChildKind::Memory,
+            MemoryMsg::Forget,
+        )
+        .await
+    }
+
+    /// Health: model, store, index, children, restarts.
+    pub fn health(&self) -> Health {
+        let running: Vec<ChildKind> = ChildKind::ALL
+            .into_iter()
+            .filter(|k| match k {
+                ChildKind::Inference => read(&self.shared.inference).is_some(),
+                ChildKind::Memory => read(&self.shared.memory).is_some(),
+                ChildKind::Recommender => read(&self.shared.recommender).is_some(),
+            })
+            .collect();
+        let st = self.shared.status();
+        Health {
+            model: match &st.model {
+                ModelStatus::Loading => "loading".into(),
+                ModelStatus::Ready => "ready".into(),
+                ModelStatus::Failed(e) => format!("failed: {e}"),
+            },
+            store: st.store.clone().unwrap_or_else(|| "down".into()),
+            store_recovered: st.store_recovered.clone(),
+            index: st
+                .index
+                .as_ref()
+                .map_or_else(|| "down".into(), |i| i.0.clone()),
+            index_rebuilt_reason: st.index.as_ref().and_then(|i| i.1.clone()),
+            running,
+            restarts: ChildKind::ALL
+                .iter()
+                .map(|k| (*k, st.restarts[slot(*k)]))
+                .collect(),
+            last_failures: ChildKind::ALL
+                .iter()
+                .filter_map(|k| st.last_failure[slot(*k)].clone().map(|f| (*k, f)))
+                .collect(),
+        }
+    }
+
+    /// Whether the model is loaded.
+    pub fn model_ready(&self) -> bool {
+        matches!(self.shared.status().model, ModelStatus::Ready)
+    }
+
+    /// Test hook: makes the Inference actor panic in the middle of its next
+    /// batch (requests in that batch and queued get [`ActorError::Crashed`]).
+    /// Refused unless [`BrainConfig::debug_ops`].
+    pub fn debug_panic_inference(&self) -> Result<(), ActorError> {
+        if !self.shared.cfg.debug_ops {
+            return Err(ActorError::DebugDisabled);
+        }
+        let a =
+            read(&self.shared.inference).ok_or(ActorError::Unavailable(ChildKind::Inference))?;
+        a.cast(InferenceMsg::ArmPanic)
+            .map_err(|_| ActorError::Unavailable(ChildKind::Inference))
+    }
+
+    /// Stops the children (Memory last, so its redb handle closes after every
+    /// write it accepted) and the supervisor. Waits at most `timeout` per actor.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let _ = self
+            .supervisor
+            .call(SupervisorMsg::Shutdown, Some(timeout * 4))
+            .await;
+        self.supervisor.stop(None);
+    }
+}

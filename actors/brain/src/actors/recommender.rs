@@ -1,0 +1,119 @@
+//! Recommender: answers `recommend` from the latest [`Snapshot`].
+//!
+//! * Without a mood: one call to [`crate::recommender::recommend`] on the
+//!   snapshot (no redb, no transformer), inline in the handler.
+//! * With a mood: the text is looked up in a bounded LRU of mood vectors
+//!   ([`super::BrainConfig::mood_cache`] entries, key = the trimmed text). On
+//!   a miss the request moves to a task of its own, which asks Inference for
+//!   the vector, answers, and casts the vector back for the cache, so the
+//!   mailbox keeps serving other requests meanwhile. If the model is still
+//!   loading the request waits for it; if it failed, the request gets
+//!   `ModelUnavailable` (requests without a mood are unaffected).
+
+use std::sync::Arc;
+
+use omega_protocol::Embedding;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
+
+use super::inference::InferenceMsg;
+use super::lru::Lru;
+use super::{ask, read, ActorError, ChildKind, RecommendQuery, Reply, Shared, Snapshot};
+use crate::recommender::{recommend, RecommendRequest, Recommendation, RecommenderConfig};
+
+pub(crate) enum RecommenderMsg {
+    Recommend(RecommendQuery, Reply<Vec<Recommendation>>),
+    MoodLearned(String, Embedding),
+}
+
+pub(crate) struct Recommender;
+
+pub(crate) struct RecommenderState {
+    shared: Arc<Shared>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    moods: Lru<String, Embedding>,
+}
+
+fn run(
+    snap: &Snapshot,
+    q: RecommendQuery,
+    mood: Option<Embedding>,
+    cfg: &RecommenderConfig,
+) -> Result<Vec<Recommendation>, ActorError> {
+    let idx = match snap.index.read() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let req = RecommendRequest {
+        context: q.context,
+        recent: q.recent,
+        mood,
+        k: q.k,
+    };
+    Ok(recommend(&snap.state, &*idx, &req, cfg)?)
+}
+
+impl Actor for Recommender {
+    type Msg = RecommenderMsg;
+    type State = RecommenderState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        shared: Arc<Shared>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let snapshot = shared.snapshot_tx.subscribe();
+        let moods = Lru::new(shared.cfg.mood_cache);
+        Ok(RecommenderState {
+            shared,
+            snapshot,
+            moods,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RecommenderMsg::MoodLearned(k, v) => st.moods.put(k, v),
+            RecommenderMsg::Recommend(mut q, reply) => {
+                let cfg = st.shared.cfg.recommender;
+                let snap = st.snapshot.borrow().clone();
+                let Some(text) = q.mood.take() else {
+                    let _ = reply.send(run(&snap, q, None, &cfg));
+                    return Ok(());
+                };
+                let key = text.trim().to_string();
+                if let Some(v) = st.moods.get(&key) {
+                    let _ = reply.send(run(&snap, q, Some(v), &cfg));
+                    return Ok(());
+                }
+                let inference = read(&st.shared.inference);
+                let rx = st.snapshot.clone();
+                tokio::spawn(async move {
+                    let got = ask(inference, ChildKind::Inference, |r| {
+                        InferenceMsg::Embed(vec![key.clone()], r)
+                    })
+                    .await
+                    .and_then(|mut v| v.pop().ok_or_else(|| ActorError::Embed("no vector".into())));
+                    match got {
+                        Ok(v) => {
+                            // The freshest snapshot: the embedding took a while.
+                            let snap = rx.borrow().clone();
+                            let _ = reply.send(run(&snap, q, Some(v.clone()), &cfg));
+                            let _ = myself.cast(RecommenderMsg::MoodLearned(key, v));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! The root supervisor: starts the children linked to it and restarts any that
+//! fails, with exponential backoff; it never stops because a child failed.
+//!
+//! Restart policy ([`RestartPolicy`], written out in `handle_supervisor_evt`):
+//! * a child that fails (panic or error in a handler: `ActorFailed`) or stops
+//!   while the brain is not shutting down (`ActorTerminated`) is restarted;
+//! * the delay starts at `initial` (100 ms) and doubles per consecutive
+//!   failure up to `max` (5 s); a child that stayed up for `reset_after`
+//!   (60 s) since its last failure starts again from `initial`;
+//! * a restart that fails (e.g. redb cannot be opened) counts as a failure and
+//!   is retried with the next delay, forever: the daemon keeps answering what
+//!   it can (a `recommend` needs only the Recommender and the last snapshot).
+//!
+//! While a child is down its slot in the shared handles is empty, so calls to
+//! it fail fast with `Unavailable` rather than queueing.
+//!
+//! The Sync actor (a later issue) is one more [`Child`]: add a variant, its
+//! spawn in `spawn_child`, and a slot in `Shared`; the policy applies as is.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use super::inference::Inference;
+use super::memory::Memory;
+use super::recommender::Recommender;
+use super::{slot, write, ChildKind, Shared};
+
+/// Backoff of restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+    /// Quiet time after which the delay resets to `initial`.
+    pub reset_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The supervised children (Sync joins here later).
+pub(crate) type Child = ChildKind;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Backoff {
+    next: Option<Duration>,
+    last_failure: Option<Instant>,
+}
+
+/// Supervisor messages.
+#[derive(Debug)]
+pub(crate) enum SupervisorMsg {
+    /// Restart a child (sent to itself after the backoff delay).
+    Restart(Child),
+    /// Stop the children in order, then reply.
+    Shutdown(RpcReplyPort<()>),
+}
+
+pub(crate) struct Supervisor;
+
+pub(crate) struct SupervisorState {
+    shared: Arc<Shared>,
+    children: Vec<(ractor::ActorCell, Child)>,
+    backoff: [Backoff; 3],
+    stopping: bool,
+}
+
+impl SupervisorState {
+    async fn spawn_child(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        kind: Child,
+    ) -> Result<(), String> {
+        let sup = myself.get_cell();
+        let sh = self.shared.clone();
+        let id = match kind {
+            ChildKind::Inference => {
+                let (a, _) = Actor::spawn_linked(None, Inference, sh.clone(), sup)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let id = a.get_cell();
+                write(&sh.inference, Some(a));
+                id
+            }
+            ChildKind::Memory => {
+                let (a, _) = Actor::spawn_linked(None, Memory, sh.clone(), sup)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let id = a.get_cell();
+                write(&sh.memory, Some(a));
+                id
+            }
+            ChildKind::Recommender => {
+                let (a, _) = Actor::spawn_linked(None, Recommender, sh.clone(), sup)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let id = a.get_cell();
+                write(&sh.recommender, Some(a));
+                id
+            }
+        };
+        self.children.retain(|(_, k)| *k != kind);
+        self.children.push((id, kind));
+        Ok(())
+    }
+
+    /// Records a failure and schedules the restart after the backoff delay.
+    fn schedule_restart(&mut self, myself: &ActorRef<SupervisorMsg>, kind: Child, why: String) {
+        let policy = self.shared.cfg.restart;
+        let b = &mut self.backoff[slot(kind)];
+        let now = Instant::now();
+        let quiet = b
+            .last_failure
+            .is_none_or(|t| now.duration_since(t) >= policy.reset_after);
+        let delay = match (quiet, b.next) {
+            (false, Some(d)) => d,
+            _ => policy.initial,
+        };
+        b.next = Some((delay * 2).min(policy.max));
+        b.last_failure = Some(now);
+        {
+            let mut st = self.shared.status();
+            st.restarts[slot(kind)] += 1;
+            st.last_failure[slot(kind)] = Some(why.clone());
+        }
+        tracing::error!(child = kind.name(), delay_ms = delay.as_millis() as u64, reason = %why,
+            "actor failed; restarting after backoff");
+        myself.send_after(delay, move || SupervisorMsg::Restart(kind));
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        shared: Arc<Shared>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut st = SupervisorState {
+            shared,
+            children: Vec::new(),
+            backoff: [Backoff::default(); 3],
+            stopping: false,
+        };
+        // Memory first: the recommender's first snapshot comes from it.
+        for kind in ChildKind::ALL {
+            if let Err(e) = st.spawn_child(&myself, kind).await {
+                st.schedule_restart(&myself, kind, format!("start failed: {e}"));
+            }
+        }
+        Ok(st)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Restart(kind) => {
+                if st.stopping {
+                    return Ok(());
+                }
+                tracing::info!(child = kind.name(), "restarting actor");
+                if let Err(e) = st.spawn_child(&myself, kind).await {
+                    st.schedule_restart(&myself, kind, format!("restart failed: {e}"));
+                }
+            }
+            SupervisorMsg::Shutdown(reply) => {
+                st.stopping = true;
+                // Front to back: no new recommendations, no new embeddings,
+                // then Memory (its mailbox drains first: accepted writes finish).
+                for kind in [
+                    ChildKind::Recommender,
+                    ChildKind::Inference,
+                    ChildKind::Memory,
+                ] {
+                    st.shared.clear(kind);
+                    if let Some((cell, _)) = st.children.iter().find(|(_, k)| *k == kind) {
+                        let _ = cell.drain_and_wait(Some(Duration::from_secs(10))).await;
+                    }
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // The restart policy. Never returns an error: a child's failure must
+        // not stop the supervisor (that would take the daemon down).
+        let (cell, why) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())),
+            ),
+            _ => return Ok(()),
+        };
+        let id = cell.get_id();
+        let Some(pos) = st.children.iter().position(|(c, _)| c.get_id() == id) else {
+            return Ok(()); // an old incarnation already replaced
+        };
+        let (_, kind) = st.children.remove(pos);
+        st.shared.clear(kind);
+        if st.stopping {
+            return Ok(());
+        }
+        st.schedule_restart(&myself, kind, why);
+        Ok(())
+    }
+}

@@ -1,0 +1,436 @@
+//! The socket protocol: newline-delimited JSON, one object per line each way.
+//!
+//! Request: `{"id": <any JSON>, "op": "<name>", ...fields}`. Response: the same
+//! `id` (null when the request could not be parsed far enough to read it) and
+//! either `{"id", "ok": true, "result": ...}` or
+//! `{"id", "ok": false, "error": {"code": "...", "message": "..."}}`.
+//! Responses on one connection may come out of request order when several
+//! requests are in flight (up to `max_in_flight_per_connection`): match them
+//! by `id`. Unknown fields are refused (`unknown_field`).
+//!
+//! # Operations
+//!
+//! | op | fields | result |
+//! | --- | --- | --- |
+//! | `recommend` | `hour` 0–23, `weekday` 0–6 (0 = Monday) (both default to the current UTC time), `recent` [content id] (newest first, ≤ 50), `mood` string (≤ 512 bytes), `k` 1–100 (default 10) | `{"items": [{"content_id", "title", "score", "confidence", "reason": {"kind", ...}, "reason_text"}]}` |
+//! | `observe` | `content_id`, `fraction` 0–1, `at` unix seconds (default now), `hour`, `weekday` (default: from `at`, UTC) | `{"seq", "patterns_changed", "known_item"}`, sent after the durable commit |
+//! | `catalog.upsert` | `items`: [{`id`, `title`, `genres`, `year`, `description`}] | `{"upserted", "catalog_items"}` (embedded by the model, all or nothing) |
+//! | `catalog.import` | `path` (a JSON-lines file of items, read by the daemon) or `lines` (the same text inline) | `{"imported", "upserted", "catalog_items"}` (committed in chunks of 512 items) |
+//! | `stats` | – | counters: `episodes`, `last_episode_seq`, `local_patterns`, `global_patterns`, `trends`, `catalog_items`, `index_items`, versions |
+//! | `history` | `limit` 1–1000 (default 100) | `{"episodes": [{"seq", "content_id", "fraction", "at", "hour", "weekday"}]}` newest first |
+//! | `health` | – | `model` (loading/ready/failed), `store` (opened/created/recovered/down), `store_recovered`, `index` (loaded/rebuilt), `index_rebuilt_reason`, `running`, `restarts`, `last_failures` |
+//! | `forget` | – | `{"forgotten": true}`: history and local patterns erased |
+//! | `sync.now` | – | always the error `not_available` until the sync issue lands |
+//! | `debug.panic_inference` | – | `{"armed": true}`; only with `debug_ops = true`, else `debug_disabled` |
+//!
+//! # Error codes
+//!
+//! | code | meaning | connection |
+//! | --- | --- | --- |
+//! | `request_too_large` | line longer than `max_request_bytes` (64 KiB); the rest of the line is discarded | stays open |
+//! | `invalid_utf8` | the line is not UTF-8 | stays open |
+//! | `invalid_json` | not JSON (numbers out of f64 range such as `1e999` land here) | stays open |
+//! | `invalid_request` | not an object, or `op` not a string | stays open |
+//! | `unknown_op` | no such op | stays open |
+//! | `missing_field` / `unknown_field` / `invalid_field` | a field is missing, unexpected, of the wrong type or out of range (`hour` 25, `fraction` -1, ...) | stays open |
+//! | `busy` | the daemon-wide in-flight limit, or the inference queue, is full; retry | stays open |
+//! | `too_many_connections` | past `max_connections`; sent once, then the daemon closes | closed |
+//! | `unavailable` | an actor is restarting after a failure; retry | stays open |
+//! | `inference_failed` | the model actor died while handling this request | stays open |
+//! | `model_unavailable` | the model could not be loaded (moods, catalog text) | stays open |
+//! | `storage_error` | redb failed (I/O); nothing was changed | stays open |
+//! | `disk_full` | redb failed for lack of space; nothing was changed | stays open |
+//! | `catalog_full` | the catalog limit would be exceeded; nothing was changed | stays open |
+//! | `not_available` | the op exists but its part does not yet (`sync.now`) | stays open |
+//! | `debug_disabled` | a `debug.*` op without `debug_ops = true` | stays open |
+//! | `shutting_down` | the daemon is stopping | closed after |
+//! | `internal` | anything else (logged) | stays open |
+
+use omega_brain::actors::{ActorError, ChildKind};
+use omega_brain::BrainError;
+use omega_protocol::{CatalogItem, ContentId, ViewingContext};
+use serde_json::{json, Map, Value};
+
+/// Most recent ids in a `recommend`.
+pub const MAX_RECENT: usize = 50;
+/// Longest mood text.
+pub const MAX_MOOD_BYTES: usize = 512;
+/// Largest `k`.
+pub const MAX_K: u64 = 100;
+/// Items per commit in `catalog.import`.
+pub const IMPORT_CHUNK: usize = 512;
+
+/// A typed protocol error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtoError {
+    /// Stable machine-readable code (see the table).
+    pub code: &'static str,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl ProtoError {
+    /// An error with a code and message.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ActorError> for ProtoError {
+    fn from(e: ActorError) -> Self {
+        let code = match &e {
+            ActorError::Unavailable(_) => "unavailable",
+            ActorError::Crashed(ChildKind::Inference) => "inference_failed",
+            ActorError::Crashed(_) => "internal",
+            ActorError::Busy(_) => "busy",
+            ActorError::ModelUnavailable(_) => "model_unavailable",
+            ActorError::Embed(_) => "inference_failed",
+            ActorError::Invalid(_) => "invalid_field",
+            ActorError::DebugDisabled => "debug_disabled",
+            ActorError::Spawn(_) => "internal",
+            ActorError::Brain(b) => match b {
+                BrainError::CatalogFull { .. } => "catalog_full",
+                BrainError::Invalid(_) => "invalid_field",
+                BrainError::Storage(s) if is_disk_full(s) => "disk_full",
+                BrainError::Storage(_) | BrainError::Io { .. } => "storage_error",
+                _ => "internal",
+            },
+        };
+        ProtoError::new(code, e.to_string())
+    }
+}
+
+fn is_disk_full(e: &redb::Error) -> bool {
+    let mut msg = e.to_string();
+    if let redb::Error::Io(io) = e {
+        if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) {
+            return true;
+        }
+        msg = io.to_string();
+    }
+    msg.contains("No space left") || msg.contains("os error 28")
+}
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// `recommend`.
+    Recommend {
+        /// When.
+        context: ViewingContext,
+        /// Recent watches.
+        recent: Vec<ContentId>,
+        /// Mood text.
+        mood: Option<String>,
+        /// How many.
+        k: usize,
+    },
+    /// `observe`.
+    Observe {
+        /// What.
+        content_id: ContentId,
+        /// Share watched.
+        fraction: f32,
+        /// Unix seconds.
+        at: u64,
+        /// When (local).
+        context: ViewingContext,
+    },
+    /// `catalog.upsert`.
+    CatalogUpsert(Vec<CatalogItem>),
+    /// `catalog.import` from a file.
+    CatalogImportPath(std::path::PathBuf),
+    /// `catalog.import` inline.
+    CatalogImportLines(String),
+    /// `stats`.
+    Stats,
+    /// `history`.
+    History(usize),
+    /// `health`.
+    Health,
+    /// `forget`.
+    Forget,
+    /// `sync.now`.
+    SyncNow,
+    /// `debug.panic_inference`.
+    DebugPanicInference,
+}
+
+struct Fields(Map<String, Value>);
+
+fn bad(field: &str, why: impl std::fmt::Display) -> ProtoError {
+    ProtoError::new("invalid_field", format!("{field}: {why}"))
+}
+
+impl Fields {
+    fn take(&mut self, k: &str) -> Option<Value> {
+        self.0.remove(k).filter(|v| !v.is_null())
+    }
+
+    fn uint(&mut self, k: &str, max: u64) -> Result<Option<u64>, ProtoError> {
+        match self.take(k) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if n <= max => Ok(Some(n)),
+                _ => Err(bad(k, format!("{v} is not an integer in 0..={max}"))),
+            },
+        }
+    }
+
+    fn string(&mut self, k: &str, max: usize) -> Result<Option<String>, ProtoError> {
+        match self.take(k) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.len() <= max => Ok(Some(s)),
+            Some(Value::String(s)) => Err(bad(k, format!("{} bytes, at most {max}", s.len()))),
+            Some(v) => Err(bad(k, format!("expected a string, got {v}"))),
+        }
+    }
+
+    fn required<T>(k: &str, v: Option<T>) -> Result<T, ProtoError> {
+        v.ok_or_else(|| ProtoError::new("missing_field", format!("{k} is required")))
+    }
+
+    fn finish(self, op: &str) -> Result<(), ProtoError> {
+        match self.0.keys().next() {
+            Some(k) => Err(ProtoError::new(
+                "unknown_field",
+                format!("{op} has no field {k:?}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn context(&mut self, default_at: u64) -> Result<ViewingContext, ProtoError> {
+        let hour = self.uint("hour", 23)?;
+        let weekday = self.uint("weekday", 6)?;
+        let d = ViewingContext::from_unix_utc(default_at);
+        let h = hour.map_or(d.hour, |h| h as u8);
+        let w = weekday.map_or(d.weekday, |w| w as u8);
+        ViewingContext::new(h, w).map_err(|e| bad("context", e))
+    }
+}
+
+fn content_id(field: &str, v: Value) -> Result<ContentId, ProtoError> {
+    match v {
+        Value::String(s) => ContentId::new(s).map_err(|e| bad(field, e)),
+        v => Err(bad(field, format!("expected a string, got {v}"))),
+    }
+}
+
+/// Seconds since the epoch now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Parses one request line (without its newline). Returns the id to echo
+/// (null when unreadable) and the request or its error.
+pub fn parse(line: &[u8]) -> (Value, Result<Request, ProtoError>) {
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t,
+        Err(e) => {
+            return (
+                Value::Null,
+                Err(ProtoError::new("invalid_utf8", e.to_string())),
+            )
+        }
+    };
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                Value::Null,
+                Err(ProtoError::new("invalid_json", e.to_string())),
+            )
+        }
+    };
+    let Value::Object(mut map) = v else {
+        return (
+            Value::Null,
+            Err(ProtoError::new(
+                "invalid_request",
+                "a request is a JSON object",
+            )),
+        );
+    };
+    let id = map.remove("id").unwrap_or(Value::Null);
+    let op = match map.remove("op") {
+        Some(Value::String(s)) => s,
+        Some(v) => {
+            return (
+                id,
+                Err(ProtoError::new(
+                    "invalid_request",
+                    format!("op must be a string, got {v}"),
+                )),
+            )
+        }
+        None => return (id, Err(ProtoError::new("missing_field", "op is required"))),
+    };
+    let r = parse_op(&op, Fields(map));
+    (id, r)
+}
+
+fn parse_op(op: &str, mut f: Fields) -> Result<Request, ProtoError> {
+    let req = match op {
+        "recommend" => {
+            let context = f.context(now_secs())?;
+            let recent = match f.take("recent") {
+                None => Vec::new(),
+                Some(Value::Array(a)) if a.len() <= MAX_RECENT => a
+                    .into_iter()
+                    .map(|v| content_id("recent", v))
+                    .collect::<Result<_, _>>()?,
+                Some(Value::Array(a)) => {
+                    return Err(bad(
+                        "recent",
+                        format!("{} ids, at most {MAX_RECENT}", a.len()),
+                    ))
+                }
+                Some(v) => return Err(bad("recent", format!("expected an array, got {v}"))),
+            };
+            let mood = f
+                .string("mood", MAX_MOOD_BYTES)?
+                .filter(|m| !m.trim().is_empty());
+            let k = match f.uint("k", MAX_K)? {
+                Some(0) => return Err(bad("k", "must be at least 1")),
+                Some(k) => k as usize,
+                None => 10,
+            };
+            Request::Recommend {
+                context,
+                recent,
+                mood,
+                k,
+            }
+        }
+        "observe" => {
+            let id = Fields::required("content_id", f.take("content_id"))?;
+            let content_id = content_id("content_id", id)?;
+            let fraction = match Fields::required("fraction", f.take("fraction"))? {
+                Value::Number(n) => match n.as_f64() {
+                    Some(x) if x.is_finite() && (0.0..=1.0).contains(&x) => x as f32,
+                    _ => return Err(bad("fraction", format!("{n} is not in 0.0..=1.0"))),
+                },
+                v => return Err(bad("fraction", format!("expected a number, got {v}"))),
+            };
+            let at = f
+                .uint("at", u64::from(u32::MAX) * 4)?
+                .unwrap_or_else(now_secs);
+            let context = f.context(at)?;
+            Request::Observe {
+                content_id,
+                fraction,
+                at,
+                context,
+            }
+        }
+        "catalog.upsert" => {
+            let items = Fields::required("items", f.take("items"))?;
+            let items: Vec<CatalogItem> =
+                serde_json::from_value(items).map_err(|e| bad("items", e))?;
+            Request::CatalogUpsert(items)
+        }
+        "catalog.import" => {
+            let path = f.string("path", 4096)?;
+            let lines = f.string("lines", usize::MAX)?;
+            match (path, lines) {
+                (Some(p), None) => Request::CatalogImportPath(p.into()),
+                (None, Some(l)) => Request::CatalogImportLines(l),
+                _ => {
+                    return Err(ProtoError::new(
+                        "missing_field",
+                        "catalog.import takes exactly one of path or lines",
+                    ))
+                }
+            }
+        }
+        "stats" => Request::Stats,
+        "health" => Request::Health,
+        "forget" => Request::Forget,
+        "history" => Request::History(match f.uint("limit", 1000)? {
+            Some(0) => return Err(bad("limit", "must be at least 1")),
+            Some(n) => n as usize,
+            None => 100,
+        }),
+        "sync.now" => Request::SyncNow,
+        "debug.panic_inference" => Request::DebugPanicInference,
+        other => return Err(ProtoError::new("unknown_op", format!("no op {other:?}"))),
+    };
+    f.finish(op)?;
+    Ok(req)
+}
+
+/// Parses JSON-lines catalog items (blank lines skipped); errors name the line.
+pub fn parse_catalog_lines(text: &str) -> Result<Vec<CatalogItem>, ProtoError> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item: CatalogItem = serde_json::from_str(line)
+            .map_err(|e| ProtoError::new("invalid_field", format!("line {}: {e}", n + 1)))?;
+        item.validate()
+            .map_err(|e| ProtoError::new("invalid_field", format!("line {}: {e}", n + 1)))?;
+        out.push(item);
+    }
+    Ok(out)
+}
+
+/// Encodes a success line (with the trailing newline).
+pub fn ok_line(id: &Value, result: Value) -> String {
+    let mut s = json!({"id": id, "ok": true, "result": result}).to_string();
+    s.push('\n');
+    s
+}
+
+/// Encodes an error line (with the trailing newline).
+pub fn err_line(id: &Value, e: &ProtoError) -> String {
+    let mut s =
+        json!({"id": id, "ok": false, "error": {"code": e.code, "message": e.message}}).to_string();
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn code(line: &str) -> &'static str {
+        parse(line.as_bytes()).1.unwrap_err().code
+    }
+
+    #[test]
+    fn typed_errors() {
+        assert_eq!(code("{"), "invalid_json");
+        assert_eq!(
+            code(r#"{"id":1,"op":"observe","content_id":"a","fraction":1e999}"#),
+            "invalid_json"
+        );
+        assert_eq!(
+            code(r#"{"id":1,"op":"observe","content_id":"a","fraction":-1}"#),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(r#"{"id":1,"op":"recommend","hour":25}"#),
+            "invalid_field"
+        );
+        assert_eq!(code(r#"{"id":1,"op":"recommend","k":0}"#), "invalid_field");
+        assert_eq!(code(r#"{"id":1,"op":"nope"}"#), "unknown_op");
+        assert_eq!(code(r#"{"id":1,"op":"stats","x":1}"#), "unknown_field");
+        assert_eq!(
+            code(r#"{"id":1,"op":"observe","fraction":0.5}"#),
+            "missing_field"
+        );
+        assert_eq!(code("[1]"), "invalid_request");
+        assert_eq!(parse(b"\xff\xfe").1.unwrap_err().code, "invalid_utf8");
+        let (id, r) = parse(br#"{"id":"x","op":"recommend","hour":20,"weekday":4,"recent":["a"],"mood":"calm","k":5}"#);
+        assert_eq!(id, json!("x"));
+        assert!(matches!(r.unwrap(), Request::Recommend { k: 5, .. }));
+    }
+}

@@ -1,0 +1,411 @@
+//! The Unix-socket server: accepts connections, reads bounded request lines,
+//! dispatches them to the [`Brain`] and writes one response line each.
+//!
+//! Bounds (ractor mailboxes are unbounded, so the work in front of them is
+//! bounded here):
+//! * connections: a semaphore of `max_connections`; past it a connection is
+//!   accepted, sent one `too_many_connections` error line and closed;
+//! * per connection: at most `max_in_flight_per_connection` requests run at
+//!   once; past it the connection is simply not read until one finishes
+//!   (backpressure through the socket buffer, no error);
+//! * daemon-wide: at most `max_in_flight` requests run at once; past it a
+//!   request gets `busy` at once (load shedding rather than queueing);
+//! * a request line is at most `max_request_bytes`; a longer one gets
+//!   `request_too_large`, the rest of the line is read and discarded, and the
+//!   connection stays usable.
+//!
+//! Shutdown ([`serve`]'s `shutdown` future resolves, e.g. on SIGTERM): stop
+//! accepting, stop reading new requests, let the requests in flight finish
+//! and their responses be written (bounded by the grace period), stop the
+//! actors (Memory last), then remove the socket file.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use omega_brain::actors::{Brain, RecommendQuery};
+use omega_protocol::ViewingEvent;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::protocol::{self, err_line, ok_line, ProtoError, Request, IMPORT_CHUNK};
+
+/// Largest catalog file `catalog.import` reads.
+pub const MAX_IMPORT_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Errors setting up the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Another daemon answers on this socket.
+    #[error("another omega-braind is live on {0}")]
+    AlreadyRunning(PathBuf),
+    /// Binding or preparing the socket failed.
+    #[error("socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Limits of the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Concurrent connections.
+    pub max_connections: usize,
+    /// In-flight requests per connection.
+    pub max_in_flight_per_connection: usize,
+    /// In-flight requests in total.
+    pub max_in_flight: usize,
+    /// Longest request line.
+    pub max_request_bytes: usize,
+    /// Time in-flight work gets at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Binds the socket (mode 0660). A stale socket file (nobody answering) is
+/// removed first; a live one means another daemon runs: refused.
+pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    let io = |source| ServerError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(ServerError::AlreadyRunning(path.to_path_buf()));
+        }
+        tracing::warn!(path = %path.display(), "removing a stale socket file");
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let l = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+    Ok(l)
+}
+
+struct Ctx {
+    brain: Brain,
+    cfg: ServerConfig,
+    global: Arc<Semaphore>,
+}
+
+/// Serves until `shutdown` resolves, then shuts down cleanly (see the module docs).
+pub async fn serve(
+    listener: UnixListener,
+    brain: Brain,
+    cfg: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let conns = Arc::new(Semaphore::new(cfg.max_connections));
+    let ctx = Arc::new(Ctx {
+        brain: brain.clone(),
+        global: Arc::new(Semaphore::new(cfg.max_in_flight)),
+        cfg: cfg.clone(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            acc = listener.accept() => match acc {
+                Ok((stream, _)) => match conns.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let ctx = ctx.clone();
+                        let stop = stop_rx.clone();
+                        tasks.spawn(async move {
+                            connection(stream, ctx, stop).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        tasks.spawn(refuse(stream, ProtoError::new(
+                            "too_many_connections",
+                            format!("at most {} connections", cfg.max_connections),
+                        )));
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(cfg.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("grace period over: dropping the remaining connections");
+        tasks.abort_all();
+    }
+    brain.shutdown(cfg.shutdown_grace).await;
+    if let Err(e) = std::fs::remove_file(&cfg.socket) {
+        tracing::warn!(error = %e, path = %cfg.socket.display(), "removing the socket");
+    }
+    tracing::info!("stopped");
+}
+
+async fn refuse(mut stream: UnixStream, e: ProtoError) {
+    let _ = stream
+        .write_all(err_line(&Value::Null, &e).as_bytes())
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+/// One line read with a bound.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line, without its `\n` (and `\r`).
+    Line(Vec<u8>),
+    /// The line was longer than the bound; it was read to its end and dropped.
+    TooLarge,
+    /// End of stream.
+    Eof,
+}
+
+/// Reads one line of at most `max` bytes; a longer one is discarded to its end.
+pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Line> {
+    let mut buf = Vec::new();
+    let mut discarding = false;
+    loop {
+        let avail = r.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(if discarding {
+                Line::TooLarge
+            } else if buf.is_empty() {
+                Line::Eof
+            } else {
+                Line::Line(buf)
+            });
+        }
+        let (chunk, done) = match avail.iter().position(|b| *b == b'\n') {
+            Some(p) => (&avail[..p], Some(p + 1)),
+            None => (avail, None),
+        };
+        if !discarding {
+            if buf.len() + chunk.len() > max {
+                discarding = true;
+                buf = Vec::new();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        let used = done.unwrap_or(avail.len());
+        r.consume(used);
+        if done.is_some() {
+            if discarding {
+                return Ok(Line::TooLarge);
+            }
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            return Ok(Line::Line(buf));
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let (rd, mut wr) = stream.into_split();
+    let per = ctx.cfg.max_in_flight_per_connection;
+    let (tx, mut rx) = mpsc::channel::<String>(per * 2 + 2);
+    let writer = tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            if wr.write_all(line.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let slots = Arc::new(Semaphore::new(per));
+    let mut reader = BufReader::new(rd);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let line = tokio::select! {
+            l = read_line_bounded(&mut reader, ctx.cfg.max_request_bytes) => l,
+            _ = stop.changed() => break,
+        };
+        let bytes = match line {
+            Ok(Line::Line(b)) => b,
+            Ok(Line::Eof) | Err(_) => break,
+            Ok(Line::TooLarge) => {
+                let e = ProtoError::new(
+                    "request_too_large",
+                    format!(
+                        "a request line is at most {} bytes",
+                        ctx.cfg.max_request_bytes
+                    ),
+                );
+                if tx.send(err_line(&Value::Null, &e)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let (id, req) = protocol::parse(&bytes);
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                if tx.send(err_line(&id, &e)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Ok(global) = ctx.global.clone().try_acquire_owned() else {
+            let e = ProtoError::new("busy", "too many requests in flight; retry");
+            if tx.send(err_line(&id, &e)).await.is_err() {
+                break;
+            }
+            continue;
+        };
+        let tx = tx.clone();
+        let ctx2 = ctx.clone();
+        tokio::spawn(async move {
+            let out = match dispatch(&ctx2, req).await {
+                Ok(v) => ok_line(&id, v),
+                Err(e) => {
+                    if e.code == "internal" || e.code == "storage_error" || e.code == "disk_full" {
+                        tracing::error!(code = e.code, message = %e.message, "request failed");
+                    }
+                    err_line(&id, &e)
+                }
+            };
+            let _ = tx.send(out).await;
+            drop(global);
+            drop(permit);
+        });
+    }
+    // Let the requests in flight finish and be written.
+    let _ = slots.acquire_many(per as u32).await;
+    drop(tx);
+    let _ = writer.await;
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ProtoError> {
+    serde_json::to_value(v).map_err(|e| ProtoError::new("internal", e.to_string()))
+}
+
+async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
+    let brain = &ctx.brain;
+    match req {
+        Request::Recommend {
+            context,
+            recent,
+            mood,
+            k,
+        } => {
+            let items = brain
+                .recommend(RecommendQuery {
+                    context,
+                    recent,
+                    mood,
+                    k,
+                })
+                .await?;
+            let items: Vec<Value> = items
+                .into_iter()
+                .map(|r| {
+                    json!({
+                        "content_id": r.content_id,
+                        "title": r.title,
+                        "score": r.score,
+                        "confidence": r.confidence,
+                        "reason_text": r.reason.text(),
+                        "reason": r.reason,
+                    })
+                })
+                .collect();
+            Ok(json!({ "items": items }))
+        }
+        Request::Observe {
+            content_id,
+            fraction,
+            at,
+            context,
+        } => {
+            let ev = ViewingEvent::new(content_id, fraction, at, context)
+                .map_err(|e| ProtoError::new("invalid_field", e.to_string()))?;
+            let o = brain.observe(ev).await?;
+            Ok(
+                json!({"seq": o.seq, "patterns_changed": o.patterns_changed, "known_item": o.known_item}),
+            )
+        }
+        Request::CatalogUpsert(items) => to_json(&brain.upsert_catalog(items).await?),
+        Request::CatalogImportPath(path) => {
+            let meta = tokio::fs::metadata(&path).await.map_err(|e| {
+                ProtoError::new("invalid_field", format!("path {}: {e}", path.display()))
+            })?;
+            if meta.len() > MAX_IMPORT_FILE_BYTES {
+                return Err(ProtoError::new(
+                    "invalid_field",
+                    format!(
+                        "path: {} bytes, at most {MAX_IMPORT_FILE_BYTES}",
+                        meta.len()
+                    ),
+                ));
+            }
+            let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
+                ProtoError::new("invalid_field", format!("path {}: {e}", path.display()))
+            })?;
+            import(brain, &text).await
+        }
+        Request::CatalogImportLines(text) => import(brain, &text).await,
+        Request::Stats => to_json(&brain.stats().await?),
+        Request::History(limit) => {
+            Ok(json!({ "episodes": to_json(&brain.history(limit).await?)? }))
+        }
+        Request::Health => to_json(&brain.health()),
+        Request::Forget => {
+            brain.forget().await?;
+            Ok(json!({"forgotten": true}))
+        }
+        Request::SyncNow => Err(ProtoError::new(
+            "not_available",
+            "sync is not available until the sync issue lands; nothing was sent",
+        )),
+        Request::DebugPanicInference => {
+            brain.debug_panic_inference()?;
+            Ok(json!({"armed": true}))
+        }
+    }
+}
+
+async fn import(brain: &Brain, text: &str) -> Result<Value, ProtoError> {
+    let items = protocol::parse_catalog_lines(text)?;
+    let imported = items.len();
+    let mut upserted = 0;
+    let mut catalog_items = 0;
+    for chunk in items.chunks(IMPORT_CHUNK) {
+        let u = brain.upsert_catalog(chunk.to_vec()).await?;
+        upserted += u.upserted;
+        catalog_items = u.catalog_items;
+    }
+    if imported == 0 {
+        catalog_items = brain.stats().await?.catalog_items;
+    }
+    Ok(json!({"imported": imported, "upserted": upserted, "catalog_items": catalog_items}))
+}
