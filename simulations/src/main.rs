@@ -44,11 +44,74 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         titles: usize,
     },
+    /// Benchmarks (BENCHMARKS.md); release builds only.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().command {
+#[derive(Debug, Subcommand)]
+enum BenchWhat {
+    /// The TV brain's actors in process: recommend, observe, embed, boot, RSS.
+    Brain {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Catalog items.
+        #[arg(long, default_value_t = 10_000)]
+        items: usize,
+        /// Local patterns.
+        #[arg(long, default_value_t = 10_000)]
+        patterns: usize,
+        /// all-MiniLM-L6-v2 directory.
+        #[arg(
+            long,
+            env = "OMEGA_MODEL_DIR",
+            default_value = "models/all-MiniLM-L6-v2"
+        )]
+        model_dir: PathBuf,
+        /// Where built data directories are cached between runs.
+        #[arg(long, default_value = "target/bench-brain")]
+        cache_dir: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    // Before any other thread exists (omega-embed docs).
+    omega_embed::configure_candle_threads(None);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(Cli::parse()))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Bench {
+            what:
+                BenchWhat::Brain {
+                    json,
+                    items,
+                    patterns,
+                    model_dir,
+                    cache_dir,
+                },
+        } => {
+            let report = omega_sim::bench::run_brain(omega_sim::bench::BrainBenchOptions {
+                model_dir,
+                items,
+                patterns,
+                cache_dir,
+            })
+            .await?;
+            if json {
+                println!("{report}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            Ok(())
+        }
         Command::Demo {
             model_dir,
             dataset,
