@@ -243,6 +243,7 @@ pub struct Node {
     has_embedder: bool,
     import_gate: Semaphore,
     federation_gate: Semaphore,
+    restarts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Answer of a shard: the response and what happened.
@@ -260,12 +261,14 @@ impl Node {
         let routes: SharedRoutes = Arc::new(RwLock::new(Routes::default()));
         let stopping = Arc::new(AtomicBool::new(false));
         let has_embedder = embedder.is_some();
+        let restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let args = supervisor::SupervisorArgs {
             store: Arc::clone(&store),
             embedder,
             config: config.clone(),
             routes: Arc::clone(&routes),
             stopping: Arc::clone(&stopping),
+            restarts: Arc::clone(&restarts),
         };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args)
             .await
@@ -287,6 +290,7 @@ impl Node {
             has_embedder,
             import_gate: Semaphore::new(1),
             federation_gate: Semaphore::new(1),
+            restarts,
         })
     }
 
@@ -319,6 +323,11 @@ impl Node {
     /// The answer to a sync refused for lack of a permit.
     pub fn busy(&self) -> SyncError {
         self.in_flight.busy()
+    }
+
+    /// Child actors restarted since start.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Acquire)
     }
 
     /// Whether every child runs and the node is not stopping.
@@ -490,6 +499,29 @@ impl Node {
             .await;
         if let Some(join) = self.join.lock().await.take() {
             let _ = tokio::time::timeout(timeout, join).await;
+        }
+        // A child restarted while the stop was under way is still in the
+        // routes (the supervisor records every spawn there): stop it too.
+        let (shards, federation, catalog) = {
+            let mut r = write_routes(&self.routes);
+            (
+                r.shards
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .collect::<Vec<_>>(),
+                r.federation.take(),
+                r.catalog.take(),
+            )
+        };
+        for cell in shards
+            .iter()
+            .map(ActorRef::get_cell)
+            .chain(federation.iter().map(ActorRef::get_cell))
+            .chain(catalog.iter().map(ActorRef::get_cell))
+        {
+            let _ = cell
+                .stop_and_wait(Some("node shutdown".into()), Some(timeout))
+                .await;
         }
         let mut r = write_routes(&self.routes);
         r.shards.iter_mut().for_each(|s| *s = None);

@@ -45,6 +45,7 @@ pub struct SupervisorArgs {
     pub(crate) config: NodeConfig,
     pub(crate) routes: SharedRoutes,
     pub(crate) stopping: Arc<AtomicBool>,
+    pub(crate) restarts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Which child an actor id is.
@@ -239,6 +240,7 @@ impl Actor for NodeSupervisor {
         match spawn_child(child, &state.args, myself.get_cell()).await {
             Ok(id) => {
                 state.children.insert(id, child);
+                state.args.restarts.fetch_add(1, Ordering::AcqRel);
                 Ok(())
             }
             Err(e) => {
