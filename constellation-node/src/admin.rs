@@ -111,9 +111,10 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+/// `None` when authorized, otherwise the refusal to send.
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &state.token else {
-        return Err(error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "admin_disabled",
             "no admin token is configured on this node; mutating endpoints are disabled",
@@ -125,8 +126,8 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err(error(
+        Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => None,
+        _ => Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid `Authorization: Bearer <token>` header is required",
@@ -243,7 +244,7 @@ async fn add_content(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
+    if let Some(r) = authorize(&state, &headers) {
         return r;
     }
     match serde_json::from_str::<CatalogItem>(&body) {
@@ -263,7 +264,7 @@ async fn import_content(
     Query(q): Query<FormatQuery>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
+    if let Some(r) = authorize(&state, &headers) {
         return r;
     }
     let format = match q.format.as_deref() {
@@ -289,7 +290,7 @@ async fn import_content(
 }
 
 async fn trigger_federation(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
+    if let Some(r) = authorize(&state, &headers) {
         return r;
     }
     match state.node.trigger_federation(LONG_OPERATION_TIMEOUT).await {
