@@ -442,7 +442,7 @@ fn hostile_requests_get_typed_errors_and_the_connection_stays_up() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("another omega-braind is live"));
     assert_eq!(
         d.ok(json!({"id": 9, "op": "health"}))["store"],
-        json!("opened")
+        json!("created")
     );
 }
 

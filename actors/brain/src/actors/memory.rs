@@ -9,11 +9,16 @@
 //! * Catalog changes are applied to the index under its write lock and the
 //!   index file is saved after each change (a failed save is logged: the file
 //!   is a cache and is rebuilt at the next start if stale).
-//! * Snapshots: after a write the actor casts `Publish` to itself unless one is
-//!   already queued; it lands behind the writes already in the mailbox, so a
-//!   burst publishes once. `Publish` copies the state (`Arc<BrainState>`) and
-//!   sends it on the shared `watch` channel. Readers may thus see the state a
-//!   few writes old, never a half-applied one.
+//! * Snapshots: after a write the actor schedules a `Publish` to itself unless
+//!   one is already scheduled, at least [`super::BrainConfig::snapshot_interval`]
+//!   (default 200 ms) after the previous publication; it lands behind the
+//!   writes already in the mailbox, so a burst publishes once. `Publish`
+//!   copies the whole state (`Arc<BrainState>`: tens of MB and ~20 ms at 10K
+//!   items × 10K patterns, which is why it is rate-limited) and sends it on
+//!   the shared `watch` channel. Readers thus see the state at most one
+//!   interval (plus one copy) old, never a half-applied one. Catalog changes
+//!   and `forget` publish before they reply (rare, and expected to show at
+//!   once: a `recommend` sent after their answer sees them).
 
 use std::sync::{Arc, RwLock};
 
@@ -46,6 +51,7 @@ pub(crate) struct MemoryState {
     shared: Arc<Shared>,
     inner: Option<Inner>,
     publish_scheduled: bool,
+    last_publish: std::time::Instant,
 }
 
 fn lost() -> ActorProcessingErr {
@@ -73,10 +79,33 @@ async fn blocking<R: Send + 'static>(
     }
 }
 
+/// Copies the state into a new snapshot and publishes it.
+async fn publish(st: &mut MemoryState) -> Result<(), ActorProcessingErr> {
+    st.last_publish = std::time::Instant::now();
+    let (state, index) =
+        blocking(st, |i| (Arc::new(i.store.state().clone()), i.index.clone())).await?;
+    st.shared
+        .snapshot_tx
+        .send_replace(Arc::new(Snapshot { state, index }));
+    Ok(())
+}
+
 impl MemoryState {
+    /// Observes wait for the interval (see the module docs).
     fn schedule_publish(&mut self, myself: &ActorRef<MemoryMsg>) {
-        if !self.publish_scheduled {
+        if self.publish_scheduled {
+            return;
+        }
+        let wait = self
+            .shared
+            .cfg
+            .snapshot_interval
+            .saturating_sub(self.last_publish.elapsed());
+        if wait.is_zero() {
             self.publish_scheduled = myself.cast(MemoryMsg::Publish).is_ok();
+        } else {
+            myself.send_after(wait, || MemoryMsg::Publish);
+            self.publish_scheduled = true;
         }
     }
 }
@@ -136,6 +165,7 @@ impl Actor for Memory {
             shared,
             inner: Some(Inner { store, index }),
             publish_scheduled: false,
+            last_publish: std::time::Instant::now(),
         })
     }
 
@@ -175,14 +205,14 @@ impl Actor for Memory {
                 })
                 .await?;
                 if r.is_ok() {
-                    st.schedule_publish(&myself);
+                    publish(st).await?;
                 }
                 let _ = reply.send(r.map_err(ActorError::from));
             }
             MemoryMsg::Forget(reply) => {
                 let r = blocking(st, |i| i.store.forget()).await?;
                 if r.is_ok() {
-                    st.schedule_publish(&myself);
+                    publish(st).await?;
                 }
                 let _ = reply.send(r.map_err(ActorError::from));
             }
@@ -230,6 +260,7 @@ impl Actor for Memory {
             }
             MemoryMsg::Publish => {
                 st.publish_scheduled = false;
+                st.last_publish = std::time::Instant::now();
                 let (state, index) =
                     blocking(st, |i| (Arc::new(i.store.state().clone()), i.index.clone())).await?;
                 st.shared

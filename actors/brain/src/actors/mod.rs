@@ -22,8 +22,9 @@
 //! * `observe`, catalog changes, `forget`, `stats`: [`Brain`] → Memory. Memory
 //!   commits to redb (durable before the reply), then publishes a new
 //!   [`Snapshot`] (`Arc<BrainState>` + the shared index) on a
-//!   `tokio::sync::watch` channel. Publication is coalesced: a burst of writes
-//!   queued in the mailbox publishes once, after the last of them.
+//!   `tokio::sync::watch` channel. Publication is coalesced and rate-limited
+//!   ([`BrainConfig::snapshot_interval`], 200 ms): the copy costs ~20 ms and
+//!   tens of MB at 10K items × 10K patterns, so it cannot follow every write.
 //! * `recommend`: [`Brain`] → Recommender, which reads the latest snapshot;
 //!   it never waits on a redb write and never runs the transformer unless the
 //!   request carries a mood text that is not in its LRU cache (then the mood is
@@ -105,6 +106,9 @@ pub struct BrainConfig {
     pub restart: RestartPolicy,
     /// Enables test-only hooks ([`Brain::debug_panic_inference`]).
     pub debug_ops: bool,
+    /// Least time between two snapshot publications (each copies the state);
+    /// `recommend` sees writes at most this much (plus one copy) later.
+    pub snapshot_interval: Duration,
 }
 
 impl BrainConfig {
@@ -120,6 +124,7 @@ impl BrainConfig {
             mood_cache: 256,
             restart: RestartPolicy::default(),
             debug_ops: false,
+            snapshot_interval: Duration::from_millis(200),
         }
     }
 
