@@ -59,8 +59,21 @@ fn request(kind: SyncKind, base: u64, version: u64, seed: u32) -> SyncRequest {
     }
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    omega_embed::configure_candle_threads(None);
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(async_main()),
+        Err(e) => eprintln!("quick_load: starting the runtime: {e}"),
+    }
+}
+
+async fn async_main() {
     let mut args = std::env::args().skip(1);
     let devices: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
     let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
