@@ -19,8 +19,9 @@
 //! embedding is the mean of the last hidden states over all tokens, `[CLS]` and
 //! `[SEP]` included, L2-normalized: a `[f32; DIM]` of norm 1, so cosine similarity is a
 //! dot product. `tests/reference.rs` checks every text of an independent float64
-//! reference (`../shared/reference`) to cosine >= 0.999, one at a time and batched (the
-//! measured minimum is 0.9999998).
+//! reference (`../shared/reference`) to cosine >= 0.999, one at a time and in
+//! mixed-length batches: the measured minimum is 1 - 9e-13 (the forward pass is plain
+//! f32; nothing is quantized).
 //!
 //! # Binaries: allocator and threads
 //!
@@ -38,21 +39,45 @@
 //! }
 //! ```
 //!
-//! - mimalloc: with glibc's allocator candle was slower and erratic (prototype:
-//!   17–25 ms vs 12.8–14 ms per text with candle's own BERT).
+//! - mimalloc: 2.1–2.3 ms and 750–1000 texts/s against 2.4–2.8 ms and 690–790/s with
+//!   glibc's allocator, which keeps 9 MiB less resident (49.6 vs 58.6 MiB anonymous
+//!   after load, peak 110 vs 131 MiB): the choice for a memory-starved TV. With
+//!   candle's own BERT the prototype saw glibc slower and erratic.
 //! - `RAYON_NUM_THREADS`: candle reads it on every matrix product, and when it is
-//!   unset falls back to counting physical cores, which parses `/proc/cpuinfo` each
-//!   time: 24 reads per text, measured 2.9 ms -> 5.9–6.9 ms per short text.
-//!   [`configure_candle_threads`] sets it; [`Embedder::load`] logs a warning when it
-//!   is missing.
+//!   unset counts physical cores instead, parsing `/proc/cpuinfo` each time: 24 times
+//!   per text, 2.1–2.3 ms -> 3.3–3.8 ms. [`configure_candle_threads`] sets it;
+//!   [`Embedder::load`] logs a warning when it is missing.
 //!
-//! # Speed (2-core x86-64 with AVX-512, release build, mimalloc)
+//! # Speed
 //!
-//! One short text (~16 tokens): about 3 ms median on 2 threads (ONNX Runtime fp32:
-//! 5.6 ms); batches of 32: 600–900 texts/s (ONNX Runtime: 172/s). Load ~40 ms after
-//! the first (page cache warm). How: `model.rs` (the forward pass) and `kernels.rs`
-//! (the fused kernels) say what was changed from candle's stock BERT and why;
-//! `examples/embed_bench.rs` measures.
+//! Release build, 2-core AMD EPYC (Zen 5, AVX-512) shared with other builds (runs under
+//! `chrt -f 10`), `examples/embed_bench.rs`: 300 distinct ~16-token texts one at a
+//! time, then 10 batches of 32. Ranges over 3–6 runs.
+//!
+//! | engine (mimalloc, `RAYON_NUM_THREADS` set, 2 threads) | p50 | p99 | batch 32 |
+//! | --- | --- | --- | --- |
+//! | ONNX Runtime fp32 (anchor, measured earlier) | 5.6 ms | 7.5–9.5 ms | 172/s |
+//! | candle-transformers `BertModel` | 7.5–7.8 ms | 9.9–15 ms | 250–267/s |
+//! | own forward on candle ops, fused QKV, weights `(in, out)` | 5.8–6.0 ms | 6.9–7.9 ms | 283–287/s |
+//! | + AVX-512 gemm kernels | 3.6–4.1 ms | 5.3–7.9 ms | 392–416/s |
+//! | + fused kernels, packed batches (this crate) | **2.1–2.3 ms** | 2.4–3.8 ms | **750–1000/s** |
+//! | this crate, 1 thread | 2.7–3.0 ms | 3.3–5.0 ms | 470–525/s |
+//!
+//! A 125-token text takes ~13 ms; batches of such texts run at ~95 texts/s. Loading
+//! takes 32–40 ms with the files in the page cache (some starts 150–240 ms).
+//! Resident memory after load: 58.6 MiB anonymous (weights 42.5 MiB, tokenizer,
+//! pools) plus ~46 MiB of the mapped file (clean page cache the kernel can reclaim);
+//! peak ~131 MiB while batching.
+//!
+//! Tried and dropped (numbers from one session, where f32 gave 2.9 ms and 800–900/s):
+//! candle's quantized matmuls (`QMatMul`). q8_0 misses the bar (min cosine 0.9985) and
+//! is slower (6.7 ms, 136/s: activations are quantized on every call, and `k = 384` is
+//! not a multiple of 256, so candle's AVX-512-VNNI path does not apply); q8_1 scrapes
+//! 0.9990 at 39 ms; q8k and q6k fit only the 1536-wide layer (q8k: 0.9993, 4.0 ms,
+//! 480/s). f16 and bf16 weights: 1.2–5x slower than f32 in a gemm microbenchmark
+//! (gemm converts to f32 as it goes; this CPU has no AVX-512 FP16).
+//! `model.rs` (the forward pass) and `kernels.rs` (the fused kernels) say what was
+//! changed from candle's stock BERT and why.
 
 mod kernels;
 mod model;
@@ -140,15 +165,18 @@ pub enum EmbedError {
 pub struct EmbedderOptions {
     /// Threads of the embedder's own pool, which runs the forward pass. `None`:
     /// `RAYON_NUM_THREADS` if set, else every core the process may use. On 2 cores,
-    /// 2 threads take a short text from ~3.9 ms to ~2.9 ms and batches from ~400 to
-    /// 600–900 texts/s.
+    /// 2 threads take a short text from 2.7–3.0 ms to 2.1–2.3 ms and batches of 32
+    /// from 470–525 to 750–1000 texts/s. candle's matrix products split their work
+    /// by `RAYON_NUM_THREADS`: keep the two equal ([`configure_candle_threads`]).
     pub threads: Option<usize>,
     /// Longest input in tokens, `[CLS]` and `[SEP]` included; longer texts are
     /// truncated. 128 by default, as the model was trained.
     pub max_tokens: usize,
     /// [`Embedder::embed_batch`] packs texts into forward passes of at most this many
     /// tokens (and splits larger batches), bounding memory: the largest activation is
-    /// `max_batch_tokens * 1536 * 4` bytes (12 MiB at the default 2048).
+    /// `max_batch_tokens * 1536 * 4` bytes (6 MiB at the default 1024). Larger passes
+    /// measured no faster (512, 2048, 4096 tokens: 95, 92, 98 texts/s of 125 tokens)
+    /// but peaked higher (147, 172, 204 MiB).
     pub max_batch_tokens: usize,
 }
 
@@ -157,7 +185,7 @@ impl Default for EmbedderOptions {
         Self {
             threads: None,
             max_tokens: 128,
-            max_batch_tokens: 2048,
+            max_batch_tokens: 1024,
         }
     }
 }
@@ -166,7 +194,7 @@ impl Default for EmbedderOptions {
 /// already set, and returns its value.
 ///
 /// candle reads this variable on every matrix product; unset, it parses
-/// `/proc/cpuinfo` each time, which doubled the time of a short text. Call this at
+/// `/proc/cpuinfo` each time, which made a short text 50–70% slower (2.2 -> 3.3–3.8 ms). Call this at
 /// the top of `main`, before any other thread exists: changing the environment while
 /// another thread may read it is undefined behaviour on Linux (which is why
 /// [`Embedder::load`] does not do it itself).
@@ -253,6 +281,19 @@ fn read_config(path: &Path) -> Result<model::Config, EmbedError> {
     Ok(cfg)
 }
 
+/// `tokenizer.json` without its fixed padding, truncating at `max_tokens`.
+fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<tokenizers::Tokenizer, EmbedError> {
+    let mut tokenizer = tokenizers::Tokenizer::from_file(path).map_err(EmbedError::Tokenizer)?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length: max_tokens,
+            ..Default::default()
+        }))
+        .map_err(EmbedError::Tokenizer)?;
+    Ok(tokenizer)
+}
+
 impl Embedder {
     /// Loads the model from `model_dir` (`config.json`, `tokenizer.json`,
     /// `model.safetensors`, the last memory-mapped) and starts the thread pool.
@@ -285,21 +326,12 @@ impl Embedder {
         if env_threads().is_none() {
             tracing::warn!(
                 "RAYON_NUM_THREADS is not set: candle re-reads /proc/cpuinfo on every matrix \
-                 product, about twice the time per text; call \
-                 omega_embed::configure_candle_threads at the start of main"
+                 product (+50–70% time per text); call omega_embed::configure_candle_threads \
+                 at the start of main"
             );
         }
 
-        let mut tokenizer =
-            tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(EmbedError::Tokenizer)?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(tokenizers::TruncationParams {
-                max_length: opts.max_tokens,
-                ..Default::default()
-            }))
-            .map_err(EmbedError::Tokenizer)?;
-
+        let tokenizer = load_tokenizer(&tokenizer_path, opts.max_tokens)?;
         let model = model::MiniLm::load(&weights_path, &cfg)?;
         let threads = opts
             .threads
