@@ -113,6 +113,55 @@ impl RedbStore {
         Ok(store)
     }
 
+    /// One catalog transaction: each change either stores an entry
+    /// (`Some`, an upsert) or a tombstone (`None`, a removal of a live item;
+    /// removing an absent item changes nothing). Every applied change takes
+    /// the next catalog version and moves the item's row in the version log.
+    fn write_catalog<'a>(
+        &self,
+        op: &'static str,
+        changes: impl Iterator<Item = (&'a str, Option<&'a CatalogEntry>)>,
+    ) -> Result<u64, StoreError> {
+        let txn = self.write_txn(op)?;
+        let version = {
+            let mut catalog = txn.open_table(CATALOG).map_err(be(op))?;
+            let mut log = txn.open_table(CATALOG_LOG).map_err(be(op))?;
+            let mut meta = txn.open_table(META).map_err(be(op))?;
+            let mut version = read_u64(&meta, CATALOG_VERSION)?;
+            let mut len = read_u64(&meta, CATALOG_LEN)?;
+            for (id, entry) in changes {
+                let old: Option<CatalogRecord> = match catalog.get(id).map_err(be(op))? {
+                    Some(v) => Some(dec("catalog item", v.value())?),
+                    None => None,
+                };
+                let was_live = old.as_ref().is_some_and(|o| o.entry.is_some());
+                if entry.is_none() && !was_live {
+                    continue;
+                }
+                version += 1;
+                if let Some(old) = old {
+                    log.remove(old.version).map_err(be(op))?;
+                }
+                match (was_live, entry.is_some()) {
+                    (false, true) => len += 1,
+                    (true, false) => len = len.saturating_sub(1),
+                    _ => {}
+                }
+                let rec = CatalogRecord {
+                    version,
+                    entry: entry.cloned(),
+                };
+                catalog.insert(id, enc(&rec)?.as_slice()).map_err(be(op))?;
+                log.insert(version, id).map_err(be(op))?;
+            }
+            meta.insert(CATALOG_VERSION, version).map_err(be(op))?;
+            meta.insert(CATALOG_LEN, len).map_err(be(op))?;
+            version
+        };
+        txn.commit().map_err(be(op))?;
+        Ok(version)
+    }
+
     fn write_txn(&self, op: &'static str) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(be(op))?;
         txn.set_durability(redb::Durability::Immediate)
@@ -468,79 +517,14 @@ impl PatternStore for RedbStore {
     }
 
     fn upsert_catalog(&self, entries: &[CatalogEntry]) -> Result<u64, StoreError> {
-        let op = "upsert_catalog";
-        let txn = self.write_txn(op)?;
-        let version = {
-            let mut catalog = txn.open_table(CATALOG).map_err(be(op))?;
-            let mut log = txn.open_table(CATALOG_LOG).map_err(be(op))?;
-            let mut meta = txn.open_table(META).map_err(be(op))?;
-            let mut version = read_u64(&meta, CATALOG_VERSION)?;
-            let mut len = read_u64(&meta, CATALOG_LEN)?;
-            for e in entries {
-                version += 1;
-                let id = e.item.id.as_str();
-                let old: Option<CatalogRecord> = match catalog.get(id).map_err(be(op))? {
-                    Some(v) => Some(dec("catalog item", v.value())?),
-                    None => None,
-                };
-                match old {
-                    Some(old) => {
-                        log.remove(old.version).map_err(be(op))?;
-                        if old.entry.is_none() {
-                            len += 1;
-                        }
-                    }
-                    None => len += 1,
-                }
-                let rec = CatalogRecord {
-                    version,
-                    entry: Some(e.clone()),
-                };
-                catalog.insert(id, enc(&rec)?.as_slice()).map_err(be(op))?;
-                log.insert(version, id).map_err(be(op))?;
-            }
-            meta.insert(CATALOG_VERSION, version).map_err(be(op))?;
-            meta.insert(CATALOG_LEN, len).map_err(be(op))?;
-            version
-        };
-        txn.commit().map_err(be(op))?;
-        Ok(version)
+        self.write_catalog(
+            "upsert_catalog",
+            entries.iter().map(|e| (e.item.id.as_str(), Some(e))),
+        )
     }
 
     fn remove_catalog(&self, ids: &[ContentId]) -> Result<u64, StoreError> {
-        let op = "remove_catalog";
-        let txn = self.write_txn(op)?;
-        let version = {
-            let mut catalog = txn.open_table(CATALOG).map_err(be(op))?;
-            let mut log = txn.open_table(CATALOG_LOG).map_err(be(op))?;
-            let mut meta = txn.open_table(META).map_err(be(op))?;
-            let mut version = read_u64(&meta, CATALOG_VERSION)?;
-            let mut len = read_u64(&meta, CATALOG_LEN)?;
-            for id in ids {
-                let id = id.as_str();
-                let old: Option<CatalogRecord> = match catalog.get(id).map_err(be(op))? {
-                    Some(v) => Some(dec("catalog item", v.value())?),
-                    None => None,
-                };
-                let Some(old) = old.filter(|o| o.entry.is_some()) else {
-                    continue;
-                };
-                version += 1;
-                len = len.saturating_sub(1);
-                log.remove(old.version).map_err(be(op))?;
-                let rec = CatalogRecord {
-                    version,
-                    entry: None,
-                };
-                catalog.insert(id, enc(&rec)?.as_slice()).map_err(be(op))?;
-                log.insert(version, id).map_err(be(op))?;
-            }
-            meta.insert(CATALOG_VERSION, version).map_err(be(op))?;
-            meta.insert(CATALOG_LEN, len).map_err(be(op))?;
-            version
-        };
-        txn.commit().map_err(be(op))?;
-        Ok(version)
+        self.write_catalog("remove_catalog", ids.iter().map(|id| (id.as_str(), None)))
     }
 
     fn catalog_version(&self) -> Result<u64, StoreError> {
