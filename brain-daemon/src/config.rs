@@ -18,6 +18,7 @@
 //! max_catalog_items = 50000
 //! max_global_patterns = 500
 //! max_patterns = 10000
+//! cache_mb = 4                    # redb page cache (the state is mirrored in memory)
 //!
 //! [inference]
 //! max_batch = 32
@@ -114,6 +115,8 @@ pub struct StoreSection {
     pub max_global_patterns: usize,
     /// Local patterns kept.
     pub max_patterns: usize,
+    /// redb page cache, MiB.
+    pub cache_mb: usize,
 }
 
 impl Default for StoreSection {
@@ -124,6 +127,7 @@ impl Default for StoreSection {
             max_catalog_items: d.max_catalog_items,
             max_global_patterns: d.max_global_patterns,
             max_patterns: d.patterns.max_patterns,
+            cache_mb: d.cache_bytes >> 20,
         }
     }
 }
@@ -203,6 +207,7 @@ impl DaemonConfig {
         b.store.max_catalog_items = self.store.max_catalog_items;
         b.store.max_global_patterns = self.store.max_global_patterns;
         b.store.patterns.max_patterns = self.store.max_patterns;
+        b.store.cache_bytes = self.store.cache_mb.saturating_mul(1 << 20);
         b.inference = InferenceConfig {
             max_batch: self.inference.max_batch,
             max_pending_texts: self.inference.max_pending_texts,

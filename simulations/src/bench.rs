@@ -144,15 +144,32 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn vm_hwm_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+/// A `/proc/self/status` memory line (`VmHWM:`, `VmRSS:`, `RssAnon:` …) in MiB.
+fn proc_status_mb(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Logs the process's memory on stderr at a stage of the run (the profile
+/// behind `rss_mb`).
+fn memory_stage(stage: &str) {
+    eprintln!(
+        "  memory after {stage}: VmRSS {:.1} MiB (anon {:.1}, file {:.1}), VmHWM {:.1} MiB",
+        proc_status_mb("VmRSS:"),
+        proc_status_mb("RssAnon:"),
+        proc_status_mb("RssFile:"),
+        proc_status_mb("VmHWM:")
+    );
 }
 
 async fn build(opts: &BrainBenchOptions, dir: &Path) -> Result<()> {
@@ -243,6 +260,7 @@ pub async fn run_brain(opts: BrainBenchOptions) -> Result<serde_json::Value> {
     if first.is_empty() && opts.items > 0 {
         bail!("the first recommend returned nothing");
     }
+    memory_stage("boot");
     let stats = brain.stats().await?;
 
     // Model (waits for the background load on the first call).
@@ -277,6 +295,7 @@ pub async fn run_brain(opts: BrainBenchOptions) -> Result<serde_json::Value> {
         batch_texts += brain.embed_batch(texts).await?.len();
     }
     let embed_batch32_per_s = batch_texts as f64 / tb.elapsed().as_secs_f64();
+    memory_stage("model load and embedding");
 
     // recommend without a mood.
     let n_items = opts.items.max(1);
@@ -297,6 +316,7 @@ pub async fn run_brain(opts: BrainBenchOptions) -> Result<serde_json::Value> {
             bail!("recommend returned nothing");
         }
     }
+    memory_stage("recommend");
     // recommend with moods never seen before.
     let mut mood_t = Vec::new();
     for i in 0..200usize {
@@ -328,6 +348,7 @@ pub async fn run_brain(opts: BrainBenchOptions) -> Result<serde_json::Value> {
         brain.observe(ev).await?;
         obs_t.push(us(t.elapsed()));
     }
+    memory_stage("observe");
     brain.shutdown(Duration::from_secs(30)).await;
 
     Ok(json!({

@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut st = BrainState::default();
     for i in 0..ITEMS {
         let c = &centres[i % CLUSTERS];
-        st.catalog.upsert(CatalogEntry {
+        st.catalog.upsert(&CatalogEntry {
             item: CatalogItem {
                 id: ContentId::new(format!("item:{i}"))?,
                 title: format!("Item {i}"),

@@ -15,9 +15,10 @@
 //! file is detected and the index rebuilt from the catalog and saved again
 //! (written to a temporary file, synced, then renamed over the old one).
 //!
-//! Scalar kind: [`IndexScalar::I8`] by default. The recommender rescoring uses
-//! the exact f32 embeddings, so quantization only affects which candidates
-//! come back; MEASUREMENTS.md shows recall@50 0.93 (i8) vs 0.94 (f32) at half
+//! Scalar kind: [`IndexScalar::I8`] by default. The recommender rescores the
+//! candidates itself (on the catalog's own int8 codes against f32 query
+//! vectors), so the index's quantization only affects which candidates come
+//! back; MEASUREMENTS.md shows recall@50 0.93 (i8) vs 0.94 (f32) at half
 //! the search time and a quarter of the memory. `examples/recommend_bench`
 //! (10K random clustered items, 10K patterns, k = 10, release, 2 shared cores)
 //! measured recommend p50/p99 = 648/1012 µs with i8 against 939/1506 µs with
@@ -198,7 +199,7 @@ impl CatalogIndex {
         me.index.reserve(catalog.len().max(16)).map_err(ierr)?;
         for r in catalog.iter() {
             me.index
-                .add(r.key, r.entry.embedding.as_slice())
+                .add(r.key, &r.vector())
                 .map_err(ierr)?;
         }
         Ok(me)
@@ -247,7 +248,7 @@ impl CatalogIndex {
         }
         for k in &change.upserted {
             if let Some(r) = catalog.by_key(*k) {
-                self.upsert(*k, r.entry.embedding.as_slice())?;
+                self.upsert(*k, &r.vector())?;
             }
         }
         Ok(())

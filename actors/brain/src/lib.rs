@@ -30,5 +30,5 @@ pub use error::BrainError;
 pub use index::{CandidateSearch, CatalogIndex, IndexConfig, IndexLoad, IndexScalar};
 pub use patterns::{LocalPattern, PatternBook, PatternConfig};
 pub use recommender::{recommend, Reason, RecommendRequest, Recommendation, RecommenderConfig};
-pub use state::{BrainState, Catalog, CatalogRecord, Versions};
+pub use state::{BrainState, Catalog, CatalogRecord, SharedState, Versions};
 pub use store::{BrainStore, CatalogChange, ObserveOutcome, OpenOutcome, StoreConfig, SyncApplied};

@@ -15,7 +15,8 @@
 //! 3. **Score** = w_sim·cos(query, item) + w_local·(best cos to a bucket
 //!    pattern × its success rate) + w_global·(best cos to a bucket global
 //!    pattern × success × support weight) + w_trend·(regional trend score),
-//!    all on exact f32 embeddings.
+//!    on the items' int8 embeddings (see [`crate::CatalogRecord`]) against
+//!    f32 query and pattern vectors.
 //! 4. **Diversify** with MMR (λ = `mmr_lambda`) over the best candidates.
 //! 5. **Explain**: each result names its strongest signal ([`Reason`]) and a
 //!    confidence in 0–1 (score over the sum of the weights, clamped).
@@ -31,7 +32,7 @@
 //! catalog has fewer eligible titles.
 
 use omega_protocol::embedding::dot;
-use omega_protocol::{ContentId, ContextBucket, Embedding, ViewingContext};
+use omega_protocol::{ContentId, ContextBucket, Embedding, I8Embedding, ViewingContext};
 use serde::Serialize;
 
 use crate::error::BrainError;
@@ -162,7 +163,7 @@ struct Cand<'a> {
     key: u64,
     id: &'a ContentId,
     title: &'a str,
-    emb: &'a [f32],
+    emb: &'a I8Embedding,
     score: f32,
     confidence: f32,
     reason: Reason,
@@ -182,7 +183,7 @@ pub fn recommend(
     let bucket = req.context.bucket();
 
     // Recent successful watches with embeddings, newest first, distinct.
-    let mut recent: Vec<(&ContentId, &str, &[f32])> = Vec::with_capacity(cfg.recent_window);
+    let mut recent: Vec<(&ContentId, &str, Vec<f32>)> = Vec::with_capacity(cfg.recent_window);
     let from_ring = state.recent_successes(cfg.recent_window);
     for id in req.recent.iter().chain(from_ring) {
         if recent.len() == cfg.recent_window {
@@ -192,25 +193,24 @@ pub fn recommend(
             continue;
         }
         if let Some(rec) = state.catalog.get(id) {
-            recent.push((
-                &rec.entry.item.id,
-                rec.entry.item.title.as_str(),
-                rec.entry.embedding.as_slice(),
-            ));
+            recent.push((&rec.item.id, rec.item.title.as_str(), rec.vector()));
         }
     }
 
     // The bucket's best local patterns: (centroid, success rate, quality).
-    let mut locals: Vec<(&[f32], f32, f32)> = state
+    let mut best_locals: Vec<(&crate::LocalPattern, f32, f32)> = state
         .patterns
         .in_bucket(bucket)
-        .filter_map(|(p, c)| {
-            let c = c?;
-            let q = p.success_rate() * (1.0 + p.views as f32).ln();
-            Some((c.as_slice(), p.success_rate(), q))
+        .map(|(p, inv_norm)| (p, inv_norm, p.success_rate() * (1.0 + p.views as f32).ln()))
+        .collect();
+    top_by(&mut best_locals, cfg.bucket_patterns, |x| x.2);
+    let locals: Vec<(Vec<f32>, f32, f32)> = best_locals
+        .into_iter()
+        .map(|(p, inv_norm, q)| {
+            let centroid = p.sum.iter().map(|v| v * inv_norm).collect();
+            (centroid, p.success_rate(), q)
         })
         .collect();
-    top_by(&mut locals, cfg.bucket_patterns, |x| x.2);
 
     // The bucket's best global patterns: (embedding, weight).
     let max_support = state
@@ -260,11 +260,11 @@ pub fn recommend(
         let Some(rec) = state.catalog.by_key(key) else {
             continue;
         };
-        let id = &rec.entry.item.id;
+        let id = &rec.item.id;
         if excluded(id) {
             continue;
         }
-        let e = rec.entry.embedding.as_slice();
+        let e = &rec.vector()[..];
         let sim = dot(query.as_slice(), e);
         let local = locals
             .iter()
@@ -317,8 +317,8 @@ pub fn recommend(
         cands.push(Cand {
             key,
             id,
-            title: rec.entry.item.title.as_str(),
-            emb: e,
+            title: rec.item.title.as_str(),
+            emb: &rec.embedding,
             score,
             confidence: (score / wsum).clamp(0.0, 1.0),
             reason,
@@ -351,8 +351,8 @@ fn trend_score(state: &BrainState, id: &ContentId, bucket: ContextBucket) -> f32
 }
 
 fn build_query(
-    recent: &[(&ContentId, &str, &[f32])],
-    locals: &[(&[f32], f32, f32)],
+    recent: &[(&ContentId, &str, Vec<f32>)],
+    locals: &[(Vec<f32>, f32, f32)],
     mood: Option<&Embedding>,
     cfg: &RecommenderConfig,
 ) -> Option<Embedding> {
@@ -394,8 +394,9 @@ fn mmr(mut pool: Vec<Cand<'_>>, k: usize, lambda: f32) -> Vec<Recommendation> {
         }
         let c = pool.swap_remove(best);
         max_sim.swap_remove(best);
+        let chosen = c.emb.to_f32();
         for (i, o) in pool.iter().enumerate() {
-            max_sim[i] = max_sim[i].max(dot(c.emb, o.emb));
+            max_sim[i] = max_sim[i].max(o.emb.dot(&chosen));
         }
         let _ = c.key;
         out.push(Recommendation {
@@ -425,7 +426,7 @@ fn cold_start(
         if let Some(rec) = state.catalog.get(id) {
             out.push(Recommendation {
                 content_id: id.clone(),
-                title: rec.entry.item.title.clone(),
+                title: rec.item.title.clone(),
                 score: confidence,
                 confidence: confidence.clamp(0.0, 1.0),
                 reason,
@@ -460,7 +461,7 @@ fn cold_start(
             .nearest(g, k * 2)?
             .into_iter()
             .filter_map(|key| state.catalog.by_key(key))
-            .map(|r| (dot(g, r.entry.embedding.as_slice()), &r.entry.item.id))
+            .map(|r| (r.embedding.dot(g), &r.item.id))
             .filter(|(cos, _)| *cos >= COLD_GLOBAL_MIN_COSINE)
             .map(|(cos, id)| (cos * w, id))
             .collect();
@@ -474,7 +475,7 @@ fn cold_start(
         if out.len() >= k {
             break;
         }
-        push(&mut out, &rec.entry.item.id, 0.05, Reason::FromTheCatalog);
+        push(&mut out, &rec.item.id, 0.05, Reason::FromTheCatalog);
     }
     Ok(out)
 }

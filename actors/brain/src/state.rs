@@ -3,16 +3,22 @@
 //!
 //! Plain data with plain methods (no IO). [`crate::store::BrainStore`] keeps one
 //! of these as the mirror of its redb file and changes it only after a commit,
-//! so it never holds anything the disk does not. The recommender reads it.
-//! Tests and benchmarks may build one directly.
+//! so it never holds anything the disk does not. There is exactly one copy:
+//! the store shares it as a [`SharedState`] (a read-write lock) with the
+//! recommender, which reads it in place. Tests and benchmarks may build one
+//! directly.
 //!
 //! Invariants: catalog keys are assigned in increasing order and never reused,
 //! so key order is insertion order; `watched_full` counts exactly the episodes
 //! in the ring with a watched fraction of at least [`FULLY_WATCHED`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use omega_protocol::{CatalogEntry, ContentId, GlobalPattern, TrendSignal, ViewingEvent};
+use omega_protocol::{
+    CatalogEntry, CatalogItem, ContentId, Embedding, EmbeddingError, GlobalPattern, I8Embedding,
+    TrendSignal, ViewingEvent,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::patterns::PatternBook;
@@ -21,13 +27,40 @@ use crate::patterns::PatternBook;
 /// recommended (while its episode is in the ring).
 pub const FULLY_WATCHED: f32 = 0.9;
 
-/// A catalog item and its stable vector-index key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A catalog item in memory, with its stable vector-index key.
+///
+/// The embedding is held as int8 codes (388 bytes instead of 1,536; cosine to
+/// the f32 vector ≥ 0.9999, see omega-protocol's quantization tests): at
+/// 10,000 items that is 4 MB instead of 15. redb keeps the f32 vector.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CatalogRecord {
     /// Key in the vector index (and in redb); assigned once, never reused.
     pub key: u64,
-    /// The item and its embedding.
-    pub entry: CatalogEntry,
+    /// The item.
+    pub item: CatalogItem,
+    /// Its embedding, quantized.
+    pub embedding: I8Embedding,
+}
+
+impl CatalogRecord {
+    /// The record of `entry` under `key`.
+    pub fn new(key: u64, entry: &CatalogEntry) -> Self {
+        Self {
+            key,
+            item: entry.item.clone(),
+            embedding: entry.embedding.to_i8(),
+        }
+    }
+
+    /// The (dequantized, unit-length) embedding.
+    pub fn vector(&self) -> Vec<f32> {
+        self.embedding.to_f32()
+    }
+
+    /// The embedding as an [`Embedding`] (renormalized after dequantization).
+    pub fn embedding(&self) -> Result<Embedding, EmbeddingError> {
+        self.embedding.decode()
+    }
 }
 
 /// The content catalog with its ContentId ↔ key mapping.
@@ -76,7 +109,7 @@ impl Catalog {
 
     /// Inserts or replaces an item; a new id gets the next key. Returns the
     /// record as stored and whether the id was new.
-    pub fn upsert(&mut self, entry: CatalogEntry) -> (&CatalogRecord, bool) {
+    pub fn upsert(&mut self, entry: &CatalogEntry) -> (&CatalogRecord, bool) {
         let (key, new) = match self.by_id.get(&entry.item.id) {
             Some(k) => (*k, false),
             None => {
@@ -86,7 +119,7 @@ impl Catalog {
             }
         };
         self.by_id.insert(entry.item.id.clone(), key);
-        self.by_key.insert(key, CatalogRecord { key, entry });
+        self.by_key.insert(key, CatalogRecord::new(key, entry));
         let rec = &self.by_key[&key];
         (rec, new)
     }
@@ -94,7 +127,7 @@ impl Catalog {
     /// Restores a record read from disk (keeps its key).
     pub(crate) fn restore(&mut self, rec: CatalogRecord) {
         self.next_key = self.next_key.max(rec.key + 1);
-        self.by_id.insert(rec.entry.item.id.clone(), rec.key);
+        self.by_id.insert(rec.item.id.clone(), rec.key);
         self.by_key.insert(rec.key, rec);
     }
 
@@ -115,7 +148,7 @@ impl Catalog {
         let mut h = crate::index::Fnv::new();
         for r in self.by_key.values() {
             h.write(&r.key.to_le_bytes());
-            h.write(r.entry.item.id.as_str().as_bytes());
+            h.write(r.item.id.as_str().as_bytes());
         }
         h.finish()
     }
@@ -213,5 +246,41 @@ impl BrainState {
             }
         }
         out
+    }
+}
+
+/// The one in-memory [`BrainState`], shared by its single writer (the
+/// [`crate::store::BrainStore`], which takes the write lock only to mirror a
+/// commit that already succeeded: microseconds) and its readers (the
+/// recommender, for the length of one `recommend`). A reader therefore sees
+/// every commit acknowledged before it started, and never a half-applied one.
+///
+/// A panic while the write lock is held (a bug) poisons the lock; readers
+/// then still read (the poison is ignored) and the owning actor, which failed
+/// with the panic, is restarted and reloads the state from redb into a fresh
+/// `SharedState`.
+#[derive(Debug, Clone, Default)]
+pub struct SharedState(Arc<RwLock<BrainState>>);
+
+impl SharedState {
+    /// Shares a state.
+    pub fn new(state: BrainState) -> Self {
+        Self(Arc::new(RwLock::new(state)))
+    }
+
+    /// Read access (blocks only while the store mirrors a commit).
+    pub fn read(&self) -> RwLockReadGuard<'_, BrainState> {
+        match self.0.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Write access, for the store.
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, BrainState> {
+        match self.0.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
     }
 }

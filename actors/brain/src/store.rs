@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use omega_protocol::{
-    CatalogEntry, CatalogPage, ContentId, GlobalPattern, PatternId, SyncAccepted, SyncKind,
+    CatalogEntry, ContentId, GlobalPattern, PatternId, SyncAccepted, SyncKind,
     TrendSignal, ViewingContext, ViewingEvent,
 };
 use rand::Rng;
@@ -53,7 +53,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::delta::{self, DeltaConfig, DeltaPlan, MIN_DISTINCT_ITEMS};
 use crate::error::BrainError;
 use crate::patterns::{item_fingerprint, LocalPattern, PatternConfig, PatternOp, Tombstone};
-use crate::state::{BrainState, CatalogRecord, Episode, Versions};
+use crate::state::{BrainState, CatalogRecord, Episode, SharedState, Versions};
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const EPISODES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("episodes");
@@ -77,7 +77,15 @@ pub struct StoreConfig {
     pub max_global_patterns: usize,
     /// Local patterns and how they form.
     pub patterns: PatternConfig,
+    /// redb's page cache in bytes (default 4 MiB; redb's own default is 1 GiB).
+    /// The whole state is read once at open and then mirrored in memory, so
+    /// the cache only serves writes' B-tree paths: a small one costs nothing
+    /// measurable and keeps the daemon's resident memory down.
+    pub cache_bytes: usize,
 }
+
+/// Default of [`StoreConfig::cache_bytes`].
+pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -86,6 +94,7 @@ impl Default for StoreConfig {
             max_catalog_items: 50_000,
             max_global_patterns: 500,
             patterns: PatternConfig::default(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -188,7 +197,7 @@ pub struct BrainStore {
     db: Database,
     path: PathBuf,
     cfg: StoreConfig,
-    state: BrainState,
+    state: SharedState,
     next_episode: u64,
 }
 
@@ -201,7 +210,10 @@ impl BrainStore {
     ) -> Result<(Self, OpenOutcome), BrainError> {
         let path = path.as_ref();
         let existed = path.exists();
-        let db = match Database::create(path) {
+        let db = match Database::builder()
+            .set_cache_size(cfg.cache_bytes)
+            .create(path)
+        {
             Ok(db) => Ok(db),
             Err(e) => Err(classify(e)),
         };
@@ -220,7 +232,10 @@ impl BrainStore {
                 let moved_to = move_aside(path)?;
                 tracing::error!(path = %path.display(), moved_to = %moved_to.display(), %reason,
                     "brain store damaged: moved aside, starting fresh");
-                let db = Database::create(path).map_err(BrainError::storage)?;
+                let db = Database::builder()
+                    .set_cache_size(cfg.cache_bytes)
+                    .create(path)
+                    .map_err(BrainError::storage)?;
                 let s = Self::load(db, path, cfg).map_err(|f| match f {
                     OpenFail::Damaged(r) => BrainError::corrupt("fresh store", r),
                     OpenFail::Other(e) => e,
@@ -238,6 +253,7 @@ impl BrainStore {
         cfg: StoreConfig,
     ) -> Result<Self, BrainError> {
         let db = Database::builder()
+            .set_cache_size(cfg.cache_bytes)
             .create_with_backend(backend)
             .map_err(BrainError::storage)?;
         Self::load(db, path.as_ref(), cfg).map_err(|f| match f {
@@ -356,7 +372,7 @@ impl BrainStore {
                     entry.item.id
                 )));
             }
-            state.catalog.restore(CatalogRecord { key, entry });
+            state.catalog.restore(CatalogRecord::new(key, &entry));
         }
         if ids.len().map_err(classify)? != state.catalog.len() as u64 {
             return Err(OpenFail::Damaged(
@@ -370,16 +386,23 @@ impl BrainStore {
             db,
             path: path.to_path_buf(),
             cfg,
-            state,
+            state: SharedState::new(state),
             next_episode,
         };
         me.cfg.max_episodes = me.cfg.max_episodes.max(1);
         Ok(me)
     }
 
-    /// The in-memory mirror (read-only: change it through the store).
-    pub fn state(&self) -> &BrainState {
-        &self.state
+    /// The in-memory mirror, read-locked (change it through the store). Drop
+    /// the guard before calling a method that writes.
+    pub fn state(&self) -> std::sync::RwLockReadGuard<'_, BrainState> {
+        self.state.read()
+    }
+
+    /// The mirror as shared with readers (the recommender): every commit of
+    /// this store shows in it.
+    pub fn shared_state(&self) -> SharedState {
+        self.state.clone()
     }
 
     /// The configuration.
@@ -457,12 +480,13 @@ impl BrainStore {
             event.timestamp_secs,
             ViewingContext::new(event.context.hour, event.context.weekday)?,
         )?;
-        let version = self.state.versions.pattern + 1;
-        let rec = self.state.catalog.get(&event.content_id);
+        let st = self.state.read();
+        let version = st.versions.pattern + 1;
+        let rec = st.catalog.get(&event.content_id);
         let ops = match rec {
-            Some(r) => self.state.patterns.plan_view(
+            Some(r) => st.patterns.plan_view(
                 event.context.bucket(),
-                &r.entry.embedding,
+                &r.embedding().map_err(|e| BrainError::corrupt("catalog", e))?,
                 item_fingerprint(&event.content_id),
                 event.is_success(),
                 version,
@@ -471,25 +495,20 @@ impl BrainStore {
             None => Vec::new(),
         };
         let known_item = rec.is_some();
-        let mut versions = self.state.versions;
+        let mut versions = st.versions;
         if !ops.is_empty() {
             versions.pattern = version;
         }
         let next_pid = ops
             .iter()
-            .fold(self.state.patterns.next_id(), |n, op| match op {
+            .fold(st.patterns.next_id(), |n, op| match op {
                 PatternOp::Upsert(p) => n.max(p.id.0 + 1),
                 PatternOp::Remove { .. } => n,
             });
         let seq = self.next_episode;
-        let excess = (self.state.episodes.len() + 1).saturating_sub(self.cfg.max_episodes);
-        let evicted: Vec<u64> = self
-            .state
-            .episodes
-            .iter()
-            .take(excess)
-            .map(|e| e.seq)
-            .collect();
+        let excess = (st.episodes.len() + 1).saturating_sub(self.cfg.max_episodes);
+        let evicted: Vec<u64> = st.episodes.iter().take(excess).map(|e| e.seq).collect();
+        drop(st);
         let bytes = enc("episodes", &event)?;
         self.write(|txn| {
             {
@@ -508,13 +527,15 @@ impl BrainStore {
             )
         })?;
         // Committed: mirror it.
+        let mut st = self.state.write();
         for _ in 0..evicted.len() {
-            self.state.pop_episode();
+            st.pop_episode();
         }
-        self.state.push_episode(Episode { seq, event });
-        self.state.patterns.apply(&ops);
-        self.state.patterns.set_next_id(next_pid);
-        self.state.versions = versions;
+        st.push_episode(Episode { seq, event });
+        st.patterns.apply(&ops);
+        st.patterns.set_next_id(next_pid);
+        st.versions = versions;
+        drop(st);
         self.next_episode = seq + 1;
         Ok(ObserveOutcome {
             seq,
@@ -523,14 +544,16 @@ impl BrainStore {
         })
     }
 
-    /// Plans catalog upserts/removals: (records to write, keys removed, ids removed).
+    /// Plans catalog upserts/removals against `st`: (records to write, keys
+    /// and ids removed, the next free key).
     #[allow(clippy::type_complexity)]
-    fn plan_catalog(
-        &self,
+    fn plan_catalog_in(
+        st: &BrainState,
+        cfg: &StoreConfig,
         upserts: &[CatalogEntry],
         removed: &[ContentId],
-    ) -> Result<(Vec<CatalogRecord>, Vec<(u64, ContentId)>, u64), BrainError> {
-        let cat = &self.state.catalog;
+    ) -> Result<(Vec<(u64, CatalogEntry)>, Vec<(u64, ContentId)>, u64), BrainError> {
+        let cat = &st.catalog;
         let mut rem: Vec<(u64, ContentId)> = Vec::new();
         for id in removed {
             if let Some(k) = cat.key_of(id) {
@@ -540,12 +563,12 @@ impl BrainStore {
             }
         }
         let mut next_key = cat.next_key();
-        let mut recs: BTreeMap<ContentId, CatalogRecord> = BTreeMap::new();
+        let mut recs: BTreeMap<ContentId, (u64, CatalogEntry)> = BTreeMap::new();
         let mut adding = 0usize;
         for e in upserts {
             e.item.validate()?;
             let key = match (recs.get(&e.item.id), cat.key_of(&e.item.id)) {
-                (Some(r), _) => r.key,
+                (Some(r), _) => r.0,
                 (None, Some(k)) if !rem.iter().any(|(x, _)| *x == k) => k,
                 _ => {
                     adding += 1;
@@ -553,20 +576,14 @@ impl BrainStore {
                     next_key - 1
                 }
             };
-            recs.insert(
-                e.item.id.clone(),
-                CatalogRecord {
-                    key,
-                    entry: e.clone(),
-                },
-            );
+            recs.insert(e.item.id.clone(), (key, e.clone()));
         }
         let after_removal = cat.len() - rem.len();
-        if adding > 0 && after_removal + adding > self.cfg.max_catalog_items {
+        if adding > 0 && after_removal + adding > cfg.max_catalog_items {
             return Err(BrainError::CatalogFull {
                 current: cat.len(),
                 adding,
-                max: self.cfg.max_catalog_items,
+                max: cfg.max_catalog_items,
             });
         }
         Ok((recs.into_values().collect(), rem, next_key))
@@ -574,7 +591,7 @@ impl BrainStore {
 
     fn write_catalog(
         txn: &WriteTransaction,
-        recs: &[CatalogRecord],
+        recs: &[(u64, CatalogEntry)],
         rem: &[(u64, ContentId)],
     ) -> Result<(), BrainError> {
         let mut ct = txn.open_table(CATALOG).map_err(BrainError::storage)?;
@@ -583,31 +600,31 @@ impl BrainStore {
             ct.remove(*k).map_err(BrainError::storage)?;
             it.remove(id.as_str()).map_err(BrainError::storage)?;
         }
-        for r in recs {
-            ct.insert(r.key, enc("catalog", &r.entry)?.as_slice())
+        for (key, entry) in recs {
+            ct.insert(*key, enc("catalog", entry)?.as_slice())
                 .map_err(BrainError::storage)?;
-            it.insert(r.entry.item.id.as_str(), r.key)
+            it.insert(entry.item.id.as_str(), *key)
                 .map_err(BrainError::storage)?;
         }
         Ok(())
     }
 
     fn mirror_catalog(
-        &mut self,
-        recs: Vec<CatalogRecord>,
+        st: &mut BrainState,
+        recs: Vec<(u64, CatalogEntry)>,
         rem: Vec<(u64, ContentId)>,
         next_key: u64,
     ) -> CatalogChange {
         let mut change = CatalogChange::default();
         for (k, id) in rem {
-            self.state.catalog.remove(&id);
+            st.catalog.remove(&id);
             change.removed.push(k);
         }
-        for r in recs {
-            change.upserted.push(r.key);
-            self.state.catalog.restore(r);
+        for (key, entry) in recs {
+            change.upserted.push(key);
+            st.catalog.restore(CatalogRecord::new(key, &entry));
         }
-        self.state.catalog.set_next_key(next_key);
+        st.catalog.set_next_key(next_key);
         change
     }
 
@@ -620,18 +637,20 @@ impl BrainStore {
         upserts: &[CatalogEntry],
         removed: &[ContentId],
     ) -> Result<CatalogChange, BrainError> {
-        let (recs, rem, next_key) = self.plan_catalog(upserts, removed)?;
+        let (recs, rem, next_key) =
+            Self::plan_catalog_in(&self.state.read(), &self.cfg, upserts, removed)?;
         if recs.is_empty() && rem.is_empty() {
             return Ok(CatalogChange::default());
         }
-        let mut versions = self.state.versions;
+        let mut versions = self.state.read().versions;
         versions.catalog_rev += 1;
         self.write(|txn| {
             Self::write_catalog(txn, &recs, &rem)?;
             Self::put_meta(txn, &versions, &[("next_catalog_key", next_key)])
         })?;
-        self.state.versions = versions;
-        Ok(self.mirror_catalog(recs, rem, next_key))
+        let mut st = self.state.write();
+        st.versions = versions;
+        Ok(Self::mirror_catalog(&mut st, recs, rem, next_key))
     }
 
     /// Applies what a successful sync brought back: global patterns (reset,
@@ -642,11 +661,12 @@ impl BrainStore {
     /// [`SyncApplied::catalog_refused`]) and the versions. One transaction.
     /// The pattern acknowledgement is separate: [`Self::acknowledge`].
     pub fn apply_sync(&mut self, accepted: &SyncAccepted) -> Result<SyncApplied, BrainError> {
+        let st = self.state.read();
         // Global patterns.
         let mut globals = if accepted.global_reset {
             BTreeMap::new()
         } else {
-            self.state.globals.clone()
+            st.globals.clone()
         };
         for id in &accepted.global_removed {
             globals.remove(id);
@@ -673,17 +693,17 @@ impl BrainStore {
         // The node sends trends only when the device's global version is
         // behind; an up-to-date device gets an empty list that means "no change".
         let replace_trends =
-            accepted.global_reset || accepted.global_version != self.state.versions.global;
+            accepted.global_reset || accepted.global_version != st.versions.global;
         let trends: Vec<TrendSignal> = if replace_trends {
             accepted.trends.clone()
         } else {
-            self.state.trends.clone()
+            st.trends.clone()
         };
         // Catalog page.
         let mut refused = None;
         let mut catalog_plan = None;
         if let Some(page) = &accepted.catalog {
-            match self.plan_page(page) {
+            match Self::plan_catalog_in(&st, &self.cfg, &page.upserts, &page.removed) {
                 Ok(p) => catalog_plan = Some(p),
                 Err(e @ BrainError::CatalogFull { .. }) => {
                     tracing::error!(error = %e, "catalog page refused");
@@ -692,7 +712,7 @@ impl BrainStore {
                 Err(e) => return Err(e),
             }
         }
-        let mut versions = self.state.versions;
+        let mut versions = st.versions;
         versions.global = accepted.global_version;
         if let (Some(page), Some(_)) = (&accepted.catalog, &catalog_plan) {
             versions.catalog = versions.catalog.max(page.version);
@@ -700,9 +720,9 @@ impl BrainStore {
         }
         let next_key = catalog_plan
             .as_ref()
-            .map_or(self.state.catalog.next_key(), |p| p.2);
+            .map_or(st.catalog.next_key(), |p| p.2);
         let trends_bytes = enc("blobs", &trends)?;
-        let globals_now = &self.state.globals;
+        let globals_now = &st.globals;
         self.write(|txn| {
             {
                 let mut gt = txn.open_table(GLOBALS).map_err(BrainError::storage)?;
@@ -728,11 +748,13 @@ impl BrainStore {
             }
             Self::put_meta(txn, &versions, &[("next_catalog_key", next_key)])
         })?;
-        self.state.globals = globals;
-        self.state.trends = trends;
-        self.state.versions = versions;
+        drop(st);
+        let mut st = self.state.write();
+        st.globals = globals;
+        st.trends = trends;
+        st.versions = versions;
         let catalog = match catalog_plan {
-            Some((recs, rem, nk)) => self.mirror_catalog(recs, rem, nk),
+            Some((recs, rem, nk)) => Self::mirror_catalog(&mut st, recs, rem, nk),
             None => CatalogChange::default(),
         };
         Ok(SyncApplied {
@@ -741,20 +763,13 @@ impl BrainStore {
         })
     }
 
-    #[allow(clippy::type_complexity)]
-    fn plan_page(
-        &self,
-        page: &CatalogPage,
-    ) -> Result<(Vec<CatalogRecord>, Vec<(u64, ContentId)>, u64), BrainError> {
-        self.plan_catalog(&page.upserts, &page.removed)
-    }
-
     /// Builds the delta to upload since the acknowledged version.
     pub fn build_delta(&self, cfg: &DeltaConfig, rng: &mut impl Rng) -> DeltaPlan {
+        let st = self.state.read();
         delta::build_delta(
-            &self.state.patterns,
-            self.state.versions.acked,
-            self.state.versions.pattern,
+            &st.patterns,
+            st.versions.acked,
+            st.versions.pattern,
             cfg,
             rng,
         )
@@ -762,7 +777,8 @@ impl BrainStore {
 
     /// Builds the first chunk of a full snapshot (after `ResyncRequired`).
     pub fn build_snapshot(&self, cfg: &DeltaConfig, rng: &mut impl Rng) -> DeltaPlan {
-        delta::build_snapshot(&self.state.patterns, self.state.versions.pattern, cfg, rng)
+        let st = self.state.read();
+        delta::build_snapshot(&st.patterns, st.versions.pattern, cfg, rng)
     }
 
     /// Records the node's acknowledgement of a delta (`kind` = the plan's kind,
@@ -775,7 +791,8 @@ impl BrainStore {
         acked: u64,
         min_distinct_items: u32,
     ) -> Result<(), BrainError> {
-        let v = self.state.versions;
+        let st = self.state.read();
+        let v = st.versions;
         let ok = match kind {
             SyncKind::Snapshot => acked <= v.pattern,
             _ => (v.acked..=v.pattern).contains(&acked),
@@ -787,11 +804,12 @@ impl BrainStore {
                 current: v.pattern,
             });
         }
-        let (changed, dropped) = self.state.patterns.plan_ack(
+        let (changed, dropped) = st.patterns.plan_ack(
             acked,
             min_distinct_items.max(MIN_DISTINCT_ITEMS),
             matches!(kind, SyncKind::Snapshot),
         );
+        drop(st);
         let mut versions = v;
         versions.acked = acked;
         self.write(|txn| {
@@ -808,15 +826,16 @@ impl BrainStore {
             }
             Self::put_meta(txn, &versions, &[])
         })?;
-        self.state.patterns.apply_ack(&changed, &dropped);
-        self.state.versions = versions;
+        let mut st = self.state.write();
+        st.patterns.apply_ack(&changed, &dropped);
+        st.versions = versions;
         Ok(())
     }
 
     /// Privacy rule 4: erases the viewing history and local patterns (ids are
     /// never reused). The caller then sends a `Forget` sync.
     pub fn forget(&mut self) -> Result<(), BrainError> {
-        let mut versions = self.state.versions;
+        let mut versions = self.state.read().versions;
         versions.pattern += 1;
         versions.acked = 0;
         self.write(|txn| {
@@ -826,9 +845,10 @@ impl BrainStore {
             }
             Self::put_meta(txn, &versions, &[])
         })?;
-        self.state.clear_episodes();
-        self.state.patterns.clear();
-        self.state.versions = versions;
+        let mut st = self.state.write();
+        st.clear_episodes();
+        st.patterns.clear();
+        st.versions = versions;
         Ok(())
     }
 }

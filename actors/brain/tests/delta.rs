@@ -49,8 +49,14 @@ fn a_pattern_of_fewer_than_three_items_never_leaves() {
     assert!(plan.delta.updated.is_empty());
     let p = &plan.delta.added[0];
     assert_eq!(p.samples, 3);
-    let single = s.state().patterns.iter().find(|p| p.views == 10).unwrap();
-    assert_ne!(p.id, single.id);
+    let single = s
+        .state()
+        .patterns
+        .iter()
+        .find(|p| p.views == 10)
+        .unwrap()
+        .id;
+    assert_ne!(p.id, single);
     assert_eq!(plan.upto_version, s.state().versions.pattern);
     assert!(!plan.more);
 }

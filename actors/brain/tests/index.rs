@@ -47,11 +47,12 @@ fn saved_index_loads_and_damaged_index_is_rebuilt_with_same_results() {
         assert_eq!(idx.len(), 200);
         let want = answers(&idx);
         // The nearest item to an item's own vector is the item.
-        let rec = s.state().catalog.iter().nth(7).unwrap();
-        assert_eq!(
-            idx.nearest(rec.entry.embedding.as_slice(), 1).unwrap(),
-            vec![rec.key]
-        );
+        let (key, vector) = {
+            let st = s.state();
+            let rec = st.catalog.iter().nth(7).unwrap();
+            (rec.key, rec.vector())
+        };
+        assert_eq!(idx.nearest(&vector, 1).unwrap(), vec![key]);
 
         let (idx2, load) =
             CatalogIndex::open_or_rebuild(&path, &s.state().catalog, rev, cfg).unwrap();

@@ -16,7 +16,7 @@ fn state(
     let (catalog, centres) = clustered_catalog(clusters, per, 31);
     let mut st = BrainState::default();
     for e in catalog {
-        st.catalog.upsert(e);
+        st.catalog.upsert(&e);
     }
     let idx = CatalogIndex::build(&st.catalog, IndexConfig::default()).unwrap();
     (st, idx, centres)
@@ -28,7 +28,7 @@ fn watch(st: &mut BrainState, id: &str, fraction: f32, seq: u64) {
     let rec = st.catalog.get(&ev.content_id).unwrap().clone();
     let ops = st.patterns.plan_view(
         ev.context.bucket(),
-        &rec.entry.embedding,
+        &rec.embedding().unwrap(),
         omega_brain::patterns::item_fingerprint(&ev.content_id),
         ev.is_success(),
         seq + 1,
@@ -227,7 +227,7 @@ fn answers_are_deterministic_and_bounded() {
     let (mut st2, _, _) = state(1, 1);
     let e = unit(4242);
     for id in ["tie-b", "tie-a", "tie-c"] {
-        st2.catalog.upsert(entry(id, id, "g", e.clone()));
+        st2.catalog.upsert(&entry(id, id, "g", e.clone()));
     }
     let idx3 = CatalogIndex::build(&st2.catalog, IndexConfig::default()).unwrap();
     let mut r = req(3);

@@ -23,6 +23,7 @@ fn small_cfg() -> StoreConfig {
             max_patterns: 3,
             assign_threshold: 0.6,
         },
+        ..StoreConfig::default()
     }
 }
 

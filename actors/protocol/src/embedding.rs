@@ -418,17 +418,33 @@ impl I8Embedding {
         }
     }
 
+    /// The dequantized coordinates, for a code this process encoded (the
+    /// scale is then finite and positive, and the vector unit length up to
+    /// rounding). Codes
+    /// from outside go through [`Self::decode`], which checks.
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.values
+            .iter()
+            .map(|v| f32::from(*v) * self.scale)
+            .collect()
+    }
+
+    /// Dot product of the dequantized vector with `v`, without dequantizing.
+    pub fn dot(&self, v: &[f32]) -> f32 {
+        self.values
+            .iter()
+            .zip(v)
+            .map(|(q, x)| f32::from(*q) * x)
+            .sum::<f32>()
+            * self.scale
+    }
+
     /// Dequantizes to a unit vector, rejecting malformed input.
     pub fn decode(&self) -> Result<Embedding, EmbeddingError> {
         if !(self.scale.is_finite() && self.scale > 0.0) {
             return Err(EmbeddingError::BadScale(self.scale));
         }
-        Embedding::new(
-            self.values
-                .iter()
-                .map(|v| f32::from(*v) * self.scale)
-                .collect(),
-        )
+        Embedding::new(self.to_f32())
     }
 }
 
@@ -469,6 +485,20 @@ mod tests {
         let e = vector(5);
         let d = e.to_i8().decode().unwrap();
         assert!(e.cosine(&d) > 0.9999);
+    }
+
+    #[test]
+    fn i8_dot_and_to_f32_agree_with_decode() {
+        let (a, b) = (vector(5), vector(9));
+        let q = a.to_i8();
+        let d = q.decode().unwrap();
+        // decode renormalizes; to_f32 is unit length to rounding already.
+        for (x, y) in q.to_f32().iter().zip(d.as_slice()) {
+            assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+        }
+        let exact = dot(d.as_slice(), b.as_slice());
+        assert!((q.dot(b.as_slice()) - exact).abs() < 1e-5);
+        assert!((q.dot(b.as_slice()) - a.cosine(&b)).abs() < 1e-3);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Memory: owns the [`BrainStore`] (redb, the truth) and the [`CatalogIndex`]
-//! (usearch, a cache), and publishes snapshots for the recommender.
+//! (usearch, a cache), and shares both, read-only, with the recommender.
 //!
 //! * Every redb call (open, commit) runs in `spawn_blocking`: the store is
 //!   moved into the blocking task and back. A panic there fails the actor; the
@@ -9,16 +9,12 @@
 //! * Catalog changes are applied to the index under its write lock and the
 //!   index file is saved after each change (a failed save is logged: the file
 //!   is a cache and is rebuilt at the next start if stale).
-//! * Snapshots: after a write the actor schedules a `Publish` to itself unless
-//!   one is already scheduled, at least [`super::BrainConfig::snapshot_interval`]
-//!   (default 200 ms) after the previous publication; it lands behind the
-//!   writes already in the mailbox, so a burst publishes once. `Publish`
-//!   copies the whole state (`Arc<BrainState>`: tens of MB and ~20 ms at 10K
-//!   items × 10K patterns, which is why it is rate-limited) and sends it on
-//!   the shared `watch` channel. Readers thus see the state at most one
-//!   interval (plus one copy) old, never a half-applied one. Catalog changes
-//!   and `forget` publish before they reply (rare, and expected to show at
-//!   once: a `recommend` sent after their answer sees them).
+//! * Sharing: the store's in-memory state is a [`crate::SharedState`]; the
+//!   store mirrors each commit into it under the write lock before the call
+//!   returns, so a `recommend` sent after any reply of this actor sees that
+//!   write. At start (and after a restart, with the reopened store) the actor
+//!   sends the recommender a [`MemoryView`] of the state and the index on the
+//!   shared `watch` channel; nothing is copied per write.
 
 use std::sync::{Arc, RwLock};
 
@@ -26,7 +22,7 @@ use omega_protocol::{CatalogEntry, ViewingEvent};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::{
-    ActorError, CatalogUpdate, HistoryEntry, Reply, Shared, Snapshot, Stats, StoreRecovery,
+    ActorError, CatalogUpdate, HistoryEntry, MemoryView, Reply, Shared, Stats, StoreRecovery,
 };
 use crate::index::{CatalogIndex, IndexLoad};
 use crate::store::{BrainStore, ObserveOutcome, OpenOutcome};
@@ -37,7 +33,6 @@ pub(crate) enum MemoryMsg {
     Stats(Reply<Stats>),
     History(usize, Reply<Vec<HistoryEntry>>),
     Forget(Reply<()>),
-    Publish,
 }
 
 pub(crate) struct Memory;
@@ -48,10 +43,7 @@ struct Inner {
 }
 
 pub(crate) struct MemoryState {
-    shared: Arc<Shared>,
     inner: Option<Inner>,
-    publish_scheduled: bool,
-    last_publish: std::time::Instant,
 }
 
 fn lost() -> ActorProcessingErr {
@@ -76,37 +68,6 @@ async fn blocking<R: Send + 'static>(
         }
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(Box::new(e)),
-    }
-}
-
-/// Copies the state into a new snapshot and publishes it.
-async fn publish(st: &mut MemoryState) -> Result<(), ActorProcessingErr> {
-    st.last_publish = std::time::Instant::now();
-    let (state, index) =
-        blocking(st, |i| (Arc::new(i.store.state().clone()), i.index.clone())).await?;
-    st.shared
-        .snapshot_tx
-        .send_replace(Arc::new(Snapshot { state, index }));
-    Ok(())
-}
-
-impl MemoryState {
-    /// Observes wait for the interval (see the module docs).
-    fn schedule_publish(&mut self, myself: &ActorRef<MemoryMsg>) {
-        if self.publish_scheduled {
-            return;
-        }
-        let wait = self
-            .shared
-            .cfg
-            .snapshot_interval
-            .saturating_sub(self.last_publish.elapsed());
-        if wait.is_zero() {
-            self.publish_scheduled = myself.cast(MemoryMsg::Publish).is_ok();
-        } else {
-            myself.send_after(wait, || MemoryMsg::Publish);
-            self.publish_scheduled = true;
-        }
     }
 }
 
@@ -157,43 +118,38 @@ impl Actor for Memory {
             });
         }
         let index = Arc::new(RwLock::new(index));
-        shared.snapshot_tx.send_replace(Arc::new(Snapshot {
-            state: Arc::new(store.state().clone()),
+        shared.view_tx.send_replace(Arc::new(MemoryView {
+            state: store.shared_state(),
             index: index.clone(),
         }));
         Ok(MemoryState {
-            shared,
             inner: Some(Inner { store, index }),
-            publish_scheduled: false,
-            last_publish: std::time::Instant::now(),
         })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MemoryMsg::Observe(ev, reply) => {
                 let r = blocking(st, move |i| i.store.observe(ev)).await?;
-                if r.is_ok() {
-                    st.schedule_publish(&myself);
-                }
                 let _ = reply.send(r.map_err(ActorError::from));
             }
             MemoryMsg::UpsertCatalog(entries, reply) => {
                 let r = blocking(st, move |i| {
                     let change = i.store.update_catalog(&entries, &[])?;
-                    let catalog = &i.store.state().catalog;
+                    let state = i.store.state();
+                    let catalog = &state.catalog;
                     if !change.is_empty() {
                         let idx = match i.index.write() {
                             Ok(g) => g,
                             Err(p) => p.into_inner(),
                         };
                         idx.apply(catalog, &change)?;
-                        let rev = i.store.state().versions.catalog_rev;
+                        let rev = state.versions.catalog_rev;
                         if let Err(e) = idx.save(&i.store.index_path(), catalog, rev) {
                             tracing::warn!(error = %e, "saving the index failed; it is rebuilt at the next start");
                         }
@@ -204,16 +160,10 @@ impl Actor for Memory {
                     })
                 })
                 .await?;
-                if r.is_ok() {
-                    publish(st).await?;
-                }
                 let _ = reply.send(r.map_err(ActorError::from));
             }
             MemoryMsg::Forget(reply) => {
                 let r = blocking(st, |i| i.store.forget()).await?;
-                if r.is_ok() {
-                    publish(st).await?;
-                }
                 let _ = reply.send(r.map_err(ActorError::from));
             }
             MemoryMsg::Stats(reply) => {
@@ -257,15 +207,6 @@ impl Actor for Memory {
                     })
                     .collect();
                 let _ = reply.send(Ok(out));
-            }
-            MemoryMsg::Publish => {
-                st.publish_scheduled = false;
-                st.last_publish = std::time::Instant::now();
-                let (state, index) =
-                    blocking(st, |i| (Arc::new(i.store.state().clone()), i.index.clone())).await?;
-                st.shared
-                    .snapshot_tx
-                    .send_replace(Arc::new(Snapshot { state, index }));
             }
         }
         Ok(())

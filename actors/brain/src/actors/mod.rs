@@ -5,8 +5,8 @@
 //! ```text
 //! Supervisor (root, spawned by Brain::start)
 //! ├── Inference    owns Arc<Embedder>; model runs in spawn_blocking; batches
-//! ├── Memory       owns BrainStore (redb) + CatalogIndex (usearch); publishes snapshots
-//! ├── Recommender  answers from the latest snapshot; bounded mood LRU
+//! ├── Memory       owns BrainStore (redb) + CatalogIndex (usearch); shares both read-only
+//! ├── Recommender  answers from Memory's shared state and index; bounded mood LRU
 //! └── (Sync)       the sync issue adds it here: see `supervisor::Child`
 //! ```
 //!
@@ -20,13 +20,15 @@
 //! # Data flow
 //!
 //! * `observe`, catalog changes, `forget`, `stats`: [`Brain`] → Memory. Memory
-//!   commits to redb (durable before the reply), then publishes a new
-//!   [`Snapshot`] (`Arc<BrainState>` + the shared index) on a
-//!   `tokio::sync::watch` channel. Publication is coalesced and rate-limited
-//!   ([`BrainConfig::snapshot_interval`], 200 ms): the copy costs ~20 ms and
-//!   tens of MB at 10K items × 10K patterns, so it cannot follow every write.
-//! * `recommend`: [`Brain`] → Recommender, which reads the latest snapshot;
-//!   it never waits on a redb write and never runs the transformer unless the
+//!   commits to redb (durable before the reply), then mirrors the commit into
+//!   the one in-memory [`crate::BrainState`] under its write lock (microseconds), so
+//!   a `recommend` sent after a write's reply sees it. Memory hands the
+//!   recommender a [`MemoryView`] (the [`SharedState`] and the shared index)
+//!   on a `tokio::sync::watch` channel when it (re)starts; nothing is copied
+//!   per write (the state is tens of MB at 10K items × 10K patterns).
+//! * `recommend`: [`Brain`] → Recommender, which reads the state in place
+//!   under the read lock; it never waits on a redb write (only on the mirror
+//!   update after one) and never runs the transformer unless the
 //!   request carries a mood text that is not in its LRU cache (then the mood is
 //!   embedded by Inference in a task of its own, so the mailbox keeps moving).
 //! * `embed`: [`Brain`] → Inference. Requests that wait while a batch runs are
@@ -70,7 +72,7 @@ use tokio::sync::watch;
 use crate::error::BrainError;
 use crate::index::{CatalogIndex, IndexConfig};
 use crate::recommender::{Recommendation, RecommenderConfig};
-use crate::state::BrainState;
+use crate::state::SharedState;
 use crate::store::{ObserveOutcome, StoreConfig};
 
 pub use inference::InferenceConfig;
@@ -106,9 +108,6 @@ pub struct BrainConfig {
     pub restart: RestartPolicy,
     /// Enables test-only hooks ([`Brain::debug_panic_inference`]).
     pub debug_ops: bool,
-    /// Least time between two snapshot publications (each copies the state);
-    /// `recommend` sees writes at most this much (plus one copy) later.
-    pub snapshot_interval: Duration,
 }
 
 impl BrainConfig {
@@ -124,7 +123,6 @@ impl BrainConfig {
             mood_cache: 256,
             restart: RestartPolicy::default(),
             debug_ops: false,
-            snapshot_interval: Duration::from_millis(200),
         }
     }
 
@@ -217,11 +215,11 @@ where
     }
 }
 
-/// What the recommender reads: the state as of the last commit and the index.
+/// What the recommender reads: Memory's state and index, in place.
 #[derive(Debug)]
-pub struct Snapshot {
-    /// The committed state (a copy; Memory publishes a new one per commit burst).
-    pub state: Arc<BrainState>,
+pub struct MemoryView {
+    /// The committed state (Memory write-locks it only to mirror a commit).
+    pub state: SharedState,
     /// The vector index, shared with Memory (read-locked per search; Memory
     /// write-locks it only to apply a catalog change).
     pub index: Arc<RwLock<CatalogIndex>>,
@@ -357,7 +355,7 @@ pub(crate) struct Shared {
     pub inference: RwLock<Option<ActorRef<InferenceMsg>>>,
     pub memory: RwLock<Option<ActorRef<MemoryMsg>>>,
     pub recommender: RwLock<Option<ActorRef<RecommenderMsg>>>,
-    pub snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    pub view_tx: watch::Sender<Arc<MemoryView>>,
     pub model: tokio::sync::OnceCell<Result<Arc<omega_embed::Embedder>, String>>,
     pub status: Mutex<Status>,
 }
@@ -416,17 +414,17 @@ impl Brain {
     /// the store (or failed to and is being retried); the model loads in the
     /// background, so `recommend` without a mood answers right away.
     pub async fn start(cfg: BrainConfig) -> Result<(Brain, BrainTask), ActorError> {
-        let empty = Snapshot {
-            state: Arc::new(BrainState::default()),
+        let empty = MemoryView {
+            state: SharedState::default(),
             index: Arc::new(RwLock::new(CatalogIndex::empty(cfg.index)?)),
         };
-        let (snapshot_tx, _) = watch::channel(Arc::new(empty));
+        let (view_tx, _) = watch::channel(Arc::new(empty));
         let shared = Arc::new(Shared {
             cfg,
             inference: RwLock::new(None),
             memory: RwLock::new(None),
             recommender: RwLock::new(None),
-            snapshot_tx,
+            view_tx,
             model: tokio::sync::OnceCell::new(),
             status: Mutex::new(Status::default()),
         });

@@ -1,7 +1,8 @@
-//! Recommender: answers `recommend` from the latest [`Snapshot`].
+//! Recommender: answers `recommend` from Memory's [`MemoryView`].
 //!
 //! * Without a mood: one call to [`crate::recommender::recommend`] on the
-//!   snapshot (no redb, no transformer), inline in the handler.
+//!   shared state, read-locked (no redb, no transformer), inline in the
+//!   handler.
 //! * With a mood: the text is looked up in a bounded LRU of mood vectors
 //!   ([`super::BrainConfig::mood_cache`] entries, key = the trimmed text). On
 //!   a miss the request moves to a task of its own, which asks Inference for
@@ -18,7 +19,7 @@ use tokio::sync::watch;
 
 use super::inference::InferenceMsg;
 use super::lru::Lru;
-use super::{ask, read, ActorError, ChildKind, RecommendQuery, Reply, Shared, Snapshot};
+use super::{ask, read, ActorError, ChildKind, RecommendQuery, Reply, Shared, MemoryView};
 use crate::recommender::{recommend, RecommendRequest, Recommendation, RecommenderConfig};
 
 pub(crate) enum RecommenderMsg {
@@ -30,17 +31,18 @@ pub(crate) struct Recommender;
 
 pub(crate) struct RecommenderState {
     shared: Arc<Shared>,
-    snapshot: watch::Receiver<Arc<Snapshot>>,
+    view: watch::Receiver<Arc<MemoryView>>,
     moods: Lru<String, Embedding>,
 }
 
 fn run(
-    snap: &Snapshot,
+    view: &MemoryView,
     q: RecommendQuery,
     mood: Option<Embedding>,
     cfg: &RecommenderConfig,
 ) -> Result<Vec<Recommendation>, ActorError> {
-    let idx = match snap.index.read() {
+    let state = view.state.read();
+    let idx = match view.index.read() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     };
@@ -50,7 +52,7 @@ fn run(
         mood,
         k: q.k,
     };
-    Ok(recommend(&snap.state, &*idx, &req, cfg)?)
+    Ok(recommend(&state, &*idx, &req, cfg)?)
 }
 
 impl Actor for Recommender {
@@ -63,11 +65,11 @@ impl Actor for Recommender {
         _myself: ActorRef<Self::Msg>,
         shared: Arc<Shared>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let snapshot = shared.snapshot_tx.subscribe();
+        let view = shared.view_tx.subscribe();
         let moods = Lru::new(shared.cfg.mood_cache);
         Ok(RecommenderState {
             shared,
-            snapshot,
+            view,
             moods,
         })
     }
@@ -82,18 +84,18 @@ impl Actor for Recommender {
             RecommenderMsg::MoodLearned(k, v) => st.moods.put(k, v),
             RecommenderMsg::Recommend(mut q, reply) => {
                 let cfg = st.shared.cfg.recommender;
-                let snap = st.snapshot.borrow().clone();
+                let view = st.view.borrow().clone();
                 let Some(text) = q.mood.take() else {
-                    let _ = reply.send(run(&snap, q, None, &cfg));
+                    let _ = reply.send(run(&view, q, None, &cfg));
                     return Ok(());
                 };
                 let key = text.trim().to_string();
                 if let Some(v) = st.moods.get(&key) {
-                    let _ = reply.send(run(&snap, q, Some(v), &cfg));
+                    let _ = reply.send(run(&view, q, Some(v), &cfg));
                     return Ok(());
                 }
                 let inference = read(&st.shared.inference);
-                let rx = st.snapshot.clone();
+                let rx = st.view.clone();
                 tokio::spawn(async move {
                     let got = ask(inference, ChildKind::Inference, |r| {
                         InferenceMsg::Embed(vec![key.clone()], r)
@@ -102,9 +104,9 @@ impl Actor for Recommender {
                     .and_then(|mut v| v.pop().ok_or_else(|| ActorError::Embed("no vector".into())));
                     match got {
                         Ok(v) => {
-                            // The freshest snapshot: the embedding took a while.
-                            let snap = rx.borrow().clone();
-                            let _ = reply.send(run(&snap, q, Some(v.clone()), &cfg));
+                            // The current view: Memory may have restarted meanwhile.
+                            let view = rx.borrow().clone();
+                            let _ = reply.send(run(&view, q, Some(v.clone()), &cfg));
                             let _ = myself.cast(RecommenderMsg::MoodLearned(key, v));
                         }
                         Err(e) => {

@@ -9,7 +9,7 @@
 //!   (60 s) since its last failure starts again from `initial`;
 //! * a restart that fails (e.g. redb cannot be opened) counts as a failure and
 //!   is retried with the next delay, forever: the daemon keeps answering what
-//!   it can (a `recommend` needs only the Recommender and the last snapshot).
+//!   it can (a `recommend` needs only the Recommender and the last view of the state).
 //!
 //! While a child is down its slot in the shared handles is empty, so calls to
 //! it fail fast with `Unavailable` rather than queueing.
@@ -155,7 +155,7 @@ impl Actor for Supervisor {
             backoff: [Backoff::default(); 3],
             stopping: false,
         };
-        // Memory first: the recommender's first snapshot comes from it.
+        // Memory first: the recommender's view of the state comes from it.
         for kind in ChildKind::ALL {
             if let Err(e) = st.spawn_child(&myself, kind).await {
                 st.schedule_restart(&myself, kind, format!("start failed: {e}"));
