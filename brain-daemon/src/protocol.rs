@@ -22,6 +22,9 @@
 //! | `forget` | – | `{"forgotten": true}`: history and local patterns erased |
 //! | `sync.now` | – | always the error `not_available` until the sync issue lands |
 //! | `debug.panic_inference` | – | `{"armed": true}`; only with `debug_ops = true`, else `debug_disabled` |
+//! | `debug.hold` | `timeout_ms` 1–30000 (default 30000) | `{"released": true}` once a `debug.release` comes, `{"released": false}` at the timeout; meanwhile it is a request in flight like any other (it counts against both in-flight limits, and shutdown waits for it). Only with `debug_ops = true`, else `debug_disabled` |
+//! | `debug.release` | – | `{"released": n}`: ends every `debug.hold` waiting now (n of them). Answered at once by the connection, outside the in-flight limits (so it works while they are reached). Only with `debug_ops = true`, else `debug_disabled` |
+//! | `debug.status` | – | `{"held", "in_flight", "connections"}`: requests waiting in `debug.hold`, requests in flight daemon-wide (including the held ones), open connections (including this one). Answered like `debug.release`. Only with `debug_ops = true`, else `debug_disabled` |
 //!
 //! # Error codes
 //!
@@ -59,6 +62,8 @@ pub const MAX_MOOD_BYTES: usize = 512;
 pub const MAX_K: u64 = 100;
 /// Items per commit in `catalog.import`.
 pub const IMPORT_CHUNK: usize = 512;
+/// Longest `debug.hold`, and its default, in milliseconds.
+pub const MAX_HOLD_MS: u64 = 30_000;
 
 /// A typed protocol error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +162,12 @@ pub enum Request {
     SyncNow,
     /// `debug.panic_inference`.
     DebugPanicInference,
+    /// `debug.hold`: wait for `debug.release`, at most this long.
+    DebugHold(std::time::Duration),
+    /// `debug.release`.
+    DebugRelease,
+    /// `debug.status`.
+    DebugStatus,
 }
 
 struct Fields(Map<String, Value>);
@@ -359,6 +370,16 @@ fn parse_op(op: &str, mut f: Fields) -> Result<Request, ProtoError> {
         }),
         "sync.now" => Request::SyncNow,
         "debug.panic_inference" => Request::DebugPanicInference,
+        "debug.hold" => {
+            let ms = match f.uint("timeout_ms", MAX_HOLD_MS)? {
+                Some(0) => return Err(bad("timeout_ms", "must be at least 1")),
+                Some(ms) => ms,
+                None => MAX_HOLD_MS,
+            };
+            Request::DebugHold(std::time::Duration::from_millis(ms))
+        }
+        "debug.release" => Request::DebugRelease,
+        "debug.status" => Request::DebugStatus,
         other => return Err(ProtoError::new("unknown_op", format!("no op {other:?}"))),
     };
     f.finish(op)?;
@@ -432,5 +453,17 @@ mod tests {
         let (id, r) = parse(br#"{"id":"x","op":"recommend","hour":20,"weekday":4,"recent":["a"],"mood":"calm","k":5}"#);
         assert_eq!(id, json!("x"));
         assert!(matches!(r.unwrap(), Request::Recommend { k: 5, .. }));
+        assert_eq!(
+            code(r#"{"id":1,"op":"debug.hold","timeout_ms":30001}"#),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(r#"{"id":1,"op":"debug.hold","timeout_ms":0}"#),
+            "invalid_field"
+        );
+        assert_eq!(
+            parse(br#"{"id":1,"op":"debug.hold","timeout_ms":250}"#).1,
+            Ok(Request::DebugHold(std::time::Duration::from_millis(250)))
+        );
     }
 }

@@ -18,13 +18,20 @@
 //! accepting, stop reading new requests, let the requests in flight finish
 //! and their responses be written (bounded by the grace period), stop the
 //! actors (Memory last), then remove the socket file.
+//!
+//! With `debug_ops`, `debug.hold` is a request that stays in flight until
+//! `debug.release` (or its timeout), and `debug.status` reports the counts:
+//! the tests use them to hold the limits above reached without sleeping.
+//! `debug.release` and `debug.status` are answered by the connection itself,
+//! outside the in-flight limits, so they work while those are reached.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use omega_brain::actors::{Brain, RecommendQuery};
+use omega_brain::actors::{ActorError, Brain, RecommendQuery};
 use omega_protocol::ViewingEvent;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -68,6 +75,8 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Time in-flight work gets at shutdown.
     pub shutdown_grace: Duration,
+    /// Enables `debug.hold`, `debug.release` and `debug.status`.
+    pub debug_ops: bool,
 }
 
 /// Binds the socket (mode 0660). A stale socket file (nobody answering) is
@@ -96,6 +105,31 @@ struct Ctx {
     brain: Brain,
     cfg: ServerConfig,
     global: Arc<Semaphore>,
+    conns: Arc<Semaphore>,
+    holds: Holds,
+}
+
+/// The `debug.hold` waiters: each subscribes to `release` and waits for the
+/// next change; `debug.release` bumps it, ending every waiter at once.
+struct Holds {
+    release: watch::Sender<u64>,
+    held: AtomicUsize,
+}
+
+/// Counts one waiter in [`Holds::held`] while alive.
+struct Held<'a>(&'a AtomicUsize);
+
+impl<'a> Held<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Serves until `shutdown` resolves, then shuts down cleanly (see the module docs).
@@ -109,6 +143,11 @@ pub async fn serve(
     let ctx = Arc::new(Ctx {
         brain: brain.clone(),
         global: Arc::new(Semaphore::new(cfg.max_in_flight)),
+        conns: conns.clone(),
+        holds: Holds {
+            release: watch::channel(0).0,
+            held: AtomicUsize::new(0),
+        },
         cfg: cfg.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -140,8 +179,10 @@ pub async fn serve(
         }
     }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    drop(listener);
+    // Stop the readers first: once a client sees connections refused, no
+    // request it sends afterwards on an open connection is read.
     let _ = stop_tx.send(true);
+    drop(listener);
     let drained = tokio::time::timeout(cfg.shutdown_grace, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -237,13 +278,17 @@ async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver
         if *stop.borrow() {
             break;
         }
+        // `biased`: the stop wins over a request line that is ready at the
+        // same time (an unbiased select picks at random and could read it).
         let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            biased;
             _ = stop.changed() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let line = tokio::select! {
-            l = read_line_bounded(&mut reader, ctx.cfg.max_request_bytes) => l,
+            biased;
             _ = stop.changed() => break,
+            l = read_line_bounded(&mut reader, ctx.cfg.max_request_bytes) => l,
         };
         let bytes = match line {
             Ok(Line::Line(b)) => b,
@@ -275,6 +320,16 @@ async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver
                 continue;
             }
         };
+        if let Some(r) = immediate(&ctx, &req) {
+            let out = match r {
+                Ok(v) => ok_line(&id, v),
+                Err(e) => err_line(&id, &e),
+            };
+            if tx.send(out).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let Ok(global) = ctx.global.clone().try_acquire_owned() else {
             let e = ProtoError::new("busy", "too many requests in flight; retry");
             if tx.send(err_line(&id, &e)).await.is_err() {
@@ -303,6 +358,32 @@ async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver
     let _ = slots.acquire_many(per as u32).await;
     drop(tx);
     let _ = writer.await;
+}
+
+fn debug_disabled() -> ProtoError {
+    ProtoError::from(ActorError::DebugDisabled)
+}
+
+/// The ops the connection answers itself, outside the in-flight limits
+/// (`None`: the request is dispatched).
+fn immediate(ctx: &Ctx, req: &Request) -> Option<Result<Value, ProtoError>> {
+    let r = match req {
+        Request::DebugRelease | Request::DebugStatus if !ctx.cfg.debug_ops => Err(debug_disabled()),
+        Request::DebugRelease => {
+            // Counted before the release: every counted waiter subscribed
+            // before it was counted, so it sees this change.
+            let n = ctx.holds.held.load(Ordering::SeqCst);
+            ctx.holds.release.send_modify(|g| *g = g.wrapping_add(1));
+            Ok(json!({ "released": n }))
+        }
+        Request::DebugStatus => Ok(json!({
+            "held": ctx.holds.held.load(Ordering::SeqCst),
+            "in_flight": ctx.cfg.max_in_flight.saturating_sub(ctx.global.available_permits()),
+            "connections": ctx.cfg.max_connections.saturating_sub(ctx.conns.available_permits()),
+        })),
+        _ => return None,
+    };
+    Some(r)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ProtoError> {
@@ -391,6 +472,19 @@ async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
             brain.debug_panic_inference()?;
             Ok(json!({"armed": true}))
         }
+        Request::DebugHold(_) if !ctx.cfg.debug_ops => Err(debug_disabled()),
+        Request::DebugHold(timeout) => {
+            let mut release = ctx.holds.release.subscribe();
+            let _held = Held::new(&ctx.holds.held);
+            let released = tokio::time::timeout(timeout, release.changed())
+                .await
+                .is_ok();
+            Ok(json!({ "released": released }))
+        }
+        Request::DebugRelease | Request::DebugStatus => match immediate(ctx, &req) {
+            Some(r) => r,
+            None => Err(ProtoError::new("internal", "not an immediate op")),
+        },
     }
 }
 

@@ -3,188 +3,16 @@
 //! disk. Every wait polls with a deadline; nothing sleeps to synchronize.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
+mod support;
+
+use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
 
 use serde_json::{json, Value};
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn model_dir() -> PathBuf {
-    std::env::var_os("OMEGA_MODEL_DIR").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../models/all-MiniLM-L6-v2"
-            ))
-        },
-        PathBuf::from,
-    )
-}
-
-struct Daemon {
-    child: Option<Child>,
-    dir: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, config: &str) -> Daemon {
-        let cfg = dir.join("braind.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let data = dir.join("data");
-        let stderr = dir.join(format!(
-            "stderr-{}.log",
-            std::process::id() as u128 * 1000 + now_ms() % 1000
-        ));
-        let child = Command::new(env!("CARGO_BIN_EXE_omega-braind"))
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--model-dir")
-            .arg(model_dir())
-            .arg("--config")
-            .arg(&cfg)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut d = Daemon {
-            child: Some(child),
-            dir: data,
-            stderr,
-        };
-        let t = Instant::now();
-        loop {
-            if let Ok(r) = d.try_call(&json!({"id": 0, "op": "health"})) {
-                if r["ok"] == json!(true) {
-                    break;
-                }
-            }
-            if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited {st}: {}", d.stderr_text());
-            }
-            assert!(
-                t.elapsed() < DEADLINE,
-                "daemon did not answer: {}",
-                d.stderr_text()
-            );
-            std::thread::yield_now();
-        }
-        d
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("brain.sock")
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn connect(&self) -> Conn {
-        let s = UnixStream::connect(self.socket()).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        Conn {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        }
-    }
-
-    fn try_call(&self, req: &Value) -> std::io::Result<Value> {
-        let s = UnixStream::connect(self.socket())?;
-        s.set_read_timeout(Some(DEADLINE))?;
-        let mut c = Conn {
-            r: BufReader::new(s.try_clone()?),
-            w: s,
-        };
-        c.send_raw(format!("{req}\n").as_bytes())?;
-        c.recv()
-    }
-
-    fn call(&self, req: Value) -> Value {
-        self.try_call(&req).unwrap()
-    }
-
-    fn ok(&self, req: Value) -> Value {
-        let r = self.call(req.clone());
-        assert_eq!(r["ok"], json!(true), "{req} -> {r}");
-        r["result"].clone()
-    }
-
-    fn kill9(&mut self) {
-        let mut c = self.child.take().unwrap();
-        c.kill().unwrap(); // SIGKILL
-        c.wait().unwrap();
-    }
-
-    fn terminate(&mut self) {
-        let mut c = self.child.take().unwrap();
-        let st = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let t = Instant::now();
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                assert!(st.success(), "exit {st}: {}", self.stderr_text());
-                break;
-            }
-            assert!(t.elapsed() < DEADLINE, "daemon did not stop");
-            std::thread::yield_now();
-        }
-        assert!(!self.socket().exists(), "socket removed at shutdown");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn now_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-}
-
-struct Conn {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
-}
-
-impl Conn {
-    fn send_raw(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.w.write_all(b)
-    }
-
-    fn recv(&mut self) -> std::io::Result<Value> {
-        let mut l = String::new();
-        if self.r.read_line(&mut l)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "closed",
-            ));
-        }
-        serde_json::from_str(&l)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-    }
-
-    fn call(&mut self, req: &Value) -> Value {
-        self.send_raw(format!("{req}\n").as_bytes()).unwrap();
-        self.recv().unwrap()
-    }
-}
+use support::{model_dir, wait_for, Conn, Daemon, DEADLINE};
 
 fn catalog_items() -> Vec<Value> {
     let genres = [
@@ -221,14 +49,6 @@ fn recommend(d: &Daemon) -> Vec<Value> {
     r["items"].as_array().unwrap().clone()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
-
 #[test]
 fn kill_9_keeps_every_acknowledged_observe() {
     let tmp = tempfile::tempdir().unwrap();
@@ -237,12 +57,7 @@ fn kill_9_keeps_every_acknowledged_observe() {
     // A stream of observes on one connection; the daemon is killed mid-stream.
     let sock = d.socket();
     let writer = std::thread::spawn(move || {
-        let s = UnixStream::connect(sock).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        let mut c = Conn {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        };
+        let mut c = Conn::new(UnixStream::connect(sock).unwrap());
         let mut acked = Vec::new();
         for i in 0..100_000u64 {
             let req = json!({"id": i, "op": "observe", "content_id": format!("t{}", i % 36),
@@ -426,6 +241,13 @@ fn hostile_requests_get_typed_errors_and_the_connection_stays_up() {
         b"{\"id\":1,\"op\":\"debug.panic_inference\"}\n".to_vec(),
         "debug_disabled",
     );
+    // The hold/release/status ops (tests/limits.rs) are debug ops too.
+    for op in ["debug.hold", "debug.release", "debug.status"] {
+        expect(
+            format!("{{\"id\":1,\"op\":\"{op}\"}}\n").into_bytes(),
+            "debug_disabled",
+        );
+    }
     // Same connection still works, id echoed.
     let r = c.call(&json!({"id": "still-here", "op": "stats"}));
     assert_eq!(r["id"], json!("still-here"));

@@ -82,6 +82,7 @@ async fn run(cli: Cli, cfg: DaemonConfig) -> Result<()> {
         max_in_flight: cfg.max_in_flight,
         max_request_bytes: cfg.max_request_bytes,
         shutdown_grace: Duration::from_secs(cfg.shutdown_grace_secs),
+        debug_ops: cfg.debug_ops,
     };
     server::serve(listener, brain, server_cfg, shutdown_signal()).await;
     Ok(())
