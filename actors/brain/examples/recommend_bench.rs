@@ -74,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lp.views = rng.random_range(1..50);
         lp.successes = rng.random_range(0..=lp.views);
         lp.items = (0..rng.random_range(1..10u64)).collect();
-        st.patterns.insert(lp);
+        st.patterns.insert(&lp);
     }
     for g in 0..500u64 {
         let c = rng.random_range(0..CLUSTERS);

@@ -141,7 +141,7 @@ fn walk(
     // (version, change) in version order, ids breaking ties.
     let mut changes: Vec<(u64, PatternId, bool)> = Vec::new(); // (version, id, is_removal)
     for p in book.iter() {
-        if p.updated_version > acked && p.distinct_items() >= min_distinct {
+        if p.updated_version > acked && p.distinct_items >= min_distinct {
             changes.push((p.updated_version, p.id, false));
         }
     }

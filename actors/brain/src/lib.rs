@@ -28,7 +28,7 @@ pub mod store;
 pub use delta::{DeltaConfig, DeltaPlan};
 pub use error::BrainError;
 pub use index::{CandidateSearch, CatalogIndex, IndexConfig, IndexLoad, IndexScalar};
-pub use patterns::{LocalPattern, PatternBook, PatternConfig};
+pub use patterns::{LocalPattern, PatternBook, PatternConfig, PatternInfo};
 pub use recommender::{recommend, Reason, RecommendRequest, Recommendation, RecommenderConfig};
 pub use state::{BrainState, Catalog, CatalogRecord, SharedState, Versions};
 pub use store::{BrainStore, CatalogChange, ObserveOutcome, OpenOutcome, StoreConfig, SyncApplied};

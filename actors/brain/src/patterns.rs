@@ -11,6 +11,12 @@
 //! and *applied* separately ([`PatternBook::apply`]), so the store can commit
 //! them to disk first and touch memory only on success.
 //!
+//! Memory holds a [`PatternInfo`] per pattern: the counters and the centroid
+//! as int8 codes (≈ 450 bytes). The full [`LocalPattern`] with its exact f32
+//! sum and item fingerprints (≈ 1.7 KB) lives only in the store; planning a
+//! fold reads it through the `load` function the caller passes, so folding
+//! stays exact while 10,000 patterns cost ≈ 4.5 MB of memory instead of ≈ 17.
+//!
 //! Bounds: at most [`PatternConfig::max_patterns`] patterns (default 10,000).
 //! Starting one past the limit evicts the least useful: fewest views, then
 //! oldest update, then lowest id; the eviction is recorded as a removal
@@ -20,8 +26,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use omega_protocol::embedding::dot;
-use omega_protocol::{ContentId, ContextBucket, Embedding, PatternId, PatternSummary};
+use omega_protocol::{
+    ContentId, ContextBucket, Embedding, I8Embedding, PatternId, PatternSummary,
+};
 use serde::{Deserialize, Serialize};
 
 /// Distinct items a pattern tracks; its distinct count saturates here.
@@ -121,6 +128,20 @@ impl LocalPattern {
         })
     }
 
+    /// Folds one view into the pattern (exact: the f32 sum).
+    pub fn fold(&mut self, item: &Embedding, item_fp: u64, success: bool, version: u64) {
+        self.views = self.views.saturating_add(1);
+        if success {
+            self.successes = self.successes.saturating_add(1);
+            self.sum
+                .iter_mut()
+                .zip(item.as_slice())
+                .for_each(|(s, v)| *s += v);
+            self.add_item(item_fp);
+        }
+        self.updated_version = version;
+    }
+
     fn add_item(&mut self, fp: u64) {
         if let Err(pos) = self.items.binary_search(&fp) {
             if self.items.len() < MAX_TRACKED_ITEMS {
@@ -153,28 +174,73 @@ pub enum PatternOp {
     },
 }
 
-/// A pattern and `1 / |sum|` (0 when the sum has no direction), so that the
-/// cosine to its centroid is `dot(sum, v) × inv_norm` without keeping a second
-/// 384-float vector per pattern (15 MB at 10,000 patterns).
-#[derive(Debug, Clone)]
-struct Slot {
-    pattern: LocalPattern,
-    inv_norm: f32,
+/// What memory keeps of a [`LocalPattern`]: everything but the exact sum and
+/// the item fingerprints, with the centroid as int8 codes (cosine to the
+/// exact centroid ≥ 0.9999).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatternInfo {
+    /// Id.
+    pub id: PatternId,
+    /// The context bucket.
+    pub bucket: ContextBucket,
+    /// The normalized direction of the sum; `None` if it has none.
+    pub centroid: Option<I8Embedding>,
+    /// Watches attributed.
+    pub views: u32,
+    /// Successful watches attributed.
+    pub successes: u32,
+    /// Distinct items folded in (saturating at [`MAX_TRACKED_ITEMS`]).
+    pub distinct_items: u32,
+    /// Pattern version at creation.
+    pub created_version: u64,
+    /// Pattern version of the last change.
+    pub updated_version: u64,
+    /// Whether an acknowledged delta carried this pattern.
+    pub known_to_node: bool,
 }
 
-fn inv_norm(sum: &[f32]) -> f32 {
-    let n = dot(sum, sum).sqrt();
-    if n.is_finite() && n > 0.0 {
-        1.0 / n
-    } else {
-        0.0
+impl PatternInfo {
+    /// The in-memory part of `p`.
+    pub fn of(p: &LocalPattern) -> Self {
+        Self {
+            id: p.id,
+            bucket: p.bucket,
+            centroid: p.centroid().map(|c| c.to_i8()),
+            views: p.views,
+            successes: p.successes,
+            distinct_items: p.distinct_items(),
+            created_version: p.created_version,
+            updated_version: p.updated_version,
+            known_to_node: p.known_to_node,
+        }
+    }
+
+    /// successes / views.
+    pub fn success_rate(&self) -> f32 {
+        if self.views == 0 {
+            0.0
+        } else {
+            self.successes as f32 / self.views as f32
+        }
+    }
+
+    /// The shareable summary (the delta builder adds noise).
+    pub fn summary(&self) -> Option<PatternSummary> {
+        Some(PatternSummary {
+            id: self.id,
+            bucket: self.bucket,
+            embedding: self.centroid.as_ref()?.decode().ok()?,
+            success_rate: self.success_rate(),
+            samples: self.views,
+        })
     }
 }
 
-/// All local patterns, indexed by bucket, plus pending tombstones.
+/// All local patterns (as [`PatternInfo`]), indexed by bucket, plus pending
+/// tombstones.
 #[derive(Debug, Clone, Default)]
 pub struct PatternBook {
-    slots: BTreeMap<PatternId, Slot>,
+    slots: BTreeMap<PatternId, PatternInfo>,
     buckets: [BTreeSet<PatternId>; 8],
     tombstones: BTreeMap<PatternId, Tombstone>,
     next_id: u64,
@@ -199,24 +265,24 @@ impl PatternBook {
     }
 
     /// A pattern by id.
-    pub fn get(&self, id: PatternId) -> Option<&LocalPattern> {
-        self.slots.get(&id).map(|s| &s.pattern)
+    pub fn get(&self, id: PatternId) -> Option<&PatternInfo> {
+        self.slots.get(&id)
     }
 
     /// All patterns in id order.
-    pub fn iter(&self) -> impl Iterator<Item = &LocalPattern> {
-        self.slots.values().map(|s| &s.pattern)
+    pub fn iter(&self) -> impl Iterator<Item = &PatternInfo> {
+        self.slots.values()
     }
 
-    /// Patterns of one bucket that have a direction (a non-zero sum), each
-    /// with `1 / |sum|`: the cosine of `v` to its centroid is
-    /// `dot(&p.sum, v) × inv_norm`.
-    pub fn in_bucket(&self, bucket: ContextBucket) -> impl Iterator<Item = (&LocalPattern, f32)> {
+    /// Patterns of one bucket that have a direction, with their centroids.
+    pub fn in_bucket(
+        &self,
+        bucket: ContextBucket,
+    ) -> impl Iterator<Item = (&PatternInfo, &I8Embedding)> {
         self.buckets[usize::from(bucket.index())]
             .iter()
             .filter_map(|id| self.slots.get(id))
-            .filter(|s| s.inv_norm > 0.0)
-            .map(|s| (&s.pattern, s.inv_norm))
+            .filter_map(|p| Some((p, p.centroid.as_ref()?)))
     }
 
     /// Pending removals.
@@ -243,14 +309,14 @@ impl PatternBook {
     pub fn eviction_candidate(&self) -> Option<PatternId> {
         self.slots
             .values()
-            .min_by_key(|s| (s.pattern.views, s.pattern.updated_version, s.pattern.id))
-            .map(|s| s.pattern.id)
+            .min_by_key(|p| (p.views, p.updated_version, p.id))
+            .map(|p| p.id)
     }
 
     fn nearest(&self, bucket: ContextBucket, item: &Embedding) -> Option<(PatternId, f32)> {
         let mut best: Option<(PatternId, f32)> = None;
-        for (p, inv_norm) in self.in_bucket(bucket) {
-            let cos = dot(&p.sum, item.as_slice()) * inv_norm;
+        for (p, c) in self.in_bucket(bucket) {
+            let cos = c.dot(item.as_slice());
             if best.is_none_or(|(_, b)| cos > b) {
                 best = Some((p.id, cos));
             }
@@ -260,8 +326,9 @@ impl PatternBook {
 
     /// Plans the effect of one view of an item (embedding `item`, fingerprint
     /// `item_fp`) in `bucket` at pattern version `version`. Empty when nothing
-    /// changes.
-    pub fn plan_view(
+    /// changes. `load` gives the full pattern the view joins (from the store).
+    #[allow(clippy::too_many_arguments)]
+    pub fn plan_view<E>(
         &self,
         bucket: ContextBucket,
         item: &Embedding,
@@ -269,31 +336,23 @@ impl PatternBook {
         success: bool,
         version: u64,
         cfg: &PatternConfig,
-    ) -> Vec<PatternOp> {
+        load: impl FnOnce(PatternId) -> Result<LocalPattern, E>,
+    ) -> Result<Vec<PatternOp>, E> {
         let near = self
             .nearest(bucket, item)
             .filter(|(_, cos)| *cos >= cfg.assign_threshold)
-            .and_then(|(id, _)| self.get(id));
+            .map(|(id, _)| id);
         match (near, success) {
-            (Some(p), _) => {
-                let mut p = p.clone();
-                p.views = p.views.saturating_add(1);
-                if success {
-                    p.successes = p.successes.saturating_add(1);
-                    p.sum
-                        .iter_mut()
-                        .zip(item.as_slice())
-                        .for_each(|(s, v)| *s += v);
-                    p.add_item(item_fp);
-                }
-                p.updated_version = version;
-                vec![PatternOp::Upsert(p)]
+            (Some(id), _) => {
+                let mut p = load(id)?;
+                p.fold(item, item_fp, success, version);
+                Ok(vec![PatternOp::Upsert(p)])
             }
-            (None, false) => Vec::new(),
+            (None, false) => Ok(Vec::new()),
             (None, true) => {
                 let mut ops = Vec::new();
                 if cfg.max_patterns == 0 {
-                    return ops;
+                    return Ok(ops);
                 }
                 if self.len() >= cfg.max_patterns {
                     if let Some(victim) = self.eviction_candidate() {
@@ -314,7 +373,7 @@ impl PatternBook {
                     item_fp,
                     version,
                 )));
-                ops
+                Ok(ops)
             }
         }
     }
@@ -323,7 +382,7 @@ impl PatternBook {
     pub fn apply(&mut self, ops: &[PatternOp]) {
         for op in ops {
             match op {
-                PatternOp::Upsert(p) => self.insert(p.clone()),
+                PatternOp::Upsert(p) => self.insert(p),
                 PatternOp::Remove { id, tombstone } => {
                     self.remove(*id);
                     self.tombstones.insert(*id, *tombstone);
@@ -333,50 +392,42 @@ impl PatternBook {
     }
 
     /// Inserts or replaces a pattern (no bound check: see [`Self::plan_view`]).
-    pub fn insert(&mut self, p: LocalPattern) {
+    pub fn insert(&mut self, p: &LocalPattern) {
         self.next_id = self.next_id.max(p.id.0 + 1);
         if let Some(old) = self.slots.get(&p.id) {
-            self.buckets[usize::from(old.pattern.bucket.index())].remove(&p.id);
+            self.buckets[usize::from(old.bucket.index())].remove(&p.id);
         }
         self.buckets[usize::from(p.bucket.index())].insert(p.id);
-        let inv_norm = inv_norm(&p.sum);
-        self.slots.insert(
-            p.id,
-            Slot {
-                pattern: p,
-                inv_norm,
-            },
-        );
+        self.slots.insert(p.id, PatternInfo::of(p));
     }
 
-    fn remove(&mut self, id: PatternId) -> Option<LocalPattern> {
-        let s = self.slots.remove(&id)?;
-        self.buckets[usize::from(s.pattern.bucket.index())].remove(&id);
-        Some(s.pattern)
+    fn remove(&mut self, id: PatternId) -> Option<PatternInfo> {
+        let p = self.slots.remove(&id)?;
+        self.buckets[usize::from(p.bucket.index())].remove(&id);
+        Some(p)
     }
 
     /// Marks acknowledged patterns as known and drops acknowledged tombstones.
     /// `snapshot`: the node replaced everything, so only what the snapshot
     /// carried (eligible, updated ≤ `acked`) is known afterwards. Returns the
-    /// patterns whose flag changed and the tombstones dropped.
+    /// patterns whose flag changes (with the new flag) and the tombstones
+    /// dropped.
     pub fn plan_ack(
         &self,
         acked: u64,
         min_distinct: u32,
         snapshot: bool,
-    ) -> (Vec<LocalPattern>, Vec<PatternId>) {
+    ) -> (Vec<(PatternId, bool)>, Vec<PatternId>) {
         let mut changed = Vec::new();
         for p in self.iter() {
-            let carried = p.distinct_items() >= min_distinct && p.updated_version <= acked;
+            let carried = p.distinct_items >= min_distinct && p.updated_version <= acked;
             let known = if snapshot {
                 carried
             } else {
                 p.known_to_node || carried
             };
             if known != p.known_to_node {
-                let mut q = p.clone();
-                q.known_to_node = known;
-                changed.push(q);
+                changed.push((p.id, known));
             }
         }
         let dropped = self
@@ -389,9 +440,11 @@ impl PatternBook {
     }
 
     /// Applies [`Self::plan_ack`]'s result.
-    pub fn apply_ack(&mut self, changed: &[LocalPattern], dropped: &[PatternId]) {
-        for p in changed {
-            self.insert(p.clone());
+    pub fn apply_ack(&mut self, changed: &[(PatternId, bool)], dropped: &[PatternId]) {
+        for (id, known) in changed {
+            if let Some(p) = self.slots.get_mut(id) {
+                p.known_to_node = *known;
+            }
         }
         for id in dropped {
             self.tombstones.remove(id);

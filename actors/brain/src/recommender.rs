@@ -198,18 +198,15 @@ pub fn recommend(
     }
 
     // The bucket's best local patterns: (centroid, success rate, quality).
-    let mut best_locals: Vec<(&crate::LocalPattern, f32, f32)> = state
+    let mut best_locals: Vec<(&crate::PatternInfo, &I8Embedding, f32)> = state
         .patterns
         .in_bucket(bucket)
-        .map(|(p, inv_norm)| (p, inv_norm, p.success_rate() * (1.0 + p.views as f32).ln()))
+        .map(|(p, c)| (p, c, p.success_rate() * (1.0 + p.views as f32).ln()))
         .collect();
     top_by(&mut best_locals, cfg.bucket_patterns, |x| x.2);
     let locals: Vec<(Vec<f32>, f32, f32)> = best_locals
         .into_iter()
-        .map(|(p, inv_norm, q)| {
-            let centroid = p.sum.iter().map(|v| v * inv_norm).collect();
-            (centroid, p.success_rate(), q)
-        })
+        .map(|(p, c, q)| (c.to_f32(), p.success_rate(), q))
         .collect();
 
     // The bucket's best global patterns: (embedding, weight).

@@ -322,7 +322,7 @@ impl BrainStore {
         {
             let (_, v) = row.map_err(classify)?;
             let p: LocalPattern = dec("patterns", v.value()).map_err(damaged)?;
-            state.patterns.insert(p);
+            state.patterns.insert(&p);
         }
         for row in rtxn
             .open_table(TOMBSTONES)
@@ -450,6 +450,18 @@ impl BrainStore {
         Ok(())
     }
 
+    /// The full record of a pattern memory knows of (memory keeps only its
+    /// [`crate::PatternInfo`]).
+    fn load_pattern(&self, id: PatternId) -> Result<LocalPattern, BrainError> {
+        let txn = self.db.begin_read().map_err(BrainError::storage)?;
+        let table = txn.open_table(PATTERNS).map_err(BrainError::storage)?;
+        let row = table.get(id.0).map_err(BrainError::storage)?;
+        match row {
+            Some(v) => dec("patterns", v.value()),
+            None => Err(missing_pattern(id)),
+        }
+    }
+
     fn put_pattern_ops(txn: &WriteTransaction, ops: &[PatternOp]) -> Result<(), BrainError> {
         let mut pt = txn.open_table(PATTERNS).map_err(BrainError::storage)?;
         let mut tt = txn.open_table(TOMBSTONES).map_err(BrainError::storage)?;
@@ -491,7 +503,8 @@ impl BrainStore {
                 event.is_success(),
                 version,
                 &self.cfg.patterns,
-            ),
+                |id| self.load_pattern(id),
+            )?,
             None => Vec::new(),
         };
         let known_item = rec.is_some();
@@ -815,8 +828,13 @@ impl BrainStore {
         self.write(|txn| {
             {
                 let mut pt = txn.open_table(PATTERNS).map_err(BrainError::storage)?;
-                for p in &changed {
-                    pt.insert(p.id.0, enc("patterns", p)?.as_slice())
+                for (id, known) in &changed {
+                    let mut p: LocalPattern = match pt.get(id.0).map_err(BrainError::storage)? {
+                        Some(v) => dec("patterns", v.value())?,
+                        None => return Err(missing_pattern(*id)),
+                    };
+                    p.known_to_node = *known;
+                    pt.insert(id.0, enc("patterns", &p)?.as_slice())
                         .map_err(BrainError::storage)?;
                 }
                 let mut tt = txn.open_table(TOMBSTONES).map_err(BrainError::storage)?;
@@ -851,6 +869,13 @@ impl BrainStore {
         st.versions = versions;
         Ok(())
     }
+}
+
+fn missing_pattern(id: PatternId) -> BrainError {
+    BrainError::corrupt(
+        "patterns",
+        format!("pattern {} is in memory but not in the store", id.0),
+    )
 }
 
 fn move_aside(path: &Path) -> Result<PathBuf, BrainError> {

@@ -100,7 +100,7 @@ fn deltas_are_capped_and_continue_where_they_stopped() {
         .state()
         .patterns
         .iter()
-        .filter(|p| p.distinct_items() >= 3)
+        .filter(|p| p.distinct_items >= 3)
         .count();
     assert!(eligible >= 25, "{eligible}");
     let cfg = DeltaConfig {
@@ -170,8 +170,9 @@ fn noise_moves_the_embedding_by_the_configured_amount() {
         .iter()
         .next()
         .unwrap()
-        .centroid()
-        .unwrap();
+        .summary()
+        .unwrap()
+        .embedding;
     let plan = s.build_delta(
         &DeltaConfig {
             noise_sigma: 0.05,

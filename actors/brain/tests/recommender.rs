@@ -5,8 +5,12 @@ mod support;
 
 use omega_brain::recommender::{recommend, Reason, RecommendRequest, RecommenderConfig};
 use omega_brain::state::{BrainState, Episode};
-use omega_brain::{CatalogIndex, IndexConfig, PatternConfig};
-use omega_protocol::{GlobalPattern, TrendSignal, ViewingEvent};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use omega_brain::patterns::PatternOp;
+use omega_brain::{CatalogIndex, IndexConfig, LocalPattern, PatternConfig};
+use omega_protocol::{GlobalPattern, PatternId, TrendSignal, ViewingEvent};
 use support::*;
 
 fn state(
@@ -14,6 +18,7 @@ fn state(
     per: usize,
 ) -> (BrainState, CatalogIndex, Vec<omega_protocol::Embedding>) {
     let (catalog, centres) = clustered_catalog(clusters, per, 31);
+    FULL.with(|f| f.borrow_mut().clear());
     let mut st = BrainState::default();
     for e in catalog {
         st.catalog.upsert(&e);
@@ -22,18 +27,34 @@ fn state(
     (st, idx, centres)
 }
 
+thread_local! {
+    /// The full patterns, which the store would keep (memory has only their info).
+    static FULL: RefCell<HashMap<PatternId, LocalPattern>> = RefCell::new(HashMap::new());
+}
+
 fn watch(st: &mut BrainState, id: &str, fraction: f32, seq: u64) {
     let ev: ViewingEvent = event(id, fraction, seq);
     // Fold into patterns like the store does.
     let rec = st.catalog.get(&ev.content_id).unwrap().clone();
-    let ops = st.patterns.plan_view(
-        ev.context.bucket(),
-        &rec.embedding().unwrap(),
-        omega_brain::patterns::item_fingerprint(&ev.content_id),
-        ev.is_success(),
-        seq + 1,
-        &PatternConfig::default(),
-    );
+    let ops = st
+        .patterns
+        .plan_view(
+            ev.context.bucket(),
+            &rec.embedding().unwrap(),
+            omega_brain::patterns::item_fingerprint(&ev.content_id),
+            ev.is_success(),
+            seq + 1,
+            &PatternConfig::default(),
+            |id| FULL.with(|f| f.borrow().get(&id).cloned().ok_or(id)),
+        )
+        .unwrap();
+    FULL.with(|f| {
+        for op in &ops {
+            if let PatternOp::Upsert(p) = op {
+                f.borrow_mut().insert(p.id, p.clone());
+            }
+        }
+    });
     st.patterns.apply(&ops);
     st.push_episode(Episode { seq, event: ev });
 }
