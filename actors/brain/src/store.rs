@@ -1,6 +1,8 @@
 //! `BrainStore`: the TV's memory over one redb file, the source of truth.
 //!
-//! It keeps, in redb and mirrored in a [`BrainState`]:
+//! It keeps, in redb and mirrored in a [`BrainState`] (catalog vectors as int8
+//! codes and patterns as [`crate::PatternInfo`] in the mirror; the exact
+//! records only in redb):
 //! * episodes, a ring of at most [`StoreConfig::max_episodes`] (default 1,000):
 //!   the oldest is evicted by the commit that adds one past the limit;
 //! * local patterns (see [`crate::patterns`]; default at most 10,000, the least
