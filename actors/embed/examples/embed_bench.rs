@@ -1,13 +1,18 @@
 //! Embedding benchmark: prints one JSON line.
 //!
 //! ```text
-//! cargo run --release -p omega-embed --example embed_bench -- <model_dir> [threads] [--no-thread-env]
+//! cargo run --release -p omega-embed --example embed_bench -- <model_dir> [threads] [--no-thread-env] [--dump=<file>]
 //! ```
 //!
 //! Measures: `load_ms` (Embedder::load), `embed_p50_us` / `embed_p99_us` over 300
 //! distinct short texts (~16 tokens each) embedded one at a time after a warm-up, and
-//! `embed_batch32_per_s` over 10 batches of 32 distinct texts. Also the resident memory
-//! right after load and its peak (from /proc/self/status, Linux only).
+//! `embed_batch32_per_s` over 10 batches of 32 distinct texts. Then 1,000 texts of 20
+//! words drawn across the whole vocabulary (`vocab_rows`: distinct token ids they use),
+//! one at a time, to touch many rows of the word-embedding table. Memory (`mem`, MiB,
+//! from /proc/self/status, Linux only): `VmRSS`, `RssAnon`, `RssFile` and `VmHWM`
+//! (peak, file-backed pages included) before load, after load, after the benchmark and
+//! after the 1,000 texts. `--dump=<file>` writes every embedding computed (raw
+//! little-endian f32) to compare builds bit for bit.
 //!
 //! Sets mimalloc as the global allocator and calls `configure_candle_threads` first, as
 //! the daemon and the node do (see the crate docs); `--no-thread-env` skips the latter
@@ -64,6 +69,43 @@ fn texts(n: usize, salt: usize) -> Vec<String> {
         .collect()
 }
 
+/// `n` texts of 20 whole-word vocabulary entries each, spread over the vocabulary.
+/// `tokenizer.json`'s vocabulary is scanned by hand rather than parsed into a
+/// `serde_json::Value`, whose megabytes the allocator would keep resident before load.
+fn vocab_texts(dir: &std::path::Path, n: usize) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let json = std::fs::read_to_string(dir.join("tokenizer.json"))?;
+    let start = json
+        .find("\"vocab\":")
+        .ok_or("no vocab in tokenizer.json")?;
+    let mut rest = &json[start + 8..];
+    rest = &rest[rest.find('{').ok_or("no vocab object")? + 1..];
+    let mut words = Vec::new();
+    // Entries are `"word":id`; stop at the first that is not.
+    while let Some(r) = rest.trim_start_matches([',', ' ', '\n']).strip_prefix('"') {
+        let end = r.find("\":").ok_or("bad vocab entry")?;
+        let word = &r[..end];
+        let digits = r[end + 2..].trim_start();
+        let id_len = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        if word.len() > 1 && word.chars().all(|c| c.is_ascii_lowercase()) {
+            words.push(word);
+        }
+        rest = &digits[id_len..];
+        if id_len == 0 {
+            break;
+        }
+    }
+    Ok((0..n)
+        .map(|i| {
+            (0..20)
+                .map(|k| words[(i * 20 + k) * 7919 % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect())
+}
+
 /// A field of /proc/self/status (`VmRSS`, `VmHWM`, `RssAnon`, `RssFile`) in MiB, as JSON.
 fn status_mib(status: &str, name: &str) -> String {
     status
@@ -77,11 +119,28 @@ fn proc_status() -> String {
     std::fs::read_to_string("/proc/self/status").unwrap_or_default()
 }
 
+/// `{"VmRSS": .., "RssAnon": .., "RssFile": .., "VmHWM": ..}` in MiB.
+fn mem() -> String {
+    let s = proc_status();
+    let fields: Vec<String> = ["VmRSS", "RssAnon", "RssFile", "VmHWM"]
+        .iter()
+        .map(|f| format!("\"{f}\": {}", status_mib(&s, f)))
+        .collect();
+    format!("{{{}}}", fields.join(", "))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let no_thread_env = args.iter().any(|a| a == "--no-thread-env");
+    let dump_path = args.iter().find_map(|a| a.strip_prefix("--dump="));
+    let mut dump: Vec<u8> = Vec::new();
+    let mut keep = |e: &omega_embed::Embedding| {
+        if dump_path.is_some() {
+            dump.extend(e.iter().flat_map(|v| v.to_le_bytes()));
+        }
+    };
     let mut args = args.iter().filter(|a| !a.starts_with("--"));
-    let usage = "usage: embed_bench <model_dir> [threads] [--no-thread-env]";
+    let usage = "usage: embed_bench <model_dir> [threads] [--no-thread-env] [--dump=<file>]";
     let dir = PathBuf::from(args.next().ok_or(usage)?);
     let threads = args.next().map(|t| t.parse::<usize>()).transpose()?;
     if !no_thread_env {
@@ -92,10 +151,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..EmbedderOptions::default()
     };
 
+    let varied = vocab_texts(&dir, 1000)?;
+    let mem_before_load = mem();
     let start = Instant::now();
     let embedder = Embedder::load(&dir, opts)?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
-    let after_load = proc_status();
+    let mem_after_load = mem();
 
     for t in texts(30, 99) {
         embedder.embed(&t)?;
@@ -114,8 +175,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut lat_us = Vec::with_capacity(single.len());
     for t in &single {
         let start = Instant::now();
-        embedder.embed(t)?;
+        let e = embedder.embed(t)?;
         lat_us.push(start.elapsed().as_secs_f64() * 1e6);
+        keep(&e);
     }
     lat_us.sort_by(f64::total_cmp);
     let pct = |p: f64| lat_us[((lat_us.len() - 1) as f64 * p).round() as usize];
@@ -124,17 +186,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let refs: Vec<&str> = batch_texts.iter().map(String::as_str).collect();
     embedder.embed_batch(&refs[..32])?; // warm-up at this size
     let start = Instant::now();
+    let mut batched = Vec::with_capacity(refs.len());
     for chunk in refs.chunks(32) {
-        embedder.embed_batch(chunk)?;
+        batched.extend(embedder.embed_batch(chunk)?);
     }
     let batch_per_s = refs.len() as f64 / start.elapsed().as_secs_f64();
-    let at_end = proc_status();
+    batched.iter().for_each(&mut keep);
+    let mem_after_bench = mem();
+
+    for t in &varied {
+        keep(&embedder.embed(t)?);
+    }
+    let mem_after_varied = mem();
+    // Counted after the measurements, with a tokenizer of its own.
+    let tokenizer =
+        tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| e.to_string())?;
+    let mut vocab_rows = std::collections::HashSet::new();
+    for t in &varied {
+        let ids = tokenizer
+            .encode_fast(t.as_str(), true)
+            .map_err(|e| e.to_string())?;
+        vocab_rows.extend(ids.get_ids().to_vec());
+    }
+    if let Some(path) = dump_path {
+        std::fs::write(path, &dump)?;
+    }
 
     println!(
         "{{\"embed_p50_us\": {:.0}, \"embed_p99_us\": {:.0}, \"embed_batch32_per_s\": {:.1}, \
          \"load_ms\": {:.1}, \"threads\": {}, \"engine\": \"{}\", \"thread_env\": {}, \
-         \"short_tokens_avg\": {:.1}, \"rss_after_load_mib\": {}, \"rss_anon_after_load_mib\": {}, \
-         \"rss_file_after_load_mib\": {}, \"peak_rss_mib\": {}}}",
+         \"short_tokens_avg\": {:.1}, \"vocab_rows\": {}, \"mem\": {{\"before_load\": {}, \
+         \"after_load\": {}, \"after_bench\": {}, \"after_1000_varied\": {}}}}}",
         pct(0.50),
         pct(0.99),
         batch_per_s,
@@ -143,10 +225,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         embedder.engine(),
         std::env::var("RAYON_NUM_THREADS").is_ok(),
         tokens as f64 / single.len() as f64,
-        status_mib(&after_load, "VmRSS"),
-        status_mib(&after_load, "RssAnon"),
-        status_mib(&after_load, "RssFile"),
-        status_mib(&at_end, "VmHWM"),
+        vocab_rows.len(),
+        mem_before_load,
+        mem_after_load,
+        mem_after_bench,
+        mem_after_varied,
     );
     Ok(())
 }

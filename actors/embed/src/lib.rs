@@ -40,9 +40,12 @@
 //! ```
 //!
 //! - mimalloc: 2.1–2.3 ms and 750–1000 texts/s against 2.4–2.8 ms and 690–790/s with
-//!   glibc's allocator, which keeps 9 MiB less resident (49.6 vs 58.6 MiB anonymous
-//!   after load, peak 110 vs 131 MiB): the choice for a memory-starved TV. With
-//!   candle's own BERT the prototype saw glibc slower and erratic.
+//!   glibc's allocator, which keeps less resident: with the current loader (two runs
+//!   each, `embed_bench`, see Memory below) 50.2 vs 63.0–66.6 MiB anonymous after
+//!   load, 52.7 vs 77–82 after the short texts, peak 68–72 vs 96–103 MiB, for
+//!   2.28–2.30 vs 2.03–2.06 ms and 910–915 vs 960–1027 texts/s in the same session:
+//!   a trade-off to weigh for a memory-starved TV. With candle's own BERT the
+//!   prototype saw glibc slower and erratic.
 //! - `RAYON_NUM_THREADS`: candle reads it on every matrix product, and when it is
 //!   unset counts physical cores instead, parsing `/proc/cpuinfo` each time: 24 times
 //!   per text, 2.1–2.3 ms -> 3.3–3.8 ms. [`configure_candle_threads`] sets it;
@@ -64,10 +67,38 @@
 //! | this crate, 1 thread | 2.7–3.0 ms | 3.3–5.0 ms | 470–525/s |
 //!
 //! A 125-token text takes ~13 ms; batches of such texts run at ~95 texts/s. Loading
-//! takes 32–40 ms with the files in the page cache (some starts 150–240 ms).
-//! Resident memory after load: 58.6 MiB anonymous (weights 42.5 MiB, tokenizer,
-//! pools) plus ~46 MiB of the mapped file (clean page cache the kernel can reclaim);
-//! peak ~131 MiB while batching.
+//! takes 22–45 ms with the files in the page cache (some starts 90–240 ms).
+//!
+//! # Memory
+//!
+//! `examples/embed_bench.rs` (mimalloc, 2 threads), MiB from `/proc/self/status`;
+//! `VmHWM` is the peak of `VmRSS`, file-backed pages included. Ranges over 4–6 runs.
+//!
+//! | point | VmRSS | RssAnon | RssFile | VmHWM |
+//! | --- | --- | --- | --- | --- |
+//! | before load (the benchmark itself) | 14–15 | 10.6 | 3.4–4.5 | 14–15 |
+//! | after load | 68.4–72.1 | 63.0–66.6 | 4.7–5.5 | 68.4–72.1 |
+//! | after ~680 short texts, one at a time and in batches of 32 | 85.6–92.2 | 77–82 | 7.9–10.1 | 95.8–102.6 |
+//! | after 1,000 more texts spread over the whole vocabulary | 121.7–128.6 | 75.7–82.2 | 45.6–46.5 | 122.5–132.1 |
+//!
+//! With the whole file mapped and the layer weights read through the mapping (the
+//! loader before this one), the same points were 104.9–106.1 / 58.6 / 46.2–47.4 /
+//! = VmRSS after load, 126–132 / 75–81 / 51–52 / 130–142 after the short texts and
+//! 163–169 / 75–81 / 87.4–88.5 / 166–171 after the 1,000: the layer weights' ~41 MiB
+//! of file pages stayed resident. Now `RssFile` grows only with the rows of the
+//! word-embedding table that tokens use (the 1,000 texts use 20,003 distinct tokens
+//! of 30,522, a worst case; titles and descriptions use far fewer).
+//!
+//! What is anonymous after load, measured exactly (transparent huge pages off for the
+//! process, `MIMALLOC_PURGE_DELAY=0` so freed memory leaves at once): 48.4 MiB (48.5
+//! with the old loader), of
+//! which 1.8 were there before load, 41.3 the weights (40.5 in the six layers' transposed
+//! matrices, 0.75 the position embeddings), ~5.8 the tokenizer (its vocabulary held
+//! both ways; parsing `tokenizer.json` briefly takes ~12 MiB) and ~0.1 the thread
+//! pool. With the defaults, mimalloc's arena sits on 2 MiB huge pages and returns
+//! freed memory 10 ms later, so `RssAnon` right after load depends on layout and
+//! timing (58.6 with the old loader, 63–66.6 with this one, 48.4–48.5 for both with
+//! the settings above); from the first texts on, both sit at 75–82.
 //!
 //! Tried and dropped (numbers from one session, where f32 gave 2.9 ms and 800–900/s):
 //! candle's quantized matmuls (`QMatMul`). q8_0 misses the bar (min cosine 0.9985) and

@@ -102,6 +102,15 @@ fn corrupt_weights() {
         Err(e @ EmbedError::Weights { .. }) => assert!(e.to_string().contains("embeddings"), "{e}"),
         other => panic!("expected Weights, got {other:?}"),
     }
+    // A truncated file: the header is whole, the tensors it lists are not.
+    let real = std::fs::read(common::model_dir().join("model.safetensors")).unwrap();
+    let dir = model_with(&[("model.safetensors", Some(&real[..1 << 20]))]);
+    match load(dir.path()) {
+        Err(e @ EmbedError::Weights { .. }) => {
+            assert!(e.to_string().contains("past the end"), "{e}")
+        }
+        other => panic!("expected Weights, got {other:?}"),
+    }
 }
 
 #[test]
