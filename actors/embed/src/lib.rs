@@ -80,14 +80,18 @@
 //! | after load | 68.4–72.1 | 63.0–66.6 | 4.7–5.5 | 68.4–72.1 |
 //! | after ~680 short texts, one at a time and in batches of 32 | 85.6–92.2 | 77–82 | 7.9–10.1 | 95.8–102.6 |
 //! | after 1,000 more texts spread over the whole vocabulary | 121.7–128.6 | 75.7–82.2 | 45.6–46.5 | 122.5–132.1 |
+//! | the same, word-embedding rows read with `pread` (this crate) | 81.1 | 76.1 | 5.0 | 87.6 |
+//!
+//! (The first three rows were measured with the word-embedding table still mapped;
+//! reading its rows with `pread` changes only what the vocabulary in use adds to
+//! `RssFile`.)
 //!
 //! With the whole file mapped and the layer weights read through the mapping (the
 //! loader before this one), the same points were 104.9–106.1 / 58.6 / 46.2–47.4 /
 //! = VmRSS after load, 126–132 / 75–81 / 51–52 / 130–142 after the short texts and
 //! 163–169 / 75–81 / 87.4–88.5 / 166–171 after the 1,000: the layer weights' ~41 MiB
-//! of file pages stayed resident. Now `RssFile` grows only with the rows of the
-//! word-embedding table that tokens use (the 1,000 texts use 20,003 distinct tokens
-//! of 30,522, a worst case; titles and descriptions use far fewer).
+//! of file pages stayed resident. Now `RssFile` does not grow with the vocabulary
+//! either (the 1,000 texts use 20,003 distinct tokens of 30,522).
 //!
 //! What is anonymous after load, measured exactly (transparent huge pages off for the
 //! process, `MIMALLOC_PURGE_DELAY=0` so freed memory leaves at once): 48.4 MiB (48.5
@@ -155,7 +159,7 @@ pub enum EmbedError {
         /// What is wrong.
         reason: String,
     },
-    /// `model.safetensors` cannot be mapped or parsed, or a tensor is missing or has
+    /// `model.safetensors` cannot be parsed, or a tensor is missing or has
     /// the wrong shape or dtype.
     #[error("bad model weights {}: {reason}", path.display())]
     Weights {
@@ -327,7 +331,7 @@ fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<tokenizers::Tokenize
 
 impl Embedder {
     /// Loads the model from `model_dir` (`config.json`, `tokenizer.json`,
-    /// `model.safetensors`, the last memory-mapped) and starts the thread pool.
+    /// `model.safetensors`, read with positioned reads) and starts the thread pool.
     pub fn load(model_dir: &Path, opts: EmbedderOptions) -> Result<Self, EmbedError> {
         if !model_dir.is_dir() {
             return Err(EmbedError::ModelDirNotFound {
