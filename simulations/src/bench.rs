@@ -8,10 +8,11 @@
 //! Inference actor) and `--patterns` local patterns (one successful watch per
 //! pattern, formed with a join threshold above 1 so every watch starts its own
 //! pattern), leaving the last 1,000 episodes in the ring. Building that takes
-//! minutes (the embeddings), so the built data directory is cached under
+//! a while (the embeddings), so the built data directory is cached under
 //! `--cache-dir` (default `target/bench-brain/items-N-patterns-M`) and copied
 //! to a temporary directory for each run; the JSON says whether the cache was
-//! `built` or `reused`.
+//! `built` or `reused`. The build runs in a child process (`omega-sim bench
+//! brain --build-only`), so its memory never counts in `rss_mb`.
 //!
 //! Measured, in order: `boot_ms` (Brain::start on the copied directory to the
 //! first answered `recommend`, the model loading in the background), the
@@ -232,14 +233,43 @@ async fn build(opts: &BrainBenchOptions, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+fn cache_path(opts: &BrainBenchOptions) -> PathBuf {
+    opts.cache_dir
+        .join(format!("items-{}-patterns-{}", opts.items, opts.patterns))
+}
+
+/// Builds the cached data directory (`bench brain --build-only`).
+pub async fn build_brain_data(opts: BrainBenchOptions) -> Result<()> {
+    build(&opts, &cache_path(&opts)).await
+}
+
+/// Runs `omega-sim bench brain --build-only` with the same sizes and waits.
+fn build_in_child(opts: &BrainBenchOptions) -> Result<()> {
+    let exe = std::env::current_exe().context("locating omega-sim")?;
+    let status = std::process::Command::new(exe)
+        .args(["bench", "brain", "--build-only"])
+        .arg("--items")
+        .arg(opts.items.to_string())
+        .arg("--patterns")
+        .arg(opts.patterns.to_string())
+        .arg("--model-dir")
+        .arg(&opts.model_dir)
+        .arg("--cache-dir")
+        .arg(&opts.cache_dir)
+        .status()
+        .context("starting the data build")?;
+    if !status.success() {
+        bail!("building the benchmark data failed ({status})");
+    }
+    Ok(())
+}
+
 /// Runs the benchmark and returns the JSON report.
 pub async fn run_brain(opts: BrainBenchOptions) -> Result<serde_json::Value> {
-    let cached = opts
-        .cache_dir
-        .join(format!("items-{}-patterns-{}", opts.items, opts.patterns));
+    let cached = cache_path(&opts);
     let reused = cached.join("READY").exists();
     if !reused {
-        build(&opts, &cached).await?;
+        build_in_child(&opts)?;
     }
     let tmp = tempfile::tempdir()?;
     copy_dir(&cached, tmp.path()).context("copying the cached data directory")?;

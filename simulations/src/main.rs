@@ -74,6 +74,10 @@ enum BenchWhat {
         /// Where built data directories are cached between runs.
         #[arg(long, default_value = "target/bench-brain")]
         cache_dir: PathBuf,
+        /// Only build the cached data directory (the benchmark runs this in a
+        /// child process, so the build's memory stays out of rss_mb).
+        #[arg(long, hide = true)]
+        build_only: bool,
     },
 }
 
@@ -96,15 +100,19 @@ async fn run(cli: Cli) -> Result<()> {
                     patterns,
                     model_dir,
                     cache_dir,
+                    build_only,
                 },
         } => {
-            let report = omega_sim::bench::run_brain(omega_sim::bench::BrainBenchOptions {
+            let opts = omega_sim::bench::BrainBenchOptions {
                 model_dir,
                 items,
                 patterns,
                 cache_dir,
-            })
-            .await?;
+            };
+            if build_only {
+                return omega_sim::bench::build_brain_data(opts).await;
+            }
+            let report = omega_sim::bench::run_brain(opts).await?;
             if json {
                 println!("{report}");
             } else {
