@@ -103,29 +103,9 @@ impl LocalPattern {
         self.items.len() as u32
     }
 
-    /// successes / views.
-    pub fn success_rate(&self) -> f32 {
-        if self.views == 0 {
-            0.0
-        } else {
-            self.successes as f32 / self.views as f32
-        }
-    }
-
     /// The normalized direction of the sum; `None` if it has none.
     pub fn centroid(&self) -> Option<Embedding> {
         Embedding::new(self.sum.clone()).ok()
-    }
-
-    /// The shareable summary (exact embedding: the delta builder adds noise).
-    pub fn summary(&self) -> Option<PatternSummary> {
-        Some(PatternSummary {
-            id: self.id,
-            bucket: self.bucket,
-            embedding: self.centroid()?,
-            success_rate: self.success_rate(),
-            samples: self.views,
-        })
     }
 
     /// Folds one view into the pattern (exact: the f32 sum).
