@@ -421,6 +421,100 @@ pub fn err_line(id: &Value, e: &ProtoError) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::*;
+
+    const OPS: &[&str] = &[
+        "recommend",
+        "observe",
+        "catalog.upsert",
+        "catalog.import",
+        "stats",
+        "health",
+        "forget",
+        "history",
+        "sync.now",
+        "debug.panic_inference",
+        "debug.hold",
+        "debug.release",
+        "debug.status",
+        "no.such.op",
+    ];
+    const FIELDS: &[&str] = &[
+        "hour",
+        "weekday",
+        "recent",
+        "mood",
+        "k",
+        "content_id",
+        "fraction",
+        "at",
+        "items",
+        "path",
+        "limit",
+        "timeout_ms",
+        "x",
+    ];
+
+    /// Any JSON value, a few levels deep, with the numbers and strings that
+    /// probe bounds (huge, negative, fractional, empty, very long).
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|x| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)),
+            ".{0,40}".prop_map(Value::from),
+            (1usize..70_000).prop_map(|n| Value::from("x".repeat(n))),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Arbitrary bytes: a typed error or a request, never a panic.
+        #[test]
+        fn parse_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let (_, r) = parse(&bytes);
+            if let Err(e) = r {
+                prop_assert!(!e.code.is_empty() && !e.message.is_empty());
+            }
+        }
+
+        /// Well-formed requests with arbitrary field values: the id is echoed
+        /// and every refusal is typed.
+        #[test]
+        fn parse_echoes_the_id_and_types_every_error(
+            op in prop::sample::select(OPS),
+            fields in prop::collection::vec((prop::sample::select(FIELDS), json_value()), 0..5),
+            id in any::<u32>(),
+        ) {
+            let mut req = serde_json::Map::new();
+            req.insert("id".into(), Value::from(id));
+            req.insert("op".into(), Value::from(op));
+            for (k, v) in fields {
+                req.insert(k.into(), v);
+            }
+            let line = serde_json::to_vec(&Value::Object(req)).unwrap();
+            let (got_id, r) = parse(&line);
+            prop_assert_eq!(got_id, Value::from(id));
+            if let Err(e) = r {
+                prop_assert!(
+                    ["invalid_field", "unknown_field", "missing_field", "unknown_op"]
+                        .contains(&e.code),
+                    "unexpected code {}", e.code
+                );
+            }
+        }
+    }
 
     fn code(line: &str) -> &'static str {
         parse(line.as_bytes()).1.unwrap_err().code

@@ -198,9 +198,7 @@ impl CatalogIndex {
         let me = Self::empty(cfg)?;
         me.index.reserve(catalog.len().max(16)).map_err(ierr)?;
         for r in catalog.iter() {
-            me.index
-                .add(r.key, &r.vector())
-                .map_err(ierr)?;
+            me.index.add(r.key, &r.vector()).map_err(ierr)?;
         }
         Ok(me)
     }

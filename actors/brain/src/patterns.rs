@@ -26,9 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use omega_protocol::{
-    ContentId, ContextBucket, Embedding, I8Embedding, PatternId, PatternSummary,
-};
+use omega_protocol::{ContentId, ContextBucket, Embedding, I8Embedding, PatternId, PatternSummary};
 use serde::{Deserialize, Serialize};
 
 /// Distinct items a pattern tracks; its distinct count saturates here.

@@ -42,8 +42,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use omega_protocol::{
-    CatalogEntry, ContentId, GlobalPattern, PatternId, SyncAccepted, SyncKind,
-    TrendSignal, ViewingContext, ViewingEvent,
+    CatalogEntry, ContentId, GlobalPattern, PatternId, SyncAccepted, SyncKind, TrendSignal,
+    ViewingContext, ViewingEvent,
 };
 use rand::Rng;
 use redb::{
@@ -500,7 +500,8 @@ impl BrainStore {
         let ops = match rec {
             Some(r) => st.patterns.plan_view(
                 event.context.bucket(),
-                &r.embedding().map_err(|e| BrainError::corrupt("catalog", e))?,
+                &r.embedding()
+                    .map_err(|e| BrainError::corrupt("catalog", e))?,
                 item_fingerprint(&event.content_id),
                 event.is_success(),
                 version,
@@ -514,12 +515,10 @@ impl BrainStore {
         if !ops.is_empty() {
             versions.pattern = version;
         }
-        let next_pid = ops
-            .iter()
-            .fold(st.patterns.next_id(), |n, op| match op {
-                PatternOp::Upsert(p) => n.max(p.id.0 + 1),
-                PatternOp::Remove { .. } => n,
-            });
+        let next_pid = ops.iter().fold(st.patterns.next_id(), |n, op| match op {
+            PatternOp::Upsert(p) => n.max(p.id.0 + 1),
+            PatternOp::Remove { .. } => n,
+        });
         let seq = self.next_episode;
         let excess = (st.episodes.len() + 1).saturating_sub(self.cfg.max_episodes);
         let evicted: Vec<u64> = st.episodes.iter().take(excess).map(|e| e.seq).collect();
@@ -707,8 +706,7 @@ impl BrainStore {
         }
         // The node sends trends only when the device's global version is
         // behind; an up-to-date device gets an empty list that means "no change".
-        let replace_trends =
-            accepted.global_reset || accepted.global_version != st.versions.global;
+        let replace_trends = accepted.global_reset || accepted.global_version != st.versions.global;
         let trends: Vec<TrendSignal> = if replace_trends {
             accepted.trends.clone()
         } else {
@@ -733,9 +731,7 @@ impl BrainStore {
             versions.catalog = versions.catalog.max(page.version);
             versions.catalog_rev += 1;
         }
-        let next_key = catalog_plan
-            .as_ref()
-            .map_or(st.catalog.next_key(), |p| p.2);
+        let next_key = catalog_plan.as_ref().map_or(st.catalog.next_key(), |p| p.2);
         let trends_bytes = enc("blobs", &trends)?;
         let globals_now = &st.globals;
         self.write(|txn| {

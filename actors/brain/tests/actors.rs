@@ -31,11 +31,7 @@ async fn a_recommend_after_a_write_reply_sees_the_write() {
     let (brain, task) = Brain::start(BrainConfig::new(dir.path(), model_dir()))
         .await
         .unwrap();
-    assert!(brain
-        .recommend(query(&[], 10))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(brain.recommend(query(&[], 10)).await.unwrap().is_empty());
 
     // A catalog change shows at once.
     let (catalog, _) = clustered_catalog(4, 10, 7);

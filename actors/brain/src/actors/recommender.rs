@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use super::inference::InferenceMsg;
 use super::lru::Lru;
-use super::{ask, read, ActorError, ChildKind, RecommendQuery, Reply, Shared, MemoryView};
+use super::{ask, read, ActorError, ChildKind, MemoryView, RecommendQuery, Reply, Shared};
 use crate::recommender::{recommend, RecommendRequest, Recommendation, RecommenderConfig};
 
 pub(crate) enum RecommenderMsg {
