@@ -45,7 +45,10 @@
 //!   load, 52.7 vs 77–82 after the short texts, peak 68–72 vs 96–103 MiB, for
 //!   2.28–2.30 vs 2.03–2.06 ms and 910–915 vs 960–1027 texts/s in the same session:
 //!   a trade-off to weigh for a memory-starved TV. With candle's own BERT the
-//!   prototype saw glibc slower and erratic.
+//!   prototype saw glibc slower and erratic. (Those mimalloc figures are with its
+//!   default transparent huge pages; the workspace now builds mimalloc with
+//!   `no_thp`, which closes most of the gap: `omega-sim bench brain` peaks at
+//!   107–110 MiB instead of 133–135, at unchanged speed.)
 //! - `RAYON_NUM_THREADS`: candle reads it on every matrix product, and when it is
 //!   unset counts physical cores instead, parsing `/proc/cpuinfo` each time: 24 times
 //!   per text, 2.1–2.3 ms -> 3.3–3.8 ms. [`configure_candle_threads`] sets it;
@@ -99,8 +102,8 @@
 //! which 1.8 were there before load, 41.3 the weights (40.5 in the six layers' transposed
 //! matrices, 0.75 the position embeddings), ~5.8 the tokenizer (its vocabulary held
 //! both ways; parsing `tokenizer.json` briefly takes ~12 MiB) and ~0.1 the thread
-//! pool. With the defaults, mimalloc's arena sits on 2 MiB huge pages and returns
-//! freed memory 10 ms later, so `RssAnon` right after load depends on layout and
+//! pool. With mimalloc's defaults (before the workspace turned on its `no_thp`
+//! feature), its arena sits on 2 MiB huge pages and returns freed memory later, so `RssAnon` right after load depends on layout and
 //! timing (58.6 with the old loader, 63–66.6 with this one, 48.4–48.5 for both with
 //! the settings above); from the first texts on, both sit at 75–82.
 //!
