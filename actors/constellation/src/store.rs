@@ -197,6 +197,22 @@ pub struct RegionPatternPage {
     pub next: Option<PatternCursor>,
 }
 
+impl RegionPatternPage {
+    /// A page of `rows`; when `more` rows follow, the cursor points after the
+    /// last one.
+    pub fn new(rows: Vec<RegionPattern>, more: bool) -> Self {
+        let next = if more {
+            rows.last().map(|r| PatternCursor {
+                device: r.device.clone(),
+                pattern: r.pattern.id,
+            })
+        } else {
+            None
+        };
+        Self { rows, next }
+    }
+}
+
 /// The changes one sync makes to one device, applied atomically.
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceSync<'a> {

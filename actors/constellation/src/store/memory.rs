@@ -155,15 +155,7 @@ impl PatternStore for MemoryStore {
             .collect();
         let more = rows.len() > limit;
         rows.truncate(limit);
-        let next = if more {
-            rows.last().map(|r| PatternCursor {
-                device: r.device.clone(),
-                pattern: r.pattern.id,
-            })
-        } else {
-            None
-        };
-        Ok(RegionPatternPage { rows, next })
+        Ok(RegionPatternPage::new(rows, more))
     }
 
     fn publish_globals(

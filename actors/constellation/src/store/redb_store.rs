@@ -375,15 +375,7 @@ impl PatternStore for RedbStore {
                 pattern: dec("pattern", v.value())?,
             });
         }
-        let next = if more {
-            rows.last().map(|r: &RegionPattern| PatternCursor {
-                device: r.device.clone(),
-                pattern: r.pattern.id,
-            })
-        } else {
-            None
-        };
-        Ok(RegionPatternPage { rows, next })
+        Ok(RegionPatternPage::new(rows, more))
     }
 
     fn publish_globals(
