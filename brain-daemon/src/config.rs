@@ -181,6 +181,7 @@ impl DaemonConfig {
             ("max_in_flight", self.max_in_flight),
             ("store.max_episodes", self.store.max_episodes),
             ("store.max_patterns", self.store.max_patterns),
+            ("store.cache_mb", self.store.cache_mb),
             ("inference.max_batch", self.inference.max_batch),
             (
                 "inference.max_pending_texts",
@@ -230,6 +231,15 @@ mod tests {
             toml::from_str("debug_ops = true\n[store]\nmax_episodes = 5\n").unwrap();
         assert!(c.debug_ops);
         assert_eq!(c.store.max_episodes, 5);
+        let zero: DaemonConfig = toml::from_str("[store]\ncache_mb = 0\n").unwrap();
+        assert!(zero.validate().is_err());
+        assert_eq!(
+            DaemonConfig::default()
+                .brain_config(Path::new("d"), Path::new("m"))
+                .store
+                .cache_bytes,
+            4 << 20
+        );
         assert_eq!(c.max_request_bytes, 65536);
         assert!(toml::from_str::<DaemonConfig>("max_conections = 3").is_err());
     }
