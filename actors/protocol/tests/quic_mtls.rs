@@ -244,7 +244,10 @@ async fn revoked_certificate_is_refused() {
         .unwrap();
     let crl = pki
         .device_ca
-        .crl(&[tv.serial.clone()], time::OffsetDateTime::now_utc())
+        .crl(
+            std::slice::from_ref(&tv.serial),
+            time::OffsetDateTime::now_utc(),
+        )
         .unwrap();
     assert_refused(
         &pki,
@@ -275,7 +278,10 @@ async fn revocation_list_reloads_without_restart() {
 
     let crl = pki
         .device_ca
-        .crl(&[tv.serial.clone()], time::OffsetDateTime::now_utc())
+        .crl(
+            std::slice::from_ref(&tv.serial),
+            time::OffsetDateTime::now_utc(),
+        )
         .unwrap();
     handle.reload(&[crl.as_bytes()]).unwrap();
     let err = sync_with(device_client(&pki, &tv), addr)
