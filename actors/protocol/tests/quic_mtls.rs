@@ -23,6 +23,15 @@ struct Pki {
     node: IssuedCert,
 }
 
+impl Pki {
+    /// A device CRL (PEM) revoking `serials` as of now.
+    fn device_crl(&self, serials: &[omega_certs::SerialHex]) -> String {
+        self.device_ca
+            .crl(serials, time::OffsetDateTime::now_utc())
+            .unwrap()
+    }
+}
+
 fn pki() -> Pki {
     let device_ca = CertificateAuthority::generate(CaKind::Device).unwrap();
     let node_ca = CertificateAuthority::generate(CaKind::Node).unwrap();
@@ -242,13 +251,7 @@ async fn revoked_certificate_is_refused() {
         .device_ca
         .issue_device("tv-stolen", Validity::days_from_now(30))
         .unwrap();
-    let crl = pki
-        .device_ca
-        .crl(
-            std::slice::from_ref(&tv.serial),
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
+    let crl = pki.device_crl(std::slice::from_ref(&tv.serial));
     assert_refused(
         &pki,
         device_client(&pki, &tv),
@@ -265,10 +268,7 @@ async fn revocation_list_reloads_without_restart() {
         .device_ca
         .issue_device("tv-1", Validity::days_from_now(30))
         .unwrap();
-    let empty = pki
-        .device_ca
-        .crl(&[], time::OffsetDateTime::now_utc())
-        .unwrap();
+    let empty = pki.device_crl(&[]);
     let (addr, mut rx, handle) = server(&pki, Some(&empty)).await;
     assert!(sync_with(device_client(&pki, &tv), addr)
         .await
@@ -276,13 +276,7 @@ async fn revocation_list_reloads_without_restart() {
         .is_ok());
     assert!(matches!(seen(&mut rx).await, Seen::Served(_)));
 
-    let crl = pki
-        .device_ca
-        .crl(
-            std::slice::from_ref(&tv.serial),
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
+    let crl = pki.device_crl(std::slice::from_ref(&tv.serial));
     handle.reload(&[crl.as_bytes()]).unwrap();
     let err = sync_with(device_client(&pki, &tv), addr)
         .await
