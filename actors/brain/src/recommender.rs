@@ -163,7 +163,7 @@ struct Cand<'a> {
     key: u64,
     id: &'a ContentId,
     title: &'a str,
-    emb: &'a I8Embedding,
+    emb: Vec<f32>,
     score: f32,
     confidence: f32,
     reason: Reason,
@@ -261,7 +261,9 @@ pub fn recommend(
         if excluded(id) {
             continue;
         }
-        let e = &rec.vector()[..];
+        // Decoded once per candidate; MMR reuses it.
+        let emb = rec.vector();
+        let e = emb.as_slice();
         let sim = dot(query.as_slice(), e);
         let local = locals
             .iter()
@@ -315,7 +317,7 @@ pub fn recommend(
             key,
             id,
             title: rec.item.title.as_str(),
-            emb: &rec.embedding,
+            emb,
             score,
             confidence: (score / wsum).clamp(0.0, 1.0),
             reason,
@@ -391,9 +393,8 @@ fn mmr(mut pool: Vec<Cand<'_>>, k: usize, lambda: f32) -> Vec<Recommendation> {
         }
         let c = pool.swap_remove(best);
         max_sim.swap_remove(best);
-        let chosen = c.emb.to_f32();
         for (i, o) in pool.iter().enumerate() {
-            max_sim[i] = max_sim[i].max(o.emb.dot(&chosen));
+            max_sim[i] = max_sim[i].max(dot(&c.emb, &o.emb));
         }
         let _ = c.key;
         out.push(Recommendation {
