@@ -434,3 +434,131 @@ fn trends_change_only_with_the_global_version() {
     .unwrap();
     assert!(s.state().trends.is_empty());
 }
+
+/// Everything the mirror holds, in comparable form.
+#[derive(Debug, PartialEq)]
+struct Mirror {
+    catalog: Vec<omega_brain::CatalogRecord>,
+    next_key: u64,
+    patterns: Vec<omega_brain::PatternInfo>,
+    tombstones: Vec<(PatternId, omega_brain::patterns::Tombstone)>,
+    next_pattern: u64,
+    globals: Vec<GlobalPattern>,
+    trends: Vec<TrendSignal>,
+    episodes: Vec<omega_brain::state::Episode>,
+    versions: omega_brain::Versions,
+}
+
+fn mirror(s: &BrainStore) -> Mirror {
+    let st = s.state();
+    Mirror {
+        catalog: st.catalog.iter().cloned().collect(),
+        next_key: st.catalog.next_key(),
+        patterns: st.patterns.iter().cloned().collect(),
+        tombstones: st
+            .patterns
+            .tombstones()
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect(),
+        next_pattern: st.patterns.next_id(),
+        globals: st.globals.values().cloned().collect(),
+        trends: st.trends.clone(),
+        episodes: st.episodes.iter().cloned().collect(),
+        versions: st.versions,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Observe {
+        item: usize,
+        fraction: u8,
+        hour: u8,
+        weekday: u8,
+    },
+    Catalog(std::ops::Range<usize>),
+    Ack,
+    Forget,
+    Reopen,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        // Two context buckets (weekday and weekend evenings), so that patterns
+        // gather several items and acknowledgements have something to mark.
+        8 => (0usize..26, prop_oneof![3 => 70u8..=100, 1 => 0u8..70], 20u8..22, prop::sample::select(vec![1u8, 6])).prop_map(|(item, fraction, hour, weekday)| {
+            Op::Observe { item, fraction, hour, weekday }
+        }),
+        2 => (0usize..24, 1usize..12).prop_map(|(a, n)| Op::Catalog(a..(a + n).min(24))),
+        1 => Just(Op::Ack),
+        1 => Just(Op::Forget),
+        2 => Just(Op::Reopen),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Random operations under small limits (evictions, refusals, folds into
+    /// existing patterns read back from redb): the bounds hold after every
+    /// step, and reopening the file gives back exactly the mirror that was in
+    /// memory (memory never holds what the disk does not, and vice versa).
+    #[test]
+    fn random_operations_survive_reopen(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.redb");
+        let mut cfg = small_cfg();
+        cfg.patterns.assign_threshold = 0.1; // items of a cluster join its pattern
+        let (catalog, _) = clustered_catalog(4, 6, 9);
+        let (mut s, _) = BrainStore::open(&path, cfg).unwrap();
+        s.update_catalog(&catalog[..12], &[]).unwrap();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+        for (n, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Observe { item, fraction, hour, weekday } => {
+                    let id = if item < 24 { format!("c{}-{}", item / 6, item % 6) } else { format!("unknown-{item}") };
+                    let ev = omega_protocol::ViewingEvent::new(
+                        cid(&id),
+                        f32::from(fraction) / 100.0,
+                        n as u64,
+                        omega_protocol::ViewingContext::new(hour, weekday).unwrap(),
+                    ).unwrap();
+                    s.observe(ev).unwrap();
+                }
+                Op::Catalog(r) => {
+                    let before = mirror(&s);
+                    match s.update_catalog(&catalog[r], &[]) {
+                        Ok(_) => {}
+                        Err(BrainError::CatalogFull { .. }) => {
+                            proptest::prop_assert_eq!(mirror(&s), before, "a refused change changed memory");
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                Op::Ack => {
+                    let plan = s.build_delta(&omega_brain::DeltaConfig::default(), &mut rng);
+                    s.acknowledge(plan.kind, plan.upto_version, 3).unwrap();
+                }
+                Op::Forget => s.forget().unwrap(),
+                Op::Reopen => {
+                    let before = mirror(&s);
+                    drop(s);
+                    let (again, outcome) = BrainStore::open(&path, cfg).unwrap();
+                    proptest::prop_assert_eq!(outcome, OpenOutcome::Opened);
+                    s = again;
+                    proptest::prop_assert_eq!(mirror(&s), before);
+                }
+            }
+            let st = s.state();
+            proptest::prop_assert!(st.episodes.len() <= cfg.max_episodes);
+            proptest::prop_assert!(st.patterns.len() <= cfg.patterns.max_patterns);
+            proptest::prop_assert!(st.catalog.len() <= cfg.max_catalog_items);
+        }
+        let before = mirror(&s);
+        drop(s);
+        let (s, _) = BrainStore::open(&path, cfg).unwrap();
+        proptest::prop_assert_eq!(mirror(&s), before);
+    }
+}
