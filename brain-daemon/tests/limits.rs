@@ -229,7 +229,8 @@ fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     let mut b = d.connect();
     // Held until their timeout: nothing can release them once the daemon
     // stops reading, so the drain has to wait for them to finish.
-    const HOLD_MS: u64 = 4_000;
+    // 8 s: long enough that a loaded CI machine still checks the drain in time.
+    const HOLD_MS: u64 = 8_000;
     let t0 = Instant::now();
     a.send(&hold("a1", HOLD_MS));
     a.send(&hold("a2", HOLD_MS));
