@@ -32,7 +32,9 @@
 //! catalog has fewer eligible titles.
 
 use omega_protocol::embedding::dot;
-use omega_protocol::{ContentId, ContextBucket, Embedding, I8Embedding, ViewingContext};
+use omega_protocol::{
+    ContentId, ContextBucket, Embedding, I8Embedding, TrendSignal, ViewingContext,
+};
 use serde::Serialize;
 
 use crate::error::BrainError;
@@ -160,7 +162,6 @@ pub struct Recommendation {
 }
 
 struct Cand<'a> {
-    key: u64,
     id: &'a ContentId,
     title: &'a str,
     emb: Vec<f32>,
@@ -218,13 +219,13 @@ pub fn recommend(
         .max()
         .unwrap_or(0);
     let norm = (1.0 + max_support as f32).ln().max(f32::MIN_POSITIVE);
-    let mut globals: Vec<(&[f32], f32, u64)> = state
+    let mut globals: Vec<(&[f32], f32)> = state
         .globals
         .values()
         .filter(|g| g.bucket == bucket)
         .map(|g| {
             let w = g.success_rate * (1.0 + g.support as f32).ln() / norm;
-            (g.embedding.as_slice(), w, g.id)
+            (g.embedding.as_slice(), w)
         })
         .collect();
     top_by(&mut globals, cfg.global_patterns, |x| x.1);
@@ -245,7 +246,7 @@ pub fn recommend(
             keys.push(key);
         }
     }
-    if let Some((g, _, _)) = globals.first() {
+    if let Some((g, _)) = globals.first() {
         keys.extend(index.nearest(g, k * 2)?);
     }
     keys.sort_unstable();
@@ -271,7 +272,7 @@ pub fn recommend(
             .fold(0.0f32, f32::max);
         let global = globals
             .iter()
-            .map(|(g, w, _)| dot(g, e).max(0.0) * w)
+            .map(|(g, w)| dot(g, e).max(0.0) * w)
             .fold(0.0f32, f32::max);
         let trend = trend_score(state, id, bucket);
         let score = cfg.w_similarity * sim
@@ -314,7 +315,6 @@ pub fn recommend(
             _ => Reason::FitsYourHabits,
         };
         cands.push(Cand {
-            key,
             id,
             title: rec.item.title.as_str(),
             emb,
@@ -334,19 +334,22 @@ fn top_by<T>(v: &mut Vec<T>, n: usize, f: impl Fn(&T) -> f32) {
     v.truncate(n);
 }
 
-fn trend_score(state: &BrainState, id: &ContentId, bucket: ContextBucket) -> f32 {
-    let mut best = 0.0f32;
-    for t in &state.trends {
-        if &t.content_id == id {
-            let s = if t.bucket == bucket {
-                t.score
-            } else {
-                0.5 * t.score
-            };
-            best = best.max(s);
-        }
+/// A trend's strength in `bucket`: full in its own bucket, half elsewhere.
+fn trend_weight(t: &TrendSignal, bucket: ContextBucket) -> f32 {
+    if t.bucket == bucket {
+        t.score
+    } else {
+        0.5 * t.score
     }
-    best
+}
+
+fn trend_score(state: &BrainState, id: &ContentId, bucket: ContextBucket) -> f32 {
+    state
+        .trends
+        .iter()
+        .filter(|t| &t.content_id == id)
+        .map(|t| trend_weight(t, bucket))
+        .fold(0.0f32, f32::max)
 }
 
 fn build_query(
@@ -396,7 +399,6 @@ fn mmr(mut pool: Vec<Cand<'_>>, k: usize, lambda: f32) -> Vec<Recommendation> {
         for (i, o) in pool.iter().enumerate() {
             max_sim[i] = max_sim[i].max(dot(&c.emb, &o.emb));
         }
-        let _ = c.key;
         out.push(Recommendation {
             content_id: c.id.clone(),
             title: c.title.to_owned(),
@@ -412,7 +414,7 @@ fn cold_start(
     state: &BrainState,
     index: &dyn CandidateSearch,
     bucket: ContextBucket,
-    globals: &[(&[f32], f32, u64)],
+    globals: &[(&[f32], f32)],
     k: usize,
     excluded: &dyn Fn(&ContentId) -> bool,
 ) -> Result<Vec<Recommendation>, BrainError> {
@@ -435,23 +437,14 @@ fn cold_start(
     let mut trends: Vec<(f32, &ContentId)> = state
         .trends
         .iter()
-        .map(|t| {
-            (
-                if t.bucket == bucket {
-                    t.score
-                } else {
-                    0.5 * t.score
-                },
-                &t.content_id,
-            )
-        })
+        .map(|t| (trend_weight(t, bucket), &t.content_id))
         .collect();
     trends.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     for (s, id) in trends {
         push(&mut out, id, 0.8 * s, Reason::TrendingInYourRegion);
     }
     // Items nearest the bucket's global patterns, strongest pattern first.
-    for (g, w, _) in globals {
+    for (g, w) in globals {
         if out.len() >= k {
             break;
         }

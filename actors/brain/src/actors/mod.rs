@@ -567,11 +567,6 @@ impl Brain {
         }
     }
 
-    /// Whether the model is loaded.
-    pub fn model_ready(&self) -> bool {
-        matches!(self.shared.status().model, ModelStatus::Ready)
-    }
-
     /// Test hook: makes the Inference actor panic in the middle of its next
     /// batch (requests in that batch and queued get [`ActorError::Crashed`]).
     /// Refused unless [`BrainConfig::debug_ops`].
