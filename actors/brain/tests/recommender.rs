@@ -59,6 +59,32 @@ fn watch(st: &mut BrainState, id: &str, fraction: f32, seq: u64) {
     st.push_episode(Episode { seq, event: ev });
 }
 
+/// An evening trend on `trend.0` (score `trend.1`) and an evening global
+/// pattern (id, embedding, success rate, support, samples).
+fn add_evening_signals(
+    st: &mut BrainState,
+    trend: (&str, f32),
+    global: (u64, &omega_protocol::Embedding, f32, u32, u32),
+) {
+    st.trends.push(TrendSignal {
+        content_id: cid(trend.0),
+        bucket: evening().bucket(),
+        score: trend.1,
+    });
+    let (id, embedding, success_rate, support, samples) = global;
+    st.globals.insert(
+        id,
+        GlobalPattern {
+            id,
+            bucket: evening().bucket(),
+            embedding: embedding.clone(),
+            success_rate,
+            support,
+            samples,
+        },
+    );
+}
+
 fn req(k: usize) -> RecommendRequest {
     RecommendRequest {
         context: evening(),
@@ -119,22 +145,7 @@ fn mood_trend_and_global_reasons() {
         .iter()
         .any(|x| x.reason == Reason::MatchesYourMood && x.content_id.as_str().starts_with("c4-")));
     // A strong regional trend on an unrelated title is surfaced and explained.
-    st.trends.push(TrendSignal {
-        content_id: cid("c5-3"),
-        bucket: evening().bucket(),
-        score: 1.0,
-    });
-    st.globals.insert(
-        1,
-        GlobalPattern {
-            id: 1,
-            bucket: evening().bucket(),
-            embedding: centres[3].clone(),
-            success_rate: 1.0,
-            support: 50,
-            samples: 500,
-        },
-    );
+    add_evening_signals(&mut st, ("c5-3", 1.0), (1, &centres[3], 1.0, 50, 500));
     let cfg = RecommenderConfig {
         w_trend: 1.5,
         w_global: 1.5,
@@ -205,22 +216,7 @@ fn cold_start_uses_trends_then_globals_then_catalog_order() {
     assert_eq!(ids, vec!["c0-0", "c0-1", "c0-2"]);
     assert!(out.iter().all(|r| r.reason == Reason::FromTheCatalog));
     // Trends first, then a global pattern's neighbours, then the catalog.
-    st.trends.push(TrendSignal {
-        content_id: cid("c1-4"),
-        bucket: evening().bucket(),
-        score: 0.9,
-    });
-    st.globals.insert(
-        7,
-        GlobalPattern {
-            id: 7,
-            bucket: evening().bucket(),
-            embedding: centres[2].clone(),
-            success_rate: 0.9,
-            support: 20,
-            samples: 100,
-        },
-    );
+    add_evening_signals(&mut st, ("c1-4", 0.9), (7, &centres[2], 0.9, 20, 100));
     let out = recommend(&st, &idx, &req(12), &RecommenderConfig::default()).unwrap();
     assert_eq!(out[0].content_id.as_str(), "c1-4");
     assert_eq!(out[0].reason, Reason::TrendingInYourRegion);
