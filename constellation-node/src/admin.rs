@@ -144,6 +144,9 @@ async fn ready(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AdminState>) -> Response {
+    // Read at scrape time: a gauge set per admitted sync would stay at the
+    // last burst's value once traffic stops.
+    metrics::gauge!(crate::telemetry::IN_FLIGHT).set(state.node.in_flight().in_flight() as f64);
     state.prometheus.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -117,23 +117,24 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let sync = SyncConfig::default();
-        let catalog = CatalogOptions::default();
+        let node = NodeConfig::default();
+        let sync = &node.sync;
+        let catalog = &node.catalog;
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
             node_name: "node-1".into(),
-            shards: 4,
+            shards: node.shards,
             max_connections: 16_384,
-            in_flight: 1024,
-            busy_retry_secs: 5,
+            in_flight: node.in_flight,
+            busy_retry_secs: node.busy_retry_secs,
             rate_limit_interval_secs: sync.min_sync_interval_secs,
             rate_limit_burst: sync.rate_burst,
             rate_limit_capacity: sync.rate_limiter_capacity,
             next_sync_secs: [sync.next_sync_secs.0, sync.next_sync_secs.1],
             catalog_page_items: sync.catalog_page_items,
-            federation_interval_secs: 900,
-            k_min_devices: FederationConfig::default().k_min_devices,
+            federation_interval_secs: node.federation_interval.as_secs(),
+            k_min_devices: node.federation.k_min_devices,
             regions: Vec::new(),
             admin_token_file: None,
             request_timeout_ms: 10_000,

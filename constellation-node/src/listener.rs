@@ -57,17 +57,10 @@ pub fn codec_error_answer(e: &CodecError) -> SyncError {
             min: MIN_PROTOCOL_VERSION,
             max: PROTOCOL_VERSION,
         },
-        other => {
-            let mut reason = other.to_string();
-            if reason.len() > limits::MAX_REASON_LEN {
-                let mut cut = limits::MAX_REASON_LEN;
-                while !reason.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                reason.truncate(cut);
-            }
-            SyncError::BadRequest { reason }
-        }
+        // The response encoder truncates reasons to the protocol's limit.
+        other => SyncError::BadRequest {
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -207,8 +200,6 @@ async fn serve_stream(
                 match ctx.node.try_admit() {
                     None => (Err(ctx.node.busy()), SyncOutcome::Refused),
                     Some(permit) => {
-                        metrics::gauge!(telemetry::IN_FLIGHT)
-                            .set(ctx.node.in_flight().in_flight() as f64);
                         ctx.node
                             .sync(permit, device.clone(), request, now_ms())
                             .await

@@ -512,10 +512,10 @@ pub fn run<S: PatternStore>(
         let previous = store.region_globals(&region)?;
         let mut out = federate_region(&rows, &previous, &catalog, config);
         out.stats.input_patterns = seen;
-        let mut prev_patterns = previous.patterns.clone();
-        prev_patterns.sort_by_key(|g| g.id);
-        let changed = prev_patterns.len() != out.patterns.len()
-            || prev_patterns
+        // Both lists are ordered by id (RegionGlobals' contract, federate_region's output).
+        let changed = previous.patterns.len() != out.patterns.len()
+            || previous
+                .patterns
                 .iter()
                 .zip(&out.patterns)
                 .any(|(a, b)| !same_global(a, b))

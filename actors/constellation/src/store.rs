@@ -231,7 +231,7 @@ pub struct DeviceSync<'a> {
 pub struct RegionGlobals {
     /// Current global version (0: nothing published yet).
     pub version: u64,
-    /// Live global patterns, by id.
+    /// Live global patterns, ordered by id.
     pub patterns: Vec<GlobalPattern>,
     /// Current trend signals.
     pub trends: Vec<TrendSignal>,

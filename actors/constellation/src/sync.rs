@@ -391,16 +391,6 @@ impl<S: PatternStore> SyncCore<S> {
         &self.store
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &SyncConfig {
-        &self.config
-    }
-
-    /// The rate limiter (for metrics).
-    pub fn limiter(&self) -> &RateLimiter {
-        &self.limiter
-    }
-
     /// Handles one sync of `device` at `now_ms` (unix milliseconds).
     pub fn handle(
         &mut self,

@@ -361,14 +361,7 @@ impl Node {
             .shards
             .get(index)
             .and_then(Clone::clone);
-        let retry = || {
-            (
-                Err(SyncError::RetryAfter {
-                    secs: self.config.busy_retry_secs.max(1),
-                }),
-                SyncOutcome::Refused,
-            )
-        };
+        let retry = || (Err(self.busy()), SyncOutcome::Refused);
         let Some(shard) = shard else {
             return retry();
         };
@@ -523,9 +516,5 @@ impl Node {
                 .stop_and_wait(Some("node shutdown".into()), Some(timeout))
                 .await;
         }
-        let mut r = write_routes(&self.routes);
-        r.shards.iter_mut().for_each(|s| *s = None);
-        r.federation = None;
-        r.catalog = None;
     }
 }
