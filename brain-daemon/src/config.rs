@@ -193,6 +193,24 @@ impl DaemonConfig {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
             }
         }
+        // Upper bounds: tokio's semaphores panic past their permit limit and
+        // the shutdown drain acquires a connection's slots as one u32.
+        let capped = [
+            ("max_connections", self.max_connections, 65_536),
+            (
+                "max_in_flight_per_connection",
+                self.max_in_flight_per_connection,
+                1_024,
+            ),
+            ("max_in_flight", self.max_in_flight, 65_536),
+        ];
+        for (name, v, max) in capped {
+            if v > max {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be at most {max}"
+                )));
+            }
+        }
         if self.max_request_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_request_bytes must be at least 1024".into(),
@@ -233,6 +251,9 @@ mod tests {
         assert_eq!(c.store.max_episodes, 5);
         let zero: DaemonConfig = toml::from_str("[store]\ncache_mb = 0\n").unwrap();
         assert!(zero.validate().is_err());
+        let huge: DaemonConfig =
+            toml::from_str("max_in_flight_per_connection = 4294967296\n").unwrap();
+        assert!(huge.validate().is_err());
         assert_eq!(
             DaemonConfig::default()
                 .brain_config(Path::new("d"), Path::new("m"))

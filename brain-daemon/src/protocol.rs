@@ -46,7 +46,6 @@
 //! | `catalog_full` | the catalog limit would be exceeded; nothing was changed | stays open |
 //! | `not_available` | the op exists but its part does not yet (`sync.now`) | stays open |
 //! | `debug_disabled` | a `debug.*` op without `debug_ops = true` | stays open |
-//! | `shutting_down` | the daemon is stopping | closed after |
 //! | `internal` | anything else (logged) | stays open |
 
 use omega_brain::actors::{ActorError, ChildKind};

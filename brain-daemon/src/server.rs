@@ -25,7 +25,7 @@
 //! `debug.release` and `debug.status` are answered by the connection itself,
 //! outside the in-flight limits, so they work while those are reached.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -50,6 +50,9 @@ pub enum ServerError {
     /// Another daemon answers on this socket.
     #[error("another omega-braind is live on {0}")]
     AlreadyRunning(PathBuf),
+    /// Something other than a socket is at the socket path; it is not removed.
+    #[error("{0} exists and is not a socket: refusing to replace it")]
+    NotASocket(PathBuf),
     /// Binding or preparing the socket failed.
     #[error("socket {path}: {source}")]
     Io {
@@ -79,14 +82,19 @@ pub struct ServerConfig {
     pub debug_ops: bool,
 }
 
-/// Binds the socket (mode 0660). A stale socket file (nobody answering) is
-/// removed first; a live one means another daemon runs: refused.
+/// Binds the socket (mode 0660). A stale socket (nobody answering) is
+/// removed first; a live one means another daemon runs: refused. Anything
+/// at the path that is not a socket (a mistyped `--socket` naming the store,
+/// say) is left alone and refused.
 pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     let io = |source| ServerError::Io {
         path: path.to_path_buf(),
         source,
     };
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ServerError::NotASocket(path.to_path_buf()));
+        }
         if UnixStream::connect(path).await.is_ok() {
             return Err(ServerError::AlreadyRunning(path.to_path_buf()));
         }
@@ -502,4 +510,29 @@ async fn import(brain: &Brain, text: &str) -> Result<Value, ProtoError> {
         catalog_items = brain.stats().await?.catalog_items;
     }
     Ok(json!({"imported": imported, "upserted": upserted, "catalog_items": catalog_items}))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn bind_replaces_a_stale_socket_but_never_another_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file at the path (say, the store named by mistake) stays.
+        let file = dir.path().join("brain.redb");
+        std::fs::write(&file, b"precious").unwrap();
+        assert!(matches!(bind(&file).await, Err(ServerError::NotASocket(_))));
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+        // A live socket is refused; once nobody answers it is replaced.
+        let sock = dir.path().join("brain.sock");
+        let live = bind(&sock).await.unwrap();
+        assert!(matches!(
+            bind(&sock).await,
+            Err(ServerError::AlreadyRunning(_))
+        ));
+        drop(live);
+        assert!(bind(&sock).await.is_ok());
+    }
 }

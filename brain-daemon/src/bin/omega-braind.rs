@@ -32,13 +32,15 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
-    // Before any other thread exists (omega-embed docs).
-    omega_embed::configure_candle_threads(None);
+    // Parsing flags and the config starts no thread; candle's thread count
+    // must be set before any other thread exists (omega-embed docs) and
+    // match the embedder's (`inference.threads`).
     let cli = Cli::parse();
     let cfg = match &cli.config {
         Some(p) => DaemonConfig::load(p)?,
         None => DaemonConfig::default(),
     };
+    omega_embed::configure_candle_threads(cfg.inference.threads);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
     tracing_subscriber::fmt()

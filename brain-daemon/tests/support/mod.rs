@@ -14,6 +14,10 @@ use serde_json::{json, Value};
 
 /// The bound of every wait.
 pub const DEADLINE: Duration = Duration::from_secs(60);
+/// How often a wait re-checks its condition (a poll interval, not a sync point:
+/// every wait has a deadline). Spinning instead would take a core from the
+/// daemon under test on a 2-core machine.
+const POLL: Duration = Duration::from_millis(5);
 
 /// The model directory (`OMEGA_MODEL_DIR` or the workspace's `models/`).
 pub fn model_dir() -> PathBuf {
@@ -79,7 +83,7 @@ impl Daemon {
                 "daemon did not answer: {}",
                 d.stderr_text()
             );
-            std::thread::yield_now();
+            std::thread::sleep(POLL);
         }
         d
     }
@@ -155,7 +159,7 @@ impl Daemon {
                 "daemon did not stop: {}",
                 self.stderr_text()
             );
-            std::thread::yield_now();
+            std::thread::sleep(POLL);
         }
     }
 
@@ -237,6 +241,6 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
         assert!(t.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::yield_now();
+        std::thread::sleep(POLL);
     }
 }
