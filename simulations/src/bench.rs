@@ -173,6 +173,15 @@ fn memory_stage(stage: &str) {
     );
 }
 
+/// The limits both the build and the run use: large enough for the sizes
+/// asked for, so the timed observes do not evict patterns past a default.
+fn brain_config(opts: &BrainBenchOptions, dir: &Path) -> BrainConfig {
+    let mut cfg = BrainConfig::new(dir, &opts.model_dir);
+    cfg.store.patterns.max_patterns = cfg.store.patterns.max_patterns.max(opts.patterns);
+    cfg.store.max_catalog_items = cfg.store.max_catalog_items.max(opts.items);
+    cfg
+}
+
 async fn build(opts: &BrainBenchOptions, dir: &Path) -> Result<()> {
     eprintln!(
         "bench brain: building {} items (real embeddings) and {} patterns in {} (cached for next runs)",
@@ -181,10 +190,8 @@ async fn build(opts: &BrainBenchOptions, dir: &Path) -> Result<()> {
         dir.display()
     );
     let _ = std::fs::remove_dir_all(dir);
-    let mut cfg = BrainConfig::new(dir, &opts.model_dir);
+    let mut cfg = brain_config(opts, dir);
     cfg.store.patterns.assign_threshold = 1.01; // every successful watch starts a pattern
-    cfg.store.patterns.max_patterns = opts.patterns.max(1);
-    cfg.store.max_catalog_items = cfg.store.max_catalog_items.max(opts.items);
     let (brain, _task) = Brain::start(cfg).await?;
     let mut rng = Lcg(42);
     let items: Vec<CatalogItem> = (0..opts.items)
@@ -277,7 +284,7 @@ pub async fn run_brain(opts: BrainBenchOptions) -> Result<serde_json::Value> {
 
     // Boot: construction to the first answered recommend.
     let t0 = Instant::now();
-    let (brain, _task) = Brain::start(BrainConfig::new(tmp.path(), &opts.model_dir)).await?;
+    let (brain, _task) = Brain::start(brain_config(&opts, tmp.path())).await?;
     let first = brain
         .recommend(RecommendQuery {
             context: ctx(3)?,

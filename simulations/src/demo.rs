@@ -83,6 +83,13 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         .take(opts.titles.max(3))
         .map(|m| format!("{}. {}", m.title, m.genres.join(", ")))
         .collect();
+    if titles.len() < 3 {
+        anyhow::bail!(
+            "{} has {} titles; the demo needs at least 3 (patterns aggregate 3 titles)",
+            opts.dataset.display(),
+            titles.len()
+        );
+    }
     let t = Instant::now();
     let mut vectors = Vec::with_capacity(titles.len());
     for chunk in titles.chunks(32) {

@@ -136,11 +136,12 @@ mod tests {
 
     #[test]
     fn reads_ml_100k_when_present() {
-        let dir = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/movielens/ml-100k"
-        ));
-        let movies = read_movies(dir).unwrap();
+        // `../shared` beside the repository, or OMEGA_SHARED_DIR (scripts/test.sh).
+        let shared = std::env::var_os("OMEGA_SHARED_DIR").map_or_else(
+            || Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")).to_path_buf(),
+            std::path::PathBuf::from,
+        );
+        let movies = read_movies(&shared.join("data/movielens/ml-100k")).unwrap();
         assert_eq!(movies.len(), 1682);
         assert_eq!(movies[0].title, "Toy Story (1995)");
         assert!(movies[0].genres.contains(&"Animation".to_string()));
