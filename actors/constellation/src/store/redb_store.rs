@@ -269,19 +269,26 @@ impl PatternStore for RedbStore {
                     }
                 }
             }
+            // The device's pattern count, kept up to date instead of
+            // re-counted by a range scan on every sync.
+            let mut count = match &old {
+                Some(o) if !sync.reset => o.pattern_count as usize,
+                _ => 0,
+            };
             for id in sync.removals {
-                patterns.remove((region, dev, id.0)).map_err(be(op))?;
+                if patterns.remove((region, dev, id.0)).map_err(be(op))?.is_some() {
+                    count = count.saturating_sub(1);
+                }
             }
             for p in sync.upserts {
                 let bytes = enc(p)?;
-                patterns
+                if patterns
                     .insert((region, dev, p.id.0), bytes.as_slice())
-                    .map_err(be(op))?;
-            }
-            let mut count = 0usize;
-            for row in patterns.range(device_range(region, dev)).map_err(be(op))? {
-                row.map_err(be(op))?;
-                count += 1;
+                    .map_err(be(op))?
+                    .is_none()
+                {
+                    count += 1;
+                }
             }
             if count > MAX_PATTERNS_PER_DEVICE as usize {
                 // Dropping the transaction uncommitted aborts it.
