@@ -276,7 +276,11 @@ impl PatternStore for RedbStore {
                 _ => 0,
             };
             for id in sync.removals {
-                if patterns.remove((region, dev, id.0)).map_err(be(op))?.is_some() {
+                if patterns
+                    .remove((region, dev, id.0))
+                    .map_err(be(op))?
+                    .is_some()
+                {
                     count = count.saturating_sub(1);
                 }
             }
