@@ -403,6 +403,11 @@ impl WireResponse {
 }
 
 fn page_to_wire(p: &CatalogPage) -> Result<WireCatalogPage, DomainError> {
+    // The decoder validates every item (genre count, text lengths); an item
+    // it would refuse must not be sent, or every TV would drop the page.
+    for e in &p.upserts {
+        e.item.validate()?;
+    }
     Ok(WireCatalogPage {
         version: p.version,
         upserts: BoundedVec::try_collect("catalog.upserts", p.upserts.iter(), |e| {

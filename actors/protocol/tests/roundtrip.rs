@@ -384,3 +384,40 @@ async fn read_frame_handles_cut_and_oversized_streams() {
         Err(CodecError::FrameTooLarge { .. })
     ));
 }
+
+#[test]
+fn the_encoder_refuses_a_catalog_item_the_decoder_would_refuse() {
+    let page = |genres: usize| -> SyncResponse {
+        let item = CatalogItem {
+            id: ContentId::new("m-1").unwrap(),
+            title: "A title".into(),
+            genres: (0..genres).map(|g| format!("g{g}")).collect(),
+            year: Some(2001),
+            description: String::new(),
+        };
+        let mut v = vec![0.0f32; EMBEDDING_DIM];
+        v[0] = 1.0;
+        Ok(SyncAccepted {
+            acked_version: 0,
+            global_version: 0,
+            global_reset: false,
+            global_patterns: vec![],
+            global_removed: vec![],
+            trends: vec![],
+            catalog: Some(CatalogPage {
+                version: 1,
+                upserts: vec![CatalogEntry {
+                    item,
+                    embedding: Embedding::new(v).unwrap(),
+                }],
+                removed: vec![],
+                more: false,
+            }),
+            next_sync_secs: 600,
+        })
+    };
+    let ok = encode_response(&page(MAX_GENRES)).unwrap();
+    assert!(decode_response(&ok[FRAME_HEADER..]).is_ok());
+    // One genre too many: refused when encoding, not by every TV decoding it.
+    assert!(encode_response(&page(MAX_GENRES + 1)).is_err());
+}
