@@ -16,7 +16,7 @@
 //! `tests/sizes.rs`), and the frames that would gain (catalog pages) are not
 //! under the per-sync budget.
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::domain::{DomainError, SyncRequest, SyncResponse};
 use crate::limits::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
@@ -218,11 +218,5 @@ async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<()
         }
         got += n;
     }
-    Ok(())
-}
-
-/// Writes a complete frame (as built by the `encode_*` functions).
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> Result<(), CodecError> {
-    w.write_all(frame).await?;
     Ok(())
 }

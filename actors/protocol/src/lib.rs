@@ -10,7 +10,7 @@
 //!   device identity from the certificate.
 //! * [`limits`]: every bound the protocol enforces.
 //!
-//! This crate is sans-IO except for [`quic`] and the two async frame helpers in
+//! This crate is sans-IO except for [`quic`] and the async frame reader in
 //! [`codec`]; nothing in it reads a clock.
 
 pub mod codec;

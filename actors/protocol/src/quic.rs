@@ -23,9 +23,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
-};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
@@ -326,12 +324,6 @@ pub fn client_config(
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(transport(true));
     Ok(cfg)
-}
-
-/// Checks that `name` is usable as the server name in `Endpoint::connect`.
-pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
-    ServerName::try_from(name.to_owned())
-        .map_err(|e| TlsError::BadIdentity(format!("server name {name:?}: {e}")))
 }
 
 /// The common name of a DER certificate.
