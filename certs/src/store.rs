@@ -478,11 +478,14 @@ impl CertDir {
         let first_error: Mutex<Option<CertError>> = Mutex::new(None);
         let ca = &self.device_ca;
         let paths = &self.paths;
-        let mut issued: Vec<(usize, LedgerEntry)> = std::thread::scope(|scope| {
+        // Entries go into the shared list as soon as their files are written, so
+        // a worker that panics (the progress callback is the caller's code)
+        // loses nothing: what is on disk is always recorded in the ledger.
+        let issued: Mutex<Vec<(usize, LedgerEntry)>> = Mutex::new(Vec::new());
+        let panic = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     scope.spawn(|| {
-                        let mut mine = Vec::new();
                         while !failed.load(Ordering::Relaxed) {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(id) = ids.get(i) else { break };
@@ -496,7 +499,10 @@ impl CertDir {
                             });
                             match result {
                                 Ok(cert) => {
-                                    mine.push((i, LedgerEntry::new(CaKind::Device, &cert)));
+                                    issued
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .push((i, LedgerEntry::new(CaKind::Device, &cert)));
                                     progress(done.fetch_add(1, Ordering::Relaxed) + 1);
                                 }
                                 Err(e) => {
@@ -508,15 +514,21 @@ impl CertDir {
                                 }
                             }
                         }
-                        mine
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
+            // The first worker panic, re-raised once the ledger is written.
+            // Every handle is joined (an unjoined panicked thread would make
+            // `scope` panic before the ledger is written).
+            let mut first = None;
+            for h in handles {
+                if let Err(p) = h.join() {
+                    first.get_or_insert(p);
+                }
+            }
+            first
         });
+        let mut issued = issued.into_inner().unwrap_or_else(|p| p.into_inner());
         issued.sort_by_key(|(i, _)| *i);
         let entries: Vec<LedgerEntry> = issued.into_iter().map(|(_, e)| e).collect();
 
@@ -525,6 +537,9 @@ impl CertDir {
         self.ledger.extend(entries.iter().cloned());
         self.write_ledger()?;
         synced?;
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
         if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }

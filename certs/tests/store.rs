@@ -476,3 +476,23 @@ fn corrupt_ledger_is_a_typed_error() {
         Err(CertError::Ledger { .. })
     ));
 }
+
+#[test]
+fn a_panicking_progress_callback_leaves_every_written_certificate_in_the_ledger() {
+    let (_tmp, mut store) = new_store();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.issue_devices(40, "tv", |done| {
+            if done == 5 {
+                panic!("progress bar crashed");
+            }
+        })
+    }));
+    assert!(r.is_err(), "the caller's panic is re-raised");
+    // Every certificate on disk is in the ledger (nothing orphaned), so the
+    // same ids cannot be issued twice silently.
+    let paths = CertPaths::new(store.dir());
+    let on_disk = fs::read_dir(paths.devices_dir()).unwrap().count() / 2;
+    assert!(on_disk >= 5, "{on_disk}");
+    let reopened = CertDir::open(store.dir()).unwrap();
+    assert_eq!(reopened.entries().len(), on_disk);
+}
