@@ -330,11 +330,15 @@ pub fn client_config(
 pub fn common_name(der: &[u8]) -> Result<String, TlsError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| TlsError::BadIdentity(format!("unparsable certificate: {e}")))?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
+    // Exactly one, as omega-certs' `device_id_from_cert` requires: with two,
+    // which one names the device would be a guess.
+    let mut cns = cert.subject().iter_common_name();
+    let cn = cns
         .next()
         .ok_or_else(|| TlsError::BadIdentity("no common name".into()))?;
+    if cns.next().is_some() {
+        return Err(TlsError::BadIdentity("more than one common name".into()));
+    }
     cn.as_str()
         .map(str::to_owned)
         .map_err(|e| TlsError::BadIdentity(format!("common name: {e}")))
