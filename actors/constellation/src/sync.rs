@@ -413,7 +413,7 @@ impl<S: PatternStore> SyncCore<S> {
         if let Err(secs) = self.limiter.check(device, now_ms) {
             return (Err(SyncError::RetryAfter { secs }), SyncOutcome::Refused);
         }
-        let result = self.process(device, &req, now_ms, rng);
+        let result = self.process(device, req, now_ms, rng);
         // A device told to resync must be able to upload its snapshot at
         // once, and the node's own failures are not the device's fault.
         let charge = !matches!(
@@ -432,14 +432,16 @@ impl<S: PatternStore> SyncCore<S> {
         }
     }
 
+    /// Takes the request by value: its pattern embeddings move into the
+    /// stored records instead of being copied (up to 256 per sync).
     fn process(
         &self,
         device: &DeviceId,
-        req: &SyncRequest,
+        req: SyncRequest,
         now_ms: u64,
         rng: &mut impl Rng,
     ) -> Result<(SyncAccepted, SyncOutcome), SyncError> {
-        self.validate(req)?;
+        self.validate(&req)?;
         let info = self.store.device_state(device).map_err(|e| internal(&e))?;
         let stored = info.as_ref().map_or(0, |i| i.state.pattern_version);
         let plan = match req.kind {
@@ -460,7 +462,7 @@ impl<S: PatternStore> SyncCore<S> {
         };
 
         // Reads first: a failure here leaves the store untouched.
-        let mut accepted = self.answer(req, rng)?;
+        let mut accepted = self.answer(&req, rng)?;
 
         let outcome = match plan {
             Plan::Replay { version } => {
@@ -478,18 +480,18 @@ impl<S: PatternStore> SyncCore<S> {
                     region: req.region.clone(),
                     last_sync_ms: now_ms,
                 };
-                let upserts: Vec<StoredPattern> = req
-                    .delta
+                let delta = req.delta;
+                let upserts: Vec<StoredPattern> = delta
                     .added
-                    .iter()
-                    .chain(&req.delta.updated)
+                    .into_iter()
+                    .chain(delta.updated)
                     .map(|p| stored_pattern(p, now_ms))
                     .collect();
                 let sync = DeviceSync {
                     state: &state,
                     reset,
                     upserts: &upserts,
-                    removals: &req.delta.removed,
+                    removals: &delta.removed,
                 };
                 match self.store.apply_device_sync(device, sync) {
                     Ok(_) => {}
@@ -626,11 +628,11 @@ impl<S: PatternStore> SyncCore<S> {
     }
 }
 
-fn stored_pattern(p: &PatternSummary, now_ms: u64) -> StoredPattern {
+fn stored_pattern(p: PatternSummary, now_ms: u64) -> StoredPattern {
     StoredPattern {
         id: p.id,
         bucket: p.bucket,
-        embedding: p.embedding.clone(),
+        embedding: p.embedding,
         success_rate: p.success_rate,
         samples: p.samples,
         updated_at_ms: now_ms,
