@@ -41,7 +41,7 @@ use omega_protocol::{
     EMBEDDING_DIM,
 };
 
-use crate::shard::stable_hash;
+use crate::shard::stable_hash_parts;
 use crate::store::{
     same_global, PatternStore, RegionGlobals, RegionPattern, StoreError, MAX_GLOBALS_PER_REGION,
     MAX_SCAN_PAGE,
@@ -169,11 +169,11 @@ pub struct RegionOutput {
 }
 
 /// Canonical order key of a device pattern.
+/// (Used inside sorts and heap operations: hashes without allocating.)
 fn order_key(p: &RegionPattern) -> (u64, &DeviceId, u64) {
-    let mut bytes = p.device.as_str().as_bytes().to_vec();
-    bytes.push(0);
-    bytes.extend_from_slice(&p.pattern.id.0.to_le_bytes());
-    (stable_hash(&bytes), &p.device, p.pattern.id.0)
+    let id = p.pattern.id.0.to_le_bytes();
+    let h = stable_hash_parts(&[p.device.as_str().as_bytes(), &[0], &id]);
+    (h, &p.device, p.pattern.id.0)
 }
 
 fn weight(p: &RegionPattern, config: &FederationConfig) -> f32 {
