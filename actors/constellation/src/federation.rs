@@ -430,6 +430,10 @@ pub struct RegionReport {
     pub region: Region,
     /// The version published, `None` when nothing changed (no new version).
     pub published_version: Option<u64>,
+    /// The region's global version after the run (published or kept).
+    pub global_version: u64,
+    /// Distinct devices with patterns in the region.
+    pub devices: usize,
     /// Globals published (or kept).
     pub globals: usize,
     /// Trends published (or kept).
@@ -489,12 +493,18 @@ pub fn run<S: PatternStore>(
     let mut reports = Vec::new();
     for region in store.regions()? {
         let mut heap: BinaryHeap<Sampled> = BinaryHeap::new();
-        let mut seen = 0usize;
+        let (mut seen, mut devices) = (0usize, 0usize);
+        let mut last_device: Option<DeviceId> = None;
         let mut cursor = None;
         loop {
             let page = store.region_patterns(&region, cursor.as_ref(), MAX_SCAN_PAGE)?;
             for row in page.rows {
                 seen += 1;
+                // Rows come in (device, pattern) order: count device changes.
+                if last_device.as_ref() != Some(&row.device) {
+                    devices += 1;
+                    last_device = Some(row.device.clone());
+                }
                 if weight(&row, config) <= 0.0 {
                     continue;
                 }
@@ -538,6 +548,8 @@ pub fn run<S: PatternStore>(
         reports.push(RegionReport {
             region,
             published_version,
+            global_version: published_version.unwrap_or(previous.version),
+            devices,
             globals: out.patterns.len(),
             trends: out.trends.len(),
             stats: out.stats,

@@ -20,7 +20,7 @@ use serde::Serialize;
 use omega_protocol::Region;
 
 use crate::federation::{run, FederationConfig, FederationError};
-use crate::store::{PatternStore, StoreError, MAX_SCAN_PAGE};
+use crate::store::PatternStore;
 
 use super::names;
 
@@ -93,27 +93,6 @@ pub struct FederationState {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FederationActor;
 
-fn count_region(store: &dyn PatternStore, region: &Region) -> Result<(u64, u64), StoreError> {
-    let (mut patterns, mut devices) = (0u64, 0u64);
-    let mut last_device = None;
-    let mut cursor = None;
-    loop {
-        let page = store.region_patterns(region, cursor.as_ref(), MAX_SCAN_PAGE)?;
-        for row in &page.rows {
-            patterns += 1;
-            // Rows come in (device, pattern) order: count device changes.
-            if last_device.as_ref() != Some(&row.device) {
-                devices += 1;
-                last_device = Some(row.device.clone());
-            }
-        }
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => return Ok((patterns, devices)),
-        }
-    }
-}
-
 fn run_once(
     store: &Arc<dyn PatternStore>,
     config: &FederationConfig,
@@ -121,23 +100,22 @@ fn run_once(
 ) -> Result<FederationSummary, FederationError> {
     let started = Instant::now();
     let started_at_ms = super::now_ms();
+    // One pass over the store: the run's own reports carry the counts.
     let reports = run(store, config)?;
     let mut regions = Vec::new();
     let (mut all_patterns, mut all_devices) = (0, 0);
-    for region in store.regions()? {
-        let report = reports.iter().find(|r| r.region == region);
-        let globals = store.region_globals(&region)?;
-        let (patterns, devices) = count_region(store.as_ref(), &region)?;
+    for r in reports {
+        let (patterns, devices) = (r.stats.input_patterns as u64, r.devices as u64);
         all_patterns += patterns;
         all_devices += devices;
         regions.push(RegionSummary {
-            published_version: report.and_then(|r| r.published_version),
-            global_version: globals.version,
-            globals: globals.patterns.len(),
-            trends: globals.trends.len(),
+            published_version: r.published_version,
+            global_version: r.global_version,
+            globals: r.globals,
+            trends: r.trends,
             patterns,
             devices,
-            region,
+            region: r.region,
         });
     }
     Ok(FederationSummary {
