@@ -36,36 +36,6 @@ use omega_protocol::EMBEDDING_DIM;
 const MAGIC: &[u8; 8] = b"OMGIDX01";
 const HEADER_LEN: usize = 8 + 8 + 8 + 8 + 1 + 8 + 8;
 
-/// 64-bit FNV-1a, for fingerprints and damage detection (not adversaries).
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Fnv {
-    /// A fresh hasher.
-    pub fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    /// Feeds bytes.
-    pub fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    /// The hash.
-    pub fn finish(self) -> u64 {
-        self.0
-    }
-}
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// A fast checksum of a large body: FNV-1a over 8-byte words.
 fn checksum(body: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;

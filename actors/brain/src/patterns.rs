@@ -226,7 +226,7 @@ pub struct PatternBook {
 
 /// Fingerprint of a content id (FNV-1a); stays on the device.
 pub fn item_fingerprint(id: &ContentId) -> u64 {
-    let mut h = crate::index::Fnv::new();
+    let mut h = omega_protocol::hash::Fnv1a::new();
     h.write(id.as_str().as_bytes());
     h.finish()
 }

@@ -145,7 +145,7 @@ impl Catalog {
     /// A fingerprint of the key ↔ id mapping (FNV-1a), to tell whether an index
     /// file was built from this catalog.
     pub fn fingerprint(&self) -> u64 {
-        let mut h = crate::index::Fnv::new();
+        let mut h = omega_protocol::hash::Fnv1a::new();
         for r in self.by_key.values() {
             h.write(&r.key.to_le_bytes());
             h.write(r.item.id.as_str().as_bytes());

@@ -82,12 +82,11 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 
 /// [`stable_hash`] of the concatenation of `parts`, without building it.
 pub fn stable_hash_parts(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in parts.iter().flat_map(|p| p.iter()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = omega_protocol::hash::Fnv1a::new();
+    for p in parts {
+        h.write(p);
     }
-    mix(h)
+    mix(h.finish())
 }
 
 fn mix(mut z: u64) -> u64 {

@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod domain;
 pub mod embedding;
+pub mod hash;
 pub mod limits;
 pub mod quic;
 pub mod wire;
