@@ -4,16 +4,17 @@
 //! certificates from a fresh CA, real MiniLM embeddings of MovieLens titles,
 //! a quantized 20-pattern delta in a real frame, and a sync exchange over QUIC
 //! with mutual TLS on loopback, including a revoked TV refused at the
-//! handshake. The peer answering the sync is a stand-in that decodes the
-//! request and acknowledges it; it gives way to `omega-node` and `omega-braind`
-//! as the node and daemon issues land.
+//! handshake. The sync is answered by a real `omega-node` (its library,
+//! `RunningNode`, started in process on loopback with the demo's certificates
+//! and an embedded redb store); `omega-braind` joins when the sync issue lands.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use omega_certs::{CaKind, CertDir};
-use omega_protocol::codec::{decode_request, decode_response, encode_request, encode_response};
+use omega_constellation::store::PatternStore;
+use omega_protocol::codec::{decode_response, encode_request};
 use omega_protocol::quic::{self, HandshakeFailure, TlsIdentity, TrustAnchor};
 use omega_protocol::*;
 
@@ -159,20 +160,33 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         cos
     );
 
-    println!("== 4. sync over QUIC with mutual TLS (loopback)");
-    let (addr, mut served) = start_peer(&certs).await?;
+    println!("== 4. sync with omega-node over QUIC with mutual TLS (loopback)");
+    let node = omega_node::RunningNode::start(omega_node::ServeOptions {
+        data_dir: work.join("node"),
+        model_dir: None,
+        certs_dir: certs_dir.clone(),
+        config: omega_node::Config {
+            listen: "127.0.0.1:0".parse()?,
+            admin: "127.0.0.1:0".parse()?,
+            ..omega_node::Config::default()
+        },
+        admin_token: None,
+    })
+    .await
+    .context("starting omega-node")?;
+    let addr = node.quic_addr();
     let tv = client(&certs, "tv-living-room")?;
     let t = Instant::now();
     let answer = sync(tv, addr, &frame).await?;
+    let stored = node
+        .node()
+        .store()
+        .device_state(&DeviceId::new("tv-living-room")?)?
+        .map_or(0, |d| d.pattern_count);
     println!(
-        "   tv-living-room: {:?} in {:.1} ms; the peer named the device {:?} from its certificate",
+        "   tv-living-room: {:?} in {:.1} ms; the node stored {stored} patterns under the id in its certificate",
         answer.map(|a| format!("accepted, acked version {}", a.acked_version)),
         t.elapsed().as_secs_f64() * 1e3,
-        tokio::time::timeout(WAIT, served.recv())
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default(),
     );
     let stolen = client(&certs, "tv-stolen")?;
     match sync(stolen, addr, &frame).await {
@@ -182,6 +196,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
             handshake_reason(&e)
         ),
     }
+    node.shutdown().await;
     println!("== done: certificates, model, codec and mTLS QUIC work end to end");
     Ok(())
 }
@@ -216,57 +231,4 @@ async fn sync(
     let body = quic::exchange(&conn, frame, WAIT).await?;
     conn.close(0u32.into(), b"done");
     Ok(decode_response(&body)?)
-}
-
-/// The stand-in peer: authenticates devices against the device CA and CRL,
-/// decodes the request and acknowledges its pattern version.
-/// Reports each served device id on the returned channel.
-async fn start_peer(
-    certs: &CertDir,
-) -> Result<(std::net::SocketAddr, tokio::sync::mpsc::Receiver<String>)> {
-    let identity = TlsIdentity::from_files(
-        &certs.node_cert_path("node-1"),
-        &certs.node_key_path("node-1"),
-    )?;
-    let devices = TrustAnchor::from_files(
-        &certs.ca_cert_path(CaKind::Device),
-        Some(&certs.crl_path(CaKind::Device)),
-    )?;
-    let (cfg, _revocations) = quic::server_config(identity, &devices)?;
-    let endpoint = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse()?)?;
-    let addr = endpoint.local_addr()?;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                let Ok(device) = quic::peer_device_id(&conn) else {
-                    return;
-                };
-                let Ok((mut send, body)) = quic::accept_exchange(&conn).await else {
-                    return;
-                };
-                let response: SyncResponse = match body
-                    .map_err(anyhow::Error::from)
-                    .and_then(|b| Ok(decode_request(&b)?))
-                {
-                    Ok(req) => Ok(SyncAccepted {
-                        acked_version: req.pattern_version,
-                        next_sync_secs: 600,
-                        ..Default::default()
-                    }),
-                    Err(e) => Err(SyncError::BadRequest {
-                        reason: e.to_string(),
-                    }),
-                };
-                if let Ok(frame) = encode_response(&response) {
-                    let _ = quic::respond(&mut send, &frame).await;
-                }
-                let _ = tx.send(device.to_string()).await;
-                let _ = conn.closed().await;
-            });
-        }
-    });
-    Ok((addr, rx))
 }
