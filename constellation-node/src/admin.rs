@@ -21,6 +21,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -103,14 +104,6 @@ fn actors_error(e: &ActorsError) -> Response {
     error(status, code, e)
 }
 
-/// Constant-time comparison (the token must not leak through timing).
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// `None` when authorized, otherwise the refusal to send.
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &state.token else {
@@ -126,7 +119,8 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => None,
+        // Constant time (subtle): the token must not leak through timing.
+        Some(g) if bool::from(g.as_bytes().ct_eq(token.as_bytes())) => None,
         _ => Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
