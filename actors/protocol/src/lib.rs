@@ -9,10 +9,13 @@
 //! * [`quic`]: quinn + rustls with mutual TLS, ALPN `omega/1`, revocation,
 //!   device identity from the certificate.
 //! * [`limits`]: every bound the protocol enforces.
+//! * [`catalog_import`]: the formats catalog items arrive in (JSON lines,
+//!   MovieLens `u.item` and `movies.csv`).
 //!
 //! This crate is sans-IO except for [`quic`] and the async frame reader in
 //! [`codec`]; nothing in it reads a clock.
 
+pub mod catalog_import;
 pub mod codec;
 pub mod domain;
 pub mod embedding;

@@ -2,17 +2,8 @@
 //! the executor, and upserts it so TVs receive it page by page by catalog
 //! version.
 //!
-//! Import formats ([`ImportFormat`], parsed by [`parse_import`], plain code):
-//!
-//! * JSON lines: one [`CatalogItem`] object per line (`id`, `title`, and
-//!   optional `genres`, `year`, `description`); blank lines are skipped.
-//! * MovieLens `u.item` (ml-100k): Latin-1, `|`-separated
-//!   `id|title|release date|video date|url|19 genre flags`; ids become
-//!   `ml100k:<id>`, the year comes from the title's `(YYYY)` suffix, genres
-//!   from the flags in ml-100k's fixed genre order (`unknown` is dropped).
-//! * MovieLens `movies.csv` (ml-latest and later): a header line, then
-//!   `movieId,title,genres` with an optionally quoted title and `|`-separated
-//!   genres; ids become `ml:<id>`.
+//! Import formats: [`ImportFormat`], parsed by [`parse_import`]
+//! (`omega_protocol::catalog_import`, shared with the TV and the simulator).
 //!
 //! A malformed line refuses the whole import with its line number. Items are
 //! embedded in batches of [`CatalogOptions::batch_size`] (32 by default) on
@@ -29,7 +20,9 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
-use omega_protocol::{CatalogEntry, CatalogItem, ContentId, Embedding};
+pub use omega_protocol::catalog_import::ImportFormat;
+use omega_protocol::catalog_import::{self, ImportError};
+use omega_protocol::{CatalogEntry, CatalogItem, Embedding};
 
 use crate::store::{PatternStore, StoreError};
 
@@ -152,178 +145,17 @@ pub struct ImportReport {
     pub items_per_sec: f64,
 }
 
-/// An import body's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImportFormat {
-    /// One JSON [`CatalogItem`] per line.
-    JsonLines,
-    /// MovieLens ml-100k `u.item`.
-    MovieLensUItem,
-    /// MovieLens `movies.csv`.
-    MoviesCsv,
-}
-
-impl ImportFormat {
-    /// Parses the admin API's `format` parameter: `jsonl` (or `json-lines`),
-    /// `movielens-u-item`, `movies-csv`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "jsonl" | "json-lines" | "ndjson" => Some(Self::JsonLines),
-            "movielens-u-item" | "u-item" => Some(Self::MovieLensUItem),
-            "movies-csv" | "movielens-movies-csv" => Some(Self::MoviesCsv),
-            _ => None,
-        }
-    }
-}
-
-/// ml-100k's genre order (`u.genre`), which `u.item`'s flags follow.
-pub const ML100K_GENRES: [&str; 19] = [
-    "unknown",
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-];
-
-fn parse_err(line: usize, reason: impl Into<String>) -> CatalogError {
-    CatalogError::Parse {
-        line,
-        reason: reason.into(),
-    }
-}
-
-/// The year of a MovieLens title's `(YYYY)` suffix.
-fn title_year(title: &str) -> Option<u16> {
-    let t = title.trim_end();
-    let inner = t.strip_suffix(')')?;
-    let open = inner.rfind('(')?;
-    let y: u16 = inner[open + 1..].trim().parse().ok()?;
-    (1870..=2100).contains(&y).then_some(y)
-}
-
-fn content_id(prefix: &str, raw: &str, line: usize) -> Result<ContentId, CatalogError> {
-    let n: u64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| parse_err(line, format!("item id {raw:?} is not a number")))?;
-    ContentId::new(format!("{prefix}:{n}")).map_err(|e| parse_err(line, e.to_string()))
-}
-
-fn parse_u_item_line(line: &str, n: usize) -> Result<CatalogItem, CatalogError> {
-    let fields: Vec<&str> = line.split('|').collect();
-    if fields.len() < 5 + ML100K_GENRES.len() {
-        return Err(parse_err(
-            n,
-            format!(
-                "expected {} '|'-separated fields, found {}",
-                5 + ML100K_GENRES.len(),
-                fields.len()
-            ),
-        ));
-    }
-    let flags = &fields[fields.len() - ML100K_GENRES.len()..];
-    let genres = flags
-        .iter()
-        .zip(ML100K_GENRES)
-        .filter(|(f, g)| f.trim() == "1" && *g != "unknown")
-        .map(|(_, g)| g.to_string())
-        .collect();
-    let title = fields[1].trim().to_string();
-    Ok(CatalogItem {
-        id: content_id("ml100k", fields[0], n)?,
-        year: title_year(&title),
-        title,
-        genres,
-        description: String::new(),
-    })
-}
-
-fn parse_movies_csv_line(line: &str, n: usize) -> Result<CatalogItem, CatalogError> {
-    let (id, rest) = line
-        .split_once(',')
-        .ok_or_else(|| parse_err(n, "missing title"))?;
-    let (title, genres) = match rest.strip_prefix('"') {
-        Some(q) => {
-            let end = q
-                .rfind('"')
-                .ok_or_else(|| parse_err(n, "unterminated quoted title"))?;
-            (
-                q[..end].replace("\"\"", "\""),
-                q[end + 1..].trim_start_matches(','),
-            )
-        }
-        None => {
-            let (t, g) = rest
-                .rsplit_once(',')
-                .ok_or_else(|| parse_err(n, "missing genres"))?;
-            (t.to_owned(), g)
-        }
-    };
-    let title = title.trim().to_string();
-    Ok(CatalogItem {
-        id: content_id("ml", id, n)?,
-        year: title_year(&title),
-        title,
-        genres: genres
-            .trim()
-            .split('|')
-            .filter(|g| !g.is_empty() && *g != "(no genres listed)")
-            .map(str::to_owned)
-            .collect(),
-        description: String::new(),
-    })
-}
-
-/// Parses an import body. Stops with [`CatalogError::TooMany`] past
-/// `max_items`, so a huge body costs at most `max_items` parsed items.
+/// Parses an import body (see `omega_protocol::catalog_import`); its
+/// errors become [`CatalogError::Parse`] and [`CatalogError::TooMany`].
 pub fn parse_import(
     format: ImportFormat,
     body: &[u8],
     max_items: usize,
 ) -> Result<Vec<CatalogItem>, CatalogError> {
-    let text: std::borrow::Cow<'_, str> = match format {
-        // ml-100k's files are Latin-1: every byte is one char.
-        ImportFormat::MovieLensUItem => body.iter().map(|&b| b as char).collect::<String>().into(),
-        _ => std::str::from_utf8(body)
-            .map_err(|e| parse_err(0, format!("not UTF-8: {e}")))?
-            .into(),
-    };
-    let mut items = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() || (format == ImportFormat::MoviesCsv && n == 1) {
-            continue;
-        }
-        let item = match format {
-            ImportFormat::JsonLines => serde_json::from_str::<CatalogItem>(line)
-                .map_err(|e| parse_err(n, e.to_string()))?,
-            ImportFormat::MovieLensUItem => parse_u_item_line(line, n)?,
-            ImportFormat::MoviesCsv => parse_movies_csv_line(line, n)?,
-        };
-        if items.len() == max_items {
-            return Err(CatalogError::TooMany {
-                len: items.len() + 1,
-                max: max_items,
-            });
-        }
-        items.push(item);
-    }
-    Ok(items)
+    catalog_import::parse_import(format, body, max_items).map_err(|e| match e {
+        ImportError::Parse { line, reason } => CatalogError::Parse { line, reason },
+        ImportError::TooMany { len, max } => CatalogError::TooMany { len, max },
+    })
 }
 
 /// Messages of the catalog actor.
@@ -485,42 +317,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_three_formats() {
-        let u = b"1|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n\
-                  2|Caf\xe9 (1994)|01-Jan-1994||http://x|1|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0\n";
-        let items = parse_import(ImportFormat::MovieLensUItem, u, 10).expect("u.item");
-        assert_eq!(items.len(), 2);
-        assert_eq!(items[0].id.as_str(), "ml100k:1");
-        assert_eq!(items[0].year, Some(1995));
-        assert_eq!(items[0].genres, ["Animation", "Children's", "Comedy"]);
-        assert_eq!(items[1].title, "Café (1994)");
-        assert!(items[1].genres.is_empty());
-
-        let csv = "movieId,title,genres\n11,\"American President, The (1995)\",Comedy|Drama\n12,Heat (1995),(no genres listed)\n";
-        let items = parse_import(ImportFormat::MoviesCsv, csv.as_bytes(), 10).expect("csv");
-        assert_eq!(items[0].title, "American President, The (1995)");
-        assert_eq!(items[0].genres, ["Comedy", "Drama"]);
-        assert!(items[1].genres.is_empty());
-
-        let jl =
-            "{\"id\":\"x-1\",\"title\":\"A\"}\n\n{\"id\":\"x-2\",\"title\":\"B\",\"year\":2001}\n";
-        let items = parse_import(ImportFormat::JsonLines, jl.as_bytes(), 10).expect("jsonl");
-        assert_eq!(items.len(), 2);
-        assert_eq!(items[1].year, Some(2001));
-
+    fn import_errors_keep_their_line_and_limit() {
+        // The formats themselves are tested in omega_protocol::catalog_import.
+        let jl = "{\"id\":\"x-1\",\"title\":\"A\"}\n{\"id\":\"x-2\",\"title\":\"B\"}\n";
+        assert_eq!(
+            parse_import(ImportFormat::JsonLines, jl.as_bytes(), 10).map(|v| v.len()),
+            Ok(2)
+        );
         assert!(matches!(
-            parse_import(ImportFormat::JsonLines, b"{\"id\":1}\n", 10),
-            Err(CatalogError::Parse { line: 1, .. })
+            parse_import(ImportFormat::JsonLines, b"\n{\"id\":1}\n", 10),
+            Err(CatalogError::Parse { line: 2, .. })
         ));
         assert!(matches!(
             parse_import(ImportFormat::JsonLines, jl.as_bytes(), 1),
             Err(CatalogError::TooMany { max: 1, .. })
         ));
-        assert!(parse_import(ImportFormat::MovieLensUItem, b"garbage", 10).is_err());
-        assert_eq!(
-            ImportFormat::from_name("movies-csv"),
-            Some(ImportFormat::MoviesCsv)
-        );
-        assert_eq!(ImportFormat::from_name("xml"), None);
     }
 }
