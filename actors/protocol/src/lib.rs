@@ -6,19 +6,16 @@
 //! * [`wire`]: the compact, bounded mirror postcard writes; explicit
 //!   conversions to and from the domain types.
 //! * [`codec`]: versioned, length-prefixed frames with hard size limits.
-//! * [`quic`]: quinn + rustls with mutual TLS, ALPN `omega/1`, revocation,
-//!   device identity from the certificate.
 //! * [`limits`]: every bound the protocol enforces.
 //!
-//! This crate is sans-IO except for [`quic`] and the async frame reader in
-//! [`codec`]; nothing in it reads a clock.
+//! This crate is sans-IO: no sockets, no async runtime, no TLS (those are in
+//! `omega-transport`), and nothing in it reads a clock.
 
 pub mod codec;
 pub mod domain;
 pub mod embedding;
 pub mod hash;
 pub mod limits;
-pub mod quic;
 pub mod wire;
 
 pub use codec::CodecError;

@@ -28,8 +28,11 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-use crate::codec::{self, CodecError};
-use crate::domain::DeviceId;
+use omega_protocol::codec::CodecError;
+use omega_protocol::limits::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
+use omega_protocol::DeviceId;
+
+use crate::frame::read_frame;
 
 /// The one application protocol spoken: Omega sync, version 1.
 pub const ALPN: &[u8] = b"omega/1";
@@ -444,8 +447,8 @@ impl ExchangeError {
 }
 
 /// Client side of one exchange: opens a stream, sends `request_frame` (as built
-/// by [`codec::encode_request`]), and returns the response frame body (decode
-/// it with [`codec::decode_response`]).
+/// by [`omega_protocol::codec::encode_request`]), and returns the response frame body (decode
+/// it with [`omega_protocol::codec::decode_response`]).
 pub async fn exchange(
     conn: &quinn::Connection,
     request_frame: &[u8],
@@ -457,9 +460,7 @@ pub async fn exchange(
         // The stream's end tells the server the request is complete; an
         // already-closed stream will surface on the read below.
         let _ = send.finish();
-        Ok::<_, ExchangeError>(
-            codec::read_frame(&mut recv, crate::limits::MAX_RESPONSE_FRAME).await?,
-        )
+        Ok::<_, ExchangeError>(read_frame(&mut recv, MAX_RESPONSE_FRAME).await?)
     };
     tokio::time::timeout(timeout, work)
         .await
@@ -474,7 +475,7 @@ pub async fn accept_exchange(
     conn: &quinn::Connection,
 ) -> Result<(quinn::SendStream, Result<Vec<u8>, CodecError>), quinn::ConnectionError> {
     let (send, mut recv) = conn.accept_bi().await?;
-    let body = codec::read_frame(&mut recv, crate::limits::MAX_REQUEST_FRAME).await;
+    let body = read_frame(&mut recv, MAX_REQUEST_FRAME).await;
     Ok((send, body))
 }
 
