@@ -17,9 +17,10 @@
 //! The crypto provider is *ring* (no C toolchain beyond `cc`).
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
@@ -205,10 +206,7 @@ struct ReloadableVerifier {
 
 impl ReloadableVerifier {
     fn current(&self) -> Arc<dyn ClientCertVerifier> {
-        match self.inner.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.inner.read().clone()
     }
 }
 
@@ -260,10 +258,7 @@ impl RevocationHandle {
     pub fn reload(&self, crl_pems: &[&[u8]]) -> Result<(), TlsError> {
         let crls = parse_crls(crl_pems)?;
         let next = build_client_verifier(&self.0.anchor, crls)?;
-        match self.0.inner.write() {
-            Ok(mut g) => *g = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
+        *self.0.inner.write() = next;
         Ok(())
     }
 }
