@@ -112,9 +112,7 @@ pub fn unframe(bytes: &[u8], limit: usize) -> Result<(&[u8], &[u8]), CodecError>
     Ok(rest.split_at(len))
 }
 
-/// The body length a frame header announces, refused over `limit` (before any
-/// buffer is allocated for it).
-pub fn body_len(header: [u8; FRAME_HEADER], limit: usize) -> Result<usize, CodecError> {
+fn body_len(header: [u8; FRAME_HEADER], limit: usize) -> Result<usize, CodecError> {
     let len = u32::from_be_bytes(header) as usize;
     if len > limit {
         return Err(CodecError::FrameTooLarge { len, limit });
