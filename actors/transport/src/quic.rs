@@ -64,7 +64,7 @@ pub enum TlsError {
     NoPeerCertificate,
     /// The peer's certificate has no usable common name for a device id.
     #[error("peer certificate does not carry a valid device id: {0}")]
-    BadIdentity(String),
+    BadIdentity(#[source] omega_certs::CertError),
 }
 
 /// A certificate chain and its private key.
@@ -324,24 +324,6 @@ pub fn client_config(
     Ok(cfg)
 }
 
-/// The common name of a DER certificate.
-pub fn common_name(der: &[u8]) -> Result<String, TlsError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| TlsError::BadIdentity(format!("unparsable certificate: {e}")))?;
-    // Exactly one, as omega-certs' `device_id_from_cert` requires: with two,
-    // which one names the device would be a guess.
-    let mut cns = cert.subject().iter_common_name();
-    let cn = cns
-        .next()
-        .ok_or_else(|| TlsError::BadIdentity("no common name".into()))?;
-    if cns.next().is_some() {
-        return Err(TlsError::BadIdentity("more than one common name".into()));
-    }
-    cn.as_str()
-        .map(str::to_owned)
-        .map_err(|e| TlsError::BadIdentity(format!("common name: {e}")))
-}
-
 /// The device id of an authenticated connection: the verified leaf
 /// certificate's common name.
 pub fn peer_device_id(conn: &quinn::Connection) -> Result<DeviceId, TlsError> {
@@ -350,8 +332,7 @@ pub fn peer_device_id(conn: &quinn::Connection) -> Result<DeviceId, TlsError> {
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or(TlsError::NoPeerCertificate)?;
     let leaf = certs.first().ok_or(TlsError::NoPeerCertificate)?;
-    let cn = common_name(leaf)?;
-    DeviceId::new(cn).map_err(|e| TlsError::BadIdentity(e.to_string()))
+    omega_certs::device_id_from_cert(leaf).map_err(TlsError::BadIdentity)
 }
 
 /// A named reason for a refused handshake, from the TLS alert carried in the
