@@ -4,6 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
+#[cfg(feature = "ca")]
 use crate::CaKind;
 
 /// Everything that can go wrong in `omega-certs`.
@@ -91,6 +92,7 @@ pub enum CertError {
     #[error("CA certificate and private key do not match")]
     CaKeyMismatch,
 
+    #[cfg(feature = "ca")]
     /// A CA of one kind was asked to do the other kind's job
     /// (e.g. the node CA issuing a device certificate).
     #[error("wrong CA: this operation needs the {expected:?} CA, but got the {actual:?} CA")]
@@ -179,6 +181,7 @@ pub enum CertError {
         source: io::Error,
     },
 
+    #[cfg(feature = "ca")]
     /// rcgen failed to generate a key, build or sign a certificate or CRL.
     #[error("certificate generation failed: {0}")]
     Generation(#[from] rcgen::Error),

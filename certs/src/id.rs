@@ -1,7 +1,14 @@
-//! Device ids and node names: the naming rule (they become file names and
-//! certificate CNs, so they must be safe for both) and reading the device id back
-//! out of a verified client certificate.
+//! Device ids and node names, and reading the device id back out of a verified
+//! client certificate.
+//!
+//! The naming rule is omega-protocol's [`DeviceId`] (ids become file names and
+//! certificate CNs, so they must be safe for both); this module only maps its
+//! refusal to [`CertError`]. [`device_id_from_cert`] is the one place a
+//! certificate's common name is read: the CA loader here and omega-transport
+//! (the node's and the TV's handshake) both go through it.
 
+use omega_protocol::limits::MAX_DEVICE_ID_LEN;
+use omega_protocol::{DeviceId, DomainError};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::X509Name;
@@ -9,34 +16,29 @@ use x509_parser::x509::X509Name;
 use crate::CertError;
 
 /// Longest accepted device id or node name.
-pub const MAX_ID_LEN: usize = 64;
+pub const MAX_ID_LEN: usize = MAX_DEVICE_ID_LEN;
 
 /// Check a device id (the same rule applies to node names).
 ///
 /// An id is 1..=64 characters of `[A-Za-z0-9._-]` and does not start with `.` or
-/// `-`. This keeps ids usable as file names (no `/`, no `..`, no hidden files, no
-/// option-like names) and as printable certificate CNs.
+/// `-` ([`DeviceId`]'s rule). This keeps ids usable as file names (no `/`, no
+/// `..`, no hidden files, no option-like names) and as printable certificate CNs.
 pub fn validate_device_id(id: &str) -> Result<(), CertError> {
-    let invalid = |reason| CertError::InvalidId {
-        id: id.to_owned(),
-        reason,
-    };
-    if id.is_empty() {
-        return Err(CertError::EmptyId);
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(invalid("longer than 64 characters"));
-    }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return Err(invalid("only A-Z, a-z, 0-9, '.', '_' and '-' are allowed"));
-    }
-    if id.starts_with('.') || id.starts_with('-') {
-        return Err(invalid("must not start with '.' or '-'"));
-    }
-    Ok(())
+    device_id(id).map(drop)
+}
+
+fn device_id(id: &str) -> Result<DeviceId, CertError> {
+    DeviceId::new(id).map_err(|e| match e {
+        _ if id.is_empty() => CertError::EmptyId,
+        DomainError::InvalidId { why, .. } => CertError::InvalidId {
+            id: id.to_owned(),
+            reason: why,
+        },
+        _ => CertError::InvalidId {
+            id: id.to_owned(),
+            reason: "not a valid device id",
+        },
+    })
 }
 
 /// The device id of a DER-encoded leaf certificate: its subject common name,
@@ -44,16 +46,15 @@ pub fn validate_device_id(id: &str) -> Result<(), CertError> {
 ///
 /// This does not verify the certificate; call it on a certificate the TLS layer
 /// has already verified against the device CA.
-pub fn device_id_from_cert(der: &[u8]) -> Result<String, CertError> {
+pub fn device_id_from_cert(der: &[u8]) -> Result<DeviceId, CertError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::InvalidCertificate {
         reason: format!("cannot parse certificate: {e}"),
     })?;
-    let cn = common_name(cert.subject())?;
-    validate_device_id(&cn)?;
-    Ok(cn)
+    device_id(&common_name(cert.subject())?)
 }
 
-/// The single common name of an X.509 name.
+/// The single common name of an X.509 name: with two, which one names the
+/// device would be a guess.
 pub(crate) fn common_name(name: &X509Name<'_>) -> Result<String, CertError> {
     let mut cns = name.iter_common_name();
     let first = cns.next().ok_or_else(|| CertError::InvalidCertificate {

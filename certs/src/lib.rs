@@ -11,21 +11,34 @@
 //! - [`device_id_from_cert`]: the device id of a verified client certificate.
 //! - [`inspect_pem`]: a readable summary of a certificate or CRL.
 
+//!
+//! Everything but the id rule and [`device_id_from_cert`] is behind the default
+//! `ca` feature, so the transport reads device ids without rcgen.
+
+#[cfg(feature = "ca")]
 mod ca;
 mod error;
+#[cfg(feature = "ca")]
 mod fsutil;
 mod id;
+#[cfg(feature = "ca")]
 mod inspect;
+#[cfg(feature = "ca")]
 mod serial;
+#[cfg(feature = "ca")]
 mod store;
 
+#[cfg(feature = "ca")]
 pub use ca::{
     CaKind, CertificateAuthority, IssuedCert, Validity, CA_VALIDITY_DAYS, CRL_VALIDITY_DAYS,
 };
 pub use error::CertError;
 pub use id::{device_id_from_cert, validate_device_id, MAX_ID_LEN};
+#[cfg(feature = "ca")]
 pub use inspect::{inspect_file, inspect_pem, CertInfo, CrlInfo, Inspected};
+#[cfg(feature = "ca")]
 pub use serial::SerialHex;
+#[cfg(feature = "ca")]
 pub use store::{
     CertDir, CertPaths, LedgerEntry, Revocation, DEFAULT_DEVICE_DAYS, DEFAULT_NODE_DAYS,
 };

@@ -108,7 +108,10 @@ fn device_cert_chains_to_device_ca_and_round_trips_its_id() {
     assert!(eku.client_auth && !eku.server_auth);
     assert_eq!(leaf.validity().not_after.to_datetime(), cert.not_after);
 
-    assert_eq!(device_id_from_cert(&der).unwrap(), "living-room.tv_42");
+    assert_eq!(
+        device_id_from_cert(&der).unwrap().as_str(),
+        "living-room.tv_42"
+    );
     verify_client(ca.cert_der(), None, &der).unwrap();
 
     // The key belongs to the certificate.

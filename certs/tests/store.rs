@@ -122,7 +122,7 @@ fn issue_device_writes_cert_and_0600_key_that_chain_to_the_device_ca() {
     assert_eq!(fs::read_to_string(&key_path).unwrap(), cert.key_pem);
 
     let der = pem_der(&cert.cert_pem, "CERTIFICATE");
-    assert_eq!(device_id_from_cert(&der).unwrap(), "tv-0001");
+    assert_eq!(device_id_from_cert(&der).unwrap().as_str(), "tv-0001");
     let ca_der = store.ca(CaKind::Device).cert_der();
     let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
     let (_, leaf) = X509Certificate::from_der(&der).unwrap();
@@ -410,7 +410,7 @@ fn issue_devices_1000() {
         &fs::read_to_string(paths.device_cert_path("tv-0500")).unwrap(),
         "CERTIFICATE",
     );
-    assert_eq!(device_id_from_cert(&der).unwrap(), "tv-0500");
+    assert_eq!(device_id_from_cert(&der).unwrap().as_str(), "tv-0500");
 
     let reopened = CertDir::open(store.dir()).unwrap();
     assert_eq!(reopened.entries().len(), 1001);

@@ -17,8 +17,8 @@ use omega_certs::{CaKind, CertDir, Validity};
 use omega_constellation::actors::{catalog::parse_import, ImportFormat};
 use omega_node::{Config, RunningNode, ServeOptions};
 use omega_protocol::codec::{decode_response, encode_request};
-use omega_protocol::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
 use omega_protocol::*;
+use omega_transport::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
 
 fn pattern(seed: u32) -> PatternSummary {
     let v: Vec<f32> = (0..EMBEDDING_DIM)

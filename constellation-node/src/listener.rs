@@ -6,7 +6,7 @@
 //!   off) instead of being queued. The device id is read from the verified
 //!   certificate, never from the payload.
 //! * Streams: quinn caps concurrent streams per connection (8, see
-//!   `omega_protocol::quic`), so the tasks spawned per stream are bounded.
+//!   `omega_transport::quic`), so the tasks spawned per stream are bounded.
 //!   A device has `request_timeout` to send its request frame.
 //! * A bad frame — malformed, oversized (length prefix above 64 KiB, rejected
 //!   before reading the body), cut short, wrong protocol version — is
@@ -27,9 +27,10 @@ use tokio::task::JoinSet;
 
 use omega_constellation::actors::{now_ms, Node};
 use omega_constellation::sync::SyncOutcome;
-use omega_protocol::codec::{decode_request, encode_response, read_frame};
+use omega_protocol::codec::{decode_request, encode_response};
 use omega_protocol::wire::MIN_PROTOCOL_VERSION;
 use omega_protocol::{limits, CodecError, DeviceId, SyncError, SyncResponse, PROTOCOL_VERSION};
+use omega_transport::read_frame;
 
 use crate::telemetry;
 
@@ -118,11 +119,11 @@ async fn serve_connection(
         Ok(c) => c,
         Err(e) => {
             metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "handshake").increment(1);
-            tracing::debug!(error = %e, reason = ?omega_protocol::quic::HandshakeFailure::of(&e), "handshake failed");
+            tracing::debug!(error = %e, reason = ?omega_transport::quic::HandshakeFailure::of(&e), "handshake failed");
             return;
         }
     };
-    let device = match omega_protocol::quic::peer_device_id(&conn) {
+    let device = match omega_transport::quic::peer_device_id(&conn) {
         Ok(d) => d,
         Err(e) => {
             metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "identity").increment(1);
@@ -229,7 +230,7 @@ async fn serve_stream(
             }
         }
     };
-    if let Err(e) = omega_protocol::quic::respond(&mut send, &frame).await {
+    if let Err(e) = omega_transport::quic::respond(&mut send, &frame).await {
         tracing::debug!(device = %device, error = %e, "response not delivered");
     }
     metrics::histogram!(telemetry::SYNC_DURATION).record(started.elapsed().as_secs_f64());

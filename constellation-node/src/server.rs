@@ -23,7 +23,7 @@ use tokio::sync::{watch, Semaphore};
 
 use omega_constellation::actors::{Node, TextEmbedder};
 use omega_constellation::store::{PatternStore, RedbStore};
-use omega_protocol::quic::{server_config, TlsIdentity, TrustAnchor};
+use omega_transport::quic::{server_config, TlsIdentity, TrustAnchor};
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
@@ -62,7 +62,7 @@ pub enum ServeError {
     },
     /// TLS material could not be loaded.
     #[error("TLS: {0}")]
-    Tls(#[from] omega_protocol::quic::TlsError),
+    Tls(#[from] omega_transport::quic::TlsError),
     /// A socket could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {

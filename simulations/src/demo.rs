@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use omega_certs::{CaKind, CertDir};
 use omega_constellation::store::PatternStore;
 use omega_protocol::codec::{decode_response, encode_request};
-use omega_protocol::quic::{self, HandshakeFailure, TlsIdentity, TrustAnchor};
 use omega_protocol::*;
+use omega_transport::quic::{self, HandshakeFailure, TlsIdentity, TrustAnchor};
 
 use crate::movielens;
 

@@ -12,11 +12,12 @@
 //! read before the rest, so a peer speaking a newer version gets a typed
 //! [`CodecError::UnsupportedVersion`] rather than a parse error.
 //!
+//! Reading frames from a stream is `omega-transport`'s job; this module only
+//! builds, splits and decodes byte strings.
+//!
 //! zstd is not used: ternary embeddings are incompressible (measured in
 //! `tests/sizes.rs`), and the frames that would gain (catalog pages) are not
 //! under the per-sync budget.
-
-use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::domain::{DomainError, SyncRequest, SyncResponse};
 use crate::limits::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
@@ -189,34 +190,4 @@ pub fn decode_wire_response(body: &[u8]) -> Result<WireResponse, CodecError> {
 /// Decodes and validates a response frame body.
 pub fn decode_response(body: &[u8]) -> Result<SyncResponse, CodecError> {
     Ok(SyncResponse::try_from(&decode_wire_response(body)?)?)
-}
-
-/// Reads one frame body from a stream. The length is checked against `limit`
-/// before any buffer is allocated; a stream ending early is
-/// [`CodecError::Truncated`].
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    limit: usize,
-) -> Result<Vec<u8>, CodecError> {
-    let mut header = [0u8; FRAME_HEADER];
-    read_full(r, &mut header).await?;
-    let len = body_len(header, limit)?;
-    let mut body = vec![0u8; len];
-    read_full(r, &mut body).await?;
-    Ok(body)
-}
-
-async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), CodecError> {
-    let mut got = 0;
-    while got < buf.len() {
-        let n = r.read(&mut buf[got..]).await?;
-        if n == 0 {
-            return Err(CodecError::Truncated {
-                expected: buf.len(),
-                got,
-            });
-        }
-        got += n;
-    }
-    Ok(())
 }

@@ -19,6 +19,7 @@
 //!   one signed byte per coordinate.
 
 use serde::{Deserialize, Serialize};
+use serde_big_array::BigArray;
 
 /// Dimensions of an all-MiniLM-L6-v2 sentence embedding.
 pub const EMBEDDING_DIM: usize = 384;
@@ -327,53 +328,11 @@ impl TernaryEmbedding {
     }
 }
 
-/// Serde for fixed arrays longer than serde's derive supports (32), written as
-/// a tuple so postcard spends no length prefix and never allocates on decode.
-mod fixed_array {
-    use serde::de::{Error, SeqAccess, Visitor};
-    use serde::ser::SerializeTuple;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::marker::PhantomData;
-
-    pub fn serialize<S: Serializer, T: Serialize, const N: usize>(
-        v: &[T; N],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(N)?;
-        for x in v {
-            t.serialize_element(x)?;
-        }
-        t.end()
-    }
-
-    pub fn deserialize<'de, D, T, const N: usize>(d: D) -> Result<[T; N], D::Error>
-    where
-        D: Deserializer<'de>,
-        T: Deserialize<'de> + Copy + Default,
-    {
-        struct V<T, const N: usize>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de> + Copy + Default, const N: usize> Visitor<'de> for V<T, N> {
-            type Value = [T; N];
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "an array of {N} elements")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = [T::default(); N];
-                for (i, slot) in out.iter_mut().enumerate() {
-                    *slot = seq
-                        .next_element()?
-                        .ok_or_else(|| Error::invalid_length(i, &self))?;
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_tuple(N, V::<T, N>(PhantomData))
-    }
-}
-
 /// The undecoded wire form of a [`TernaryEmbedding`]; validated on conversion.
+/// `BigArray` writes fixed arrays longer than serde's derive supports (32) as a
+/// tuple, so postcard spends no length prefix and never allocates on decode.
 #[derive(Serialize, Deserialize)]
-struct RawTernary(#[serde(with = "fixed_array")] [u8; TERNARY_BYTES]);
+struct RawTernary(#[serde(with = "BigArray")] [u8; TERNARY_BYTES]);
 
 impl TryFrom<RawTernary> for TernaryEmbedding {
     type Error = EmbeddingError;
@@ -392,7 +351,7 @@ impl From<TernaryEmbedding> for RawTernary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct I8Embedding {
     scale: f32,
-    #[serde(with = "fixed_array")]
+    #[serde(with = "BigArray")]
     values: [i8; EMBEDDING_DIM],
 }
 
@@ -457,6 +416,29 @@ mod tests {
             .map(|i| ((i as f32 + 1.0) * (seed as f32 + 0.37)).sin())
             .collect();
         Embedding::new(v).unwrap()
+    }
+
+    #[test]
+    fn wire_forms_are_the_bare_bytes() {
+        // Fixed arrays are postcard tuples: no length prefix, element after
+        // element, so a ternary code is its 77 bytes and an int8 embedding is
+        // the f32 scale then 384 bytes.
+        let e = vector(3);
+        let t = TernaryEmbedding::encode(&e);
+        let bytes = postcard::to_stdvec(&t).unwrap();
+        assert_eq!(bytes, t.as_bytes().to_vec());
+        assert_eq!(postcard::from_bytes::<TernaryEmbedding>(&bytes).unwrap(), t);
+        let q = I8Embedding::encode(&e);
+        let bytes = postcard::to_stdvec(&q).unwrap();
+        assert_eq!(bytes.len(), 4 + EMBEDDING_DIM);
+        assert_eq!(bytes[..4], q.scale.to_le_bytes());
+        assert!(bytes[4..]
+            .iter()
+            .zip(&q.values)
+            .all(|(b, v)| *b == *v as u8));
+        assert_eq!(postcard::from_bytes::<I8Embedding>(&bytes).unwrap(), q);
+        // One byte short is an error, not a shorter array.
+        assert!(postcard::from_bytes::<I8Embedding>(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -6,14 +6,12 @@
 //! * [`wire`]: the compact, bounded mirror postcard writes; explicit
 //!   conversions to and from the domain types.
 //! * [`codec`]: versioned, length-prefixed frames with hard size limits.
-//! * [`quic`]: quinn + rustls with mutual TLS, ALPN `omega/1`, revocation,
-//!   device identity from the certificate.
 //! * [`limits`]: every bound the protocol enforces.
 //! * [`catalog_import`]: the formats catalog items arrive in (JSON lines,
 //!   MovieLens `u.item` and `movies.csv`).
 //!
-//! This crate is sans-IO except for [`quic`] and the async frame reader in
-//! [`codec`]; nothing in it reads a clock.
+//! This crate is sans-IO: no sockets, no async runtime, no TLS (those are in
+//! `omega-transport`), and nothing in it reads a clock.
 
 pub mod catalog_import;
 pub mod codec;
@@ -21,7 +19,6 @@ pub mod domain;
 pub mod embedding;
 pub mod hash;
 pub mod limits;
-pub mod quic;
 pub mod wire;
 
 pub use codec::CodecError;

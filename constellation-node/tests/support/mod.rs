@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use omega_certs::{CaKind, CertDir, IssuedCert, Validity};
 use omega_node::{Config, RunningNode, ServeOptions};
 use omega_protocol::codec::{decode_response, encode_request};
-use omega_protocol::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
 use omega_protocol::*;
+use omega_transport::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -122,7 +122,7 @@ pub async fn raw(conn: &quinn::Connection, bytes: &[u8]) -> Result<SyncResponse,
     let _ = send.finish();
     let body = tokio::time::timeout(
         WAIT,
-        omega_protocol::codec::read_frame(&mut recv, limits::MAX_RESPONSE_FRAME),
+        omega_transport::read_frame(&mut recv, limits::MAX_RESPONSE_FRAME),
     )
     .await
     .map_err(|_| "no answer".to_string())?

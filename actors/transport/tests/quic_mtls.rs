@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use omega_certs::{CaKind, CertificateAuthority, IssuedCert, Validity};
 use omega_protocol::codec::{decode_request, decode_response, encode_request, encode_response};
-use omega_protocol::quic::*;
 use omega_protocol::*;
+use omega_transport::quic::*;
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -17,9 +17,10 @@
 //! The crypto provider is *ring* (no C toolchain beyond `cc`).
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
@@ -28,8 +29,11 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-use crate::codec::{self, CodecError};
-use crate::domain::DeviceId;
+use omega_protocol::codec::CodecError;
+use omega_protocol::limits::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
+use omega_protocol::DeviceId;
+
+use crate::frame::read_frame;
 
 /// The one application protocol spoken: Omega sync, version 1.
 pub const ALPN: &[u8] = b"omega/1";
@@ -60,7 +64,7 @@ pub enum TlsError {
     NoPeerCertificate,
     /// The peer's certificate has no usable common name for a device id.
     #[error("peer certificate does not carry a valid device id: {0}")]
-    BadIdentity(String),
+    BadIdentity(#[source] omega_certs::CertError),
 }
 
 /// A certificate chain and its private key.
@@ -202,10 +206,7 @@ struct ReloadableVerifier {
 
 impl ReloadableVerifier {
     fn current(&self) -> Arc<dyn ClientCertVerifier> {
-        match self.inner.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.inner.read().clone()
     }
 }
 
@@ -257,10 +258,7 @@ impl RevocationHandle {
     pub fn reload(&self, crl_pems: &[&[u8]]) -> Result<(), TlsError> {
         let crls = parse_crls(crl_pems)?;
         let next = build_client_verifier(&self.0.anchor, crls)?;
-        match self.0.inner.write() {
-            Ok(mut g) => *g = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
+        *self.0.inner.write() = next;
         Ok(())
     }
 }
@@ -326,24 +324,6 @@ pub fn client_config(
     Ok(cfg)
 }
 
-/// The common name of a DER certificate.
-pub fn common_name(der: &[u8]) -> Result<String, TlsError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| TlsError::BadIdentity(format!("unparsable certificate: {e}")))?;
-    // Exactly one, as omega-certs' `device_id_from_cert` requires: with two,
-    // which one names the device would be a guess.
-    let mut cns = cert.subject().iter_common_name();
-    let cn = cns
-        .next()
-        .ok_or_else(|| TlsError::BadIdentity("no common name".into()))?;
-    if cns.next().is_some() {
-        return Err(TlsError::BadIdentity("more than one common name".into()));
-    }
-    cn.as_str()
-        .map(str::to_owned)
-        .map_err(|e| TlsError::BadIdentity(format!("common name: {e}")))
-}
-
 /// The device id of an authenticated connection: the verified leaf
 /// certificate's common name.
 pub fn peer_device_id(conn: &quinn::Connection) -> Result<DeviceId, TlsError> {
@@ -352,8 +332,7 @@ pub fn peer_device_id(conn: &quinn::Connection) -> Result<DeviceId, TlsError> {
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or(TlsError::NoPeerCertificate)?;
     let leaf = certs.first().ok_or(TlsError::NoPeerCertificate)?;
-    let cn = common_name(leaf)?;
-    DeviceId::new(cn).map_err(|e| TlsError::BadIdentity(e.to_string()))
+    omega_certs::device_id_from_cert(leaf).map_err(TlsError::BadIdentity)
 }
 
 /// A named reason for a refused handshake, from the TLS alert carried in the
@@ -444,8 +423,8 @@ impl ExchangeError {
 }
 
 /// Client side of one exchange: opens a stream, sends `request_frame` (as built
-/// by [`codec::encode_request`]), and returns the response frame body (decode
-/// it with [`codec::decode_response`]).
+/// by [`omega_protocol::codec::encode_request`]), and returns the response frame body (decode
+/// it with [`omega_protocol::codec::decode_response`]).
 pub async fn exchange(
     conn: &quinn::Connection,
     request_frame: &[u8],
@@ -457,9 +436,7 @@ pub async fn exchange(
         // The stream's end tells the server the request is complete; an
         // already-closed stream will surface on the read below.
         let _ = send.finish();
-        Ok::<_, ExchangeError>(
-            codec::read_frame(&mut recv, crate::limits::MAX_RESPONSE_FRAME).await?,
-        )
+        Ok::<_, ExchangeError>(read_frame(&mut recv, MAX_RESPONSE_FRAME).await?)
     };
     tokio::time::timeout(timeout, work)
         .await
@@ -474,7 +451,7 @@ pub async fn accept_exchange(
     conn: &quinn::Connection,
 ) -> Result<(quinn::SendStream, Result<Vec<u8>, CodecError>), quinn::ConnectionError> {
     let (send, mut recv) = conn.accept_bi().await?;
-    let body = codec::read_frame(&mut recv, crate::limits::MAX_REQUEST_FRAME).await;
+    let body = read_frame(&mut recv, MAX_REQUEST_FRAME).await;
     Ok((send, body))
 }
 
