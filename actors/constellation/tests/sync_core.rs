@@ -9,12 +9,53 @@ use omega_constellation::store::suite::{
     bucket, catalog_entry, device, embedding, global, region, trend,
 };
 use omega_constellation::store::{FailingStore, MemoryStore, PatternStore, RedbStore};
-use omega_constellation::sync::{SyncConfig, SyncCore, SyncOutcome};
+use omega_constellation::sync::{self, SyncConfig, SyncCore, SyncOutcome};
 use omega_protocol::{
-    codec, PatternDelta, PatternId, PatternSummary, SyncError, SyncKind, SyncRequest,
+    codec, DeviceId, PatternDelta, PatternId, PatternSummary, SyncError, SyncKind, SyncRequest,
+    SyncResponse,
 };
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
+
+/// A core and its store, driven as a shard actor drives them
+/// ([`sync::run`]: reads, decision, write).
+struct Shard<S> {
+    core: SyncCore,
+    store: S,
+}
+
+impl<S: PatternStore> Shard<S> {
+    fn new(store: S, config: SyncConfig) -> Result<Self, omega_constellation::sync::ConfigError> {
+        Ok(Self {
+            core: SyncCore::new(config)?,
+            store,
+        })
+    }
+
+    fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn handle(
+        &mut self,
+        device: &DeviceId,
+        req: SyncRequest,
+        now_ms: u64,
+        rng: &mut impl Rng,
+    ) -> SyncResponse {
+        self.handle_with_outcome(device, req, now_ms, rng).0
+    }
+
+    fn handle_with_outcome(
+        &mut self,
+        device: &DeviceId,
+        req: SyncRequest,
+        now_ms: u64,
+        rng: &mut impl Rng,
+    ) -> (SyncResponse, SyncOutcome) {
+        sync::run(&mut self.core, &self.store, device, req, now_ms, rng)
+    }
+}
 
 const MIN: u64 = 60_000;
 
@@ -47,10 +88,10 @@ fn added(ps: Vec<PatternSummary>) -> PatternDelta {
     }
 }
 
-fn redb_core() -> (tempfile::TempDir, SyncCore<Arc<RedbStore>>) {
+fn redb_core() -> (tempfile::TempDir, Shard<Arc<RedbStore>>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
-    (dir, SyncCore::new(store, SyncConfig::default()).unwrap())
+    (dir, Shard::new(store, SyncConfig::default()).unwrap())
 }
 
 fn rng() -> StdRng {
@@ -286,7 +327,7 @@ fn what_the_codec_cannot_check_is_refused() {
         allowed_regions: Some(BTreeSet::from([region(2)])),
         ..SyncConfig::default()
     };
-    let mut core = SyncCore::new(MemoryStore::new(), config).unwrap();
+    let mut core = Shard::new(MemoryStore::new(), config).unwrap();
     let r = req(SyncKind::Delta, 0, 1, added(vec![summary(1, 1)]));
     assert!(matches!(
         core.handle(&device(1), r.clone(), 0, &mut rng),
@@ -351,7 +392,7 @@ fn the_pattern_limit_is_a_bad_request_and_applies_nothing() {
 #[test]
 fn a_failed_write_is_internal_and_applies_nothing() {
     let store = Arc::new(FailingStore::new(MemoryStore::new(), 0));
-    let mut core = SyncCore::new(Arc::clone(&store), SyncConfig::default()).unwrap();
+    let mut core = Shard::new(Arc::clone(&store), SyncConfig::default()).unwrap();
     let mut rng = rng();
     let dev = device(1);
     core.handle(
@@ -376,6 +417,12 @@ fn a_failed_write_is_internal_and_applies_nothing() {
             matches!(got, Err(SyncError::Internal { .. })),
             "{kind:?}: {got:?}"
         );
+        // The store's error text stays in the node's log.
+        let Err(SyncError::Internal { reason }) = got else {
+            unreachable!()
+        };
+        assert!(!reason.contains("injected"), "{reason}");
+        assert!(reason.contains("ref "), "{reason}");
         let after = (
             store.device_state(&dev).unwrap(),
             store.device_patterns(&dev).unwrap(),
@@ -473,7 +520,7 @@ fn next_sync_is_randomized_within_the_configured_range() {
         next_sync_secs: (10, 12),
         ..SyncConfig::default()
     };
-    let mut core = SyncCore::new(MemoryStore::new(), config).unwrap();
+    let mut core = Shard::new(MemoryStore::new(), config).unwrap();
     let mut rng = rng();
     let mut seen = BTreeSet::new();
     for i in 0..64 {
@@ -487,7 +534,7 @@ fn next_sync_is_randomized_within_the_configured_range() {
     assert_eq!(seen, BTreeSet::from([10, 11, 12]));
     // Same seed, same answers.
     let again = |seed| {
-        let mut core = SyncCore::new(MemoryStore::new(), SyncConfig::default()).unwrap();
+        let mut core = Shard::new(MemoryStore::new(), SyncConfig::default()).unwrap();
         let mut rng = StdRng::seed_from_u64(seed);
         let r = req(SyncKind::Delta, 0, 0, PatternDelta::default());
         core.handle(&device(1), r, 0, &mut rng)

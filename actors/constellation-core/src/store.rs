@@ -2,7 +2,8 @@
 //! implementations.
 //!
 //! The trait is shaped for a wide-column store (the later ScyllaDB
-//! implementation must fit it) as much as for the embedded [`RedbStore`]:
+//! implementation must fit it) as much as for the embedded redb store of
+//! omega-constellation:
 //!
 //! * **per device** (partition key: device id): a [`DeviceState`] and the
 //!   device's patterns. [`PatternStore::apply_device_sync`] is the only
@@ -21,7 +22,7 @@
 //! actor calls it from `spawn_blocking` or a dedicated thread); a ScyllaDB
 //! implementation bridges to its async driver inside those blocking calls.
 //!
-//! Invariants every implementation keeps (checked by [`suite`]):
+//! Invariants every implementation keeps (checked by `suite`, with the `testing` feature):
 //!
 //! * A write returns `Ok` only once it is durable; a write that returns `Err`
 //!   applied nothing.
@@ -48,14 +49,15 @@ use omega_protocol::{
     GlobalPattern, PatternId, Region, TrendSignal,
 };
 
+#[cfg(any(test, feature = "testing"))]
 mod failing;
 mod memory;
-mod redb_store;
+#[cfg(any(test, feature = "testing"))]
 pub mod suite;
 
+#[cfg(any(test, feature = "testing"))]
 pub use failing::FailingStore;
 pub use memory::MemoryStore;
-pub use redb_store::RedbStore;
 
 /// Patterns one device may hold on the node.
 pub const MAX_PATTERNS_PER_DEVICE: u32 = 1024;
@@ -78,6 +80,13 @@ pub enum StoreError {
         op: &'static str,
         /// The engine's error, rendered.
         message: String,
+    },
+    /// The storage ran out of space during `op`; nothing from a failed write
+    /// was applied.
+    #[error("storage full during {op}")]
+    DiskFull {
+        /// The store operation that failed.
+        op: &'static str,
     },
     /// Stored bytes could not be decoded: the store is damaged or was written
     /// by an incompatible build.
@@ -116,7 +125,8 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
-    /// A fault injected by [`FailingStore`] (tests only); nothing was applied.
+    /// A fault injected by `FailingStore` (tests only); nothing was applied.
+    #[cfg(any(test, feature = "testing"))]
     #[error("injected failure of write #{write}")]
     Injected {
         /// The 1-based number of the failed write.
@@ -125,7 +135,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn backend(op: &'static str, e: impl std::fmt::Display) -> Self {
+    /// A [`StoreError::Backend`] of operation `op` with `e` rendered.
+    pub fn backend(op: &'static str, e: impl std::fmt::Display) -> Self {
         StoreError::Backend {
             op,
             message: e.to_string(),
@@ -258,7 +269,7 @@ pub struct GlobalsChange {
 }
 
 /// The node's storage. See the module docs for the partitioning and the
-/// invariants; [`suite`] checks them for any implementation.
+/// invariants; `suite` (feature `testing`) checks them for any implementation.
 pub trait PatternStore: Send + Sync {
     /// The device's state, `None` if the node holds nothing for it.
     fn device_state(&self, device: &DeviceId) -> Result<Option<DeviceInfo>, StoreError>;
@@ -341,10 +352,7 @@ pub trait PatternStore: Send + Sync {
 }
 
 /// Checks `publish_globals` arguments; shared by the implementations.
-pub(crate) fn check_publish(
-    patterns: &[GlobalPattern],
-    trends: &[TrendSignal],
-) -> Result<(), StoreError> {
+pub fn check_publish(patterns: &[GlobalPattern], trends: &[TrendSignal]) -> Result<(), StoreError> {
     if patterns.len() > MAX_GLOBALS_PER_REGION {
         return Err(StoreError::LimitExceeded {
             what: "global patterns per region",
@@ -386,8 +394,16 @@ pub fn same_global(a: &GlobalPattern, b: &GlobalPattern) -> bool {
             .all(|(x, y)| (x - y).abs() <= 1e-6)
 }
 
-pub(crate) fn clamp_page(limit: usize, max: usize) -> usize {
+/// `limit` clamped to `1..=max` (page sizes of the scans).
+pub fn clamp_page(limit: usize, max: usize) -> usize {
     limit.clamp(1, max)
+}
+
+/// Lets states that hold an `Arc<dyn PatternStore>` derive `Debug`.
+impl std::fmt::Debug for dyn PatternStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn PatternStore")
+    }
 }
 
 /// A shared store (one per node, handed to every shard's core).

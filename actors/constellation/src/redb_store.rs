@@ -30,7 +30,7 @@ use omega_protocol::{
     CatalogEntry, CatalogPage, ContentId, DeviceId, GlobalPattern, Region, TrendSignal,
 };
 
-use super::{
+use omega_constellation_core::store::{
     check_publish, clamp_page, same_global, DeviceInfo, DeviceSync, GlobalsChange, PatternCursor,
     PatternStore, RegionGlobals, RegionPattern, RegionPatternPage, StoreError, StoredPattern,
     MAX_GLOBAL_TOMBSTONES, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
@@ -82,9 +82,18 @@ fn dec<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, Store
     })
 }
 
-/// Maps any redb error of operation `op` to [`StoreError::Backend`].
-fn be<E: std::fmt::Display>(op: &'static str) -> impl Fn(E) -> StoreError {
-    move |e| StoreError::backend(op, e)
+/// Maps any redb error of operation `op` to [`StoreError::DiskFull`] when
+/// the file system is out of space, to [`StoreError::Backend`] otherwise.
+fn be<E: Into<redb::Error>>(op: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| {
+        let e: redb::Error = e.into();
+        match &e {
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                StoreError::DiskFull { op }
+            }
+            _ => StoreError::backend(op, e),
+        }
+    }
 }
 
 /// The embedded, durable [`PatternStore`].

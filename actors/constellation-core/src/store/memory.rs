@@ -8,7 +8,8 @@
 //! catalog items it is given.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use omega_protocol::{
     CatalogEntry, CatalogPage, ContentId, DeviceId, GlobalPattern, PatternId, Region, TrendSignal,
@@ -56,9 +57,10 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave a half-applied write:
-        // every write builds its result on a copy or checks before mutating.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        // parking_lot's lock does not poison; a panic while holding it cannot
+        // leave a half-applied write: every write builds its result on a copy
+        // or checks before mutating.
+        self.inner.lock()
     }
 }
 
