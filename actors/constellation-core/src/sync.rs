@@ -1,4 +1,4 @@
-//! The sync decisions: one device's sync request in, one [`SyncResponse`]
+//! The sync decisions: one device's sync request in, one [`PackedSyncResponse`]
 //! and at most one store write out.
 //!
 //! The core names the reads it needs and returns the write to make; it never
@@ -39,8 +39,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use rand::Rng;
 
 use omega_protocol::{
-    limits, CatalogPage, DeviceId, PatternId, PatternSummary, Region, SyncAccepted, SyncError,
-    SyncKind, SyncRequest, SyncResponse,
+    limits, DeviceId, PackedCatalogPage, PackedPatternSummary, PackedSyncAccepted,
+    PackedSyncRequest, PackedSyncResponse, PatternId, Region, SyncError, SyncKind,
 };
 
 use crate::store::{
@@ -298,7 +298,7 @@ pub struct AnswerInputs {
     pub globals: GlobalsChange,
     /// The page [`SyncCore::catalog_read`] asked for, `None` if it asked for
     /// none.
-    pub catalog: Option<CatalogPage>,
+    pub catalog: Option<PackedCatalogPage>,
 }
 
 /// The changes one applied sync makes to one device (owned form of
@@ -341,7 +341,7 @@ pub enum StoreWrite {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// The answer.
-    pub accepted: SyncAccepted,
+    pub accepted: PackedSyncAccepted,
     /// What the sync does.
     pub outcome: SyncOutcome,
     /// The write to make before answering.
@@ -409,7 +409,11 @@ impl SyncCore {
     /// Step 3: what the sync does given the device's stored state (`None`: the
     /// node holds nothing for it). Expects a request that passed
     /// [`SyncCore::validate`]. `Err` is `ResyncRequired`.
-    pub fn plan(&self, req: &SyncRequest, stored: Option<&DeviceInfo>) -> Result<Plan, SyncError> {
+    pub fn plan(
+        &self,
+        req: &PackedSyncRequest,
+        stored: Option<&DeviceInfo>,
+    ) -> Result<Plan, SyncError> {
         let version = stored.map_or(0, |i| i.state.pattern_version);
         let known = stored.is_some();
         Ok(match req.kind {
@@ -452,7 +456,7 @@ impl SyncCore {
     /// reads. `Err` is `Internal` when the reads break the response's limits.
     pub fn decide(
         &self,
-        req: SyncRequest,
+        req: PackedSyncRequest,
         plan: Plan,
         inputs: AnswerInputs,
         now_ms: u64,
@@ -516,8 +520,8 @@ impl SyncCore {
         &mut self,
         device: &DeviceId,
         now_ms: u64,
-        result: Result<(SyncAccepted, SyncOutcome), SyncError>,
-    ) -> (SyncResponse, SyncOutcome) {
+        result: Result<(PackedSyncAccepted, SyncOutcome), SyncError>,
+    ) -> (PackedSyncResponse, SyncOutcome) {
         let charge = !matches!(
             result,
             Err(SyncError::ResyncRequired { .. } | SyncError::Internal { .. })
@@ -537,10 +541,10 @@ impl SyncCore {
     /// Everything of the response except `acked_version`.
     fn answer(
         &self,
-        req: &SyncRequest,
+        req: &PackedSyncRequest,
         inputs: AnswerInputs,
         rng: &mut impl Rng,
-    ) -> Result<SyncAccepted, SyncError> {
+    ) -> Result<PackedSyncAccepted, SyncError> {
         let globals = inputs.globals;
         if globals.patterns.len() > limits::MAX_GLOBAL_PATTERNS
             || globals.removed.len() > limits::MAX_GLOBAL_REMOVED
@@ -556,7 +560,7 @@ impl SyncCore {
             globals.trends
         };
         let (min, max) = self.config.next_sync_secs;
-        Ok(SyncAccepted {
+        Ok(PackedSyncAccepted {
             acked_version: 0,
             global_version: globals.version,
             global_reset: globals.reset,
@@ -569,7 +573,7 @@ impl SyncCore {
     }
 
     /// Step 2: checks what the codec cannot (see the module docs).
-    pub fn validate(&self, req: &SyncRequest) -> Result<(), SyncError> {
+    pub fn validate(&self, req: &PackedSyncRequest) -> Result<(), SyncError> {
         if let Some(allowed) = &self.config.allowed_regions {
             if !allowed.contains(&req.region) {
                 return Err(bad(format!("region {} is not served here", req.region)));
@@ -636,7 +640,7 @@ impl SyncCore {
     }
 }
 
-fn stored_pattern(p: PatternSummary, now_ms: u64) -> StoredPattern {
+fn stored_pattern(p: PackedPatternSummary, now_ms: u64) -> StoredPattern {
     StoredPattern {
         id: p.id,
         bucket: p.bucket,

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use omega_protocol::{DeviceId, SyncAccepted, SyncError, SyncRequest, SyncResponse};
+use omega_protocol::{
+    DeviceId, PackedSyncAccepted, PackedSyncRequest, PackedSyncResponse, SyncError,
+};
 
 pub use omega_constellation_core::sync::*;
 
@@ -25,10 +27,10 @@ pub fn run<S: PatternStore + ?Sized>(
     core: &mut SyncCore,
     store: &S,
     device: &DeviceId,
-    req: SyncRequest,
+    req: PackedSyncRequest,
     now_ms: u64,
     rng: &mut impl Rng,
-) -> (SyncResponse, SyncOutcome) {
+) -> (PackedSyncResponse, SyncOutcome) {
     if let Err(e) = core.admit(device, now_ms) {
         return (Err(e), SyncOutcome::Refused);
     }
@@ -40,10 +42,10 @@ fn process<S: PatternStore + ?Sized>(
     core: &SyncCore,
     store: &S,
     device: &DeviceId,
-    req: SyncRequest,
+    req: PackedSyncRequest,
     now_ms: u64,
     rng: &mut impl Rng,
-) -> Result<(SyncAccepted, SyncOutcome), SyncError> {
+) -> Result<(PackedSyncAccepted, SyncOutcome), SyncError> {
     core.validate(&req)?;
     let stored = store
         .device_state(device)

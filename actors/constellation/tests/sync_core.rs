@@ -11,8 +11,8 @@ use omega_constellation::store::suite::{
 use omega_constellation::store::{FailingStore, MemoryStore, PatternStore, RedbStore};
 use omega_constellation::sync::{self, SyncConfig, SyncCore, SyncOutcome};
 use omega_protocol::{
-    codec, DeviceId, PatternDelta, PatternId, PatternSummary, SyncError, SyncKind, SyncRequest,
-    SyncResponse,
+    codec, DeviceId, PackedPatternDelta, PackedPatternSummary, PackedSyncRequest,
+    PackedSyncResponse, PatternId, SyncError, SyncKind,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -39,38 +39,38 @@ impl<S: PatternStore> Shard<S> {
     fn handle(
         &mut self,
         device: &DeviceId,
-        req: SyncRequest,
+        req: PackedSyncRequest,
         now_ms: u64,
         rng: &mut impl Rng,
-    ) -> SyncResponse {
+    ) -> PackedSyncResponse {
         self.handle_with_outcome(device, req, now_ms, rng).0
     }
 
     fn handle_with_outcome(
         &mut self,
         device: &DeviceId,
-        req: SyncRequest,
+        req: PackedSyncRequest,
         now_ms: u64,
         rng: &mut impl Rng,
-    ) -> (SyncResponse, SyncOutcome) {
+    ) -> (PackedSyncResponse, SyncOutcome) {
         sync::run(&mut self.core, &self.store, device, req, now_ms, rng)
     }
 }
 
 const MIN: u64 = 60_000;
 
-fn summary(id: u64, seed: u64) -> PatternSummary {
-    PatternSummary {
+fn summary(id: u64, seed: u64) -> PackedPatternSummary {
+    PackedPatternSummary {
         id: PatternId(id),
         bucket: bucket(seed),
-        embedding: embedding(seed),
+        embedding: embedding(seed).to_ternary(),
         success_rate: 0.5,
         samples: 4,
     }
 }
 
-fn req(kind: SyncKind, base: u64, version: u64, delta: PatternDelta) -> SyncRequest {
-    SyncRequest {
+fn req(kind: SyncKind, base: u64, version: u64, delta: PackedPatternDelta) -> PackedSyncRequest {
+    PackedSyncRequest {
         kind,
         base_version: base,
         pattern_version: version,
@@ -81,10 +81,10 @@ fn req(kind: SyncKind, base: u64, version: u64, delta: PatternDelta) -> SyncRequ
     }
 }
 
-fn added(ps: Vec<PatternSummary>) -> PatternDelta {
-    PatternDelta {
+fn added(ps: Vec<PackedPatternSummary>) -> PackedPatternDelta {
+    PackedPatternDelta {
         added: ps,
-        ..PatternDelta::default()
+        ..PackedPatternDelta::default()
     }
 }
 
@@ -114,10 +114,11 @@ fn a_snapshot_then_deltas_are_applied_in_version_order() {
     assert!((300..=900).contains(&ok.next_sync_secs));
     let stored = core.store().device_patterns(&dev).unwrap();
     assert_eq!(stored.len(), 2);
-    assert_eq!(stored[0].embedding, embedding(1));
+    // Kept exactly as it came.
+    assert_eq!(stored[0].embedding, embedding(1).to_ternary());
     assert_eq!(stored[0].updated_at_ms, 1_000);
 
-    let delta = PatternDelta {
+    let delta = PackedPatternDelta {
         added: vec![summary(3, 3)],
         updated: vec![summary(1, 11)],
         removed: vec![PatternId(2)],
@@ -135,7 +136,7 @@ fn a_snapshot_then_deltas_are_applied_in_version_order() {
         stored.iter().map(|p| p.id.0).collect::<Vec<_>>(),
         vec![1, 3]
     );
-    assert_eq!(stored[0].embedding, embedding(11));
+    assert_eq!(stored[0].embedding, embedding(11).to_ternary());
     let info = core.store().device_state(&dev).unwrap().unwrap();
     assert_eq!(
         (info.state.pattern_version, info.state.last_sync_ms),
@@ -215,7 +216,7 @@ fn a_snapshot_replaces_everything_and_forget_drops_the_device() {
         .collect();
     assert_eq!(ids, vec![7]);
 
-    let forget = req(SyncKind::Forget, 2, 3, PatternDelta::default());
+    let forget = req(SyncKind::Forget, 2, 3, PackedPatternDelta::default());
     let (resp, outcome) = core.handle_with_outcome(&dev, forget, 2 * MIN, &mut rng);
     assert_eq!(
         (resp.unwrap().acked_version, outcome),
@@ -238,7 +239,7 @@ fn what_the_codec_cannot_check_is_refused() {
     let mut rng = rng();
     let mut zero = summary(2, 2);
     zero.samples = 0;
-    let cases: Vec<(&str, SyncRequest)> = vec![
+    let cases: Vec<(&str, PackedSyncRequest)> = vec![
         (
             "duplicate id",
             req(
@@ -254,7 +255,7 @@ fn what_the_codec_cannot_check_is_refused() {
                 SyncKind::Delta,
                 0,
                 1,
-                PatternDelta {
+                PackedPatternDelta {
                     added: vec![summary(1, 1)],
                     updated: vec![summary(1, 1)],
                     removed: vec![],
@@ -267,7 +268,7 @@ fn what_the_codec_cannot_check_is_refused() {
                 SyncKind::Delta,
                 0,
                 1,
-                PatternDelta {
+                PackedPatternDelta {
                     added: vec![],
                     updated: vec![summary(1, 1)],
                     removed: vec![PatternId(1)],
@@ -280,16 +281,16 @@ fn what_the_codec_cannot_check_is_refused() {
                 SyncKind::Delta,
                 0,
                 1,
-                PatternDelta {
+                PackedPatternDelta {
                     removed: vec![PatternId(4), PatternId(4)],
-                    ..PatternDelta::default()
+                    ..PackedPatternDelta::default()
                 },
             ),
         ),
         ("no samples", req(SyncKind::Delta, 0, 1, added(vec![zero]))),
         (
             "regression",
-            req(SyncKind::Delta, 5, 4, PatternDelta::default()),
+            req(SyncKind::Delta, 5, 4, PackedPatternDelta::default()),
         ),
         (
             "change without a new version",
@@ -305,9 +306,9 @@ fn what_the_codec_cannot_check_is_refused() {
                 SyncKind::Snapshot,
                 0,
                 1,
-                PatternDelta {
+                PackedPatternDelta {
                     removed: vec![PatternId(1)],
-                    ..PatternDelta::default()
+                    ..PackedPatternDelta::default()
                 },
             ),
         ),
@@ -343,7 +344,7 @@ fn one_sync_a_minute_per_device() {
     let (_d, mut core) = redb_core();
     let mut rng = rng();
     let dev = device(1);
-    let pull = |v| req(SyncKind::Delta, v, v, PatternDelta::default());
+    let pull = |v| req(SyncKind::Delta, v, v, PackedPatternDelta::default());
     core.handle(&dev, pull(0), 10_000, &mut rng).unwrap();
     assert_eq!(
         core.handle(&dev, pull(0), 10_500, &mut rng),
@@ -357,7 +358,7 @@ fn one_sync_a_minute_per_device() {
     core.handle(&device(2), pull(0), 10_500, &mut rng).unwrap();
     core.handle(&dev, pull(0), 70_000, &mut rng).unwrap();
     // Bad requests count too.
-    let bad = req(SyncKind::Delta, 3, 1, PatternDelta::default());
+    let bad = req(SyncKind::Delta, 3, 1, PackedPatternDelta::default());
     assert!(core.handle(&device(3), bad, 0, &mut rng).is_err());
     assert!(matches!(
         core.handle(&device(3), pull(0), 1, &mut rng),
@@ -409,7 +410,7 @@ fn a_failed_write_is_internal_and_applies_nothing() {
     for (kind, base, delta) in [
         (SyncKind::Delta, 1, added(vec![summary(2, 2)])),
         (SyncKind::Snapshot, 0, added(vec![summary(3, 3)])),
-        (SyncKind::Forget, 1, PatternDelta::default()),
+        (SyncKind::Forget, 1, PackedPatternDelta::default()),
     ] {
         store.fail_nth_from_now(1);
         let got = core.handle(&dev, req(kind, base, 2, delta), MIN, &mut rng);
@@ -456,7 +457,7 @@ fn responses_carry_globals_trends_and_catalog_pages() {
     let first = core
         .handle(
             &dev,
-            req(SyncKind::Delta, 0, 0, PatternDelta::default()),
+            req(SyncKind::Delta, 0, 0, PackedPatternDelta::default()),
             0,
             &mut rng,
         )
@@ -471,9 +472,9 @@ fn responses_carry_globals_trends_and_catalog_pages() {
         (100, true, 100)
     );
     // The response fits the wire.
-    codec::encode_response(&Ok(first.clone())).unwrap();
+    codec::encode_packed_response(&Ok(first.clone())).unwrap();
 
-    let mut next = req(SyncKind::Delta, 0, 0, PatternDelta::default());
+    let mut next = req(SyncKind::Delta, 0, 0, PackedPatternDelta::default());
     next.global_version = 1;
     next.catalog_version = 100;
     let second = core.handle(&dev, next.clone(), MIN, &mut rng).unwrap();
@@ -524,7 +525,7 @@ fn next_sync_is_randomized_within_the_configured_range() {
     let mut rng = rng();
     let mut seen = BTreeSet::new();
     for i in 0..64 {
-        let r = req(SyncKind::Delta, 0, 0, PatternDelta::default());
+        let r = req(SyncKind::Delta, 0, 0, PackedPatternDelta::default());
         seen.insert(
             core.handle(&device(1), r, i, &mut rng)
                 .unwrap()
@@ -536,7 +537,7 @@ fn next_sync_is_randomized_within_the_configured_range() {
     let again = |seed| {
         let mut core = Shard::new(MemoryStore::new(), SyncConfig::default()).unwrap();
         let mut rng = StdRng::seed_from_u64(seed);
-        let r = req(SyncKind::Delta, 0, 0, PatternDelta::default());
+        let r = req(SyncKind::Delta, 0, 0, PackedPatternDelta::default());
         core.handle(&device(1), r, 0, &mut rng)
             .unwrap()
             .next_sync_secs

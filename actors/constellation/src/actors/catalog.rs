@@ -29,7 +29,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
-use omega_protocol::{CatalogEntry, CatalogItem, ContentId, Embedding};
+use omega_protocol::{CatalogEntry, CatalogItem, ContentId, Embedding, PackedCatalogEntry};
 
 use crate::store::{PatternStore, StoreError};
 
@@ -368,10 +368,14 @@ fn embed_and_store(
             reason: format!("{} embeddings for {} texts", embeddings.len(), batch.len()),
         });
     }
-    let entries: Vec<CatalogEntry> = batch
+    // Quantized once, here: the store and every response keep the int8 form.
+    let entries: Vec<PackedCatalogEntry> = batch
         .into_iter()
         .zip(embeddings)
-        .map(|(item, embedding)| CatalogEntry { item, embedding })
+        .map(|(item, embedding)| CatalogEntry {
+            item,
+            embedding: embedding.to_i8(),
+        })
         .collect();
     store
         .upsert_catalog(&entries)

@@ -37,7 +37,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef, ActorStatus};
 use tokio::sync::Semaphore;
 
-use omega_protocol::{CatalogItem, DeviceId, SyncError, SyncRequest, SyncResponse};
+use omega_protocol::{CatalogItem, DeviceId, PackedSyncRequest, PackedSyncResponse, SyncError};
 
 use crate::federation::{FederationConfig, FederationError};
 use crate::store::{PatternStore, StoreError};
@@ -238,7 +238,7 @@ pub struct Node {
 }
 
 /// Answer of a shard: the response and what happened.
-pub type SyncResult = (SyncResponse, SyncOutcome);
+pub type SyncResult = (PackedSyncResponse, SyncOutcome);
 
 impl Node {
     /// Starts the actor tree over `store`. Catalog imports need `embedder`
@@ -344,7 +344,7 @@ impl Node {
         &self,
         permit: Permit,
         device: DeviceId,
-        request: SyncRequest,
+        request: PackedSyncRequest,
         now_ms: u64,
     ) -> SyncResult {
         let index = crate::shard::shard_of(&device, self.config.shards) as usize;

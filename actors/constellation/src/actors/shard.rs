@@ -18,7 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use omega_protocol::{DeviceId, SyncRequest};
+use omega_protocol::{DeviceId, PackedSyncRequest};
 
 use crate::store::PatternStore;
 use crate::sync::{self, Permit, SyncConfig, SyncCore};
@@ -31,7 +31,7 @@ pub struct SyncJob {
     /// The device, from its verified certificate.
     pub device: DeviceId,
     /// The decoded request.
-    pub request: SyncRequest,
+    pub request: PackedSyncRequest,
     /// Unix milliseconds at arrival.
     pub now_ms: u64,
     /// The in-flight slot this job occupies; freed when the job is answered.
