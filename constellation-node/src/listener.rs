@@ -27,9 +27,11 @@ use tokio::task::JoinSet;
 
 use omega_constellation::actors::{now_ms, Node};
 use omega_constellation::sync::SyncOutcome;
-use omega_protocol::codec::{decode_request, encode_response};
+use omega_protocol::codec::{decode_packed_request, encode_packed_response};
 use omega_protocol::wire::MIN_PROTOCOL_VERSION;
-use omega_protocol::{limits, CodecError, DeviceId, SyncError, SyncResponse, PROTOCOL_VERSION};
+use omega_protocol::{
+    limits, CodecError, DeviceId, PackedSyncResponse, SyncError, PROTOCOL_VERSION,
+};
 use omega_transport::read_frame;
 
 use crate::telemetry;
@@ -170,7 +172,7 @@ async fn serve_stream(
     )
     .await;
     let mut codec_refused = true;
-    let (response, outcome): (SyncResponse, SyncOutcome) = match body {
+    let (response, outcome): (PackedSyncResponse, SyncOutcome) = match body {
         Err(_) => {
             metrics::counter!(telemetry::SYNC_ERRORS, "kind" => "request_timeout").increment(1);
             let _ = recv.stop(0u32.into());
@@ -191,7 +193,7 @@ async fn serve_stream(
             metrics::counter!(telemetry::SYNC_ERRORS, "kind" => e.kind()).increment(1);
             (Err(codec_error_answer(&e)), SyncOutcome::Refused)
         }
-        Ok(Ok(bytes)) => match decode_request(&bytes) {
+        Ok(Ok(bytes)) => match decode_packed_request(&bytes) {
             Err(e) => {
                 metrics::counter!(telemetry::SYNC_ERRORS, "kind" => e.kind()).increment(1);
                 (Err(codec_error_answer(&e)), SyncOutcome::Refused)
@@ -214,14 +216,14 @@ async fn serve_stream(
         metrics::counter!(telemetry::SYNC_ERRORS, "kind" => e.kind()).increment(1);
     }
     metrics::counter!(telemetry::SYNCS, "outcome" => outcome_label(outcome)).increment(1);
-    let frame = match encode_response(&response) {
+    let frame = match encode_packed_response(&response) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(device = %device, error = %e, "response could not be encoded");
-            let internal: SyncResponse = Err(SyncError::Internal {
+            let internal: PackedSyncResponse = Err(SyncError::Internal {
                 reason: "the response could not be encoded".into(),
             });
-            match encode_response(&internal) {
+            match encode_packed_response(&internal) {
                 Ok(f) => f,
                 Err(_) => {
                     let _ = send.reset(0u32.into());

@@ -1,695 +1,148 @@
-//! The sync core: one device's sync request in, one [`SyncResponse`] out.
+//! The sync shell: [`run`] performs the store reads and the write that the
+//! core's [`SyncCore`] names, in the core's order (module docs of
+//! [`omega_constellation_core::sync`]), and [`InFlight`], the bound on syncs
+//! being processed at once.
 //!
-//! Sans-IO in the quinn-proto sense: [`SyncCore::handle`] takes the device
-//! (from its certificate), the decoded request, the time (`now_ms`, **unix
-//! milliseconds**) and an RNG, talks only to its [`PatternStore`], and returns
-//! the decision. It never reads a clock, sleeps or spawns. A shard actor owns
-//! one `SyncCore` (its state is the rate limiter) and calls it for the devices
-//! of its shards, off the async executor because the store is blocking.
-//!
-//! Order of a sync:
-//!
-//! 1. per-device rate limit ([`RateLimiter`]) → `RetryAfter{secs}`;
-//! 2. validation of what the codec cannot check (region allowed, duplicate or
-//!    contradictory pattern ids, `samples == 0`, version regressions, shape of
-//!    `Snapshot` and `Forget`) → `BadRequest`;
-//! 3. the device's stored version decides: `base_version` equal → apply;
-//!    `pattern_version` equal (a replay) → acknowledge without re-applying;
-//!    otherwise → `ResyncRequired{node_version}` (privacy rule 5: the TV is
-//!    the source of truth). `Snapshot` replaces everything, `Forget` drops the
-//!    device (privacy rule 4);
-//! 4. the answer's reads (globals changed since the device's version, trends,
-//!    one catalog page) happen *before* the write, so a failure anywhere
-//!    yields `Internal` with nothing applied;
-//! 5. the device's changes are written in one atomic store call.
-//!
-//! Trends travel with a global version: they are sent whenever the device's
-//! global version differs from the region's (the device replaces its trends),
-//! and omitted when it is current (the device keeps what it has).
-//!
-//! The in-flight bound is the shell's ([`InFlight`]): it takes a [`Permit`]
-//! before handing a sync to a core and answers [`InFlight::busy`] without one.
+//! A store failure never reaches the device as text: it is logged (tracing,
+//! `error`) under a fresh [`ErrorId`] and the device gets
+//! [`internal_error`] with that id.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use omega_protocol::{
-    limits, CatalogPage, DeviceId, PatternId, PatternSummary, Region, SyncAccepted, SyncError,
-    SyncKind, SyncRequest, SyncResponse,
+    DeviceId, PackedSyncAccepted, PackedSyncRequest, PackedSyncResponse, SyncError,
 };
 
-use crate::store::{
-    DeviceState, DeviceSync, PatternStore, StoreError, StoredPattern, MAX_PATTERNS_PER_DEVICE,
-};
+pub use omega_constellation_core::sync::*;
 
-/// Default per-device interval between syncs.
-pub const DEFAULT_MIN_SYNC_INTERVAL_SECS: u32 = 60;
-/// Default number of devices the rate limiter remembers.
-pub const DEFAULT_RATE_LIMITER_CAPACITY: usize = 131_072;
-/// Default range of `next_sync_secs`.
-pub const DEFAULT_NEXT_SYNC_SECS: (u32, u32) = (300, 900);
-/// Default catalog entries per response.
-pub const DEFAULT_CATALOG_PAGE_ITEMS: usize = 100;
-/// Largest catalog page a response may carry: a worst-case entry (64 B id,
-/// 256 B title, 2 KiB description, 16 genres, 388 B embedding) is under
-/// 3.3 KiB, so 300 of them stay under the 1 MiB response frame.
-pub const MAX_CATALOG_PAGE_ITEMS: usize = 300;
+use crate::store::{PatternStore, StoreError};
 
-/// Why a [`SyncConfig`] was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// `next_sync_secs` is empty (`min > max`) or starts at 0.
-    #[error("next sync range {min}..={max} s is empty or starts at 0")]
-    BadNextSyncRange {
-        /// Lower bound.
-        min: u32,
-        /// Upper bound.
-        max: u32,
-    },
-    /// The catalog page size is 0 or above [`MAX_CATALOG_PAGE_ITEMS`].
-    #[error("catalog page of {0} items is outside 1..={MAX_CATALOG_PAGE_ITEMS}")]
-    BadCatalogPage(usize),
-    /// The rate limiter's capacity or burst is 0.
-    #[error("rate limiter capacity and burst must be at least 1")]
-    BadRateLimiter,
-    /// An allow-list of regions that is empty would refuse every device.
-    #[error("the allowed-region list is empty (use None to allow any region)")]
-    NoRegionsAllowed,
+/// Runs one sync of `device` at `now_ms` (unix milliseconds) through `core`
+/// against `store`: admit, validate, read the device, plan, read the answer's
+/// inputs, decide, write, finish. Blocking (the store is).
+pub fn run<S: PatternStore + ?Sized>(
+    core: &mut SyncCore,
+    store: &S,
+    device: &DeviceId,
+    req: PackedSyncRequest,
+    now_ms: u64,
+    rng: &mut impl Rng,
+) -> (PackedSyncResponse, SyncOutcome) {
+    if let Err(e) = core.admit(device, now_ms) {
+        return (Err(e), SyncOutcome::Refused);
+    }
+    let result = process(core, store, device, req, now_ms, rng);
+    core.finish(device, now_ms, result)
 }
 
-/// How a [`SyncCore`] behaves. `Default` gives the documented defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncConfig {
-    /// Regions devices may declare; `None` allows any.
-    pub allowed_regions: Option<BTreeSet<Region>>,
-    /// Per-device interval between charged syncs (0 disables the limit).
-    pub min_sync_interval_secs: u32,
-    /// Syncs a device may make back to back before the interval applies
-    /// (a token bucket of this depth refilled one per interval).
-    pub rate_burst: u32,
-    /// Devices the rate limiter remembers (see [`RateLimiter`]).
-    pub rate_limiter_capacity: usize,
-    /// `next_sync_secs` is drawn uniformly from this inclusive range.
-    pub next_sync_secs: (u32, u32),
-    /// Catalog changes per response, 1..=[`MAX_CATALOG_PAGE_ITEMS`].
-    pub catalog_page_items: usize,
+fn process<S: PatternStore + ?Sized>(
+    core: &SyncCore,
+    store: &S,
+    device: &DeviceId,
+    req: PackedSyncRequest,
+    now_ms: u64,
+    rng: &mut impl Rng,
+) -> Result<(PackedSyncAccepted, SyncOutcome), SyncError> {
+    core.validate(&req)?;
+    let stored = store
+        .device_state(device)
+        .map_err(|e| failed(rng, device, "device_state", e))?;
+    let plan = core.plan(&req, stored.as_ref())?;
+    // Reads first: a failure here leaves the store untouched.
+    let globals = store
+        .globals_since(&req.region, req.global_version)
+        .map_err(|e| failed(rng, device, "globals_since", e))?;
+    let current = store
+        .catalog_version()
+        .map_err(|e| failed(rng, device, "catalog_version", e))?;
+    let catalog = match core.catalog_read(req.catalog_version, current) {
+        Some(read) => Some(
+            store
+                .catalog_page(read.since, read.max_items)
+                .map_err(|e| failed(rng, device, "catalog_page", e))?,
+        ),
+        None => None,
+    };
+    let decision = core.decide(req, plan, AnswerInputs { globals, catalog }, now_ms, rng)?;
+    let written = match &decision.write {
+        None => Ok(()),
+        Some(StoreWrite::Forget) => store.forget_device(device).map(drop),
+        Some(StoreWrite::Apply(changes)) => {
+            store.apply_device_sync(device, changes.as_sync()).map(drop)
+        }
+    };
+    if let Err(e) = written {
+        return Err(SyncCore::write_refused(&e).unwrap_or_else(|| failed(rng, device, "write", e)));
+    }
+    Ok((decision.accepted, decision.outcome))
 }
 
-impl Default for SyncConfig {
-    fn default() -> Self {
-        Self {
-            allowed_regions: None,
-            min_sync_interval_secs: DEFAULT_MIN_SYNC_INTERVAL_SECS,
-            rate_burst: 1,
-            rate_limiter_capacity: DEFAULT_RATE_LIMITER_CAPACITY,
-            next_sync_secs: DEFAULT_NEXT_SYNC_SECS,
-            catalog_page_items: DEFAULT_CATALOG_PAGE_ITEMS,
-        }
-    }
-}
-
-impl SyncConfig {
-    /// Checks the configuration.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let (min, max) = self.next_sync_secs;
-        if min == 0 || min > max {
-            return Err(ConfigError::BadNextSyncRange { min, max });
-        }
-        if self.catalog_page_items == 0 || self.catalog_page_items > MAX_CATALOG_PAGE_ITEMS {
-            return Err(ConfigError::BadCatalogPage(self.catalog_page_items));
-        }
-        if self.rate_limiter_capacity == 0 || self.rate_burst == 0 {
-            return Err(ConfigError::BadRateLimiter);
-        }
-        if self
-            .allowed_regions
-            .as_ref()
-            .is_some_and(BTreeSet::is_empty)
-        {
-            return Err(ConfigError::NoRegionsAllowed);
-        }
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Rate limiter.
-
-/// Per-device rate limit with bounded memory.
-///
-/// A generic cell rate algorithm: each device has a theoretical arrival time
-/// `tat`; a sync at `now` is allowed when `now >= tat - (burst - 1) × interval`
-/// and, when charged, moves `tat` to `max(tat, now) + interval`. A device whose
-/// `tat` has passed is indistinguishable from an unknown one, so entries
-/// expire by themselves and only devices charged within the last
-/// `burst × interval` occupy memory.
-///
-/// Bound: at most `capacity` devices. Past it, the device charged longest ago
-/// is forgotten early, which at worst lets it sync once more before its
-/// interval ends; nothing else changes. With the defaults (131,072 devices,
-/// 60 s) that needs over 2,000 distinct devices a second on one core, far
-/// above the design's load, so eviction means abuse, not normal traffic.
-///
-/// Time is treated as monotonic: a `now` earlier than one already seen is
-/// taken as the latest seen.
-#[derive(Debug)]
-pub struct RateLimiter {
-    interval_ms: u64,
-    tolerance_ms: u64,
-    capacity: usize,
-    tat: HashMap<DeviceId, u64>,
-    /// Charges in order, for expiry and eviction; entries whose `tat` no
-    /// longer matches the map are stale and skipped.
-    order: VecDeque<(DeviceId, u64)>,
-    latest: u64,
-}
-
-impl RateLimiter {
-    /// A limiter of one sync per `interval_secs` with bursts of `burst`,
-    /// remembering at most `capacity` devices (both at least 1).
-    pub fn new(interval_secs: u32, burst: u32, capacity: usize) -> Self {
-        let interval_ms = u64::from(interval_secs) * 1000;
-        Self {
-            interval_ms,
-            tolerance_ms: interval_ms * u64::from(burst.max(1) - 1),
-            capacity: capacity.max(1),
-            tat: HashMap::new(),
-            order: VecDeque::new(),
-            latest: 0,
-        }
-    }
-
-    /// Whether `device` may sync at `now_ms`; `Err(secs)` to wait otherwise
-    /// (at least 1). Does not charge.
-    pub fn check(&mut self, device: &DeviceId, now_ms: u64) -> Result<(), u32> {
-        let now = self.advance(now_ms);
-        match self.tat.get(device) {
-            Some(&tat) if now + self.tolerance_ms < tat => {
-                let wait_ms = tat - self.tolerance_ms - now;
-                Err(u32::try_from(wait_ms.div_ceil(1000))
-                    .unwrap_or(u32::MAX)
-                    .max(1))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Charges one sync of `device` at `now_ms`.
-    pub fn charge(&mut self, device: &DeviceId, now_ms: u64) {
-        if self.interval_ms == 0 {
-            return;
-        }
-        let now = self.advance(now_ms);
-        let tat = self.tat.get(device).copied().unwrap_or(now).max(now) + self.interval_ms;
-        self.tat.insert(device.clone(), tat);
-        self.order.push_back((device.clone(), tat));
-        while self.tat.len() > self.capacity {
-            self.pop_front();
-        }
-        if self.order.len() > 2 * self.capacity + 16 {
-            let tat = &self.tat;
-            self.order.retain(|(d, t)| tat.get(d) == Some(t));
-        }
-    }
-
-    /// Devices currently remembered.
-    pub fn len(&self) -> usize {
-        self.tat.len()
-    }
-
-    /// Whether no device is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.tat.is_empty()
-    }
-
-    fn advance(&mut self, now_ms: u64) -> u64 {
-        self.latest = self.latest.max(now_ms);
-        let now = self.latest;
-        // Entries whose tat has passed carry no information: drop them.
-        while self.order.front().is_some_and(|(_, t)| *t <= now) {
-            self.pop_front();
-        }
-        now
-    }
-
-    fn pop_front(&mut self) {
-        if let Some((d, t)) = self.order.pop_front() {
-            if self.tat.get(&d) == Some(&t) {
-                self.tat.remove(&d);
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// In-flight bound.
-
-#[derive(Debug)]
-struct InFlightInner {
-    max: usize,
-    current: AtomicUsize,
-    retry_after_secs: u32,
-}
-
-/// A bound on syncs being processed at once, shared by the listener's tasks
-/// (clone it freely). Past the bound the shell answers [`InFlight::busy`]
-/// instead of queueing.
-#[derive(Debug, Clone)]
-pub struct InFlight {
-    inner: Arc<InFlightInner>,
+/// Logs a store failure under a fresh id and returns the generic answer.
+fn failed<R: Rng + ?Sized>(
+    rng: &mut R,
+    device: &DeviceId,
+    op: &'static str,
+    e: StoreError,
+) -> SyncError {
+    let id = ErrorId(rng.random());
+    tracing::error!(error_id = %id, device = %device, op, error = %e, "sync failed in the store");
+    internal_error(id)
 }
 
 /// One admitted sync; dropping it frees the slot.
-#[derive(Debug)]
-pub struct Permit {
-    inner: Arc<InFlightInner>,
+pub type Permit = OwnedSemaphorePermit;
+
+/// A bound on syncs being processed at once, shared by the listener's tasks
+/// (clone it freely): a [`Semaphore`] of `max` permits. Past the bound the
+/// shell answers [`InFlight::busy`] instead of queueing.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    permits: Arc<Semaphore>,
+    max: usize,
+    retry_after_secs: u32,
 }
 
 impl InFlight {
-    /// At most `max` syncs at once; refused ones are told to retry after
-    /// `retry_after_secs` (at least 1).
+    /// At most `max` syncs at once (clamped to [`Semaphore::MAX_PERMITS`]);
+    /// refused ones are told to retry after `retry_after_secs` (at least 1).
     pub fn new(max: usize, retry_after_secs: u32) -> Self {
+        let max = max.min(Semaphore::MAX_PERMITS);
         Self {
-            inner: Arc::new(InFlightInner {
-                max,
-                current: AtomicUsize::new(0),
-                retry_after_secs: retry_after_secs.max(1),
-            }),
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            retry_after_secs: retry_after_secs.max(1),
         }
     }
 
     /// A permit if fewer than the maximum are out, `None` otherwise.
     pub fn try_acquire(&self) -> Option<Permit> {
-        let mut cur = self.inner.current.load(Ordering::Acquire);
-        loop {
-            if cur >= self.inner.max {
-                return None;
-            }
-            match self.inner.current.compare_exchange_weak(
-                cur,
-                cur + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    return Some(Permit {
-                        inner: Arc::clone(&self.inner),
-                    })
-                }
-                Err(seen) => cur = seen,
-            }
-        }
+        Arc::clone(&self.permits).try_acquire_owned().ok()
     }
 
     /// Syncs in flight now.
     pub fn in_flight(&self) -> usize {
-        self.inner.current.load(Ordering::Acquire)
+        self.max - self.permits.available_permits()
     }
 
     /// The bound.
     pub fn max(&self) -> usize {
-        self.inner.max
+        self.max
     }
 
     /// The answer to a sync refused for lack of a permit.
     pub fn busy(&self) -> SyncError {
         SyncError::RetryAfter {
-            secs: self.inner.retry_after_secs,
+            secs: self.retry_after_secs,
         }
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.inner.current.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The core.
-
-/// What a sync did, for metrics and logs (the response says the rest).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncOutcome {
-    /// A delta or snapshot was applied.
-    Applied,
-    /// A replay of the last applied sync was acknowledged; nothing written.
-    Replayed,
-    /// The device was forgotten.
-    Forgotten,
-    /// The sync was refused (the response holds the error).
-    Refused,
-}
-
-/// The sync state machine of one shard actor (see the module docs).
-#[derive(Debug)]
-pub struct SyncCore<S> {
-    store: S,
-    config: SyncConfig,
-    limiter: RateLimiter,
-}
-
-fn bad(reason: impl Into<String>) -> SyncError {
-    SyncError::BadRequest {
-        reason: reason.into(),
-    }
-}
-
-fn internal(e: &StoreError) -> SyncError {
-    SyncError::Internal {
-        reason: e.to_string(),
-    }
-}
-
-enum Plan {
-    Apply { reset: bool },
-    Replay { version: u64 },
-    Forget,
-}
-
-impl<S: PatternStore> SyncCore<S> {
-    /// A core over `store`.
-    pub fn new(store: S, config: SyncConfig) -> Result<Self, ConfigError> {
-        config.validate()?;
-        let limiter = RateLimiter::new(
-            config.min_sync_interval_secs,
-            config.rate_burst,
-            config.rate_limiter_capacity,
-        );
-        Ok(Self {
-            store,
-            config,
-            limiter,
-        })
-    }
-
-    /// The store.
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
-    /// Handles one sync of `device` at `now_ms` (unix milliseconds).
-    pub fn handle(
-        &mut self,
-        device: &DeviceId,
-        req: SyncRequest,
-        now_ms: u64,
-        rng: &mut impl Rng,
-    ) -> SyncResponse {
-        self.handle_with_outcome(device, req, now_ms, rng).0
-    }
-
-    /// [`SyncCore::handle`], also saying what happened.
-    pub fn handle_with_outcome(
-        &mut self,
-        device: &DeviceId,
-        req: SyncRequest,
-        now_ms: u64,
-        rng: &mut impl Rng,
-    ) -> (SyncResponse, SyncOutcome) {
-        if let Err(secs) = self.limiter.check(device, now_ms) {
-            return (Err(SyncError::RetryAfter { secs }), SyncOutcome::Refused);
-        }
-        let result = self.process(device, req, now_ms, rng);
-        // A device told to resync must be able to upload its snapshot at
-        // once, and the node's own failures are not the device's fault.
-        let charge = !matches!(
-            result,
-            Err(SyncError::ResyncRequired { .. } | SyncError::Internal { .. })
-        );
-        if charge {
-            self.limiter.charge(device, now_ms);
-        }
-        match result {
-            Ok((accepted, outcome)) => (Ok(accepted), outcome),
-            Err(e) => {
-                tracing::debug!(device = %device, kind = e.kind(), error = %e, "sync refused");
-                (Err(e), SyncOutcome::Refused)
-            }
-        }
-    }
-
-    /// Takes the request by value: its pattern embeddings move into the
-    /// stored records instead of being copied (up to 256 per sync).
-    fn process(
-        &self,
-        device: &DeviceId,
-        req: SyncRequest,
-        now_ms: u64,
-        rng: &mut impl Rng,
-    ) -> Result<(SyncAccepted, SyncOutcome), SyncError> {
-        self.validate(&req)?;
-        let info = self.store.device_state(device).map_err(|e| internal(&e))?;
-        let stored = info.as_ref().map_or(0, |i| i.state.pattern_version);
-        let plan = match req.kind {
-            SyncKind::Forget => Plan::Forget,
-            SyncKind::Snapshot if info.is_some() && req.pattern_version == stored => {
-                Plan::Replay { version: stored }
-            }
-            SyncKind::Snapshot => Plan::Apply { reset: true },
-            SyncKind::Delta if req.base_version == stored => Plan::Apply { reset: false },
-            SyncKind::Delta if info.is_some() && req.pattern_version == stored => {
-                Plan::Replay { version: stored }
-            }
-            SyncKind::Delta => {
-                return Err(SyncError::ResyncRequired {
-                    node_version: stored,
-                })
-            }
-        };
-
-        // Reads first: a failure here leaves the store untouched.
-        let mut accepted = self.answer(&req, rng)?;
-
-        let outcome = match plan {
-            Plan::Replay { version } => {
-                accepted.acked_version = version;
-                SyncOutcome::Replayed
-            }
-            Plan::Forget => {
-                self.store.forget_device(device).map_err(|e| internal(&e))?;
-                accepted.acked_version = 0;
-                SyncOutcome::Forgotten
-            }
-            Plan::Apply { reset } => {
-                let state = DeviceState {
-                    pattern_version: req.pattern_version,
-                    region: req.region.clone(),
-                    last_sync_ms: now_ms,
-                };
-                let delta = req.delta;
-                let upserts: Vec<StoredPattern> = delta
-                    .added
-                    .into_iter()
-                    .chain(delta.updated)
-                    .map(|p| stored_pattern(p, now_ms))
-                    .collect();
-                let sync = DeviceSync {
-                    state: &state,
-                    reset,
-                    upserts: &upserts,
-                    removals: &delta.removed,
-                };
-                match self.store.apply_device_sync(device, sync) {
-                    Ok(_) => {}
-                    Err(StoreError::LimitExceeded { len, max, .. }) => {
-                        return Err(bad(format!(
-                            "the device would hold {len} patterns, at most {max} allowed"
-                        )))
-                    }
-                    Err(e) => return Err(internal(&e)),
-                }
-                accepted.acked_version = req.pattern_version;
-                SyncOutcome::Applied
-            }
-        };
-        Ok((accepted, outcome))
-    }
-
-    /// Everything of the response except `acked_version`.
-    fn answer(&self, req: &SyncRequest, rng: &mut impl Rng) -> Result<SyncAccepted, SyncError> {
-        let globals = self
-            .store
-            .globals_since(&req.region, req.global_version)
-            .map_err(|e| internal(&e))?;
-        if globals.patterns.len() > limits::MAX_GLOBAL_PATTERNS
-            || globals.removed.len() > limits::MAX_GLOBAL_REMOVED
-            || globals.trends.len() > limits::MAX_TRENDS
-        {
-            return Err(SyncError::Internal {
-                reason: "the store returned more globals than a response may carry".into(),
-            });
-        }
-        let trends = if globals.version == req.global_version {
-            Vec::new()
-        } else {
-            globals.trends
-        };
-        let catalog = self.catalog_page(req.catalog_version)?;
-        let (min, max) = self.config.next_sync_secs;
-        Ok(SyncAccepted {
-            acked_version: 0,
-            global_version: globals.version,
-            global_reset: globals.reset,
-            global_patterns: globals.patterns,
-            global_removed: globals.removed,
-            trends,
-            catalog,
-            next_sync_secs: rng.random_range(min..=max),
-        })
-    }
-
-    fn catalog_page(&self, device_version: u64) -> Result<Option<CatalogPage>, SyncError> {
-        let current = self.store.catalog_version().map_err(|e| internal(&e))?;
-        if device_version == current {
-            return Ok(None);
-        }
-        // A device ahead of the node (the node's catalog was rebuilt) starts
-        // over from the beginning.
-        let since = if device_version > current {
-            0
-        } else {
-            device_version
-        };
-        let page = self
-            .store
-            .catalog_page(since, self.config.catalog_page_items)
-            .map_err(|e| internal(&e))?;
-        Ok(Some(page))
-    }
-
-    fn validate(&self, req: &SyncRequest) -> Result<(), SyncError> {
-        if let Some(allowed) = &self.config.allowed_regions {
-            if !allowed.contains(&req.region) {
-                return Err(bad(format!("region {} is not served here", req.region)));
-            }
-        }
-        if req.pattern_version < req.base_version {
-            return Err(bad(format!(
-                "pattern version {} is below the base version {}",
-                req.pattern_version, req.base_version
-            )));
-        }
-        let d = &req.delta;
-        match req.kind {
-            SyncKind::Forget if !d.is_empty() => {
-                return Err(bad("a forget carries no patterns"));
-            }
-            SyncKind::Snapshot if !d.updated.is_empty() || !d.removed.is_empty() => {
-                return Err(bad("a snapshot carries only added patterns"));
-            }
-            SyncKind::Delta if !d.is_empty() && req.pattern_version == req.base_version => {
-                return Err(bad("a delta with changes needs a new pattern version"));
-            }
-            _ => {}
-        }
-        let upserts = d.added.len() + d.updated.len();
-        if upserts > limits::MAX_DELTA_PATTERNS {
-            return Err(bad(format!(
-                "{upserts} patterns in one delta, at most {}",
-                limits::MAX_DELTA_PATTERNS
-            )));
-        }
-        if d.removed.len() > limits::MAX_DELTA_REMOVED {
-            return Err(bad(format!(
-                "{} removals in one delta, at most {}",
-                d.removed.len(),
-                limits::MAX_DELTA_REMOVED
-            )));
-        }
-        let mut seen: BTreeSet<PatternId> = BTreeSet::new();
-        for p in d.added.iter().chain(&d.updated) {
-            if !seen.insert(p.id) {
-                return Err(bad(format!("pattern {} appears twice", p.id.0)));
-            }
-            if p.samples == 0 {
-                return Err(bad(format!("pattern {} has no samples", p.id.0)));
-            }
-            if !(p.success_rate.is_finite() && (0.0..=1.0).contains(&p.success_rate)) {
-                return Err(bad(format!("pattern {} has a bad success rate", p.id.0)));
-            }
-        }
-        let mut removed: BTreeSet<PatternId> = BTreeSet::new();
-        for id in &d.removed {
-            if !removed.insert(*id) {
-                return Err(bad(format!("pattern {} is removed twice", id.0)));
-            }
-            if seen.contains(id) {
-                return Err(bad(format!("pattern {} is both changed and removed", id.0)));
-            }
-        }
-        if req.kind == SyncKind::Snapshot && upserts > MAX_PATTERNS_PER_DEVICE as usize {
-            return Err(bad("snapshot larger than a device may hold"));
-        }
-        Ok(())
-    }
-}
-
-fn stored_pattern(p: PatternSummary, now_ms: u64) -> StoredPattern {
-    StoredPattern {
-        id: p.id,
-        bucket: p.bucket,
-        embedding: p.embedding,
-        success_rate: p.success_rate,
-        samples: p.samples,
-        updated_at_ms: now_ms,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::suite::{device, embedding, region};
-
-    #[test]
-    fn the_limiter_allows_one_sync_per_interval() {
-        let mut l = RateLimiter::new(60, 1, 10);
-        let d = device(1);
-        assert_eq!(l.check(&d, 1_000), Ok(()));
-        l.charge(&d, 1_000);
-        assert_eq!(l.check(&d, 1_001), Err(60));
-        assert_eq!(l.check(&d, 31_000), Err(30));
-        assert_eq!(l.check(&d, 60_999), Err(1));
-        assert_eq!(l.check(&d, 61_000), Ok(()));
-        // Expired entries are dropped.
-        assert!(l.is_empty());
-        assert_eq!(l.check(&device(2), 61_000), Ok(()));
-    }
-
-    #[test]
-    fn the_limiter_honours_bursts_and_monotonic_time() {
-        let mut l = RateLimiter::new(60, 2, 10);
-        let d = device(1);
-        l.charge(&d, 0);
-        assert_eq!(l.check(&d, 0), Ok(()));
-        l.charge(&d, 0);
-        assert_eq!(l.check(&d, 0), Err(60));
-        // A clock going back does not reopen the door.
-        assert_eq!(l.check(&d, 0), Err(60));
-        assert_eq!(l.check(&d, 60_000), Ok(()));
-    }
-
-    #[test]
-    fn the_limiter_memory_is_bounded() {
-        let mut l = RateLimiter::new(60, 1, 100);
-        for i in 0..1000 {
-            l.charge(&device(i), 10);
-            assert!(l.len() <= 100);
-        }
-        assert!(l.order.len() <= 2 * 100 + 16);
-        // The most recent devices are still limited; the oldest were evicted.
-        assert!(l.check(&device(999), 20).is_err());
-        assert!(l.check(&device(0), 20).is_ok());
-        // Repeated charges of one device (burst) do not grow the ring unboundedly.
-        let mut l = RateLimiter::new(1, 1000, 4);
-        for t in 0..10_000 {
-            l.charge(&device(1), t);
-        }
-        assert!(l.order.len() <= 2 * 4 + 16);
-    }
 
     #[test]
     fn in_flight_permits_are_bounded_and_released() {
@@ -703,22 +156,5 @@ mod tests {
         let c = f.clone().try_acquire().expect("freed");
         drop((b, c));
         assert_eq!(f.in_flight(), 0);
-    }
-
-    #[test]
-    fn configs_are_validated() {
-        assert_eq!(SyncConfig::default().validate(), Ok(()));
-        let bad = |f: fn(&mut SyncConfig)| {
-            let mut c = SyncConfig::default();
-            f(&mut c);
-            c.validate().is_err()
-        };
-        assert!(bad(|c| c.next_sync_secs = (10, 5)));
-        assert!(bad(|c| c.next_sync_secs = (0, 5)));
-        assert!(bad(|c| c.catalog_page_items = 0));
-        assert!(bad(|c| c.catalog_page_items = MAX_CATALOG_PAGE_ITEMS + 1));
-        assert!(bad(|c| c.rate_burst = 0));
-        assert!(bad(|c| c.allowed_regions = Some(BTreeSet::new())));
-        let _ = (embedding(1), region(1));
     }
 }

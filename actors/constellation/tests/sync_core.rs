@@ -9,27 +9,68 @@ use omega_constellation::store::suite::{
     bucket, catalog_entry, device, embedding, global, region, trend,
 };
 use omega_constellation::store::{FailingStore, MemoryStore, PatternStore, RedbStore};
-use omega_constellation::sync::{SyncConfig, SyncCore, SyncOutcome};
+use omega_constellation::sync::{self, SyncConfig, SyncCore, SyncOutcome};
 use omega_protocol::{
-    codec, PatternDelta, PatternId, PatternSummary, SyncError, SyncKind, SyncRequest,
+    codec, DeviceId, PackedPatternDelta, PackedPatternSummary, PackedSyncRequest,
+    PackedSyncResponse, PatternId, SyncError, SyncKind,
 };
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
+
+/// A core and its store, driven as a shard actor drives them
+/// ([`sync::run`]: reads, decision, write).
+struct Shard<S> {
+    core: SyncCore,
+    store: S,
+}
+
+impl<S: PatternStore> Shard<S> {
+    fn new(store: S, config: SyncConfig) -> Result<Self, omega_constellation::sync::ConfigError> {
+        Ok(Self {
+            core: SyncCore::new(config)?,
+            store,
+        })
+    }
+
+    fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn handle(
+        &mut self,
+        device: &DeviceId,
+        req: PackedSyncRequest,
+        now_ms: u64,
+        rng: &mut impl Rng,
+    ) -> PackedSyncResponse {
+        self.handle_with_outcome(device, req, now_ms, rng).0
+    }
+
+    fn handle_with_outcome(
+        &mut self,
+        device: &DeviceId,
+        req: PackedSyncRequest,
+        now_ms: u64,
+        rng: &mut impl Rng,
+    ) -> (PackedSyncResponse, SyncOutcome) {
+        sync::run(&mut self.core, &self.store, device, req, now_ms, rng)
+    }
+}
 
 const MIN: u64 = 60_000;
 
-fn summary(id: u64, seed: u64) -> PatternSummary {
-    PatternSummary {
+fn summary(id: u64, seed: u64) -> PackedPatternSummary {
+    PackedPatternSummary {
         id: PatternId(id),
         bucket: bucket(seed),
-        embedding: embedding(seed),
+        embedding: embedding(seed).to_ternary(),
         success_rate: 0.5,
         samples: 4,
     }
 }
 
-fn req(kind: SyncKind, base: u64, version: u64, delta: PatternDelta) -> SyncRequest {
-    SyncRequest {
+fn req(kind: SyncKind, base: u64, version: u64, delta: PackedPatternDelta) -> PackedSyncRequest {
+    PackedSyncRequest {
         kind,
         base_version: base,
         pattern_version: version,
@@ -40,17 +81,17 @@ fn req(kind: SyncKind, base: u64, version: u64, delta: PatternDelta) -> SyncRequ
     }
 }
 
-fn added(ps: Vec<PatternSummary>) -> PatternDelta {
-    PatternDelta {
+fn added(ps: Vec<PackedPatternSummary>) -> PackedPatternDelta {
+    PackedPatternDelta {
         added: ps,
-        ..PatternDelta::default()
+        ..PackedPatternDelta::default()
     }
 }
 
-fn redb_core() -> (tempfile::TempDir, SyncCore<Arc<RedbStore>>) {
+fn redb_core() -> (tempfile::TempDir, Shard<Arc<RedbStore>>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
-    (dir, SyncCore::new(store, SyncConfig::default()).unwrap())
+    (dir, Shard::new(store, SyncConfig::default()).unwrap())
 }
 
 fn rng() -> StdRng {
@@ -73,10 +114,11 @@ fn a_snapshot_then_deltas_are_applied_in_version_order() {
     assert!((300..=900).contains(&ok.next_sync_secs));
     let stored = core.store().device_patterns(&dev).unwrap();
     assert_eq!(stored.len(), 2);
-    assert_eq!(stored[0].embedding, embedding(1));
+    // Kept exactly as it came.
+    assert_eq!(stored[0].embedding, embedding(1).to_ternary());
     assert_eq!(stored[0].updated_at_ms, 1_000);
 
-    let delta = PatternDelta {
+    let delta = PackedPatternDelta {
         added: vec![summary(3, 3)],
         updated: vec![summary(1, 11)],
         removed: vec![PatternId(2)],
@@ -94,7 +136,7 @@ fn a_snapshot_then_deltas_are_applied_in_version_order() {
         stored.iter().map(|p| p.id.0).collect::<Vec<_>>(),
         vec![1, 3]
     );
-    assert_eq!(stored[0].embedding, embedding(11));
+    assert_eq!(stored[0].embedding, embedding(11).to_ternary());
     let info = core.store().device_state(&dev).unwrap().unwrap();
     assert_eq!(
         (info.state.pattern_version, info.state.last_sync_ms),
@@ -174,7 +216,7 @@ fn a_snapshot_replaces_everything_and_forget_drops_the_device() {
         .collect();
     assert_eq!(ids, vec![7]);
 
-    let forget = req(SyncKind::Forget, 2, 3, PatternDelta::default());
+    let forget = req(SyncKind::Forget, 2, 3, PackedPatternDelta::default());
     let (resp, outcome) = core.handle_with_outcome(&dev, forget, 2 * MIN, &mut rng);
     assert_eq!(
         (resp.unwrap().acked_version, outcome),
@@ -197,7 +239,7 @@ fn what_the_codec_cannot_check_is_refused() {
     let mut rng = rng();
     let mut zero = summary(2, 2);
     zero.samples = 0;
-    let cases: Vec<(&str, SyncRequest)> = vec![
+    let cases: Vec<(&str, PackedSyncRequest)> = vec![
         (
             "duplicate id",
             req(
@@ -213,7 +255,7 @@ fn what_the_codec_cannot_check_is_refused() {
                 SyncKind::Delta,
                 0,
                 1,
-                PatternDelta {
+                PackedPatternDelta {
                     added: vec![summary(1, 1)],
                     updated: vec![summary(1, 1)],
                     removed: vec![],
@@ -226,7 +268,7 @@ fn what_the_codec_cannot_check_is_refused() {
                 SyncKind::Delta,
                 0,
                 1,
-                PatternDelta {
+                PackedPatternDelta {
                     added: vec![],
                     updated: vec![summary(1, 1)],
                     removed: vec![PatternId(1)],
@@ -239,16 +281,16 @@ fn what_the_codec_cannot_check_is_refused() {
                 SyncKind::Delta,
                 0,
                 1,
-                PatternDelta {
+                PackedPatternDelta {
                     removed: vec![PatternId(4), PatternId(4)],
-                    ..PatternDelta::default()
+                    ..PackedPatternDelta::default()
                 },
             ),
         ),
         ("no samples", req(SyncKind::Delta, 0, 1, added(vec![zero]))),
         (
             "regression",
-            req(SyncKind::Delta, 5, 4, PatternDelta::default()),
+            req(SyncKind::Delta, 5, 4, PackedPatternDelta::default()),
         ),
         (
             "change without a new version",
@@ -264,9 +306,9 @@ fn what_the_codec_cannot_check_is_refused() {
                 SyncKind::Snapshot,
                 0,
                 1,
-                PatternDelta {
+                PackedPatternDelta {
                     removed: vec![PatternId(1)],
-                    ..PatternDelta::default()
+                    ..PackedPatternDelta::default()
                 },
             ),
         ),
@@ -286,7 +328,7 @@ fn what_the_codec_cannot_check_is_refused() {
         allowed_regions: Some(BTreeSet::from([region(2)])),
         ..SyncConfig::default()
     };
-    let mut core = SyncCore::new(MemoryStore::new(), config).unwrap();
+    let mut core = Shard::new(MemoryStore::new(), config).unwrap();
     let r = req(SyncKind::Delta, 0, 1, added(vec![summary(1, 1)]));
     assert!(matches!(
         core.handle(&device(1), r.clone(), 0, &mut rng),
@@ -302,7 +344,7 @@ fn one_sync_a_minute_per_device() {
     let (_d, mut core) = redb_core();
     let mut rng = rng();
     let dev = device(1);
-    let pull = |v| req(SyncKind::Delta, v, v, PatternDelta::default());
+    let pull = |v| req(SyncKind::Delta, v, v, PackedPatternDelta::default());
     core.handle(&dev, pull(0), 10_000, &mut rng).unwrap();
     assert_eq!(
         core.handle(&dev, pull(0), 10_500, &mut rng),
@@ -316,7 +358,7 @@ fn one_sync_a_minute_per_device() {
     core.handle(&device(2), pull(0), 10_500, &mut rng).unwrap();
     core.handle(&dev, pull(0), 70_000, &mut rng).unwrap();
     // Bad requests count too.
-    let bad = req(SyncKind::Delta, 3, 1, PatternDelta::default());
+    let bad = req(SyncKind::Delta, 3, 1, PackedPatternDelta::default());
     assert!(core.handle(&device(3), bad, 0, &mut rng).is_err());
     assert!(matches!(
         core.handle(&device(3), pull(0), 1, &mut rng),
@@ -351,7 +393,7 @@ fn the_pattern_limit_is_a_bad_request_and_applies_nothing() {
 #[test]
 fn a_failed_write_is_internal_and_applies_nothing() {
     let store = Arc::new(FailingStore::new(MemoryStore::new(), 0));
-    let mut core = SyncCore::new(Arc::clone(&store), SyncConfig::default()).unwrap();
+    let mut core = Shard::new(Arc::clone(&store), SyncConfig::default()).unwrap();
     let mut rng = rng();
     let dev = device(1);
     core.handle(
@@ -368,7 +410,7 @@ fn a_failed_write_is_internal_and_applies_nothing() {
     for (kind, base, delta) in [
         (SyncKind::Delta, 1, added(vec![summary(2, 2)])),
         (SyncKind::Snapshot, 0, added(vec![summary(3, 3)])),
-        (SyncKind::Forget, 1, PatternDelta::default()),
+        (SyncKind::Forget, 1, PackedPatternDelta::default()),
     ] {
         store.fail_nth_from_now(1);
         let got = core.handle(&dev, req(kind, base, 2, delta), MIN, &mut rng);
@@ -376,6 +418,12 @@ fn a_failed_write_is_internal_and_applies_nothing() {
             matches!(got, Err(SyncError::Internal { .. })),
             "{kind:?}: {got:?}"
         );
+        // The store's error text stays in the node's log.
+        let Err(SyncError::Internal { reason }) = got else {
+            unreachable!()
+        };
+        assert!(!reason.contains("injected"), "{reason}");
+        assert!(reason.contains("ref "), "{reason}");
         let after = (
             store.device_state(&dev).unwrap(),
             store.device_patterns(&dev).unwrap(),
@@ -409,7 +457,7 @@ fn responses_carry_globals_trends_and_catalog_pages() {
     let first = core
         .handle(
             &dev,
-            req(SyncKind::Delta, 0, 0, PatternDelta::default()),
+            req(SyncKind::Delta, 0, 0, PackedPatternDelta::default()),
             0,
             &mut rng,
         )
@@ -424,9 +472,9 @@ fn responses_carry_globals_trends_and_catalog_pages() {
         (100, true, 100)
     );
     // The response fits the wire.
-    codec::encode_response(&Ok(first.clone())).unwrap();
+    codec::encode_packed_response(&Ok(first.clone())).unwrap();
 
-    let mut next = req(SyncKind::Delta, 0, 0, PatternDelta::default());
+    let mut next = req(SyncKind::Delta, 0, 0, PackedPatternDelta::default());
     next.global_version = 1;
     next.catalog_version = 100;
     let second = core.handle(&dev, next.clone(), MIN, &mut rng).unwrap();
@@ -473,11 +521,11 @@ fn next_sync_is_randomized_within_the_configured_range() {
         next_sync_secs: (10, 12),
         ..SyncConfig::default()
     };
-    let mut core = SyncCore::new(MemoryStore::new(), config).unwrap();
+    let mut core = Shard::new(MemoryStore::new(), config).unwrap();
     let mut rng = rng();
     let mut seen = BTreeSet::new();
     for i in 0..64 {
-        let r = req(SyncKind::Delta, 0, 0, PatternDelta::default());
+        let r = req(SyncKind::Delta, 0, 0, PackedPatternDelta::default());
         seen.insert(
             core.handle(&device(1), r, i, &mut rng)
                 .unwrap()
@@ -487,9 +535,9 @@ fn next_sync_is_randomized_within_the_configured_range() {
     assert_eq!(seen, BTreeSet::from([10, 11, 12]));
     // Same seed, same answers.
     let again = |seed| {
-        let mut core = SyncCore::new(MemoryStore::new(), SyncConfig::default()).unwrap();
+        let mut core = Shard::new(MemoryStore::new(), SyncConfig::default()).unwrap();
         let mut rng = StdRng::seed_from_u64(seed);
-        let r = req(SyncKind::Delta, 0, 0, PatternDelta::default());
+        let r = req(SyncKind::Delta, 0, 0, PackedPatternDelta::default());
         core.handle(&device(1), r, 0, &mut rng)
             .unwrap()
             .next_sync_secs

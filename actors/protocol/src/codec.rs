@@ -19,7 +19,9 @@
 //! `tests/sizes.rs`), and the frames that would gain (catalog pages) are not
 //! under the per-sync budget.
 
-use crate::domain::{DomainError, SyncRequest, SyncResponse};
+use crate::domain::{
+    DomainError, PackedSyncRequest, PackedSyncResponse, SyncRequest, SyncResponse,
+};
 use crate::limits::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
 use crate::wire::{WireRequest, WireResponse, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
@@ -185,6 +187,22 @@ pub fn decode_wire_response(body: &[u8]) -> Result<WireResponse, CodecError> {
         });
     }
     decode_body(body)
+}
+
+/// Decodes and validates a request frame body, keeping the patterns'
+/// embeddings in their wire form (the node's entry point: nothing is
+/// dequantized).
+pub fn decode_packed_request(body: &[u8]) -> Result<PackedSyncRequest, CodecError> {
+    Ok(PackedSyncRequest::try_from(&decode_wire_request(body)?)?)
+}
+
+/// Encodes a response whose embeddings are already in wire form (the node's
+/// exit point: the stored bytes are copied, nothing is quantized).
+pub fn encode_packed_response(r: &PackedSyncResponse) -> Result<Vec<u8>, CodecError> {
+    frame(
+        encode_body(&WireResponse::try_from_domain(r)?)?,
+        MAX_RESPONSE_FRAME,
+    )
 }
 
 /// Decodes and validates a response frame body.

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::embedding::Embedding;
+use crate::embedding::{Embedding, I8Embedding, TernaryEmbedding};
 use crate::limits;
 
 /// Why a domain value was rejected.
@@ -377,14 +377,17 @@ pub struct PatternId(pub u64);
 
 /// What a TV shares about one of its tastes: an aggregate embedding, how often
 /// it led to a successful watch, and how many watches it summarises.
+///
+/// `E` is the embedding's form: [`Embedding`] (f32, the TV's view) or
+/// [`TernaryEmbedding`], the wire form the node keeps ([`PackedPatternSummary`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PatternSummary {
+pub struct PatternSummary<E = Embedding> {
     /// The pattern's id on its device.
     pub id: PatternId,
     /// Coarse context.
     pub bucket: ContextBucket,
     /// Aggregate over several items (never a single title).
-    pub embedding: Embedding,
+    pub embedding: E,
     /// Share of successful watches, 0.0–1.0.
     pub success_rate: f32,
     /// Number of watches folded into the pattern.
@@ -392,17 +395,27 @@ pub struct PatternSummary {
 }
 
 /// Changes to a device's patterns since a version the node acknowledged.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct PatternDelta {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternDelta<E = Embedding> {
     /// Patterns new since the base version.
-    pub added: Vec<PatternSummary>,
+    pub added: Vec<PatternSummary<E>>,
     /// Patterns changed since the base version.
-    pub updated: Vec<PatternSummary>,
+    pub updated: Vec<PatternSummary<E>>,
     /// Patterns dropped since the base version.
     pub removed: Vec<PatternId>,
 }
 
-impl PatternDelta {
+impl<E> Default for PatternDelta<E> {
+    fn default() -> Self {
+        Self {
+            added: Vec::new(),
+            updated: Vec::new(),
+            removed: Vec::new(),
+        }
+    }
+}
+
+impl<E> PatternDelta<E> {
     /// Whether the delta carries no change.
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.updated.is_empty() && self.removed.is_empty()
@@ -423,8 +436,9 @@ pub enum SyncKind {
 }
 
 /// One sync from a TV. No device id: the node takes it from the certificate.
+/// `E`: the patterns' embedding form (see [`PatternSummary`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SyncRequest {
+pub struct SyncRequest<E = Embedding> {
     /// The kind of sync.
     pub kind: SyncKind,
     /// The device pattern version the node last acknowledged (0 if none).
@@ -438,18 +452,20 @@ pub struct SyncRequest {
     /// The device's region.
     pub region: Region,
     /// Pattern changes.
-    pub delta: PatternDelta,
+    pub delta: PatternDelta<E>,
 }
 
 /// A fleet-wide pattern published by the constellation for a region.
+/// `E`: the embedding's form, [`Embedding`] or the wire form
+/// [`TernaryEmbedding`] ([`PackedGlobalPattern`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GlobalPattern {
+pub struct GlobalPattern<E = Embedding> {
     /// Stable id within the region.
     pub id: u64,
     /// Coarse context.
     pub bucket: ContextBucket,
     /// Quality-weighted aggregate of device patterns.
-    pub embedding: Embedding,
+    pub embedding: E,
     /// Weighted success rate, 0.0–1.0.
     pub success_rate: f32,
     /// Distinct devices supporting it (at least k when published).
@@ -559,30 +575,44 @@ impl CatalogItem {
 }
 
 /// A catalog item with its embedding, as the node hands it to TVs.
+/// `E`: the embedding's form, [`Embedding`] or the wire form
+/// [`I8Embedding`] ([`PackedCatalogEntry`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CatalogEntry {
+pub struct CatalogEntry<E = Embedding> {
     /// The item.
     pub item: CatalogItem,
     /// Its MiniLM embedding.
-    pub embedding: Embedding,
+    pub embedding: E,
 }
 
 /// One bounded page of catalog changes.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct CatalogPage {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogPage<E = Embedding> {
     /// The catalog version after applying this page.
     pub version: u64,
     /// Items added or changed.
-    pub upserts: Vec<CatalogEntry>,
+    pub upserts: Vec<CatalogEntry<E>>,
     /// Items withdrawn.
     pub removed: Vec<ContentId>,
     /// Whether more pages follow (the device asks again from `version`).
     pub more: bool,
 }
 
-/// A successful sync's answer.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct SyncAccepted {
+impl<E> Default for CatalogPage<E> {
+    fn default() -> Self {
+        Self {
+            version: 0,
+            upserts: Vec::new(),
+            removed: Vec::new(),
+            more: false,
+        }
+    }
+}
+
+/// A successful sync's answer. `G`, `C`: the embedding forms of the globals
+/// and of the catalog entries (see [`GlobalPattern`], [`CatalogEntry`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncAccepted<G = Embedding, C = Embedding> {
     /// The device pattern version the node now holds.
     pub acked_version: u64,
     /// The region's current global version.
@@ -590,13 +620,13 @@ pub struct SyncAccepted {
     /// When true the device drops its global patterns before applying these.
     pub global_reset: bool,
     /// Global patterns changed since the device's global version.
-    pub global_patterns: Vec<GlobalPattern>,
+    pub global_patterns: Vec<GlobalPattern<G>>,
     /// Global patterns withdrawn since the device's global version.
     pub global_removed: Vec<u64>,
     /// Trend signals for the device's region.
     pub trends: Vec<TrendSignal>,
     /// One page of catalog changes, if any.
-    pub catalog: Option<CatalogPage>,
+    pub catalog: Option<CatalogPage<C>>,
     /// Seconds until the next sync: the node's lever against overload.
     pub next_sync_secs: u32,
 }
@@ -661,7 +691,42 @@ impl SyncError {
 }
 
 /// The node's answer to one sync.
-pub type SyncResponse = Result<SyncAccepted, SyncError>;
+pub type SyncResponse<G = Embedding, C = Embedding> = Result<SyncAccepted<G, C>, SyncError>;
+
+impl<G, C> Default for SyncAccepted<G, C> {
+    fn default() -> Self {
+        Self {
+            acked_version: 0,
+            global_version: 0,
+            global_reset: false,
+            global_patterns: Vec::new(),
+            global_removed: Vec::new(),
+            trends: Vec::new(),
+            catalog: None,
+            next_sync_secs: 0,
+        }
+    }
+}
+
+// The wire forms the node keeps from upload, publication or import to the
+// response, never dequantized on the way (issue 8, item 3).
+
+/// A [`PatternSummary`] as it arrived: ternary embedding.
+pub type PackedPatternSummary = PatternSummary<TernaryEmbedding>;
+/// A [`PatternDelta`] as it arrived.
+pub type PackedPatternDelta = PatternDelta<TernaryEmbedding>;
+/// A [`SyncRequest`] as it arrived (see `codec::decode_packed_request`).
+pub type PackedSyncRequest = SyncRequest<TernaryEmbedding>;
+/// A [`GlobalPattern`] quantized once, at publication.
+pub type PackedGlobalPattern = GlobalPattern<TernaryEmbedding>;
+/// A [`CatalogEntry`] quantized once, at import.
+pub type PackedCatalogEntry = CatalogEntry<I8Embedding>;
+/// A [`CatalogPage`] of packed entries.
+pub type PackedCatalogPage = CatalogPage<I8Embedding>;
+/// A [`SyncAccepted`] in wire forms (see `codec::encode_packed_response`).
+pub type PackedSyncAccepted = SyncAccepted<TernaryEmbedding, I8Embedding>;
+/// A [`SyncResponse`] in wire forms.
+pub type PackedSyncResponse = SyncResponse<TernaryEmbedding, I8Embedding>;
 
 #[cfg(test)]
 mod tests {

@@ -24,4 +24,4 @@ pub mod wire;
 pub use codec::CodecError;
 pub use domain::*;
 pub use embedding::{Embedding, EmbeddingError, I8Embedding, TernaryEmbedding, EMBEDDING_DIM};
-pub use wire::PROTOCOL_VERSION;
+pub use wire::{I8Form, TernaryForm, PROTOCOL_VERSION};

@@ -16,7 +16,7 @@ use crate::domain::{
     DomainError, GlobalPattern, PatternDelta, PatternId, PatternSummary, Region, SyncAccepted,
     SyncError, SyncKind, SyncRequest, SyncResponse, TrendSignal,
 };
-use crate::embedding::{I8Embedding, TernaryEmbedding};
+use crate::embedding::{EmbeddingError, I8Embedding, TernaryEmbedding};
 use crate::limits::*;
 
 /// Protocol version spoken by this build.
@@ -90,12 +90,69 @@ fn byte_to_rate(b: u8) -> f32 {
     f32::from(b) / 255.0
 }
 
-fn decode_embedding(
+/// An embedding form that travels as a [`TernaryEmbedding`] (patterns and
+/// globals): [`Embedding`](crate::Embedding) quantizes and dequantizes at the
+/// codec, [`TernaryEmbedding`] is copied as it is.
+pub trait TernaryForm: Sized {
+    /// The wire form.
+    fn to_ternary_form(&self) -> TernaryEmbedding;
+    /// From the wire form.
+    fn from_ternary_form(t: &TernaryEmbedding) -> Result<Self, EmbeddingError>;
+}
+
+impl TernaryForm for crate::Embedding {
+    fn to_ternary_form(&self) -> TernaryEmbedding {
+        self.to_ternary()
+    }
+    fn from_ternary_form(t: &TernaryEmbedding) -> Result<Self, EmbeddingError> {
+        t.decode()
+    }
+}
+
+impl TernaryForm for TernaryEmbedding {
+    fn to_ternary_form(&self) -> TernaryEmbedding {
+        self.clone()
+    }
+    fn from_ternary_form(t: &TernaryEmbedding) -> Result<Self, EmbeddingError> {
+        // Its bytes were range-checked when it was decoded.
+        Ok(t.clone())
+    }
+}
+
+/// An embedding form that travels as an [`I8Embedding`] (catalog entries):
+/// [`Embedding`](crate::Embedding) quantizes and dequantizes at the codec,
+/// [`I8Embedding`] is copied as it is (after checking its scale).
+pub trait I8Form: Sized {
+    /// The wire form.
+    fn to_i8_form(&self) -> I8Embedding;
+    /// From the wire form.
+    fn from_i8_form(e: &I8Embedding) -> Result<Self, EmbeddingError>;
+}
+
+impl I8Form for crate::Embedding {
+    fn to_i8_form(&self) -> I8Embedding {
+        self.to_i8()
+    }
+    fn from_i8_form(e: &I8Embedding) -> Result<Self, EmbeddingError> {
+        e.decode()
+    }
+}
+
+impl I8Form for I8Embedding {
+    fn to_i8_form(&self) -> I8Embedding {
+        self.clone()
+    }
+    fn from_i8_form(e: &I8Embedding) -> Result<Self, EmbeddingError> {
+        e.decode()?;
+        Ok(e.clone())
+    }
+}
+
+fn decode_embedding<E: TernaryForm>(
     field: &'static str,
     e: &TernaryEmbedding,
-) -> Result<crate::Embedding, DomainError> {
-    e.decode()
-        .map_err(|source| DomainError::Embedding { field, source })
+) -> Result<E, DomainError> {
+    E::from_ternary_form(e).map_err(|source| DomainError::Embedding { field, source })
 }
 
 /// One pattern as it travels in a delta (about 82 bytes).
@@ -113,19 +170,19 @@ pub struct WirePattern {
     pub embedding: TernaryEmbedding,
 }
 
-impl From<&PatternSummary> for WirePattern {
-    fn from(p: &PatternSummary) -> Self {
+impl<E: TernaryForm> From<&PatternSummary<E>> for WirePattern {
+    fn from(p: &PatternSummary<E>) -> Self {
         Self {
             id: p.id.0,
             bucket: p.bucket.index(),
             success: rate_to_byte(p.success_rate),
             samples: p.samples,
-            embedding: p.embedding.to_ternary(),
+            embedding: p.embedding.to_ternary_form(),
         }
     }
 }
 
-impl TryFrom<&WirePattern> for PatternSummary {
+impl<E: TernaryForm> TryFrom<&WirePattern> for PatternSummary<E> {
     type Error = DomainError;
     fn try_from(w: &WirePattern) -> Result<Self, DomainError> {
         Ok(Self {
@@ -177,7 +234,7 @@ pub struct WireRequest {
 
 impl WireRequest {
     /// Quantizes a domain request; fails only when it breaks a count limit.
-    pub fn try_from_domain(r: &SyncRequest) -> Result<Self, DomainError> {
+    pub fn try_from_domain<E: TernaryForm>(r: &SyncRequest<E>) -> Result<Self, DomainError> {
         check_len(
             "delta.added + delta.updated",
             r.delta.added.len() + r.delta.updated.len(),
@@ -206,7 +263,7 @@ impl WireRequest {
     }
 }
 
-impl TryFrom<&WireRequest> for SyncRequest {
+impl<E: TernaryForm> TryFrom<&WireRequest> for SyncRequest<E> {
     type Error = DomainError;
     fn try_from(w: &WireRequest) -> Result<Self, DomainError> {
         check_len(
@@ -362,7 +419,9 @@ fn bounded_error(e: &SyncError) -> SyncError {
 impl WireResponse {
     /// Quantizes a domain response; fails only when it breaks a count limit.
     /// Error reasons longer than the limit are truncated.
-    pub fn try_from_domain(r: &SyncResponse) -> Result<Self, DomainError> {
+    pub fn try_from_domain<G: TernaryForm, C: I8Form>(
+        r: &SyncResponse<G, C>,
+    ) -> Result<Self, DomainError> {
         let outcome = match r {
             Err(e) => WireOutcome::Rejected(bounded_error(e)),
             Ok(a) => WireOutcome::Accepted(WireAccepted {
@@ -378,7 +437,7 @@ impl WireResponse {
                         success: rate_to_byte(g.success_rate),
                         support: g.support,
                         samples: g.samples,
-                        embedding: g.embedding.to_ternary(),
+                        embedding: g.embedding.to_ternary_form(),
                     },
                 )?,
                 global_removed: BoundedVec::try_collect(
@@ -402,7 +461,7 @@ impl WireResponse {
     }
 }
 
-fn page_to_wire(p: &CatalogPage) -> Result<WireCatalogPage, DomainError> {
+fn page_to_wire<C: I8Form>(p: &CatalogPage<C>) -> Result<WireCatalogPage, DomainError> {
     // The decoder validates every item (genre count, text lengths); an item
     // it would refuse must not be sent, or every TV would drop the page.
     for e in &p.upserts {
@@ -417,7 +476,7 @@ fn page_to_wire(p: &CatalogPage) -> Result<WireCatalogPage, DomainError> {
                 genres: BoundedVec(e.item.genres.clone()),
                 year: e.item.year,
                 description: e.item.description.clone(),
-                embedding: e.embedding.to_i8(),
+                embedding: e.embedding.to_i8_form(),
             }
         })?,
         removed: BoundedVec::try_collect("catalog.removed", p.removed.iter(), |id| {
@@ -427,7 +486,7 @@ fn page_to_wire(p: &CatalogPage) -> Result<WireCatalogPage, DomainError> {
     })
 }
 
-fn page_from_wire(w: &WireCatalogPage) -> Result<CatalogPage, DomainError> {
+fn page_from_wire<C: I8Form>(w: &WireCatalogPage) -> Result<CatalogPage<C>, DomainError> {
     let upserts = w
         .upserts
         .0
@@ -441,10 +500,8 @@ fn page_from_wire(w: &WireCatalogPage) -> Result<CatalogPage, DomainError> {
                 description: e.description.clone(),
             };
             item.validate()?;
-            let embedding = e
-                .embedding
-                .decode()
-                .map_err(|source| DomainError::Embedding {
+            let embedding =
+                C::from_i8_form(&e.embedding).map_err(|source| DomainError::Embedding {
                     field: "catalog entry",
                     source,
                 })?;
@@ -464,7 +521,7 @@ fn page_from_wire(w: &WireCatalogPage) -> Result<CatalogPage, DomainError> {
     })
 }
 
-impl TryFrom<&WireResponse> for SyncResponse {
+impl<G: TernaryForm, C: I8Form> TryFrom<&WireResponse> for SyncResponse<G, C> {
     type Error = DomainError;
     fn try_from(w: &WireResponse) -> Result<Self, DomainError> {
         let a = match &w.outcome {

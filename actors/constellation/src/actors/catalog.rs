@@ -22,7 +22,7 @@ use serde::Serialize;
 
 pub use omega_protocol::catalog_import::ImportFormat;
 use omega_protocol::catalog_import::{self, ImportError};
-use omega_protocol::{CatalogEntry, CatalogItem, Embedding};
+use omega_protocol::{CatalogEntry, CatalogItem, Embedding, PackedCatalogEntry};
 
 use crate::store::{PatternStore, StoreError};
 
@@ -200,10 +200,14 @@ fn embed_and_store(
             reason: format!("{} embeddings for {} texts", embeddings.len(), batch.len()),
         });
     }
-    let entries: Vec<CatalogEntry> = batch
+    // Quantized once, here: the store and every response keep the int8 form.
+    let entries: Vec<PackedCatalogEntry> = batch
         .into_iter()
         .zip(embeddings)
-        .map(|(item, embedding)| CatalogEntry { item, embedding })
+        .map(|(item, embedding)| CatalogEntry {
+            item,
+            embedding: embedding.to_i8(),
+        })
         .collect();
     store
         .upsert_catalog(&entries)

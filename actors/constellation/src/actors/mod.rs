@@ -29,13 +29,15 @@
 //! [`Node`] is the handle the listener and the admin API use.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef, ActorStatus};
 use tokio::sync::Semaphore;
 
-use omega_protocol::{CatalogItem, DeviceId, SyncError, SyncRequest, SyncResponse};
+use omega_protocol::{CatalogItem, DeviceId, PackedSyncRequest, PackedSyncResponse, SyncError};
 
 use crate::federation::{FederationConfig, FederationError};
 use crate::store::{PatternStore, StoreError};
@@ -72,13 +74,6 @@ pub mod names {
     pub const CATALOG_EMBEDDED: &str = "omega_catalog_embedded_total";
     /// Counter: child actors restarted, label `child`.
     pub const ACTOR_RESTARTS: &str = "omega_actor_restarts_total";
-}
-
-/// Lets actor states that hold an `Arc<dyn PatternStore>` derive `Debug`.
-impl std::fmt::Debug for dyn PatternStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("dyn PatternStore")
-    }
 }
 
 /// Shard actors a node may run.
@@ -209,18 +204,14 @@ pub(crate) struct Routes {
 
 pub(crate) type SharedRoutes = Arc<RwLock<Routes>>;
 
-fn read_routes(routes: &SharedRoutes) -> std::sync::RwLockReadGuard<'_, Routes> {
-    // A panic while holding the lock cannot leave `Routes` inconsistent (each
-    // write is one assignment), so a poisoned lock is still usable.
-    routes
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+// parking_lot's lock does not poison: a panic while holding it cannot leave
+// `Routes` inconsistent (each write is one assignment).
+fn read_routes(routes: &SharedRoutes) -> parking_lot::RwLockReadGuard<'_, Routes> {
+    routes.read()
 }
 
-pub(crate) fn write_routes(routes: &SharedRoutes) -> std::sync::RwLockWriteGuard<'_, Routes> {
-    routes
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+pub(crate) fn write_routes(routes: &SharedRoutes) -> parking_lot::RwLockWriteGuard<'_, Routes> {
+    routes.write()
 }
 
 /// Unix milliseconds now (the one clock read of the sync path).
@@ -247,7 +238,7 @@ pub struct Node {
 }
 
 /// Answer of a shard: the response and what happened.
-pub type SyncResult = (SyncResponse, SyncOutcome);
+pub type SyncResult = (PackedSyncResponse, SyncOutcome);
 
 impl Node {
     /// Starts the actor tree over `store`. Catalog imports need `embedder`
@@ -353,7 +344,7 @@ impl Node {
         &self,
         permit: Permit,
         device: DeviceId,
-        request: SyncRequest,
+        request: PackedSyncRequest,
         now_ms: u64,
     ) -> SyncResult {
         let index = crate::shard::shard_of(&device, self.config.shards) as usize;
@@ -467,9 +458,10 @@ impl Node {
         }
     }
 
-    /// Fault injection for operators' drills and tests: makes shard actor
+    /// Fault injection for tests (feature `testing`): makes shard actor
     /// `index` fail, so the supervisor's restart policy runs. Returns whether
     /// the shard was running.
+    #[cfg(feature = "testing")]
     pub fn fail_shard(&self, index: usize) -> bool {
         let shard = read_routes(&self.routes)
             .shards

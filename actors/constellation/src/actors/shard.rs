@@ -1,9 +1,10 @@
 //! The shard actor: owns one [`SyncCore`] and serializes the syncs of the
 //! devices that hash to it.
 //!
-//! Each sync runs the core on tokio's blocking pool (the store is blocking
-//! and durable writes fsync), one at a time per actor: the core and its RNG
-//! move into the blocking task and come back with the answer. If that task
+//! Each sync runs [`sync::run`] (the store reads, the core's decision, the
+//! write) on tokio's blocking pool (the store is blocking and durable writes
+//! fsync), one at a time per actor: the core and its RNG move into the
+//! blocking task and come back with the answer. If that task
 //! panics the core is lost, the handler fails, and the supervisor restarts
 //! the shard with a fresh core (only the in-memory rate limiter is lost; the
 //! store is the truth).
@@ -17,10 +18,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use omega_protocol::{DeviceId, SyncRequest};
+use omega_protocol::{DeviceId, PackedSyncRequest};
 
 use crate::store::PatternStore;
-use crate::sync::{Permit, SyncConfig, SyncCore};
+use crate::sync::{self, Permit, SyncConfig, SyncCore};
 
 use super::SyncResult;
 
@@ -30,7 +31,7 @@ pub struct SyncJob {
     /// The device, from its verified certificate.
     pub device: DeviceId,
     /// The decoded request.
-    pub request: SyncRequest,
+    pub request: PackedSyncRequest,
     /// Unix milliseconds at arrival.
     pub now_ms: u64,
     /// The in-flight slot this job occupies; freed when the job is answered.
@@ -42,7 +43,9 @@ pub struct SyncJob {
 pub enum ShardMsg {
     /// Process one sync and reply with the response and its outcome.
     Sync(Box<SyncJob>, RpcReplyPort<SyncResult>),
-    /// Fail on purpose (fault injection: exercises the restart policy).
+    /// Fail on purpose (fault injection for tests: exercises the restart
+    /// policy).
+    #[cfg(feature = "testing")]
     Fail(String),
 }
 
@@ -57,10 +60,11 @@ pub struct ShardArgs {
     pub sync: SyncConfig,
 }
 
-/// The core and its RNG, moved to the blocking pool for each sync.
+/// The core, the store and the RNG, moved to the blocking pool for each sync.
 #[derive(Debug)]
 struct Engine {
-    core: SyncCore<Arc<dyn PatternStore>>,
+    core: SyncCore,
+    store: Arc<dyn PatternStore>,
     rng: StdRng,
 }
 
@@ -86,11 +90,12 @@ impl Actor for ShardActor {
         _myself: ActorRef<Self::Msg>,
         args: ShardArgs,
     ) -> Result<ShardState, ActorProcessingErr> {
-        let core = SyncCore::new(args.store, args.sync)?;
+        let core = SyncCore::new(args.sync)?;
         Ok(ShardState {
             index: args.index,
             engine: Some(Box::new(Engine {
                 core,
+                store: args.store,
                 rng: StdRng::from_os_rng(),
             })),
         })
@@ -115,8 +120,8 @@ impl Actor for ShardActor {
                     permit,
                 } = *job;
                 let (engine, result) = tokio::task::spawn_blocking(move || {
-                    let Engine { core, rng } = &mut *engine;
-                    let result = core.handle_with_outcome(&device, request, now_ms, rng);
+                    let Engine { core, store, rng } = &mut *engine;
+                    let result = sync::run(core, &**store, &device, request, now_ms, rng);
                     (engine, result)
                 })
                 .await?;
@@ -126,6 +131,7 @@ impl Actor for ShardActor {
                 drop(permit);
                 Ok(())
             }
+            #[cfg(feature = "testing")]
             ShardMsg::Fail(reason) => {
                 tracing::warn!(shard = state.index, %reason, "shard actor failing on request");
                 Err(format!("shard {} failed on request: {reason}", state.index).into())

@@ -2,7 +2,8 @@
 //! implementations.
 //!
 //! The trait is shaped for a wide-column store (the later ScyllaDB
-//! implementation must fit it) as much as for the embedded [`RedbStore`]:
+//! implementation must fit it) as much as for the embedded redb store of
+//! omega-constellation:
 //!
 //! * **per device** (partition key: device id): a [`DeviceState`] and the
 //!   device's patterns. [`PatternStore::apply_device_sync`] is the only
@@ -21,7 +22,7 @@
 //! actor calls it from `spawn_blocking` or a dedicated thread); a ScyllaDB
 //! implementation bridges to its async driver inside those blocking calls.
 //!
-//! Invariants every implementation keeps (checked by [`suite`]):
+//! Invariants every implementation keeps (checked by `suite`, with the `testing` feature):
 //!
 //! * A write returns `Ok` only once it is durable; a write that returns `Err`
 //!   applied nothing.
@@ -44,18 +45,19 @@
 use serde::{Deserialize, Serialize};
 
 use omega_protocol::{
-    limits, CatalogEntry, CatalogPage, ContentId, ContextBucket, DeviceId, Embedding,
-    GlobalPattern, PatternId, Region, TrendSignal,
+    limits, ContentId, ContextBucket, DeviceId, GlobalPattern, PackedCatalogEntry,
+    PackedCatalogPage, PackedGlobalPattern, PatternId, Region, TernaryEmbedding, TrendSignal,
 };
 
+#[cfg(any(test, feature = "testing"))]
 mod failing;
 mod memory;
-mod redb_store;
+#[cfg(any(test, feature = "testing"))]
 pub mod suite;
 
+#[cfg(any(test, feature = "testing"))]
 pub use failing::FailingStore;
 pub use memory::MemoryStore;
-pub use redb_store::RedbStore;
 
 /// Patterns one device may hold on the node.
 pub const MAX_PATTERNS_PER_DEVICE: u32 = 1024;
@@ -78,6 +80,22 @@ pub enum StoreError {
         op: &'static str,
         /// The engine's error, rendered.
         message: String,
+    },
+    /// The storage ran out of space during `op`; nothing from a failed write
+    /// was applied.
+    #[error("storage full during {op}")]
+    DiskFull {
+        /// The store operation that failed.
+        op: &'static str,
+    },
+    /// The store was written in a record format this build does not read
+    /// (e.g. by an older build); nothing was read or changed.
+    #[error("the store is in format {found}, this build reads format {supported} only")]
+    UnsupportedFormat {
+        /// The file's format.
+        found: u64,
+        /// The format this build reads.
+        supported: u64,
     },
     /// Stored bytes could not be decoded: the store is damaged or was written
     /// by an incompatible build.
@@ -116,7 +134,8 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
-    /// A fault injected by [`FailingStore`] (tests only); nothing was applied.
+    /// A fault injected by `FailingStore` (tests only); nothing was applied.
+    #[cfg(any(test, feature = "testing"))]
     #[error("injected failure of write #{write}")]
     Injected {
         /// The 1-based number of the failed write.
@@ -125,7 +144,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn backend(op: &'static str, e: impl std::fmt::Display) -> Self {
+    /// A [`StoreError::Backend`] of operation `op` with `e` rendered.
+    pub fn backend(op: &'static str, e: impl std::fmt::Display) -> Self {
         StoreError::Backend {
             op,
             message: e.to_string(),
@@ -153,15 +173,17 @@ pub struct DeviceInfo {
     pub pattern_count: u32,
 }
 
-/// One device pattern as stored on the node.
+/// One device pattern as stored on the node: `E` is the embedding's form,
+/// the ternary wire form it arrived in (the default, what stores hold) or
+/// [`Embedding`](omega_protocol::Embedding) once federation has decoded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredPattern {
+pub struct StoredPattern<E = TernaryEmbedding> {
     /// The pattern's id on its device.
     pub id: PatternId,
     /// Coarse context.
     pub bucket: ContextBucket,
     /// Aggregate embedding.
-    pub embedding: Embedding,
+    pub embedding: E,
     /// Share of successful watches, 0.0–1.0.
     pub success_rate: f32,
     /// Watches folded into the pattern (at least 1).
@@ -170,13 +192,13 @@ pub struct StoredPattern {
     pub updated_at_ms: u64,
 }
 
-/// A device pattern found by a region scan.
+/// A device pattern found by a region scan (`E`: see [`StoredPattern`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RegionPattern {
+pub struct RegionPattern<E = TernaryEmbedding> {
     /// The device holding it.
     pub device: DeviceId,
     /// The pattern.
-    pub pattern: StoredPattern,
+    pub pattern: StoredPattern<E>,
 }
 
 /// Where a region scan resumes: strictly after this (device, pattern) key.
@@ -226,18 +248,30 @@ pub struct DeviceSync<'a> {
     pub removals: &'a [PatternId],
 }
 
-/// A region's published globals as the store holds them.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct RegionGlobals {
+/// A region's published globals as the store holds them (`E`: the wire form,
+/// or [`Embedding`](omega_protocol::Embedding) once federation decoded them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionGlobals<E = TernaryEmbedding> {
     /// Current global version (0: nothing published yet).
     pub version: u64,
     /// Live global patterns, ordered by id.
-    pub patterns: Vec<GlobalPattern>,
+    pub patterns: Vec<GlobalPattern<E>>,
     /// Current trend signals.
     pub trends: Vec<TrendSignal>,
     /// The largest global id ever published in the region (ids are never
     /// reused).
     pub max_id: u64,
+}
+
+impl<E> Default for RegionGlobals<E> {
+    fn default() -> Self {
+        Self {
+            version: 0,
+            patterns: Vec::new(),
+            trends: Vec::new(),
+            max_id: 0,
+        }
+    }
 }
 
 /// What changed in a region's globals since a device's version.
@@ -250,7 +284,7 @@ pub struct GlobalsChange {
     /// tombstones.
     pub reset: bool,
     /// Patterns added or changed since the device's version (all when `reset`).
-    pub patterns: Vec<GlobalPattern>,
+    pub patterns: Vec<PackedGlobalPattern>,
     /// Ids withdrawn since the device's version (empty when `reset`).
     pub removed: Vec<u64>,
     /// The region's current trends.
@@ -258,7 +292,7 @@ pub struct GlobalsChange {
 }
 
 /// The node's storage. See the module docs for the partitioning and the
-/// invariants; [`suite`] checks them for any implementation.
+/// invariants; `suite` (feature `testing`) checks them for any implementation.
 pub trait PatternStore: Send + Sync {
     /// The device's state, `None` if the node holds nothing for it.
     fn device_state(&self, device: &DeviceId) -> Result<Option<DeviceInfo>, StoreError>;
@@ -299,7 +333,7 @@ pub trait PatternStore: Send + Sync {
         &self,
         region: &Region,
         version: u64,
-        patterns: &[GlobalPattern],
+        patterns: &[PackedGlobalPattern],
         trends: &[TrendSignal],
     ) -> Result<(), StoreError>;
 
@@ -312,7 +346,7 @@ pub trait PatternStore: Send + Sync {
 
     /// Inserts or replaces catalog entries (in order; a later duplicate wins).
     /// Each entry takes the next catalog version; returns the new version.
-    fn upsert_catalog(&self, entries: &[CatalogEntry]) -> Result<u64, StoreError>;
+    fn upsert_catalog(&self, entries: &[PackedCatalogEntry]) -> Result<u64, StoreError>;
 
     /// Withdraws catalog items (unknown ids are ignored). Each withdrawn item
     /// takes the next catalog version; returns the new version.
@@ -329,7 +363,7 @@ pub trait PatternStore: Send + Sync {
     /// The page's `version` is that of its last change, or the current version
     /// when it reaches the end (`more == false`). An item changed twice appears
     /// once, at its latest version.
-    fn catalog_page(&self, since: u64, max_items: usize) -> Result<CatalogPage, StoreError>;
+    fn catalog_page(&self, since: u64, max_items: usize) -> Result<PackedCatalogPage, StoreError>;
 
     /// Live catalog entries in id order strictly after `after`; `limit` is
     /// clamped to 1..=[`MAX_SCAN_PAGE`] (for the federation's trend mapping).
@@ -337,12 +371,12 @@ pub trait PatternStore: Send + Sync {
         &self,
         after: Option<&ContentId>,
         limit: usize,
-    ) -> Result<Vec<CatalogEntry>, StoreError>;
+    ) -> Result<Vec<PackedCatalogEntry>, StoreError>;
 }
 
 /// Checks `publish_globals` arguments; shared by the implementations.
-pub(crate) fn check_publish(
-    patterns: &[GlobalPattern],
+pub fn check_publish(
+    patterns: &[PackedGlobalPattern],
     trends: &[TrendSignal],
 ) -> Result<(), StoreError> {
     if patterns.len() > MAX_GLOBALS_PER_REGION {
@@ -369,25 +403,23 @@ pub(crate) fn check_publish(
     Ok(())
 }
 
-/// Whether two global patterns are the same publication: equal fields and
-/// embeddings equal up to float rounding (a store may re-normalize an
-/// embedding when reading it back, moving coordinates by an ulp). Stores use
-/// it to keep a pattern's change version when it is re-published unchanged.
-pub fn same_global(a: &GlobalPattern, b: &GlobalPattern) -> bool {
-    a.id == b.id
-        && a.bucket == b.bucket
-        && a.support == b.support
-        && a.samples == b.samples
-        && a.success_rate == b.success_rate
-        && a.embedding
-            .as_slice()
-            .iter()
-            .zip(b.embedding.as_slice())
-            .all(|(x, y)| (x - y).abs() <= 1e-6)
+/// Whether two global patterns are the same publication (equal fields and
+/// the same quantized embedding). Stores use it to keep a pattern's change
+/// version when it is re-published unchanged.
+pub fn same_global(a: &PackedGlobalPattern, b: &PackedGlobalPattern) -> bool {
+    a == b
 }
 
-pub(crate) fn clamp_page(limit: usize, max: usize) -> usize {
+/// `limit` clamped to `1..=max` (page sizes of the scans).
+pub fn clamp_page(limit: usize, max: usize) -> usize {
     limit.clamp(1, max)
+}
+
+/// Lets states that hold an `Arc<dyn PatternStore>` derive `Debug`.
+impl std::fmt::Debug for dyn PatternStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn PatternStore")
+    }
 }
 
 /// A shared store (one per node, handed to every shard's core).
@@ -423,7 +455,7 @@ impl<T: PatternStore + ?Sized> PatternStore for std::sync::Arc<T> {
         &self,
         region: &Region,
         version: u64,
-        patterns: &[GlobalPattern],
+        patterns: &[PackedGlobalPattern],
         trends: &[TrendSignal],
     ) -> Result<(), StoreError> {
         (**self).publish_globals(region, version, patterns, trends)
@@ -434,7 +466,7 @@ impl<T: PatternStore + ?Sized> PatternStore for std::sync::Arc<T> {
     fn globals_since(&self, region: &Region, since: u64) -> Result<GlobalsChange, StoreError> {
         (**self).globals_since(region, since)
     }
-    fn upsert_catalog(&self, entries: &[CatalogEntry]) -> Result<u64, StoreError> {
+    fn upsert_catalog(&self, entries: &[PackedCatalogEntry]) -> Result<u64, StoreError> {
         (**self).upsert_catalog(entries)
     }
     fn remove_catalog(&self, ids: &[ContentId]) -> Result<u64, StoreError> {
@@ -446,14 +478,14 @@ impl<T: PatternStore + ?Sized> PatternStore for std::sync::Arc<T> {
     fn catalog_len(&self) -> Result<u64, StoreError> {
         (**self).catalog_len()
     }
-    fn catalog_page(&self, since: u64, max_items: usize) -> Result<CatalogPage, StoreError> {
+    fn catalog_page(&self, since: u64, max_items: usize) -> Result<PackedCatalogPage, StoreError> {
         (**self).catalog_page(since, max_items)
     }
     fn catalog_entries(
         &self,
         after: Option<&ContentId>,
         limit: usize,
-    ) -> Result<Vec<CatalogEntry>, StoreError> {
+    ) -> Result<Vec<PackedCatalogEntry>, StoreError> {
         (**self).catalog_entries(after, limit)
     }
 }

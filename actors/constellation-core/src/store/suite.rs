@@ -12,8 +12,8 @@
 //! deterministic so the other modules' tests can reuse them.
 
 use omega_protocol::{
-    CatalogEntry, CatalogItem, ContentId, ContextBucket, DeviceId, Embedding, GlobalPattern,
-    PatternId, Region, TrendSignal, EMBEDDING_DIM,
+    CatalogItem, ContentId, ContextBucket, DeviceId, Embedding, PackedCatalogEntry,
+    PackedGlobalPattern, PatternId, Region, TrendSignal, EMBEDDING_DIM,
 };
 
 use super::{
@@ -115,7 +115,7 @@ pub fn pattern(id: u64, seed: u64, samples: u32, at_ms: u64) -> StoredPattern {
     StoredPattern {
         id: PatternId(id),
         bucket: bucket(seed),
-        embedding: embedding(seed),
+        embedding: embedding(seed).to_ternary(),
         success_rate: (seed % 10) as f32 / 10.0,
         samples,
         updated_at_ms: at_ms,
@@ -132,11 +132,11 @@ pub fn state(version: u64, region_n: u64, at_ms: u64) -> DeviceState {
 }
 
 /// A global pattern with embedding `embedding(seed)`.
-pub fn global(id: u64, seed: u64) -> GlobalPattern {
-    GlobalPattern {
+pub fn global(id: u64, seed: u64) -> PackedGlobalPattern {
+    PackedGlobalPattern {
         id,
         bucket: bucket(seed),
-        embedding: embedding(seed),
+        embedding: embedding(seed).to_ternary(),
         success_rate: 0.5,
         support: 5,
         samples: 50,
@@ -149,8 +149,8 @@ pub fn content(n: u64) -> ContentId {
 }
 
 /// A catalog entry for `content(n)`.
-pub fn catalog_entry(n: u64, seed: u64) -> CatalogEntry {
-    CatalogEntry {
+pub fn catalog_entry(n: u64, seed: u64) -> PackedCatalogEntry {
+    PackedCatalogEntry {
         item: CatalogItem {
             id: content(n),
             title: format!("Title {n} / {seed}"),
@@ -158,7 +158,7 @@ pub fn catalog_entry(n: u64, seed: u64) -> CatalogEntry {
             year: Some(2000),
             description: String::new(),
         },
-        embedding: embedding(seed),
+        embedding: embedding(seed).to_i8(),
     }
 }
 
@@ -425,7 +425,7 @@ pub fn globals_publish_and_changes<S: PatternStore>(s: &S) {
     );
     let dup = s.publish_globals(&r, 5, &[global(1, 1), global(1, 2)], &[]);
     assert!(matches!(dup, Err(StoreError::InvalidInput { .. })));
-    let too_many: Vec<GlobalPattern> = (0..=MAX_GLOBALS_PER_REGION as u64)
+    let too_many: Vec<PackedGlobalPattern> = (0..=MAX_GLOBALS_PER_REGION as u64)
         .map(|i| global(i, i))
         .collect();
     assert!(matches!(
@@ -444,7 +444,7 @@ pub fn global_tombstones_are_bounded<S: PatternStore>(s: &S) {
     let per = MAX_GLOBALS_PER_REGION as u64;
     let rounds = (MAX_GLOBAL_TOMBSTONES as u64 / per) + 2;
     for v in 1..=rounds {
-        let ps: Vec<GlobalPattern> = ((v - 1) * per..v * per).map(|i| global(i, i)).collect();
+        let ps: Vec<PackedGlobalPattern> = ((v - 1) * per..v * per).map(|i| global(i, i)).collect();
         s.publish_globals(&r, v, &ps, &[]).expect("publish");
     }
     let g = s.globals_since(&r, 1).expect("read");
@@ -629,7 +629,7 @@ fn apply_op<S: PatternStore>(s: &S, op: &Op, step: u64) -> Result<u64, StoreErro
             patterns,
             trends,
         } => {
-            let ps: Vec<GlobalPattern> = patterns
+            let ps: Vec<PackedGlobalPattern> = patterns
                 .iter()
                 .map(|(id, seed)| global(u64::from(*id), *seed))
                 .collect();
@@ -638,7 +638,7 @@ fn apply_op<S: PatternStore>(s: &S, op: &Op, step: u64) -> Result<u64, StoreErro
                 .map(|()| 0)
         }
         Op::UpsertCatalog(items) => {
-            let es: Vec<CatalogEntry> = items
+            let es: Vec<PackedCatalogEntry> = items
                 .iter()
                 .map(|(n, seed)| catalog_entry(u64::from(*n), *seed))
                 .collect();

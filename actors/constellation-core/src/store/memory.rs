@@ -8,10 +8,12 @@
 //! catalog items it is given.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use omega_protocol::{
-    CatalogEntry, CatalogPage, ContentId, DeviceId, GlobalPattern, PatternId, Region, TrendSignal,
+    ContentId, DeviceId, PackedCatalogEntry, PackedCatalogPage, PackedGlobalPattern, PatternId,
+    Region, TrendSignal,
 };
 
 use super::{
@@ -29,7 +31,7 @@ struct RegionData {
     max_id: u64,
     trends: Vec<TrendSignal>,
     /// id → (version of the last change, pattern or tombstone).
-    records: BTreeMap<u64, (u64, Option<GlobalPattern>)>,
+    records: BTreeMap<u64, (u64, Option<PackedGlobalPattern>)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -39,7 +41,7 @@ struct Inner {
     regions: BTreeSet<Region>,
     globals: BTreeMap<Region, RegionData>,
     /// id → (catalog version of the last change, entry or tombstone).
-    catalog: BTreeMap<ContentId, (u64, Option<CatalogEntry>)>,
+    catalog: BTreeMap<ContentId, (u64, Option<PackedCatalogEntry>)>,
     catalog_version: u64,
 }
 
@@ -56,9 +58,10 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave a half-applied write:
-        // every write builds its result on a copy or checks before mutating.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        // parking_lot's lock does not poison; a panic while holding it cannot
+        // leave a half-applied write: every write builds its result on a copy
+        // or checks before mutating.
+        self.inner.lock()
     }
 }
 
@@ -162,7 +165,7 @@ impl PatternStore for MemoryStore {
         &self,
         region: &Region,
         version: u64,
-        patterns: &[GlobalPattern],
+        patterns: &[PackedGlobalPattern],
         trends: &[TrendSignal],
     ) -> Result<(), StoreError> {
         check_publish(patterns, trends)?;
@@ -242,7 +245,7 @@ impl PatternStore for MemoryStore {
         Ok(change)
     }
 
-    fn upsert_catalog(&self, entries: &[CatalogEntry]) -> Result<u64, StoreError> {
+    fn upsert_catalog(&self, entries: &[PackedCatalogEntry]) -> Result<u64, StoreError> {
         let mut inner = self.lock();
         for e in entries {
             inner.catalog_version += 1;
@@ -279,10 +282,10 @@ impl PatternStore for MemoryStore {
             .count() as u64)
     }
 
-    fn catalog_page(&self, since: u64, max_items: usize) -> Result<CatalogPage, StoreError> {
+    fn catalog_page(&self, since: u64, max_items: usize) -> Result<PackedCatalogPage, StoreError> {
         let max_items = clamp_page(max_items, MAX_CATALOG_PAGE);
         let inner = self.lock();
-        let mut changes: Vec<(u64, &ContentId, &Option<CatalogEntry>)> = inner
+        let mut changes: Vec<(u64, &ContentId, &Option<PackedCatalogEntry>)> = inner
             .catalog
             .iter()
             .filter(|(_, r)| r.0 > since)
@@ -291,10 +294,10 @@ impl PatternStore for MemoryStore {
         changes.sort_by_key(|c| c.0);
         let more = changes.len() > max_items;
         changes.truncate(max_items);
-        let mut page = CatalogPage {
+        let mut page = PackedCatalogPage {
             version: inner.catalog_version,
             more,
-            ..CatalogPage::default()
+            ..PackedCatalogPage::default()
         };
         if more {
             page.version = changes.last().map_or(since, |c| c.0);
@@ -312,7 +315,7 @@ impl PatternStore for MemoryStore {
         &self,
         after: Option<&ContentId>,
         limit: usize,
-    ) -> Result<Vec<CatalogEntry>, StoreError> {
+    ) -> Result<Vec<PackedCatalogEntry>, StoreError> {
         let limit = clamp_page(limit, MAX_SCAN_PAGE);
         let inner = self.lock();
         Ok(inner

@@ -27,10 +27,11 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use omega_protocol::limits::MAX_CATALOG_PAGE;
 use omega_protocol::{
-    CatalogEntry, CatalogPage, ContentId, DeviceId, GlobalPattern, Region, TrendSignal,
+    ContentId, DeviceId, PackedCatalogEntry, PackedCatalogPage, PackedGlobalPattern, Region,
+    TrendSignal,
 };
 
-use super::{
+use omega_constellation_core::store::{
     check_publish, clamp_page, same_global, DeviceInfo, DeviceSync, GlobalsChange, PatternCursor,
     PatternStore, RegionGlobals, RegionPattern, RegionPatternPage, StoreError, StoredPattern,
     MAX_GLOBAL_TOMBSTONES, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
@@ -46,6 +47,12 @@ const CATALOG_LOG: TableDefinition<'_, u64, &str> = TableDefinition::new("catalo
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 const CATALOG_VERSION: &str = "catalog_version";
+/// The record format of this build, in `meta`. Format 1 (no key) kept f32
+/// embeddings; format 2 keeps them in their wire form (ternary patterns and
+/// globals, int8 catalog entries).
+const FORMAT_VERSION: &str = "format_version";
+/// The format this build reads and writes.
+pub const STORE_FORMAT: u64 = 2;
 const CATALOG_LEN: &str = "catalog_len";
 
 /// Greater than every device id (whose characters are at most `z`).
@@ -62,13 +69,13 @@ struct RegionMeta {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct GlobalRecord {
     changed: u64,
-    pattern: Option<GlobalPattern>,
+    pattern: Option<PackedGlobalPattern>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CatalogRecord {
     version: u64,
-    entry: Option<CatalogEntry>,
+    entry: Option<PackedCatalogEntry>,
 }
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -82,9 +89,18 @@ fn dec<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, Store
     })
 }
 
-/// Maps any redb error of operation `op` to [`StoreError::Backend`].
-fn be<E: std::fmt::Display>(op: &'static str) -> impl Fn(E) -> StoreError {
-    move |e| StoreError::backend(op, e)
+/// Maps any redb error of operation `op` to [`StoreError::DiskFull`] when
+/// the file system is out of space, to [`StoreError::Backend`] otherwise.
+fn be<E: Into<redb::Error>>(op: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| {
+        let e: redb::Error = e.into();
+        match &e {
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                StoreError::DiskFull { op }
+            }
+            _ => StoreError::backend(op, e),
+        }
+    }
 }
 
 /// The embedded, durable [`PatternStore`].
@@ -95,10 +111,34 @@ pub struct RedbStore {
 
 impl RedbStore {
     /// Opens the store at `path`, creating the file and its tables if needed.
+    /// A file written in another record format is refused with
+    /// [`StoreError::UnsupportedFormat`] (a file without a format version is
+    /// format 1).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(be("open"))?;
         let store = Self { db };
         let txn = store.write_txn("open")?;
+        {
+            let fresh = txn.list_tables().map_err(be("open"))?.next().is_none();
+            let mut meta = txn.open_table(META).map_err(be("open"))?;
+            let found = meta
+                .get(FORMAT_VERSION)
+                .map_err(be("open"))?
+                .map(|v| v.value());
+            match found {
+                Some(STORE_FORMAT) => {}
+                None if fresh => {
+                    meta.insert(FORMAT_VERSION, STORE_FORMAT)
+                        .map_err(be("open"))?;
+                }
+                other => {
+                    return Err(StoreError::UnsupportedFormat {
+                        found: other.unwrap_or(1),
+                        supported: STORE_FORMAT,
+                    })
+                }
+            }
+        }
         {
             txn.open_table(DEVICES).map_err(be("open"))?;
             txn.open_table(PATTERNS).map_err(be("open"))?;
@@ -120,7 +160,7 @@ impl RedbStore {
     fn write_catalog<'a>(
         &self,
         op: &'static str,
-        changes: impl Iterator<Item = (&'a str, Option<&'a CatalogEntry>)>,
+        changes: impl Iterator<Item = (&'a str, Option<&'a PackedCatalogEntry>)>,
     ) -> Result<u64, StoreError> {
         let txn = self.write_txn(op)?;
         let version = {
@@ -393,7 +433,7 @@ impl PatternStore for RedbStore {
         &self,
         region: &Region,
         version: u64,
-        new: &[GlobalPattern],
+        new: &[PackedGlobalPattern],
         trends: &[TrendSignal],
     ) -> Result<(), StoreError> {
         check_publish(new, trends)?;
@@ -519,7 +559,7 @@ impl PatternStore for RedbStore {
         Ok(change)
     }
 
-    fn upsert_catalog(&self, entries: &[CatalogEntry]) -> Result<u64, StoreError> {
+    fn upsert_catalog(&self, entries: &[PackedCatalogEntry]) -> Result<u64, StoreError> {
         self.write_catalog(
             "upsert_catalog",
             entries.iter().map(|e| (e.item.id.as_str(), Some(e))),
@@ -546,16 +586,16 @@ impl PatternStore for RedbStore {
         )
     }
 
-    fn catalog_page(&self, since: u64, max_items: usize) -> Result<CatalogPage, StoreError> {
+    fn catalog_page(&self, since: u64, max_items: usize) -> Result<PackedCatalogPage, StoreError> {
         let op = "catalog_page";
         let max_items = clamp_page(max_items, MAX_CATALOG_PAGE);
         let txn = self.read_txn(op)?;
         let current = read_u64(&txn.open_table(META).map_err(be(op))?, CATALOG_VERSION)?;
         let log = txn.open_table(CATALOG_LOG).map_err(be(op))?;
         let catalog = txn.open_table(CATALOG).map_err(be(op))?;
-        let mut page = CatalogPage {
+        let mut page = PackedCatalogPage {
             version: current,
-            ..CatalogPage::default()
+            ..PackedCatalogPage::default()
         };
         let mut last = since;
         for (taken, row) in log
@@ -599,7 +639,7 @@ impl PatternStore for RedbStore {
         &self,
         after: Option<&ContentId>,
         limit: usize,
-    ) -> Result<Vec<CatalogEntry>, StoreError> {
+    ) -> Result<Vec<PackedCatalogEntry>, StoreError> {
         let op = "catalog_entries";
         let limit = clamp_page(limit, MAX_SCAN_PAGE);
         let txn = self.read_txn(op)?;
@@ -621,5 +661,76 @@ impl PatternStore for RedbStore {
             out.extend(rec.entry);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_format(path: &Path, format: Option<u64>) {
+        let store = RedbStore::open(path).expect("open");
+        let txn = store.write_txn("test").expect("txn");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            match format {
+                Some(f) => meta.insert(FORMAT_VERSION, f).map(drop),
+                None => meta.remove(FORMAT_VERSION).map(drop),
+            }
+            .expect("write");
+        }
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_a_typed_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.redb");
+        // Written by a build before format versions: format 1.
+        set_format(&path, None);
+        assert_eq!(
+            RedbStore::open(&path).err(),
+            Some(StoreError::UnsupportedFormat {
+                found: 1,
+                supported: STORE_FORMAT
+            })
+        );
+        set_format_raw(&path, 3);
+        assert_eq!(
+            RedbStore::open(&path).err(),
+            Some(StoreError::UnsupportedFormat {
+                found: 3,
+                supported: STORE_FORMAT
+            })
+        );
+        // A fresh file is created in the current format and reopens.
+        let fresh = dir.path().join("fresh.redb");
+        drop(RedbStore::open(&fresh).expect("create"));
+        assert!(RedbStore::open(&fresh).is_ok());
+    }
+
+    #[test]
+    fn an_out_of_space_error_is_disk_full_not_a_message() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(
+            be::<redb::Error>("commit")(redb::Error::Io(full)),
+            StoreError::DiskFull { op: "commit" }
+        );
+        let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(matches!(
+            be::<redb::Error>("commit")(redb::Error::Io(other)),
+            StoreError::Backend { op: "commit", .. }
+        ));
+    }
+
+    /// Writes the format key without going through `open`'s check.
+    fn set_format_raw(path: &Path, format: u64) {
+        let db = Database::create(path).expect("db");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.insert(FORMAT_VERSION, format).expect("write");
+        }
+        txn.commit().expect("commit");
     }
 }

@@ -6,6 +6,10 @@
 //! publish. [`run`] drives it over a [`PatternStore`] with bounded memory and
 //! publishes the result.
 //!
+//! Federation computes in f32: [`run`] decodes the stored wire forms
+//! (ternary patterns and globals, int8 catalog entries) of what it reads and
+//! quantizes the published globals once, when publishing.
+//!
 //! Per region:
 //!
 //! 1. Patterns with no positive weight are ignored; weight =
@@ -37,14 +41,14 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use omega_protocol::{
-    limits, ContentId, ContextBucket, DeviceId, Embedding, GlobalPattern, Region, TrendSignal,
-    EMBEDDING_DIM,
+    limits, ContentId, ContextBucket, DeviceId, Embedding, EmbeddingError, GlobalPattern,
+    PackedGlobalPattern, Region, TrendSignal, EMBEDDING_DIM,
 };
 
 use crate::shard::stable_hash_parts;
 use crate::store::{
-    same_global, PatternStore, RegionGlobals, RegionPattern, StoreError, MAX_GLOBALS_PER_REGION,
-    MAX_SCAN_PAGE,
+    same_global, PatternStore, RegionGlobals, RegionPattern, StoreError, StoredPattern,
+    MAX_GLOBALS_PER_REGION, MAX_SCAN_PAGE,
 };
 
 /// How federation aggregates. `Default` gives the documented defaults.
@@ -170,13 +174,13 @@ pub struct RegionOutput {
 
 /// Canonical order key of a device pattern.
 /// (Used inside sorts and heap operations: hashes without allocating.)
-fn order_key(p: &RegionPattern) -> (u64, &DeviceId, u64) {
+fn order_key<E>(p: &RegionPattern<E>) -> (u64, &DeviceId, u64) {
     let id = p.pattern.id.0.to_le_bytes();
     let h = stable_hash_parts(&[p.device.as_str().as_bytes(), &[0], &id]);
     (h, &p.device, p.pattern.id.0)
 }
 
-fn weight(p: &RegionPattern, config: &FederationConfig) -> f32 {
+fn weight<E>(p: &RegionPattern<E>, config: &FederationConfig) -> f32 {
     let s = p.pattern.samples.min(config.max_samples_per_pattern) as f32;
     let w = p.pattern.success_rate * s;
     if w.is_finite() && w > 0.0 {
@@ -199,7 +203,7 @@ struct Cluster<'a> {
 }
 
 impl<'a> Cluster<'a> {
-    fn add(&mut self, p: &'a RegionPattern, w: f32) {
+    fn add(&mut self, p: &'a RegionPattern<Embedding>, w: f32) {
         for (s, v) in self.sum.iter_mut().zip(p.pattern.embedding.as_slice()) {
             *s += w * v;
         }
@@ -233,10 +237,10 @@ fn growth_weight(g: &GlobalPattern) -> f64 {
     f64::from(g.success_rate) * f64::from(g.samples)
 }
 
-/// Federates one region (see the module docs).
+/// Federates one region (see the module docs), in f32.
 pub fn federate_region(
-    inputs: &[RegionPattern],
-    previous: &RegionGlobals,
+    inputs: &[RegionPattern<Embedding>],
+    previous: &RegionGlobals<Embedding>,
     catalog: &[CatalogVector],
     config: &FederationConfig,
 ) -> RegionOutput {
@@ -246,7 +250,7 @@ pub fn federate_region(
     };
 
     // 1–2: weight, canonical order, deduplicate, sample.
-    let mut rows: Vec<(&RegionPattern, f32)> = inputs
+    let mut rows: Vec<(&RegionPattern<Embedding>, f32)> = inputs
         .iter()
         .map(|p| (p, weight(p, config)))
         .filter(|(_, w)| *w > 0.0)
@@ -408,8 +412,8 @@ fn trends(
 
 /// Federates several regions; regions missing from `previous` start fresh.
 pub fn federate(
-    inputs: &BTreeMap<Region, Vec<RegionPattern>>,
-    previous: &BTreeMap<Region, RegionGlobals>,
+    inputs: &BTreeMap<Region, Vec<RegionPattern<Embedding>>>,
+    previous: &BTreeMap<Region, RegionGlobals<Embedding>>,
     catalog: &[CatalogVector],
     config: &FederationConfig,
 ) -> BTreeMap<Region, RegionOutput> {
@@ -440,6 +444,65 @@ pub struct RegionReport {
     pub trends: usize,
     /// Counters.
     pub stats: RegionStats,
+}
+
+fn corrupt(what: &'static str) -> impl Fn(EmbeddingError) -> StoreError {
+    move |e| StoreError::Corrupt {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// A stored row with its embedding decoded for clustering.
+fn decode_row(row: RegionPattern) -> Result<RegionPattern<Embedding>, EmbeddingError> {
+    let p = row.pattern;
+    Ok(RegionPattern {
+        device: row.device,
+        pattern: StoredPattern {
+            id: p.id,
+            bucket: p.bucket,
+            embedding: p.embedding.decode()?,
+            success_rate: p.success_rate,
+            samples: p.samples,
+            updated_at_ms: p.updated_at_ms,
+        },
+    })
+}
+
+/// The published globals decoded, for id matching and growth.
+fn decode_globals(g: &RegionGlobals) -> Result<RegionGlobals<Embedding>, EmbeddingError> {
+    let patterns = g
+        .patterns
+        .iter()
+        .map(|p| {
+            Ok(GlobalPattern {
+                id: p.id,
+                bucket: p.bucket,
+                embedding: p.embedding.decode()?,
+                success_rate: p.success_rate,
+                support: p.support,
+                samples: p.samples,
+            })
+        })
+        .collect::<Result<_, EmbeddingError>>()?;
+    Ok(RegionGlobals {
+        version: g.version,
+        patterns,
+        trends: g.trends.clone(),
+        max_id: g.max_id,
+    })
+}
+
+/// A global quantized to its wire form (once, at publication).
+pub fn pack_global(g: &GlobalPattern) -> PackedGlobalPattern {
+    GlobalPattern {
+        id: g.id,
+        bucket: g.bucket,
+        embedding: g.embedding.to_ternary(),
+        success_rate: g.success_rate,
+        support: g.support,
+        samples: g.samples,
+    }
 }
 
 /// Heap entry ordering rows by canonical key (largest on top).
@@ -483,10 +546,13 @@ pub fn run<S: PatternStore>(
         let page = store.catalog_entries(after.as_ref(), MAX_SCAN_PAGE)?;
         let Some(last) = page.last() else { break };
         after = Some(last.item.id.clone());
-        catalog.extend(page.into_iter().map(|e| CatalogVector {
-            id: e.item.id,
-            embedding: e.embedding,
-        }));
+        for e in page {
+            let embedding = e.embedding.decode().map_err(corrupt("catalog entry"))?;
+            catalog.push(CatalogVector {
+                id: e.item.id,
+                embedding,
+            });
+        }
     }
     catalog.truncate(config.max_catalog_items);
 
@@ -518,21 +584,28 @@ pub fn run<S: PatternStore>(
                 None => break,
             }
         }
-        let rows: Vec<RegionPattern> = heap.into_iter().map(|s| s.0).collect();
+        let rows = heap
+            .into_iter()
+            .map(|s| decode_row(s.0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(corrupt("device pattern"))?;
         let previous = store.region_globals(&region)?;
-        let mut out = federate_region(&rows, &previous, &catalog, config);
+        let decoded = decode_globals(&previous).map_err(corrupt("global pattern"))?;
+        let mut out = federate_region(&rows, &decoded, &catalog, config);
         out.stats.input_patterns = seen;
+        // Quantized once, here, for the store and every response after.
+        let packed: Vec<PackedGlobalPattern> = out.patterns.iter().map(pack_global).collect();
         // Both lists are ordered by id (RegionGlobals' contract, federate_region's output).
-        let changed = previous.patterns.len() != out.patterns.len()
+        let changed = previous.patterns.len() != packed.len()
             || previous
                 .patterns
                 .iter()
-                .zip(&out.patterns)
+                .zip(&packed)
                 .any(|(a, b)| !same_global(a, b))
             || previous.trends != out.trends;
         let published_version = if changed {
             let v = previous.version + 1;
-            store.publish_globals(&region, v, &out.patterns, &out.trends)?;
+            store.publish_globals(&region, v, &packed, &out.trends)?;
             Some(v)
         } else {
             None
@@ -565,7 +638,14 @@ mod tests {
     use crate::store::{DeviceState, DeviceSync, MemoryStore, StoredPattern};
     use omega_protocol::PatternId;
 
-    fn row(dev: u64, id: u64, e: Embedding, b: u64, rate: f32, samples: u32) -> RegionPattern {
+    fn row(
+        dev: u64,
+        id: u64,
+        e: Embedding,
+        b: u64,
+        rate: f32,
+        samples: u32,
+    ) -> RegionPattern<Embedding> {
         RegionPattern {
             device: device(dev),
             pattern: StoredPattern {
@@ -580,13 +660,13 @@ mod tests {
     }
 
     /// `n` devices (numbered from `first`) with one pattern near `base`.
-    fn group(first: u64, n: u64, base: u64, b: u64) -> Vec<RegionPattern> {
+    fn group(first: u64, n: u64, base: u64, b: u64) -> Vec<RegionPattern<Embedding>> {
         (first..first + n)
             .map(|d| row(d, base, embedding_near(base, 10_000 + d, 0.05), b, 0.8, 10))
             .collect()
     }
 
-    fn run1(inputs: &[RegionPattern], prev: &RegionGlobals) -> RegionOutput {
+    fn run1(inputs: &[RegionPattern<Embedding>], prev: &RegionGlobals<Embedding>) -> RegionOutput {
         federate_region(inputs, prev, &[], &FederationConfig::default())
     }
 
@@ -602,7 +682,7 @@ mod tests {
         assert!(g.embedding.cosine(&embedding(1)) > 0.95);
         assert_eq!(out.stats.eligible_clusters, 1);
         // One device with many patterns is still one device.
-        let one: Vec<RegionPattern> = (0..10)
+        let one: Vec<RegionPattern<Embedding>> = (0..10)
             .map(|i| row(1, i, embedding_near(1, 100 + i, 0.05), 0, 0.8, 10))
             .collect();
         assert!(run1(&one, &RegionGlobals::default()).patterns.is_empty());
@@ -621,7 +701,7 @@ mod tests {
         let heavy = embedding_near(1, 500, 0.15);
         let light = embedding_near(1, 600, 0.15);
         assert!(heavy.cosine(&light) > 0.8);
-        let mut rows: Vec<RegionPattern> = (0..3)
+        let mut rows: Vec<RegionPattern<Embedding>> = (0..3)
             .map(|d| row(d, 1, heavy.clone(), 0, 1.0, 100))
             .collect();
         rows.extend((3..6).map(|d| row(d, 1, light.clone(), 0, 0.1, 1)));
@@ -767,7 +847,14 @@ mod tests {
             let sync = DeviceSync {
                 state: &state,
                 reset: false,
-                upserts: std::slice::from_ref(&r.pattern),
+                upserts: &[StoredPattern {
+                    id: r.pattern.id,
+                    bucket: r.pattern.bucket,
+                    embedding: r.pattern.embedding.to_ternary(),
+                    success_rate: r.pattern.success_rate,
+                    samples: r.pattern.samples,
+                    updated_at_ms: r.pattern.updated_at_ms,
+                }],
                 removals: &[],
             };
             store.apply_device_sync(&r.device, sync).expect("apply");

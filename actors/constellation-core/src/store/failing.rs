@@ -6,7 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use omega_protocol::{
-    CatalogEntry, CatalogPage, ContentId, DeviceId, GlobalPattern, Region, TrendSignal,
+    ContentId, DeviceId, PackedCatalogEntry, PackedCatalogPage, PackedGlobalPattern, Region,
+    TrendSignal,
 };
 
 use super::{
@@ -93,7 +94,7 @@ impl<S: PatternStore> PatternStore for FailingStore<S> {
         &self,
         region: &Region,
         version: u64,
-        patterns: &[GlobalPattern],
+        patterns: &[PackedGlobalPattern],
         trends: &[TrendSignal],
     ) -> Result<(), StoreError> {
         self.write()?;
@@ -106,7 +107,7 @@ impl<S: PatternStore> PatternStore for FailingStore<S> {
     fn globals_since(&self, region: &Region, since: u64) -> Result<GlobalsChange, StoreError> {
         self.inner.globals_since(region, since)
     }
-    fn upsert_catalog(&self, entries: &[CatalogEntry]) -> Result<u64, StoreError> {
+    fn upsert_catalog(&self, entries: &[PackedCatalogEntry]) -> Result<u64, StoreError> {
         self.write()?;
         self.inner.upsert_catalog(entries)
     }
@@ -120,14 +121,14 @@ impl<S: PatternStore> PatternStore for FailingStore<S> {
     fn catalog_len(&self) -> Result<u64, StoreError> {
         self.inner.catalog_len()
     }
-    fn catalog_page(&self, since: u64, max_items: usize) -> Result<CatalogPage, StoreError> {
+    fn catalog_page(&self, since: u64, max_items: usize) -> Result<PackedCatalogPage, StoreError> {
         self.inner.catalog_page(since, max_items)
     }
     fn catalog_entries(
         &self,
         after: Option<&ContentId>,
         limit: usize,
-    ) -> Result<Vec<CatalogEntry>, StoreError> {
+    ) -> Result<Vec<PackedCatalogEntry>, StoreError> {
         self.inner.catalog_entries(after, limit)
     }
 }
