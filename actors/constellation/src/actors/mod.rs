@@ -31,9 +31,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
 use std::time::Duration;
 
+use omega_supervise::Slot;
 use ractor::{Actor, ActorRef, ActorStatus};
 use tokio::sync::Semaphore;
 
@@ -193,26 +193,31 @@ impl NodeConfig {
     }
 }
 
-/// Where the live children are; the supervisor rewrites an entry when it
-/// restarts a child. Readers clone the `ActorRef` (cheap) and drop the lock.
-#[derive(Debug, Default)]
+/// Where the live children are: one typed slot per child, filled by the
+/// supervisor on each spawn and emptied when the child dies, so callers clone
+/// the `ActorRef` (cheap) or fail fast while it is down.
+#[derive(Debug)]
 pub(crate) struct Routes {
-    pub(crate) shards: Vec<Option<ActorRef<ShardMsg>>>,
-    pub(crate) federation: Option<ActorRef<FederationMsg>>,
-    pub(crate) catalog: Option<ActorRef<CatalogMsg>>,
+    pub(crate) shards: Vec<Slot<ShardMsg>>,
+    pub(crate) federation: Slot<FederationMsg>,
+    pub(crate) catalog: Slot<CatalogMsg>,
 }
 
-pub(crate) type SharedRoutes = Arc<RwLock<Routes>>;
+impl Routes {
+    fn new(shards: u32) -> Self {
+        Self {
+            shards: (0..shards).map(|_| Slot::new()).collect(),
+            federation: Slot::new(),
+            catalog: Slot::new(),
+        }
+    }
 
-// parking_lot's lock does not poison: a panic while holding it cannot leave
-// `Routes` inconsistent (each write is one assignment).
-fn read_routes(routes: &SharedRoutes) -> parking_lot::RwLockReadGuard<'_, Routes> {
-    routes.read()
+    fn shard(&self, index: usize) -> Option<ActorRef<ShardMsg>> {
+        self.shards.get(index).and_then(Slot::get)
+    }
 }
 
-pub(crate) fn write_routes(routes: &SharedRoutes) -> parking_lot::RwLockWriteGuard<'_, Routes> {
-    routes.write()
-}
+pub(crate) type SharedRoutes = Arc<Routes>;
 
 /// Unix milliseconds now (the one clock read of the sync path).
 pub fn now_ms() -> u64 {
@@ -249,7 +254,7 @@ impl Node {
         config: NodeConfig,
     ) -> Result<Self, ActorsError> {
         config.validate()?;
-        let routes: SharedRoutes = Arc::new(RwLock::new(Routes::default()));
+        let routes: SharedRoutes = Arc::new(Routes::new(config.shards));
         let stopping = Arc::new(AtomicBool::new(false));
         let has_embedder = embedder.is_some();
         let restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -331,8 +336,8 @@ impl Node {
         {
             return false;
         }
-        let r = read_routes(&self.routes);
-        r.shards.iter().all(Option::is_some) && r.federation.is_some() && r.catalog.is_some()
+        let r = &self.routes;
+        r.shards.iter().all(Slot::is_up) && r.federation.is_up() && r.catalog.is_up()
     }
 
     /// Hands one sync of `device` to its shard actor and waits for the answer.
@@ -348,10 +353,7 @@ impl Node {
         now_ms: u64,
     ) -> SyncResult {
         let index = crate::shard::shard_of(&device, self.config.shards) as usize;
-        let shard = read_routes(&self.routes)
-            .shards
-            .get(index)
-            .and_then(Clone::clone);
+        let shard = self.routes.shard(index);
         let retry = || (Err(self.busy()), SyncOutcome::Refused);
         let Some(shard) = shard else {
             return retry();
@@ -384,9 +386,10 @@ impl Node {
             .federation_gate
             .try_acquire()
             .map_err(|_| ActorsError::Busy("federation run"))?;
-        let actor = read_routes(&self.routes)
+        let actor = self
+            .routes
             .federation
-            .clone()
+            .get()
             .ok_or(ActorsError::Unavailable("federation"))?;
         match actor
             .call(|reply| FederationMsg::Trigger(Some(reply)), Some(timeout))
@@ -403,7 +406,7 @@ impl Node {
 
     /// The last federation run's summary, if any ran since start.
     pub async fn last_federation(&self) -> Option<FederationSummary> {
-        let actor = read_routes(&self.routes).federation.clone()?;
+        let actor = self.routes.federation.get()?;
         match actor
             .call(FederationMsg::Last, Some(Duration::from_secs(5)))
             .await
@@ -441,9 +444,10 @@ impl Node {
             .import_gate
             .try_acquire()
             .map_err(|_| ActorsError::Busy("catalog import"))?;
-        let actor = read_routes(&self.routes)
+        let actor = self
+            .routes
             .catalog
-            .clone()
+            .get()
             .ok_or(ActorsError::Unavailable("catalog"))?;
         match actor
             .call(|reply| CatalogMsg::Import(items, reply), Some(timeout))
@@ -463,10 +467,7 @@ impl Node {
     /// the shard was running.
     #[cfg(feature = "testing")]
     pub fn fail_shard(&self, index: usize) -> bool {
-        let shard = read_routes(&self.routes)
-            .shards
-            .get(index)
-            .and_then(Clone::clone);
+        let shard = self.routes.shard(index);
         shard.is_some_and(|s| s.cast(ShardMsg::Fail("injected".into())).is_ok())
     }
 
@@ -487,17 +488,9 @@ impl Node {
         }
         // A child restarted while the stop was under way is still in the
         // routes (the supervisor records every spawn there): stop it too.
-        let (shards, federation, catalog) = {
-            let mut r = write_routes(&self.routes);
-            (
-                r.shards
-                    .iter_mut()
-                    .filter_map(Option::take)
-                    .collect::<Vec<_>>(),
-                r.federation.take(),
-                r.catalog.take(),
-            )
-        };
+        let r = &self.routes;
+        let shards: Vec<_> = r.shards.iter().filter_map(Slot::clear).collect();
+        let (federation, catalog) = (r.federation.clear(), r.catalog.clear());
         for cell in shards
             .iter()
             .map(ActorRef::get_cell)

@@ -109,23 +109,18 @@ impl Actor for ShardActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ShardMsg::Sync(job, reply) => {
-                let mut engine = state
-                    .engine
-                    .take()
-                    .ok_or_else(|| format!("shard {}: sync core lost", state.index))?;
                 let SyncJob {
                     device,
                     request,
                     now_ms,
                     permit,
                 } = *job;
-                let (engine, result) = tokio::task::spawn_blocking(move || {
-                    let Engine { core, store, rng } = &mut *engine;
-                    let result = sync::run(core, &**store, &device, request, now_ms, rng);
-                    (engine, result)
-                })
-                .await?;
-                state.engine = Some(engine);
+                let result =
+                    omega_supervise::blocking(&mut state.engine, "sync core", move |engine| {
+                        let Engine { core, store, rng } = &mut **engine;
+                        sync::run(core, &**store, &device, request, now_ms, rng)
+                    })
+                    .await?;
                 // The caller may have given up waiting; that is not an error.
                 let _ = reply.send(result);
                 drop(permit);

@@ -19,11 +19,14 @@
 //! Every restart is logged with the child and the reason and counted in
 //! `omega_actor_restarts_total{child}`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use omega_supervise::{
+    failure, Backoff, RestartBudget, RestartDecision, RestartPolicy, RestartTracker,
+};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::store::PatternStore;
@@ -31,7 +34,7 @@ use crate::store::PatternStore;
 use super::catalog::{CatalogActor, CatalogArgs};
 use super::federation::{FederationActor, FederationArgs};
 use super::shard::{ShardActor, ShardArgs};
-use super::{names, write_routes, NodeConfig, SharedRoutes, TextEmbedder};
+use super::{names, NodeConfig, SharedRoutes, TextEmbedder};
 
 /// The supervisor takes no messages besides supervision events.
 #[derive(Debug)]
@@ -49,7 +52,7 @@ pub struct SupervisorArgs {
 }
 
 /// Which child an actor id is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Child {
     Shard(u32),
     Federation,
@@ -71,7 +74,18 @@ impl Child {
 pub struct SupervisorState {
     args: SupervisorArgs,
     children: HashMap<ActorId, Child>,
-    restarts: VecDeque<Instant>,
+    restarts: RestartTracker<Child>,
+}
+
+/// The node's restart policy: at once, one-for-one, within the budget.
+fn policy(config: &NodeConfig) -> RestartPolicy {
+    RestartPolicy {
+        backoff: Backoff::IMMEDIATE,
+        budget: Some(RestartBudget {
+            max_restarts: config.max_restarts,
+            window: config.restart_window,
+        }),
+    }
 }
 
 /// The node supervisor (see the module docs).
@@ -97,9 +111,8 @@ async fn spawn_child(
             )
             .await?;
             let id = actor.get_id();
-            let mut routes = write_routes(&args.routes);
-            if let Some(slot) = routes.shards.get_mut(index as usize) {
-                *slot = Some(actor);
+            if let Some(slot) = args.routes.shards.get(index as usize) {
+                slot.set(actor);
             }
             Ok(id)
         }
@@ -116,7 +129,7 @@ async fn spawn_child(
             )
             .await?;
             let id = actor.get_id();
-            write_routes(&args.routes).federation = Some(actor);
+            args.routes.federation.set(actor);
             Ok(id)
         }
         Child::Catalog => {
@@ -132,22 +145,22 @@ async fn spawn_child(
             )
             .await?;
             let id = actor.get_id();
-            write_routes(&args.routes).catalog = Some(actor);
+            args.routes.catalog.set(actor);
             Ok(id)
         }
     }
 }
 
 fn clear_route(args: &SupervisorArgs, child: Child) {
-    let mut routes = write_routes(&args.routes);
+    let r = &args.routes;
     match child {
         Child::Shard(i) => {
-            if let Some(slot) = routes.shards.get_mut(i as usize) {
-                *slot = None;
+            if let Some(slot) = r.shards.get(i as usize) {
+                slot.clear();
             }
         }
-        Child::Federation => routes.federation = None,
-        Child::Catalog => routes.catalog = None,
+        Child::Federation => drop(r.federation.clear()),
+        Child::Catalog => drop(r.catalog.clear()),
     }
 }
 
@@ -161,7 +174,6 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        write_routes(&args.routes).shards = vec![None; args.config.shards as usize];
         let mut children = HashMap::new();
         let all = (0..args.config.shards)
             .map(Child::Shard)
@@ -175,10 +187,11 @@ impl Actor for NodeSupervisor {
             federation_interval_secs = args.config.federation_interval.as_secs(),
             "node actors started"
         );
+        let restarts = RestartTracker::new(policy(&args.config));
         Ok(SupervisorState {
             args,
             children,
-            restarts: VecDeque::new(),
+            restarts,
         })
     }
 
@@ -188,13 +201,8 @@ impl Actor for NodeSupervisor {
         event: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (
-                cell,
-                format!("stopped: {}", reason.as_deref().unwrap_or("no reason")),
-            ),
-            _ => return Ok(()),
+        let Some((cell, why)) = failure(&event) else {
+            return Ok(());
         };
         let Some(child) = state.children.remove(&cell.get_id()) else {
             return Ok(());
@@ -205,22 +213,15 @@ impl Actor for NodeSupervisor {
             return Ok(());
         }
 
-        // Restart budget: at most max_restarts in the window.
-        let now = Instant::now();
-        let window = state.args.config.restart_window;
-        while state
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            state.restarts.pop_front();
-        }
-        if state.restarts.len() >= state.args.config.max_restarts {
+        // Restart budget: at most max_restarts in the window; restarts are
+        // immediate (the policy's backoff is zero).
+        if state.restarts.on_failure(child, Instant::now()) == RestartDecision::GiveUp {
+            let config = &state.args.config;
             tracing::error!(
                 child = %child.label(),
                 %why,
-                max_restarts = state.args.config.max_restarts,
-                window_secs = window.as_secs(),
+                max_restarts = config.max_restarts,
+                window_secs = config.restart_window.as_secs(),
                 "restart budget exhausted; stopping the node's actors"
             );
             state.args.stopping.store(true, Ordering::Release);
@@ -228,7 +229,6 @@ impl Actor for NodeSupervisor {
             myself.stop(Some("restart budget exhausted".into()));
             return Ok(());
         }
-        state.restarts.push_back(now);
 
         tracing::warn!(child = %child.label(), %why, "restarting child actor");
         metrics::counter!(names::ACTOR_RESTARTS, "child" => match child {
