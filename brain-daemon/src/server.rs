@@ -31,7 +31,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use omega_brain::actors::{ActorError, Brain, RecommendQuery};
+use omega_brain::actors::{ActorError, Brain};
+use omega_brain::RecommendResponse;
 use omega_protocol::ViewingEvent;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -206,6 +207,13 @@ pub async fn serve(
     tracing::info!("stopped");
 }
 
+/// Seconds since the epoch now: the time a request line is received at.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 async fn refuse(mut stream: UnixStream, e: ProtoError) {
     let _ = stream
         .write_all(err_line(&Value::Null, &e).as_bytes())
@@ -318,7 +326,7 @@ async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver
         if bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let (id, req) = protocol::parse(&bytes);
+        let (id, req) = protocol::parse(&bytes, now_secs());
         let req = match req {
             Ok(r) => r,
             Err(e) => {
@@ -401,35 +409,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ProtoError> {
 async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
     let brain = &ctx.brain;
     match req {
-        Request::Recommend {
-            context,
-            recent,
-            mood,
-            k,
-        } => {
-            let items = brain
-                .recommend(RecommendQuery {
-                    context,
-                    recent,
-                    mood,
-                    k,
-                })
-                .await?;
-            let items: Vec<Value> = items
-                .into_iter()
-                .map(|r| {
-                    json!({
-                        "content_id": r.content_id,
-                        "title": r.title,
-                        "score": r.score,
-                        "confidence": r.confidence,
-                        "reason_text": r.reason.text(),
-                        "reason": r.reason,
-                    })
-                })
-                .collect();
-            Ok(json!({ "items": items }))
-        }
+        Request::Recommend(req) => to_json(&RecommendResponse {
+            items: brain.recommend(req).await?,
+        }),
         Request::Observe {
             content_id,
             fraction,

@@ -29,9 +29,12 @@ use std::path::{Path, PathBuf};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use crate::error::BrainError;
-use crate::state::Catalog;
+use omega_brain_core::state::Catalog;
+use omega_brain_core::sync::CatalogChange;
+use omega_brain_core::{CandidateSearch, CoreError};
 use omega_protocol::EMBEDDING_DIM;
+
+use crate::error::BrainError;
 
 const MAGIC: &[u8; 8] = b"OMGIDX01";
 const HEADER_LEN: usize = 8 + 8 + 8 + 8 + 1 + 8 + 8;
@@ -112,12 +115,6 @@ pub enum IndexLoad {
         /// Why.
         reason: String,
     },
-}
-
-/// Candidate search over catalog keys: what the recommender needs.
-pub trait CandidateSearch {
-    /// Up to `count` catalog keys nearest to `query` (a unit vector), nearest first.
-    fn nearest(&self, query: &[f32], count: usize) -> Result<Vec<u64>, BrainError>;
 }
 
 /// The usearch index over the catalog.
@@ -206,11 +203,7 @@ impl CatalogIndex {
     }
 
     /// Brings the index in line with a catalog change.
-    pub fn apply(
-        &self,
-        catalog: &Catalog,
-        change: &crate::store::CatalogChange,
-    ) -> Result<(), BrainError> {
+    pub fn apply(&self, catalog: &Catalog, change: &CatalogChange) -> Result<(), BrainError> {
         for k in &change.removed {
             self.remove(*k)?;
         }
@@ -329,11 +322,14 @@ impl CatalogIndex {
 }
 
 impl CandidateSearch for CatalogIndex {
-    fn nearest(&self, query: &[f32], count: usize) -> Result<Vec<u64>, BrainError> {
+    fn nearest(&self, query: &[f32], count: usize) -> Result<Vec<u64>, CoreError> {
         if count == 0 || self.index.size() == 0 {
             return Ok(Vec::new());
         }
-        let m = self.index.search(query, count).map_err(ierr)?;
+        let m = self
+            .index
+            .search(query, count)
+            .map_err(|e| CoreError::Search(e.to_string()))?;
         Ok(m.keys)
     }
 }

@@ -61,9 +61,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use omega_protocol::{
-    CatalogEntry, CatalogItem, ContentId, Embedding, ViewingContext, ViewingEvent,
-};
+use omega_protocol::{CatalogEntry, CatalogItem, ContentId, Embedding, ViewingEvent};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -71,9 +69,9 @@ use tokio::sync::watch;
 
 use crate::error::BrainError;
 use crate::index::{CatalogIndex, IndexConfig};
-use crate::recommender::{Recommendation, RecommenderConfig};
 use crate::state::SharedState;
 use crate::store::{ObserveOutcome, StoreConfig};
+use omega_brain_core::{RecommendRequest, Recommendation, RecommenderConfig};
 
 pub use inference::InferenceConfig;
 pub use supervisor::RestartPolicy;
@@ -223,19 +221,6 @@ pub struct MemoryView {
     /// The vector index, shared with Memory (read-locked per search; Memory
     /// write-locks it only to apply a catalog change).
     pub index: Arc<RwLock<CatalogIndex>>,
-}
-
-/// A recommendation request as the socket API gives it (the mood is text).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecommendQuery {
-    /// When.
-    pub context: ViewingContext,
-    /// Recent watches the app knows of, newest first.
-    pub recent: Vec<ContentId>,
-    /// Free-text mood (embedded at query time, cached).
-    pub mood: Option<String>,
-    /// How many.
-    pub k: usize,
 }
 
 /// Counters of the memory.
@@ -434,8 +419,9 @@ impl Brain {
         Ok((Brain { shared, supervisor }, task))
     }
 
-    /// Recommends; see [`RecommendQuery`].
-    pub async fn recommend(&self, q: RecommendQuery) -> Result<Vec<Recommendation>, ActorError> {
+    /// Recommends; see [`RecommendRequest`] (its mood text is embedded, or
+    /// found in the mood cache).
+    pub async fn recommend(&self, q: RecommendRequest) -> Result<Vec<Recommendation>, ActorError> {
         ask(
             read(&self.shared.recommender),
             ChildKind::Recommender,

@@ -1,6 +1,6 @@
 //! Recommender: answers `recommend` from Memory's [`MemoryView`].
 //!
-//! * Without a mood: one call to [`crate::recommender::recommend`] on the
+//! * Without a mood: one call to [`omega_brain_core::recommend`] on the
 //!   shared state, read-locked (no redb, no transformer), inline in the
 //!   handler.
 //! * With a mood: the text is looked up in a bounded LRU of mood vectors
@@ -19,11 +19,12 @@ use tokio::sync::watch;
 
 use super::inference::InferenceMsg;
 use super::lru::Lru;
-use super::{ask, read, ActorError, ChildKind, MemoryView, RecommendQuery, Reply, Shared};
-use crate::recommender::{recommend, RecommendRequest, Recommendation, RecommenderConfig};
+use super::{ask, read, ActorError, ChildKind, MemoryView, Reply, Shared};
+use crate::error::BrainError;
+use omega_brain_core::{recommend, RecommendRequest, Recommendation, RecommenderConfig};
 
 pub(crate) enum RecommenderMsg {
-    Recommend(RecommendQuery, Reply<Vec<Recommendation>>),
+    Recommend(RecommendRequest, Reply<Vec<Recommendation>>),
     MoodLearned(String, Embedding),
 }
 
@@ -37,8 +38,8 @@ pub(crate) struct RecommenderState {
 
 fn run(
     view: &MemoryView,
-    q: RecommendQuery,
-    mood: Option<Embedding>,
+    q: &RecommendRequest,
+    mood: Option<&Embedding>,
     cfg: &RecommenderConfig,
 ) -> Result<Vec<Recommendation>, ActorError> {
     let state = view.state.read();
@@ -46,13 +47,7 @@ fn run(
         Ok(g) => g,
         Err(p) => p.into_inner(),
     };
-    let req = RecommendRequest {
-        context: q.context,
-        recent: q.recent,
-        mood,
-        k: q.k,
-    };
-    Ok(recommend(&state, &*idx, &req, cfg)?)
+    recommend(&state, &*idx, q, mood, cfg).map_err(|e| ActorError::Brain(BrainError::from(e)))
 }
 
 impl Actor for Recommender {
@@ -82,16 +77,15 @@ impl Actor for Recommender {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RecommenderMsg::MoodLearned(k, v) => st.moods.put(k, v),
-            RecommenderMsg::Recommend(mut q, reply) => {
+            RecommenderMsg::Recommend(q, reply) => {
                 let cfg = st.shared.cfg.recommender;
                 let view = st.view.borrow().clone();
-                let Some(text) = q.mood.take() else {
-                    let _ = reply.send(run(&view, q, None, &cfg));
+                let Some(key) = q.mood_text().map(str::to_string) else {
+                    let _ = reply.send(run(&view, &q, None, &cfg));
                     return Ok(());
                 };
-                let key = text.trim().to_string();
                 if let Some(v) = st.moods.get(&key) {
-                    let _ = reply.send(run(&view, q, Some(v), &cfg));
+                    let _ = reply.send(run(&view, &q, Some(&v), &cfg));
                     return Ok(());
                 }
                 let inference = read(&st.shared.inference);
@@ -106,7 +100,7 @@ impl Actor for Recommender {
                         Ok(v) => {
                             // The current view: Memory may have restarted meanwhile.
                             let view = rx.borrow().clone();
-                            let _ = reply.send(run(&view, q, Some(v.clone()), &cfg));
+                            let _ = reply.send(run(&view, &q, Some(&v), &cfg));
                             let _ = myself.cast(RecommenderMsg::MoodLearned(key, v));
                         }
                         Err(e) => {
