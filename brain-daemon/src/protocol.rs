@@ -94,7 +94,7 @@ impl From<ActorError> for ProtoError {
             ActorError::Embed(_) => "inference_failed",
             ActorError::Invalid(_) => "invalid_field",
             ActorError::DebugDisabled => "debug_disabled",
-            ActorError::Spawn(_) => "internal",
+            ActorError::Spawn(_) | ActorError::RecommendPanicked(_) => "internal",
             ActorError::Brain(b) => match b {
                 BrainError::Core(CoreError::CatalogFull { .. }) => "catalog_full",
                 BrainError::Core(CoreError::Invalid(_)) => "invalid_field",

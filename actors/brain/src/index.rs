@@ -117,6 +117,30 @@ pub enum IndexLoad {
     },
 }
 
+/// A serialized index file, ready to write ([`CatalogIndex::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexFile(Vec<u8>);
+
+impl IndexFile {
+    /// Writes the file: to a temporary file, synced, then renamed over `path`.
+    pub fn write(&self, path: &Path) -> Result<(), BrainError> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let io = |what, source| BrainError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating index file", e))?;
+        f.write_all(&self.0)
+            .map_err(|e| io("writing index file", e))?;
+        f.sync_all().map_err(|e| io("syncing index file", e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| io("renaming index file", e))
+    }
+}
+
 /// The usearch index over the catalog.
 pub struct CatalogIndex {
     index: Index,
@@ -215,13 +239,25 @@ impl CatalogIndex {
         Ok(())
     }
 
-    /// Writes the index file for a catalog at `catalog_version`.
+    /// Writes the index file for a catalog at `catalog_version`
+    /// ([`Self::snapshot`], then [`IndexFile::write`]).
     pub fn save(
         &self,
         path: &Path,
         catalog: &Catalog,
         catalog_version: u64,
     ) -> Result<(), BrainError> {
+        self.snapshot(catalog, catalog_version)?.write(path)
+    }
+
+    /// The index file's bytes for a catalog at `catalog_version`, in memory:
+    /// serializing takes only a read of the index, and the slow part (writing
+    /// and syncing the file) can then run with no lock held.
+    pub fn snapshot(
+        &self,
+        catalog: &Catalog,
+        catalog_version: u64,
+    ) -> Result<IndexFile, BrainError> {
         let mut body = vec![0u8; self.index.serialized_length()];
         self.index.save_to_buffer(&mut body).map_err(ierr)?;
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
@@ -233,19 +269,7 @@ impl CatalogIndex {
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
         out.extend_from_slice(&checksum(&body).to_le_bytes());
         out.extend_from_slice(&body);
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let io = |what, source| BrainError::Io {
-            what,
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating index file", e))?;
-        f.write_all(&out).map_err(|e| io("writing index file", e))?;
-        f.sync_all().map_err(|e| io("syncing index file", e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| io("renaming index file", e))
+        Ok(IndexFile(out))
     }
 
     /// Why the file cannot be used for this catalog, or the loaded index.

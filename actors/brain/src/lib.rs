@@ -24,7 +24,7 @@ pub mod state;
 pub mod store;
 
 pub use error::BrainError;
-pub use index::{CatalogIndex, IndexConfig, IndexLoad, IndexScalar};
+pub use index::{CatalogIndex, IndexConfig, IndexFile, IndexLoad, IndexScalar};
 pub use omega_brain_core::{
     recommend, BrainState, CandidateSearch, Catalog, CatalogChange, CatalogRecord, CoreError,
     DeltaConfig, DeltaPlan, LocalPattern, PatternBook, PatternConfig, PatternInfo, Reason,
