@@ -21,7 +21,7 @@
 //! | `health` | – | `model` (loading/ready/failed), `store` (opened/created/recovered/down), `store_recovered`, `index` (loaded/rebuilt), `index_rebuilt_reason`, `running`, `restarts`, `last_failures` |
 //! | `forget` | – | `{"forgotten": true}`: history and local patterns erased |
 //! | `sync.now` | – | always the error `not_available` until the sync issue lands |
-//! | `debug.panic_inference` | – | `{"armed": true}`; only with `debug_ops = true`, else `debug_disabled` |
+//! | `debug.panic_inference` | – | `{"armed": true}`; only with `debug_ops = true`, else `debug_disabled`. The `debug.*` ops exist only in a build with the `testing` feature (the tests'); elsewhere they are `unknown_op` |
 //! | `debug.hold` | `timeout_ms` 1–30000 (default 30000) | `{"released": true}` once a `debug.release` comes, `{"released": false}` at the timeout; meanwhile it is a request in flight like any other (it counts against both in-flight limits, and shutdown waits for it). Only with `debug_ops = true`, else `debug_disabled` |
 //! | `debug.release` | – | `{"released": n}`: ends every `debug.hold` waiting now (n of them). Answered at once by the connection, outside the in-flight limits (so it works while they are reached). Only with `debug_ops = true`, else `debug_disabled` |
 //! | `debug.status` | – | `{"held", "in_flight", "connections"}`: requests waiting in `debug.hold`, requests in flight daemon-wide (including the held ones), open connections (including this one). Answered like `debug.release`. Only with `debug_ops = true`, else `debug_disabled` |
@@ -93,6 +93,7 @@ impl From<ActorError> for ProtoError {
             ActorError::ModelUnavailable(_) => "model_unavailable",
             ActorError::Embed(_) => "inference_failed",
             ActorError::Invalid(_) => "invalid_field",
+            #[cfg(feature = "testing")]
             ActorError::DebugDisabled => "debug_disabled",
             ActorError::Spawn(_) | ActorError::RecommendPanicked(_) => "internal",
             ActorError::Brain(b) => match b {
@@ -140,12 +141,16 @@ pub enum Request {
     /// `sync.now`.
     SyncNow,
     /// `debug.panic_inference`.
+    #[cfg(feature = "testing")]
     DebugPanicInference,
     /// `debug.hold`: wait for `debug.release`, at most this long.
+    #[cfg(feature = "testing")]
     DebugHold(std::time::Duration),
     /// `debug.release`.
+    #[cfg(feature = "testing")]
     DebugRelease,
     /// `debug.status`.
+    #[cfg(feature = "testing")]
     DebugStatus,
 }
 
@@ -351,7 +356,9 @@ fn parse_op(op: &str, mut f: Fields, now: u64) -> Result<Request, ProtoError> {
             None => 100,
         }),
         "sync.now" => Request::SyncNow,
+        #[cfg(feature = "testing")]
         "debug.panic_inference" => Request::DebugPanicInference,
+        #[cfg(feature = "testing")]
         "debug.hold" => {
             let ms = match f.uint("timeout_ms", MAX_HOLD_MS)? {
                 Some(0) => return Err(bad("timeout_ms", "must be at least 1")),
@@ -360,7 +367,9 @@ fn parse_op(op: &str, mut f: Fields, now: u64) -> Result<Request, ProtoError> {
             };
             Request::DebugHold(std::time::Duration::from_millis(ms))
         }
+        #[cfg(feature = "testing")]
         "debug.release" => Request::DebugRelease,
+        #[cfg(feature = "testing")]
         "debug.status" => Request::DebugStatus,
         other => return Err(ProtoError::new("unknown_op", format!("no op {other:?}"))),
     };
@@ -553,17 +562,22 @@ mod tests {
             r.unwrap(),
             Request::Recommend(RecommendRequest { k: 5, .. })
         ));
-        assert_eq!(
-            code(r#"{"id":1,"op":"debug.hold","timeout_ms":30001}"#),
-            "invalid_field"
-        );
-        assert_eq!(
-            code(r#"{"id":1,"op":"debug.hold","timeout_ms":0}"#),
-            "invalid_field"
-        );
-        assert_eq!(
-            parse(br#"{"id":1,"op":"debug.hold","timeout_ms":250}"#, NOW).1,
-            Ok(Request::DebugHold(std::time::Duration::from_millis(250)))
-        );
+        #[cfg(feature = "testing")]
+        {
+            assert_eq!(
+                code(r#"{"id":1,"op":"debug.hold","timeout_ms":30001}"#),
+                "invalid_field"
+            );
+            assert_eq!(
+                code(r#"{"id":1,"op":"debug.hold","timeout_ms":0}"#),
+                "invalid_field"
+            );
+            assert_eq!(
+                parse(br#"{"id":1,"op":"debug.hold","timeout_ms":250}"#, NOW).1,
+                Ok(Request::DebugHold(std::time::Duration::from_millis(250)))
+            );
+        }
+        #[cfg(not(feature = "testing"))]
+        assert_eq!(code(r#"{"id":1,"op":"debug.hold"}"#), "unknown_op");
     }
 }

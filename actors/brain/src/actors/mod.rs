@@ -108,7 +108,8 @@ pub struct BrainConfig {
     pub mood_cache: usize,
     /// Restart backoff of failed children.
     pub restart: RestartPolicy,
-    /// Enables test-only hooks ([`Brain::debug_panic_inference`]).
+    /// Enables the test hooks (`Brain::debug_panic_inference`), which exist
+    /// only with the `testing` cargo feature; without it this has no effect.
     pub debug_ops: bool,
 }
 
@@ -185,6 +186,7 @@ pub enum ActorError {
     #[error("invalid input: {0}")]
     Invalid(String),
     /// A debug hook was used without `debug_ops`.
+    #[cfg(feature = "testing")]
     #[error("debug operations are disabled (set debug_ops = true in the config)")]
     DebugDisabled,
     /// The actor system could not start.
@@ -573,9 +575,10 @@ impl Brain {
         }
     }
 
-    /// Test hook: makes the Inference actor panic in the middle of its next
+    /// Test hook (`testing` feature): makes the Inference actor panic in the middle of its next
     /// batch (requests in that batch and queued get [`ActorError::Crashed`]).
     /// Refused unless [`BrainConfig::debug_ops`].
+    #[cfg(feature = "testing")]
     pub fn debug_panic_inference(&self) -> Result<(), ActorError> {
         if !self.shared.cfg.debug_ops {
             return Err(ActorError::DebugDisabled);
