@@ -1,6 +1,7 @@
 //! The actors in process: what a caller sees through [`Brain`].
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../brain-core/tests/support/mod.rs"]
 mod support;
 
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! The usearch index as a cache of redb: saved, reloaded, rebuilt when damaged.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../brain-core/tests/support/mod.rs"]
 mod support;
 
 use omega_brain::index::{index_path_for, CatalogIndex, IndexConfig, IndexLoad, IndexScalar};

@@ -1,6 +1,7 @@
 //! BrainStore against real redb files: bounds, durability, recovery, failures.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../brain-core/tests/support/mod.rs"]
 mod support;
 
 use std::io;

@@ -1,4 +1,6 @@
-//! Shared test fixtures: clustered unit vectors, catalog entries, events.
+//! Shared test fixtures: clustered unit vectors, catalog entries, events, a
+//! store-less device and exact candidate search. omega-brain's tests include
+//! this file too (`#[path]`).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use omega_protocol::{
