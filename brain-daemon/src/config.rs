@@ -9,7 +9,7 @@
 //! max_in_flight = 256             # all connections; past it: busy error
 //! max_request_bytes = 65536       # per request line; past it: request_too_large
 //! shutdown_grace_secs = 10        # SIGTERM/SIGINT: time to finish in-flight work
-//! debug_ops = false               # enables debug.* ops (tests only)
+//! debug_ops = false               # enables debug.* ops (only in a `testing` build)
 //! mood_cache = 256                # mood vectors kept (LRU)
 //! log = "info"                    # tracing filter (RUST_LOG wins)
 //!
@@ -73,7 +73,8 @@ pub struct DaemonConfig {
     pub max_request_bytes: usize,
     /// Grace period at shutdown.
     pub shutdown_grace_secs: u64,
-    /// Enables `debug.*` ops.
+    /// Enables `debug.*` ops; they exist only in a build with the `testing`
+    /// feature (the tests'), elsewhere this is ignored.
     pub debug_ops: bool,
     /// Mood vectors cached.
     pub mood_cache: usize,

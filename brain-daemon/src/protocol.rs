@@ -21,7 +21,7 @@
 //! | `health` | – | `model` (loading/ready/failed), `store` (opened/created/recovered/down), `store_recovered`, `index` (loaded/rebuilt), `index_rebuilt_reason`, `running`, `restarts`, `last_failures` |
 //! | `forget` | – | `{"forgotten": true}`: history and local patterns erased |
 //! | `sync.now` | – | always the error `not_available` until the sync issue lands |
-//! | `debug.panic_inference` | – | `{"armed": true}`; only with `debug_ops = true`, else `debug_disabled` |
+//! | `debug.panic_inference` | – | `{"armed": true}`; only with `debug_ops = true`, else `debug_disabled`. The `debug.*` ops exist only in a build with the `testing` feature (the tests'); elsewhere they are `unknown_op` |
 //! | `debug.hold` | `timeout_ms` 1–30000 (default 30000) | `{"released": true}` once a `debug.release` comes, `{"released": false}` at the timeout; meanwhile it is a request in flight like any other (it counts against both in-flight limits, and shutdown waits for it). Only with `debug_ops = true`, else `debug_disabled` |
 //! | `debug.release` | – | `{"released": n}`: ends every `debug.hold` waiting now (n of them). Answered at once by the connection, outside the in-flight limits (so it works while they are reached). Only with `debug_ops = true`, else `debug_disabled` |
 //! | `debug.status` | – | `{"held", "in_flight", "connections"}`: requests waiting in `debug.hold`, requests in flight daemon-wide (including the held ones), open connections (including this one). Answered like `debug.release`. Only with `debug_ops = true`, else `debug_disabled` |
@@ -49,7 +49,7 @@
 //! | `internal` | anything else (logged) | stays open |
 
 use omega_brain::actors::{ActorError, ChildKind};
-use omega_brain::BrainError;
+use omega_brain::{BrainError, CoreError, RecommendRequest};
 use omega_protocol::{CatalogItem, ContentId, ViewingContext};
 use serde_json::{json, Map, Value};
 
@@ -93,12 +93,13 @@ impl From<ActorError> for ProtoError {
             ActorError::ModelUnavailable(_) => "model_unavailable",
             ActorError::Embed(_) => "inference_failed",
             ActorError::Invalid(_) => "invalid_field",
+            #[cfg(feature = "testing")]
             ActorError::DebugDisabled => "debug_disabled",
-            ActorError::Spawn(_) => "internal",
+            ActorError::Spawn(_) | ActorError::RecommendPanicked(_) => "internal",
             ActorError::Brain(b) => match b {
-                BrainError::CatalogFull { .. } => "catalog_full",
-                BrainError::Invalid(_) => "invalid_field",
-                BrainError::Storage(s) if is_disk_full(s) => "disk_full",
+                BrainError::Core(CoreError::CatalogFull { .. }) => "catalog_full",
+                BrainError::Core(CoreError::Invalid(_)) => "invalid_field",
+                BrainError::DiskFull(_) => "disk_full",
                 BrainError::Storage(_) | BrainError::Io { .. } => "storage_error",
                 _ => "internal",
             },
@@ -107,31 +108,11 @@ impl From<ActorError> for ProtoError {
     }
 }
 
-fn is_disk_full(e: &redb::Error) -> bool {
-    let mut msg = e.to_string();
-    if let redb::Error::Io(io) = e {
-        if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) {
-            return true;
-        }
-        msg = io.to_string();
-    }
-    msg.contains("No space left") || msg.contains("os error 28")
-}
-
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    /// `recommend`.
-    Recommend {
-        /// When.
-        context: ViewingContext,
-        /// Recent watches.
-        recent: Vec<ContentId>,
-        /// Mood text.
-        mood: Option<String>,
-        /// How many.
-        k: usize,
-    },
+    /// `recommend`: the recommender's own request, parsed from the line as is.
+    Recommend(RecommendRequest),
     /// `observe`.
     Observe {
         /// What.
@@ -160,12 +141,16 @@ pub enum Request {
     /// `sync.now`.
     SyncNow,
     /// `debug.panic_inference`.
+    #[cfg(feature = "testing")]
     DebugPanicInference,
     /// `debug.hold`: wait for `debug.release`, at most this long.
+    #[cfg(feature = "testing")]
     DebugHold(std::time::Duration),
     /// `debug.release`.
+    #[cfg(feature = "testing")]
     DebugRelease,
     /// `debug.status`.
+    #[cfg(feature = "testing")]
     DebugStatus,
 }
 
@@ -230,16 +215,13 @@ fn content_id(field: &str, v: Value) -> Result<ContentId, ProtoError> {
     }
 }
 
-/// Seconds since the epoch now.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// The fields of `recommend` ([`RecommendRequest`]'s serde names).
+const RECOMMEND_FIELDS: [&str; 5] = ["hour", "weekday", "recent", "mood", "k"];
 
-/// Parses one request line (without its newline). Returns the id to echo
-/// (null when unreadable) and the request or its error.
-pub fn parse(line: &[u8]) -> (Value, Result<Request, ProtoError>) {
+/// Parses one request line (without its newline) received at `now` (unix
+/// seconds: the default time of `recommend` and `observe`). Returns the id
+/// to echo (null when unreadable) and the request or its error.
+pub fn parse(line: &[u8], now: u64) -> (Value, Result<Request, ProtoError>) {
     let text = match std::str::from_utf8(line) {
         Ok(t) => t,
         Err(e) => {
@@ -281,43 +263,51 @@ pub fn parse(line: &[u8]) -> (Value, Result<Request, ProtoError>) {
         }
         None => return (id, Err(ProtoError::new("missing_field", "op is required"))),
     };
-    let r = parse_op(&op, Fields(map));
+    let r = parse_op(&op, Fields(map), now);
     (id, r)
 }
 
-fn parse_op(op: &str, mut f: Fields) -> Result<Request, ProtoError> {
-    let req = match op {
-        "recommend" => {
-            let context = f.context(now_secs())?;
-            let recent = match f.take("recent") {
-                None => Vec::new(),
-                Some(Value::Array(a)) if a.len() <= MAX_RECENT => a
-                    .into_iter()
-                    .map(|v| content_id("recent", v))
-                    .collect::<Result<_, _>>()?,
-                Some(Value::Array(a)) => {
-                    return Err(bad(
-                        "recent",
-                        format!("{} ids, at most {MAX_RECENT}", a.len()),
-                    ))
-                }
-                Some(v) => return Err(bad("recent", format!("expected an array, got {v}"))),
-            };
-            let mood = f
-                .string("mood", MAX_MOOD_BYTES)?
-                .filter(|m| !m.trim().is_empty());
-            let k = match f.uint("k", MAX_K)? {
-                Some(0) => return Err(bad("k", "must be at least 1")),
-                Some(k) => k as usize,
-                None => 10,
-            };
-            Request::Recommend {
-                context,
-                recent,
-                mood,
-                k,
-            }
+/// `recommend`: the fields deserialize into [`RecommendRequest`] (null means
+/// absent; a missing hour or weekday is `now`'s, UTC), then the socket's
+/// bounds are checked.
+fn parse_recommend(mut f: Fields, now: u64) -> Result<RecommendRequest, ProtoError> {
+    f.0.retain(|_, v| !v.is_null());
+    if let Some(k) = f.0.keys().find(|k| !RECOMMEND_FIELDS.contains(&k.as_str())) {
+        return Err(ProtoError::new(
+            "unknown_field",
+            format!("recommend has no field {k:?}"),
+        ));
+    }
+    let d = ViewingContext::from_unix_utc(now);
+    f.0.entry("hour").or_insert(d.hour.into());
+    f.0.entry("weekday").or_insert(d.weekday.into());
+    let mut req: RecommendRequest =
+        serde_json::from_value(Value::Object(f.0)).map_err(|e| bad("recommend", e))?;
+    req.context().map_err(|e| bad("context", e))?;
+    if req.recent.len() > MAX_RECENT {
+        return Err(bad(
+            "recent",
+            format!("{} ids, at most {MAX_RECENT}", req.recent.len()),
+        ));
+    }
+    if let Some(m) = &req.mood {
+        if m.len() > MAX_MOOD_BYTES {
+            return Err(bad(
+                "mood",
+                format!("{} bytes, at most {MAX_MOOD_BYTES}", m.len()),
+            ));
         }
+    }
+    if req.k == 0 || req.k as u64 > MAX_K {
+        return Err(bad("k", format!("{} is not in 1..={MAX_K}", req.k)));
+    }
+    req.mood = req.mood_text().map(str::to_string);
+    Ok(req)
+}
+
+fn parse_op(op: &str, mut f: Fields, now: u64) -> Result<Request, ProtoError> {
+    let req = match op {
+        "recommend" => return parse_recommend(f, now).map(Request::Recommend),
         "observe" => {
             let id = Fields::required("content_id", f.take("content_id"))?;
             let content_id = content_id("content_id", id)?;
@@ -328,9 +318,7 @@ fn parse_op(op: &str, mut f: Fields) -> Result<Request, ProtoError> {
                 },
                 v => return Err(bad("fraction", format!("expected a number, got {v}"))),
             };
-            let at = f
-                .uint("at", u64::from(u32::MAX) * 4)?
-                .unwrap_or_else(now_secs);
+            let at = f.uint("at", u64::from(u32::MAX) * 4)?.unwrap_or(now);
             let context = f.context(at)?;
             Request::Observe {
                 content_id,
@@ -368,7 +356,9 @@ fn parse_op(op: &str, mut f: Fields) -> Result<Request, ProtoError> {
             None => 100,
         }),
         "sync.now" => Request::SyncNow,
+        #[cfg(feature = "testing")]
         "debug.panic_inference" => Request::DebugPanicInference,
+        #[cfg(feature = "testing")]
         "debug.hold" => {
             let ms = match f.uint("timeout_ms", MAX_HOLD_MS)? {
                 Some(0) => return Err(bad("timeout_ms", "must be at least 1")),
@@ -377,7 +367,9 @@ fn parse_op(op: &str, mut f: Fields) -> Result<Request, ProtoError> {
             };
             Request::DebugHold(std::time::Duration::from_millis(ms))
         }
+        #[cfg(feature = "testing")]
         "debug.release" => Request::DebugRelease,
+        #[cfg(feature = "testing")]
         "debug.status" => Request::DebugStatus,
         other => return Err(ProtoError::new("unknown_op", format!("no op {other:?}"))),
     };
@@ -421,6 +413,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
+
+    /// 2023-11-14 22:13:20 UTC, a Tuesday.
+    const NOW: u64 = 1_700_000_000;
 
     const OPS: &[&str] = &[
         "recommend",
@@ -482,7 +477,7 @@ mod tests {
         /// Arbitrary bytes: a typed error or a request, never a panic.
         #[test]
         fn parse_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let (_, r) = parse(&bytes);
+            let (_, r) = parse(&bytes, NOW);
             if let Err(e) = r {
                 prop_assert!(!e.code.is_empty() && !e.message.is_empty());
             }
@@ -503,7 +498,7 @@ mod tests {
                 req.insert(k.into(), v);
             }
             let line = serde_json::to_vec(&Value::Object(req)).unwrap();
-            let (got_id, r) = parse(&line);
+            let (got_id, r) = parse(&line, NOW);
             prop_assert_eq!(got_id, Value::from(id));
             if let Err(e) = r {
                 prop_assert!(
@@ -516,7 +511,25 @@ mod tests {
     }
 
     fn code(line: &str) -> &'static str {
-        parse(line.as_bytes()).1.unwrap_err().code
+        parse(line.as_bytes(), NOW).1.unwrap_err().code
+    }
+
+    #[test]
+    fn missing_times_come_from_now() {
+        let (_, r) = parse(br#"{"id":1,"op":"recommend","mood":"  "}"#, NOW);
+        let Ok(Request::Recommend(req)) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!((req.hour, req.weekday, req.k), (22, 1, 10));
+        assert_eq!(req.mood, None, "a blank mood is no mood");
+        let (_, r) = parse(
+            br#"{"id":1,"op":"observe","content_id":"a","fraction":0.5}"#,
+            NOW,
+        );
+        let Ok(Request::Observe { at, context, .. }) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!((at, context.hour, context.weekday), (NOW, 22, 1));
     }
 
     #[test]
@@ -542,21 +555,29 @@ mod tests {
             "missing_field"
         );
         assert_eq!(code("[1]"), "invalid_request");
-        assert_eq!(parse(b"\xff\xfe").1.unwrap_err().code, "invalid_utf8");
-        let (id, r) = parse(br#"{"id":"x","op":"recommend","hour":20,"weekday":4,"recent":["a"],"mood":"calm","k":5}"#);
+        assert_eq!(parse(b"\xff\xfe", NOW).1.unwrap_err().code, "invalid_utf8");
+        let (id, r) = parse(br#"{"id":"x","op":"recommend","hour":20,"weekday":4,"recent":["a"],"mood":"calm","k":5}"#, NOW);
         assert_eq!(id, json!("x"));
-        assert!(matches!(r.unwrap(), Request::Recommend { k: 5, .. }));
-        assert_eq!(
-            code(r#"{"id":1,"op":"debug.hold","timeout_ms":30001}"#),
-            "invalid_field"
-        );
-        assert_eq!(
-            code(r#"{"id":1,"op":"debug.hold","timeout_ms":0}"#),
-            "invalid_field"
-        );
-        assert_eq!(
-            parse(br#"{"id":1,"op":"debug.hold","timeout_ms":250}"#).1,
-            Ok(Request::DebugHold(std::time::Duration::from_millis(250)))
-        );
+        assert!(matches!(
+            r.unwrap(),
+            Request::Recommend(RecommendRequest { k: 5, .. })
+        ));
+        #[cfg(feature = "testing")]
+        {
+            assert_eq!(
+                code(r#"{"id":1,"op":"debug.hold","timeout_ms":30001}"#),
+                "invalid_field"
+            );
+            assert_eq!(
+                code(r#"{"id":1,"op":"debug.hold","timeout_ms":0}"#),
+                "invalid_field"
+            );
+            assert_eq!(
+                parse(br#"{"id":1,"op":"debug.hold","timeout_ms":250}"#, NOW).1,
+                Ok(Request::DebugHold(std::time::Duration::from_millis(250)))
+            );
+        }
+        #[cfg(not(feature = "testing"))]
+        assert_eq!(code(r#"{"id":1,"op":"debug.hold"}"#), "unknown_op");
     }
 }

@@ -12,14 +12,18 @@
 //!   request gets `busy` at once (load shedding rather than queueing);
 //! * a request line is at most `max_request_bytes`; a longer one gets
 //!   `request_too_large`, the rest of the line is read and discarded, and the
-//!   connection stays usable.
+//!   connection stays usable. Lines are cut by tokio-util's `LinesCodec`
+//!   (with that maximum), driven by [`LineReader`] rather than `FramedRead`:
+//!   `FramedRead` ends the stream after a decoder error and, when it resumes,
+//!   does not decode lines already buffered until more bytes arrive, so a
+//!   request sent right behind an oversized one would wait.
 //!
 //! Shutdown ([`serve`]'s `shutdown` future resolves, e.g. on SIGTERM): stop
 //! accepting, stop reading new requests, let the requests in flight finish
 //! and their responses be written (bounded by the grace period), stop the
 //! actors (Memory last), then remove the socket file.
 //!
-//! With `debug_ops`, `debug.hold` is a request that stays in flight until
+//! With the `testing` cargo feature and `debug_ops`, `debug.hold` is a request that stays in flight until
 //! `debug.release` (or its timeout), and `debug.status` reports the counts:
 //! the tests use them to hold the limits above reached without sleeping.
 //! `debug.release` and `debug.status` are answered by the connection itself,
@@ -27,17 +31,19 @@
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use omega_brain::actors::{ActorError, Brain, RecommendQuery};
+use bytes::BytesMut;
+use omega_brain::actors::Brain;
+use omega_brain::RecommendResponse;
 use omega_protocol::ViewingEvent;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
 use crate::protocol::{self, err_line, ok_line, ProtoError, Request, IMPORT_CHUNK};
 
@@ -114,30 +120,8 @@ struct Ctx {
     cfg: ServerConfig,
     global: Arc<Semaphore>,
     conns: Arc<Semaphore>,
-    holds: Holds,
-}
-
-/// The `debug.hold` waiters: each subscribes to `release` and waits for the
-/// next change; `debug.release` bumps it, ending every waiter at once.
-struct Holds {
-    release: watch::Sender<u64>,
-    held: AtomicUsize,
-}
-
-/// Counts one waiter in [`Holds::held`] while alive.
-struct Held<'a>(&'a AtomicUsize);
-
-impl<'a> Held<'a> {
-    fn new(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::SeqCst);
-        Self(n)
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    #[cfg(feature = "testing")]
+    holds: debug::Holds,
 }
 
 /// Serves until `shutdown` resolves, then shuts down cleanly (see the module docs).
@@ -152,10 +136,8 @@ pub async fn serve(
         brain: brain.clone(),
         global: Arc::new(Semaphore::new(cfg.max_in_flight)),
         conns: conns.clone(),
-        holds: Holds {
-            release: watch::channel(0).0,
-            held: AtomicUsize::new(0),
-        },
+        #[cfg(feature = "testing")]
+        holds: debug::Holds::default(),
         cfg: cfg.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -206,6 +188,13 @@ pub async fn serve(
     tracing::info!("stopped");
 }
 
+/// Seconds since the epoch now: the time a request line is received at.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 async fn refuse(mut stream: UnixStream, e: ProtoError) {
     let _ = stream
         .write_all(err_line(&Value::Null, &e).as_bytes())
@@ -213,57 +202,61 @@ async fn refuse(mut stream: UnixStream, e: ProtoError) {
     let _ = stream.shutdown().await;
 }
 
-/// One line read with a bound.
+/// One request line read with a bound.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {
     /// A complete line, without its `\n` (and `\r`).
-    Line(Vec<u8>),
-    /// The line was longer than the bound; it was read to its end and dropped.
+    Line(String),
+    /// The line was longer than the bound; it is discarded to its end.
     TooLarge,
+    /// The line was not UTF-8; it was dropped.
+    InvalidUtf8,
     /// End of stream.
     Eof,
 }
 
-/// Reads one line of at most `max` bytes; a longer one is discarded to its end.
-pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    max: usize,
-) -> std::io::Result<Line> {
-    let mut buf = Vec::new();
-    let mut discarding = false;
-    loop {
-        let avail = r.fill_buf().await?;
-        if avail.is_empty() {
-            return Ok(if discarding {
-                Line::TooLarge
-            } else if buf.is_empty() {
-                Line::Eof
-            } else {
-                Line::Line(buf)
-            });
+/// Reads bounded lines from a stream with [`LinesCodec`]; after an oversized
+/// or non-UTF-8 line it goes on with the next one.
+#[derive(Debug)]
+pub struct LineReader<R> {
+    inner: R,
+    buf: BytesMut,
+    codec: LinesCodec,
+    eof: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    /// Lines of at most `max` bytes from `inner`.
+    pub fn new(inner: R, max: usize) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::new(),
+            codec: LinesCodec::new_with_max_length(max),
+            eof: false,
         }
-        let (chunk, done) = match avail.iter().position(|b| *b == b'\n') {
-            Some(p) => (&avail[..p], Some(p + 1)),
-            None => (avail, None),
-        };
-        if !discarding {
-            if buf.len() + chunk.len() > max {
-                discarding = true;
-                buf = Vec::new();
+    }
+
+    /// The next line. Cancel-safe: the partial line stays buffered.
+    pub async fn next_line(&mut self) -> std::io::Result<Line> {
+        loop {
+            let decoded = if self.eof {
+                self.codec.decode_eof(&mut self.buf)
             } else {
-                buf.extend_from_slice(chunk);
+                self.codec.decode(&mut self.buf)
+            };
+            match decoded {
+                Ok(Some(line)) => return Ok(Line::Line(line)),
+                Ok(None) if self.eof => return Ok(Line::Eof),
+                Ok(None) => {}
+                Err(LinesCodecError::MaxLineLengthExceeded) => return Ok(Line::TooLarge),
+                Err(LinesCodecError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Ok(Line::InvalidUtf8)
+                }
+                Err(LinesCodecError::Io(e)) => return Err(e),
             }
-        }
-        let used = done.unwrap_or(avail.len());
-        r.consume(used);
-        if done.is_some() {
-            if discarding {
-                return Ok(Line::TooLarge);
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                self.eof = true;
             }
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-            return Ok(Line::Line(buf));
         }
     }
 }
@@ -281,7 +274,7 @@ async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver
         let _ = wr.shutdown().await;
     });
     let slots = Arc::new(Semaphore::new(per));
-    let mut reader = BufReader::new(rd);
+    let mut reader = LineReader::new(rd, ctx.cfg.max_request_bytes);
     loop {
         if *stop.borrow() {
             break;
@@ -296,29 +289,33 @@ async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver
         let line = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            l = read_line_bounded(&mut reader, ctx.cfg.max_request_bytes) => l,
+            l = reader.next_line() => l,
         };
-        let bytes = match line {
-            Ok(Line::Line(b)) => b,
+        let text = match line {
+            Ok(Line::Line(t)) => t,
             Ok(Line::Eof) | Err(_) => break,
-            Ok(Line::TooLarge) => {
-                let e = ProtoError::new(
-                    "request_too_large",
-                    format!(
-                        "a request line is at most {} bytes",
-                        ctx.cfg.max_request_bytes
-                    ),
-                );
+            Ok(bad @ (Line::TooLarge | Line::InvalidUtf8)) => {
+                let e = if bad == Line::TooLarge {
+                    ProtoError::new(
+                        "request_too_large",
+                        format!(
+                            "a request line is at most {} bytes",
+                            ctx.cfg.max_request_bytes
+                        ),
+                    )
+                } else {
+                    ProtoError::new("invalid_utf8", "the request line is not UTF-8")
+                };
                 if tx.send(err_line(&Value::Null, &e)).await.is_err() {
                     break;
                 }
                 continue;
             }
         };
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if text.trim().is_empty() {
             continue;
         }
-        let (id, req) = protocol::parse(&bytes);
+        let (id, req) = protocol::parse(text.as_bytes(), now_secs());
         let req = match req {
             Ok(r) => r,
             Err(e) => {
@@ -368,30 +365,16 @@ async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver
     let _ = writer.await;
 }
 
-fn debug_disabled() -> ProtoError {
-    ProtoError::from(ActorError::DebugDisabled)
-}
-
 /// The ops the connection answers itself, outside the in-flight limits
-/// (`None`: the request is dispatched).
+/// (`None`: the request is dispatched). Only debug ops are.
 fn immediate(ctx: &Ctx, req: &Request) -> Option<Result<Value, ProtoError>> {
-    let r = match req {
-        Request::DebugRelease | Request::DebugStatus if !ctx.cfg.debug_ops => Err(debug_disabled()),
-        Request::DebugRelease => {
-            // Counted before the release: every counted waiter subscribed
-            // before it was counted, so it sees this change.
-            let n = ctx.holds.held.load(Ordering::SeqCst);
-            ctx.holds.release.send_modify(|g| *g = g.wrapping_add(1));
-            Ok(json!({ "released": n }))
-        }
-        Request::DebugStatus => Ok(json!({
-            "held": ctx.holds.held.load(Ordering::SeqCst),
-            "in_flight": ctx.cfg.max_in_flight.saturating_sub(ctx.global.available_permits()),
-            "connections": ctx.cfg.max_connections.saturating_sub(ctx.conns.available_permits()),
-        })),
-        _ => return None,
-    };
-    Some(r)
+    #[cfg(feature = "testing")]
+    return debug::immediate(ctx, req);
+    #[cfg(not(feature = "testing"))]
+    {
+        let _ = (ctx, req);
+        None
+    }
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ProtoError> {
@@ -401,35 +384,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ProtoError> {
 async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
     let brain = &ctx.brain;
     match req {
-        Request::Recommend {
-            context,
-            recent,
-            mood,
-            k,
-        } => {
-            let items = brain
-                .recommend(RecommendQuery {
-                    context,
-                    recent,
-                    mood,
-                    k,
-                })
-                .await?;
-            let items: Vec<Value> = items
-                .into_iter()
-                .map(|r| {
-                    json!({
-                        "content_id": r.content_id,
-                        "title": r.title,
-                        "score": r.score,
-                        "confidence": r.confidence,
-                        "reason_text": r.reason.text(),
-                        "reason": r.reason,
-                    })
-                })
-                .collect();
-            Ok(json!({ "items": items }))
-        }
+        Request::Recommend(req) => to_json(&RecommendResponse {
+            items: brain.recommend(req).await?,
+        }),
         Request::Observe {
             content_id,
             fraction,
@@ -476,23 +433,11 @@ async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
             "not_available",
             "sync is not available until the sync issue lands; nothing was sent",
         )),
-        Request::DebugPanicInference => {
-            brain.debug_panic_inference()?;
-            Ok(json!({"armed": true}))
-        }
-        Request::DebugHold(_) if !ctx.cfg.debug_ops => Err(debug_disabled()),
-        Request::DebugHold(timeout) => {
-            let mut release = ctx.holds.release.subscribe();
-            let _held = Held::new(&ctx.holds.held);
-            let released = tokio::time::timeout(timeout, release.changed())
-                .await
-                .is_ok();
-            Ok(json!({ "released": released }))
-        }
-        Request::DebugRelease | Request::DebugStatus => match immediate(ctx, &req) {
-            Some(r) => r,
-            None => Err(ProtoError::new("internal", "not an immediate op")),
-        },
+        #[cfg(feature = "testing")]
+        r @ (Request::DebugPanicInference
+        | Request::DebugHold(_)
+        | Request::DebugRelease
+        | Request::DebugStatus) => debug::dispatch(ctx, r).await,
     }
 }
 
@@ -512,10 +457,133 @@ async fn import(brain: &Brain, text: &str) -> Result<Value, ProtoError> {
     Ok(json!({"imported": imported, "upserted": upserted, "catalog_items": catalog_items}))
 }
 
+/// The `debug.*` ops (`testing` feature only): holds that stay in flight,
+/// their release, the counts, and the inference panic hook.
+#[cfg(feature = "testing")]
+mod debug {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::{json, Value};
+    use tokio::sync::watch;
+
+    use super::Ctx;
+    use crate::protocol::{ProtoError, Request};
+    use omega_brain::actors::ActorError;
+
+    /// The `debug.hold` waiters: each subscribes to `release` and waits for the
+    /// next change; `debug.release` bumps it, ending every waiter at once.
+    #[derive(Debug)]
+    pub(super) struct Holds {
+        release: watch::Sender<u64>,
+        held: AtomicUsize,
+    }
+
+    /// Counts one waiter in [`Holds::held`] while alive.
+    struct Held<'a>(&'a AtomicUsize);
+
+    impl<'a> Held<'a> {
+        fn new(n: &'a AtomicUsize) -> Self {
+            n.fetch_add(1, Ordering::SeqCst);
+            Self(n)
+        }
+    }
+
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Default for Holds {
+        fn default() -> Self {
+            Self {
+                release: watch::channel(0).0,
+                held: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    fn disabled() -> ProtoError {
+        ProtoError::from(ActorError::DebugDisabled)
+    }
+
+    /// `debug.release` and `debug.status`, answered by the connection itself
+    /// (`None`: another op).
+    pub(super) fn immediate(ctx: &Ctx, req: &Request) -> Option<Result<Value, ProtoError>> {
+        let r = match req {
+            Request::DebugRelease | Request::DebugStatus if !ctx.cfg.debug_ops => Err(disabled()),
+            Request::DebugRelease => {
+                // Counted before the release: every counted waiter subscribed
+                // before it was counted, so it sees this change.
+                let n = ctx.holds.held.load(Ordering::SeqCst);
+                ctx.holds.release.send_modify(|g| *g = g.wrapping_add(1));
+                Ok(json!({ "released": n }))
+            }
+            Request::DebugStatus => Ok(json!({
+                "held": ctx.holds.held.load(Ordering::SeqCst),
+                "in_flight": ctx.cfg.max_in_flight.saturating_sub(ctx.global.available_permits()),
+                "connections": ctx.cfg.max_connections.saturating_sub(ctx.conns.available_permits()),
+            })),
+            _ => return None,
+        };
+        Some(r)
+    }
+
+    /// Runs a debug op dispatched like any request.
+    pub(super) async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
+        match req {
+            Request::DebugPanicInference => {
+                ctx.brain.debug_panic_inference()?;
+                Ok(json!({"armed": true}))
+            }
+            Request::DebugHold(_) if !ctx.cfg.debug_ops => Err(disabled()),
+            Request::DebugHold(timeout) => {
+                let mut release = ctx.holds.release.subscribe();
+                let _held = Held::new(&ctx.holds.held);
+                let released = tokio::time::timeout(timeout, release.changed())
+                    .await
+                    .is_ok();
+                Ok(json!({ "released": released }))
+            }
+            Request::DebugRelease | Request::DebugStatus => match immediate(ctx, &req) {
+                Some(r) => r,
+                None => Err(ProtoError::new("internal", "not an immediate op")),
+            },
+
+            _ => Err(ProtoError::new("internal", "not a debug op")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// An oversized line and a non-UTF-8 one each give one typed result and
+    /// the reader goes on, also with the next line already buffered behind
+    /// them (where `FramedRead` would wait for more bytes).
+    #[tokio::test]
+    async fn line_reader_bounds_lines_and_goes_on() {
+        let mut input = b"short\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 40));
+        input.extend(b"\nok\n\xff\xfe\nafter\nno-newline");
+        let mut r = LineReader::new(&input[..], 16);
+        assert_eq!(r.next_line().await.unwrap(), Line::Line("short".into()));
+        assert_eq!(r.next_line().await.unwrap(), Line::TooLarge);
+        assert_eq!(r.next_line().await.unwrap(), Line::Line("ok".into()));
+        assert_eq!(r.next_line().await.unwrap(), Line::InvalidUtf8);
+        assert_eq!(r.next_line().await.unwrap(), Line::Line("after".into()));
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            Line::Line("no-newline".into())
+        );
+        assert_eq!(r.next_line().await.unwrap(), Line::Eof);
+        // Exactly the bound is fine.
+        let exact = [vec![b'y'; 16], b"\n".to_vec()].concat();
+        let mut r = LineReader::new(&exact[..], 16);
+        assert_eq!(r.next_line().await.unwrap(), Line::Line("y".repeat(16)));
+    }
 
     #[tokio::test]
     async fn bind_replaces_a_stale_socket_but_never_another_file() {

@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use omega_brain::actors::{Brain, BrainConfig, RecommendQuery};
+use omega_brain::actors::{Brain, BrainConfig};
+use omega_brain::RecommendRequest;
 use omega_protocol::{CatalogItem, ContentId, ViewingContext, ViewingEvent};
 use serde_json::json;
 
@@ -285,14 +286,7 @@ pub async fn run_brain(opts: BrainBenchOptions) -> Result<serde_json::Value> {
     // Boot: construction to the first answered recommend.
     let t0 = Instant::now();
     let (brain, _task) = Brain::start(brain_config(&opts, tmp.path())).await?;
-    let first = brain
-        .recommend(RecommendQuery {
-            context: ctx(3)?,
-            recent: vec![],
-            mood: None,
-            k: 10,
-        })
-        .await?;
+    let first = brain.recommend(RecommendRequest::new(ctx(3)?, 10)).await?;
     let boot_ms = t0.elapsed().as_secs_f64() * 1e3;
     if first.is_empty() && opts.items > 0 {
         bail!("the first recommend returned nothing");
@@ -338,11 +332,9 @@ pub async fn run_brain(opts: BrainBenchOptions) -> Result<serde_json::Value> {
     let n_items = opts.items.max(1);
     let mut rec_t = Vec::new();
     for i in 0..2200usize {
-        let q = RecommendQuery {
-            context: ctx(i)?,
+        let q = RecommendRequest {
             recent: vec![ContentId::new(format!("item-{}", (i * 31) % n_items))?],
-            mood: None,
-            k: 10,
+            ..RecommendRequest::new(ctx(i)?, 10)
         };
         let t = Instant::now();
         let out = brain.recommend(q).await?;
@@ -357,16 +349,14 @@ pub async fn run_brain(opts: BrainBenchOptions) -> Result<serde_json::Value> {
     // recommend with moods never seen before.
     let mut mood_t = Vec::new();
     for i in 0..200usize {
-        let q = RecommendQuery {
-            context: ctx(i)?,
-            recent: vec![],
+        let q = RecommendRequest {
             mood: Some(format!(
                 "something {} and {} like a {} {i}",
                 ADJ[rng.next() % 24],
                 ADJ[rng.next() % 24],
                 NOUN[rng.next() % 24]
             )),
-            k: 10,
+            ..RecommendRequest::new(ctx(i)?, 10)
         };
         let t = Instant::now();
         brain.recommend(q).await?;

@@ -8,10 +8,10 @@
 
 use std::time::Instant;
 
-use omega_brain::patterns::LocalPattern;
-use omega_brain::recommender::{recommend, RecommendRequest, RecommenderConfig};
-use omega_brain::state::{BrainState, Episode};
 use omega_brain::{CatalogIndex, IndexConfig, IndexScalar};
+use omega_brain_core::patterns::LocalPattern;
+use omega_brain_core::recommender::{recommend, RecommendRequest, RecommenderConfig};
+use omega_brain_core::state::{BrainState, Episode};
 use omega_protocol::{
     CatalogEntry, CatalogItem, ContentId, ContextBucket, Embedding, GlobalPattern, PatternId,
     TrendSignal, ViewingContext, ViewingEvent, EMBEDDING_DIM,
@@ -123,17 +123,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut times = Vec::new();
         for i in 0..3000usize {
             let req = RecommendRequest {
-                context: ViewingContext::new((i % 24) as u8, (i % 7) as u8)?,
                 recent: vec![ContentId::new(format!("item:{}", (i * 31) % ITEMS))?],
-                mood: if i % 5 == 0 {
-                    Some(centres[i % CLUSTERS].clone())
-                } else {
-                    None
-                },
-                k: 10,
+                ..RecommendRequest::new(ViewingContext::new((i % 24) as u8, (i % 7) as u8)?, 10)
             };
+            let mood = (i % 5 == 0).then(|| &centres[i % CLUSTERS]);
             let t = Instant::now();
-            let out = recommend(&st, &idx, &req, &cfg)?;
+            let out = recommend(&st, &idx, &req, mood, &cfg)?;
             let us = t.elapsed().as_secs_f64() * 1e6;
             if i >= 200 {
                 times.push(us);

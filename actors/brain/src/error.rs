@@ -1,21 +1,27 @@
-//! The one error type of the brain's memory and recommender.
+//! The one error type of the brain's memory and index.
 //!
 //! Every variant says what failed and whether anything was changed: a write
-//! that fails ([`BrainError::Storage`], [`BrainError::Io`]) never leaves a
-//! half-applied change behind, in redb or in memory.
+//! that fails ([`BrainError::Storage`], [`BrainError::DiskFull`],
+//! [`BrainError::Io`]) never leaves a half-applied change behind, in redb or
+//! in memory.
 
 use std::path::PathBuf;
 
+use omega_brain_core::CoreError;
 use omega_protocol::{ContentId, DomainError};
 
 /// What went wrong in the brain's memory, index or recommender.
 #[derive(Debug, thiserror::Error)]
 pub enum BrainError {
-    /// redb failed to read or commit (disk full, I/O error, lock held by another
-    /// process). The transaction was rolled back: the previous state is intact,
-    /// on disk and in memory.
+    /// redb failed to read or commit (I/O error, lock held by another
+    /// process). The transaction was rolled back: the previous state is
+    /// intact, on disk and in memory.
     #[error("brain store: {0}")]
-    Storage(#[from] redb::Error),
+    Storage(redb::Error),
+    /// redb could not write for lack of space (`ENOSPC`). Rolled back like
+    /// [`BrainError::Storage`]; it succeeds again once space is freed.
+    #[error("brain store: disk full: {0}")]
+    DiskFull(redb::Error),
     /// A file operation outside redb failed (moving a damaged file aside,
     /// writing the index file).
     #[error("{what} {path:?}: {source}")]
@@ -36,31 +42,10 @@ pub enum BrainError {
         /// What is wrong with it.
         detail: String,
     },
-    /// The catalog is at its configured maximum and the change would add items.
-    /// Nothing was applied (neither the new items nor the rest of the page).
-    #[error("catalog full: {current} items + {adding} new would exceed the limit of {max}")]
-    CatalogFull {
-        /// Items held now.
-        current: usize,
-        /// New items the change would add.
-        adding: usize,
-        /// The configured maximum.
-        max: usize,
-    },
-    /// An input value is invalid (bad fraction, bad embedding, bad id).
-    #[error("invalid input: {0}")]
-    Invalid(#[from] DomainError),
-    /// The node acknowledged a pattern version the device never reached, or one
-    /// older than the last acknowledgement.
-    #[error("acknowledged version {acked} is outside {last_acked}..={current}")]
-    BadAck {
-        /// What the node acknowledged.
-        acked: u64,
-        /// The previous acknowledgement.
-        last_acked: u64,
-        /// The device's current pattern version.
-        current: u64,
-    },
+    /// The plain logic refused the change (catalog full, invalid input, bad
+    /// acknowledgement, failed candidate search); nothing was written.
+    #[error(transparent)]
+    Core(#[from] CoreError),
     /// A content id is not in the catalog (for operations that need it to be).
     #[error("unknown content id {0}")]
     UnknownContent(ContentId),
@@ -69,9 +54,32 @@ pub enum BrainError {
     Index(String),
 }
 
+impl From<DomainError> for BrainError {
+    fn from(e: DomainError) -> Self {
+        BrainError::Core(CoreError::Invalid(e))
+    }
+}
+
+impl From<redb::Error> for BrainError {
+    fn from(e: redb::Error) -> Self {
+        let full = matches!(&e, redb::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(ENOSPC));
+        if full {
+            BrainError::DiskFull(e)
+        } else {
+            BrainError::Storage(e)
+        }
+    }
+}
+
+/// `ENOSPC` on Linux, for an I/O error whose kind the standard library did
+/// not map.
+const ENOSPC: i32 = 28;
+
 impl BrainError {
+    /// A redb failure, typed ([`BrainError::DiskFull`] when the disk is full).
     pub(crate) fn storage(e: impl Into<redb::Error>) -> Self {
-        BrainError::Storage(e.into())
+        Self::from(e.into())
     }
 
     pub(crate) fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> Self {

@@ -29,9 +29,12 @@ use std::path::{Path, PathBuf};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use crate::error::BrainError;
-use crate::state::Catalog;
+use omega_brain_core::state::Catalog;
+use omega_brain_core::sync::CatalogChange;
+use omega_brain_core::{CandidateSearch, CoreError};
 use omega_protocol::EMBEDDING_DIM;
+
+use crate::error::BrainError;
 
 const MAGIC: &[u8; 8] = b"OMGIDX01";
 const HEADER_LEN: usize = 8 + 8 + 8 + 8 + 1 + 8 + 8;
@@ -114,10 +117,28 @@ pub enum IndexLoad {
     },
 }
 
-/// Candidate search over catalog keys: what the recommender needs.
-pub trait CandidateSearch {
-    /// Up to `count` catalog keys nearest to `query` (a unit vector), nearest first.
-    fn nearest(&self, query: &[f32], count: usize) -> Result<Vec<u64>, BrainError>;
+/// A serialized index file, ready to write ([`CatalogIndex::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexFile(Vec<u8>);
+
+impl IndexFile {
+    /// Writes the file: to a temporary file, synced, then renamed over `path`.
+    pub fn write(&self, path: &Path) -> Result<(), BrainError> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let io = |what, source| BrainError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating index file", e))?;
+        f.write_all(&self.0)
+            .map_err(|e| io("writing index file", e))?;
+        f.sync_all().map_err(|e| io("syncing index file", e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| io("renaming index file", e))
+    }
 }
 
 /// The usearch index over the catalog.
@@ -206,11 +227,7 @@ impl CatalogIndex {
     }
 
     /// Brings the index in line with a catalog change.
-    pub fn apply(
-        &self,
-        catalog: &Catalog,
-        change: &crate::store::CatalogChange,
-    ) -> Result<(), BrainError> {
+    pub fn apply(&self, catalog: &Catalog, change: &CatalogChange) -> Result<(), BrainError> {
         for k in &change.removed {
             self.remove(*k)?;
         }
@@ -222,13 +239,25 @@ impl CatalogIndex {
         Ok(())
     }
 
-    /// Writes the index file for a catalog at `catalog_version`.
+    /// Writes the index file for a catalog at `catalog_version`
+    /// ([`Self::snapshot`], then [`IndexFile::write`]).
     pub fn save(
         &self,
         path: &Path,
         catalog: &Catalog,
         catalog_version: u64,
     ) -> Result<(), BrainError> {
+        self.snapshot(catalog, catalog_version)?.write(path)
+    }
+
+    /// The index file's bytes for a catalog at `catalog_version`, in memory:
+    /// serializing takes only a read of the index, and the slow part (writing
+    /// and syncing the file) can then run with no lock held.
+    pub fn snapshot(
+        &self,
+        catalog: &Catalog,
+        catalog_version: u64,
+    ) -> Result<IndexFile, BrainError> {
         let mut body = vec![0u8; self.index.serialized_length()];
         self.index.save_to_buffer(&mut body).map_err(ierr)?;
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
@@ -240,19 +269,7 @@ impl CatalogIndex {
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
         out.extend_from_slice(&checksum(&body).to_le_bytes());
         out.extend_from_slice(&body);
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let io = |what, source| BrainError::Io {
-            what,
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating index file", e))?;
-        f.write_all(&out).map_err(|e| io("writing index file", e))?;
-        f.sync_all().map_err(|e| io("syncing index file", e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| io("renaming index file", e))
+        Ok(IndexFile(out))
     }
 
     /// Why the file cannot be used for this catalog, or the loaded index.
@@ -329,11 +346,14 @@ impl CatalogIndex {
 }
 
 impl CandidateSearch for CatalogIndex {
-    fn nearest(&self, query: &[f32], count: usize) -> Result<Vec<u64>, BrainError> {
+    fn nearest(&self, query: &[f32], count: usize) -> Result<Vec<u64>, CoreError> {
         if count == 0 || self.index.size() == 0 {
             return Ok(Vec::new());
         }
-        let m = self.index.search(query, count).map_err(ierr)?;
+        let m = self
+            .index
+            .search(query, count)
+            .map_err(|e| CoreError::Search(e.to_string()))?;
         Ok(m.keys)
     }
 }

@@ -1,34 +1,34 @@
-//! omega-brain: the TV's memory and recommender (the actors and the daemon
-//! wiring come on top of these).
+//! omega-brain: the TV's memory and actors, the IO shell around
+//! omega-brain-core's plain logic.
 //!
 //! * [`store`]: [`BrainStore`], the redb-backed source of truth (episodes,
 //!   local and global patterns, trends, catalog, versions), durable per call,
-//!   self-healing on a damaged file.
+//!   self-healing on a damaged file. It writes what omega-brain-core plans.
 //! * [`index`]: [`CatalogIndex`], the usearch HNSW index over catalog
 //!   embeddings: a cache persisted next to the redb file, rebuilt when
-//!   missing, stale or damaged.
-//! * [`patterns`]: sans-IO folding of watches into local patterns per context.
-//! * [`delta`]: sans-IO delta / snapshot building under the privacy rules.
-//! * [`recommender`]: sans-IO `recommend`, the hot path.
-//! * [`state`]: the in-memory state the store mirrors and the recommender reads.
+//!   missing, stale or damaged; the recommender's [`CandidateSearch`].
+//! * [`state`]: [`SharedState`], the one in-memory [`BrainState`] the store
+//!   mirrors and every `recommend` reads, behind a read-write lock.
 //! * [`error`]: the typed [`BrainError`] of every fallible call.
-//! * [`actors`]: the supervised ractor actors (inference, memory,
-//!   recommender; sync to come) and [`actors::Brain`], the handle the daemon
-//!   and the benchmarks talk to.
+//! * [`actors`]: the supervised ractor actors (inference, memory) and
+//!   [`actors::Brain`], the handle the daemon and the benchmarks talk to; it
+//!   runs `recommend` itself, concurrently, over the shared state and index.
+//!
+//! Patterns, uploads, the recommender and the sync plans live in
+//! omega-brain-core; the types callers need are re-exported here.
 
 pub mod actors;
-pub mod delta;
 pub mod error;
 pub mod index;
-pub mod patterns;
-pub mod recommender;
 pub mod state;
 pub mod store;
 
-pub use delta::{DeltaConfig, DeltaPlan};
 pub use error::BrainError;
-pub use index::{CandidateSearch, CatalogIndex, IndexConfig, IndexLoad, IndexScalar};
-pub use patterns::{LocalPattern, PatternBook, PatternConfig, PatternInfo};
-pub use recommender::{recommend, Reason, RecommendRequest, Recommendation, RecommenderConfig};
-pub use state::{BrainState, Catalog, CatalogRecord, SharedState, Versions};
-pub use store::{BrainStore, CatalogChange, ObserveOutcome, OpenOutcome, StoreConfig, SyncApplied};
+pub use index::{CatalogIndex, IndexConfig, IndexFile, IndexLoad, IndexScalar};
+pub use omega_brain_core::{
+    recommend, BrainState, CandidateSearch, Catalog, CatalogChange, CatalogRecord, CoreError,
+    DeltaConfig, DeltaPlan, LocalPattern, PatternBook, PatternConfig, PatternInfo, Reason,
+    RecommendRequest, RecommendResponse, Recommendation, RecommenderConfig, Versions,
+};
+pub use state::SharedState;
+pub use store::{BrainStore, ObserveOutcome, OpenOutcome, StoreConfig, SyncApplied};

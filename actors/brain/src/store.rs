@@ -5,7 +5,7 @@
 //! records only in redb):
 //! * episodes, a ring of at most [`StoreConfig::max_episodes`] (default 1,000):
 //!   the oldest is evicted by the commit that adds one past the limit;
-//! * local patterns (see [`crate::patterns`]; default at most 10,000, the least
+//! * local patterns (see [`omega_brain_core::patterns`]; default at most 10,000, the least
 //!   useful evicted and recorded as a removal for the next delta);
 //! * global patterns, at most [`StoreConfig::max_global_patterns`] (default
 //!   500), changed per sync as [`SyncAccepted`] says (reset, upserts,
@@ -19,7 +19,7 @@
 //! * the catalog with embeddings and the ContentId ↔ index key mapping, at most
 //!   [`StoreConfig::max_catalog_items`] (default 50,000). Past the limit a
 //!   change that would add items is **refused** whole with
-//!   [`BrainError::CatalogFull`] (updates and removals of known items still
+//!   [`CoreError::CatalogFull`] (updates and removals of known items still
 //!   work): silently evicting titles would make recommendations vanish without
 //!   anyone noticing, a refusal is logged and fixed by raising the limit. In a
 //!   sync the refused page is reported and not acknowledged (the catalog
@@ -27,6 +27,11 @@
 //! * versions: pattern (bumped by every change of local patterns), acked (what
 //!   the node holds), global, catalog (the node's), and a local catalog
 //!   revision the index file is tied to.
+//!
+//! What a sync, a catalog change or an acknowledgement changes is planned by
+//! omega-brain-core ([`omega_brain_core::sync`]) over the mirror; the store
+//! writes the plan in one transaction and, once committed, applies it to the
+//! mirror.
 //!
 //! Invariants: every mutation is one redb write transaction with immediate
 //! durability, and the in-memory mirror changes only after its commit
@@ -38,12 +43,20 @@
 //! store and says so in [`OpenOutcome::Recovered`]. Errors that are not damage
 //! (permission denied, file locked by another process, disk full) are returned.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use omega_brain_core::delta::{self, DeltaConfig, DeltaPlan};
+use omega_brain_core::patterns::{
+    item_fingerprint, LocalPattern, PatternConfig, PatternOp, Tombstone,
+};
+use omega_brain_core::state::{BrainState, CatalogRecord, Episode, Versions};
+use omega_brain_core::sync::{
+    plan_ack, plan_catalog, plan_sync, CatalogChange, CatalogPlan, SyncLimits,
+};
+use omega_brain_core::CoreError;
 use omega_protocol::{
-    CatalogEntry, ContentId, GlobalPattern, PatternId, SyncAccepted, SyncKind, TrendSignal,
-    ViewingContext, ViewingEvent,
+    CatalogEntry, ContentId, GlobalPattern, PatternId, SyncAccepted, SyncKind, ViewingContext,
+    ViewingEvent,
 };
 use rand::Rng;
 use redb::{
@@ -52,10 +65,8 @@ use redb::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::delta::{self, DeltaConfig, DeltaPlan, MIN_DISTINCT_ITEMS};
 use crate::error::BrainError;
-use crate::patterns::{item_fingerprint, LocalPattern, PatternConfig, PatternOp, Tombstone};
-use crate::state::{BrainState, CatalogRecord, Episode, SharedState, Versions};
+use crate::state::SharedState;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const EPISODES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("episodes");
@@ -129,22 +140,6 @@ pub struct ObserveOutcome {
     pub known_item: bool,
 }
 
-/// Catalog keys touched by a change, to update the vector index.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CatalogChange {
-    /// Keys added or with a new embedding.
-    pub upserted: Vec<u64>,
-    /// Keys withdrawn.
-    pub removed: Vec<u64>,
-}
-
-impl CatalogChange {
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.upserted.is_empty() && self.removed.is_empty()
-    }
-}
-
 /// What [`BrainStore::apply_sync`] did.
 #[derive(Debug, Default)]
 pub struct SyncApplied {
@@ -152,7 +147,7 @@ pub struct SyncApplied {
     pub catalog: CatalogChange,
     /// Set when the sync's catalog page was refused (catalog full); the rest
     /// of the sync was applied.
-    pub catalog_refused: Option<BrainError>,
+    pub catalog_refused: Option<CoreError>,
 }
 
 enum OpenFail {
@@ -181,7 +176,7 @@ fn classify(e: impl Into<redb::Error>) -> OpenFail {
     if is_damage(&e) {
         OpenFail::Damaged(e.to_string())
     } else {
-        OpenFail::Other(BrainError::Storage(e))
+        OpenFail::Other(BrainError::from(e))
     }
 }
 
@@ -397,7 +392,7 @@ impl BrainStore {
 
     /// The in-memory mirror, read-locked (change it through the store). Drop
     /// the guard before calling a method that writes.
-    pub fn state(&self) -> std::sync::RwLockReadGuard<'_, BrainState> {
+    pub fn state(&self) -> parking_lot::RwLockReadGuard<'_, BrainState> {
         self.state.read()
     }
 
@@ -558,63 +553,21 @@ impl BrainStore {
         })
     }
 
-    /// Plans catalog upserts/removals against `st`: (records to write, keys
-    /// and ids removed, the next free key).
-    #[allow(clippy::type_complexity)]
-    fn plan_catalog_in(
-        st: &BrainState,
-        cfg: &StoreConfig,
-        upserts: &[CatalogEntry],
-        removed: &[ContentId],
-    ) -> Result<(Vec<(u64, CatalogEntry)>, Vec<(u64, ContentId)>, u64), BrainError> {
-        let cat = &st.catalog;
-        let mut rem: Vec<(u64, ContentId)> = Vec::new();
-        for id in removed {
-            if let Some(k) = cat.key_of(id) {
-                if !rem.iter().any(|(x, _)| *x == k) {
-                    rem.push((k, id.clone()));
-                }
-            }
+    fn limits(&self) -> SyncLimits {
+        SyncLimits {
+            max_catalog_items: self.cfg.max_catalog_items,
+            max_global_patterns: self.cfg.max_global_patterns,
         }
-        let mut next_key = cat.next_key();
-        let mut recs: BTreeMap<ContentId, (u64, CatalogEntry)> = BTreeMap::new();
-        let mut adding = 0usize;
-        for e in upserts {
-            e.item.validate()?;
-            let key = match (recs.get(&e.item.id), cat.key_of(&e.item.id)) {
-                (Some(r), _) => r.0,
-                (None, Some(k)) if !rem.iter().any(|(x, _)| *x == k) => k,
-                _ => {
-                    adding += 1;
-                    next_key += 1;
-                    next_key - 1
-                }
-            };
-            recs.insert(e.item.id.clone(), (key, e.clone()));
-        }
-        let after_removal = cat.len() - rem.len();
-        if adding > 0 && after_removal + adding > cfg.max_catalog_items {
-            return Err(BrainError::CatalogFull {
-                current: cat.len(),
-                adding,
-                max: cfg.max_catalog_items,
-            });
-        }
-        Ok((recs.into_values().collect(), rem, next_key))
     }
 
-    fn write_catalog(
-        txn: &WriteTransaction,
-        recs: &[(u64, CatalogEntry)],
-        rem: &[(u64, ContentId)],
-    ) -> Result<(), BrainError> {
+    fn write_catalog(txn: &WriteTransaction, plan: &CatalogPlan) -> Result<(), BrainError> {
         let mut ct = txn.open_table(CATALOG).map_err(BrainError::storage)?;
         let mut it = txn.open_table(CATALOG_IDS).map_err(BrainError::storage)?;
-        for (k, id) in rem {
+        for (k, id) in &plan.removed {
             ct.remove(*k).map_err(BrainError::storage)?;
             it.remove(id.as_str()).map_err(BrainError::storage)?;
         }
-        for (key, entry) in recs {
+        for (key, entry) in &plan.upserts {
             ct.insert(*key, enc("catalog", entry)?.as_slice())
                 .map_err(BrainError::storage)?;
             it.insert(entry.item.id.as_str(), *key)
@@ -623,27 +576,8 @@ impl BrainStore {
         Ok(())
     }
 
-    fn mirror_catalog(
-        st: &mut BrainState,
-        recs: Vec<(u64, CatalogEntry)>,
-        rem: Vec<(u64, ContentId)>,
-        next_key: u64,
-    ) -> CatalogChange {
-        let mut change = CatalogChange::default();
-        for (k, id) in rem {
-            st.catalog.remove(&id);
-            change.removed.push(k);
-        }
-        for (key, entry) in recs {
-            change.upserted.push(key);
-            st.catalog.restore(CatalogRecord::new(key, &entry));
-        }
-        st.catalog.set_next_key(next_key);
-        change
-    }
-
     /// Adds or replaces catalog items and withdraws others (a local import, or
-    /// tests). All or nothing; refused with [`BrainError::CatalogFull`] when
+    /// tests). All or nothing; refused with [`CoreError::CatalogFull`] when
     /// it would add items past the limit. Does not move the node's catalog
     /// version.
     pub fn update_catalog(
@@ -651,23 +585,26 @@ impl BrainStore {
         upserts: &[CatalogEntry],
         removed: &[ContentId],
     ) -> Result<CatalogChange, BrainError> {
-        let (recs, rem, next_key) =
-            Self::plan_catalog_in(&self.state.read(), &self.cfg, upserts, removed)?;
-        if recs.is_empty() && rem.is_empty() {
+        let (plan, mut versions) = {
+            let st = self.state.read();
+            let plan = plan_catalog(&st, self.cfg.max_catalog_items, upserts, removed)?;
+            (plan, st.versions)
+        };
+        if plan.is_empty() {
             return Ok(CatalogChange::default());
         }
-        let mut versions = self.state.read().versions;
         versions.catalog_rev += 1;
         self.write(|txn| {
-            Self::write_catalog(txn, &recs, &rem)?;
-            Self::put_meta(txn, &versions, &[("next_catalog_key", next_key)])
+            Self::write_catalog(txn, &plan)?;
+            Self::put_meta(txn, &versions, &[("next_catalog_key", plan.next_key)])
         })?;
         let mut st = self.state.write();
         st.versions = versions;
-        Ok(Self::mirror_catalog(&mut st, recs, rem, next_key))
+        Ok(plan.apply(&mut st))
     }
 
-    /// Applies what a successful sync brought back: global patterns (reset,
+    /// Applies what a successful sync brought back, as
+    /// [`omega_brain_core::sync::plan_sync`] plans it: global patterns (reset,
     /// upserts, removals, then the limit), trends (replaced only when
     /// `global_version` differs from the held one or `global_reset` is set:
     /// the node sends an empty list when the device is up to date), the catalog page
@@ -676,101 +613,43 @@ impl BrainStore {
     /// The pattern acknowledgement is separate: [`Self::acknowledge`].
     pub fn apply_sync(&mut self, accepted: &SyncAccepted) -> Result<SyncApplied, BrainError> {
         let st = self.state.read();
-        // Global patterns.
-        let mut globals = if accepted.global_reset {
-            BTreeMap::new()
-        } else {
-            st.globals.clone()
-        };
-        for id in &accepted.global_removed {
-            globals.remove(id);
+        let plan = plan_sync(&st, accepted, &self.limits())?;
+        if let Some(e) = &plan.catalog_refused {
+            tracing::error!(error = %e, "catalog page refused");
         }
-        for g in &accepted.global_patterns {
-            globals.insert(g.id, g.clone());
-        }
-        if globals.len() > self.cfg.max_global_patterns {
-            let mut ranked: Vec<&GlobalPattern> = globals.values().collect();
-            ranked.sort_by(|a, b| {
-                b.support
-                    .cmp(&a.support)
-                    .then(b.success_rate.total_cmp(&a.success_rate))
-                    .then(a.id.cmp(&b.id))
-            });
-            let drop: Vec<u64> = ranked[self.cfg.max_global_patterns..]
-                .iter()
-                .map(|g| g.id)
-                .collect();
-            for id in drop {
-                globals.remove(&id);
-            }
-        }
-        // The node sends trends only when the device's global version is
-        // behind; an up-to-date device gets an empty list that means "no change".
-        let replace_trends = accepted.global_reset || accepted.global_version != st.versions.global;
-        let trends: Vec<TrendSignal> = if replace_trends {
-            accepted.trends.clone()
-        } else {
-            st.trends.clone()
-        };
-        // Catalog page.
-        let mut refused = None;
-        let mut catalog_plan = None;
-        if let Some(page) = &accepted.catalog {
-            match Self::plan_catalog_in(&st, &self.cfg, &page.upserts, &page.removed) {
-                Ok(p) => catalog_plan = Some(p),
-                Err(e @ BrainError::CatalogFull { .. }) => {
-                    tracing::error!(error = %e, "catalog page refused");
-                    refused = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let mut versions = st.versions;
-        versions.global = accepted.global_version;
-        if let (Some(page), Some(_)) = (&accepted.catalog, &catalog_plan) {
-            versions.catalog = versions.catalog.max(page.version);
-            versions.catalog_rev += 1;
-        }
-        let next_key = catalog_plan.as_ref().map_or(st.catalog.next_key(), |p| p.2);
-        let trends_bytes = enc("blobs", &trends)?;
-        let globals_now = &st.globals;
+        let next_key = plan.next_catalog_key(&st);
+        drop(st);
+        let trends_bytes = plan.trends.as_ref().map(|t| enc("blobs", t)).transpose()?;
         self.write(|txn| {
             {
                 let mut gt = txn.open_table(GLOBALS).map_err(BrainError::storage)?;
-                for id in globals_now.keys() {
-                    if !globals.contains_key(id) {
-                        gt.remove(*id).map_err(BrainError::storage)?;
-                    }
+                for id in &plan.globals_deleted {
+                    gt.remove(*id).map_err(BrainError::storage)?;
                 }
-                for (id, g) in &globals {
-                    if globals_now.get(id) != Some(g) {
-                        gt.insert(*id, enc("globals", g)?.as_slice())
-                            .map_err(BrainError::storage)?;
-                    }
+                for (id, g) in plan
+                    .globals_written
+                    .iter()
+                    .filter_map(|id| Some((id, plan.globals.get(id)?)))
+                {
+                    gt.insert(*id, enc("globals", g)?.as_slice())
+                        .map_err(BrainError::storage)?;
                 }
-                if replace_trends {
+                if let Some(bytes) = &trends_bytes {
                     let mut bt = txn.open_table(BLOBS).map_err(BrainError::storage)?;
-                    bt.insert("trends", trends_bytes.as_slice())
+                    bt.insert("trends", bytes.as_slice())
                         .map_err(BrainError::storage)?;
                 }
             }
-            if let Some((recs, rem, _)) = &catalog_plan {
-                Self::write_catalog(txn, recs, rem)?;
+            if let Some(p) = &plan.catalog {
+                Self::write_catalog(txn, p)?;
             }
-            Self::put_meta(txn, &versions, &[("next_catalog_key", next_key)])
+            Self::put_meta(txn, &plan.versions, &[("next_catalog_key", next_key)])
         })?;
-        drop(st);
-        let mut st = self.state.write();
-        st.globals = globals;
-        st.trends = trends;
-        st.versions = versions;
-        let catalog = match catalog_plan {
-            Some((recs, rem, nk)) => Self::mirror_catalog(&mut st, recs, rem, nk),
-            None => CatalogChange::default(),
-        };
+        let catalog_refused = plan.catalog_refused.clone();
+        let catalog = plan.apply(&mut self.state.write());
         Ok(SyncApplied {
             catalog,
-            catalog_refused: refused,
+            catalog_refused,
         })
     }
 
@@ -802,31 +681,11 @@ impl BrainStore {
         acked: u64,
         min_distinct_items: u32,
     ) -> Result<(), BrainError> {
-        let st = self.state.read();
-        let v = st.versions;
-        let ok = match kind {
-            SyncKind::Snapshot => acked <= v.pattern,
-            _ => (v.acked..=v.pattern).contains(&acked),
-        };
-        if !ok {
-            return Err(BrainError::BadAck {
-                acked,
-                last_acked: v.acked,
-                current: v.pattern,
-            });
-        }
-        let (changed, dropped) = st.patterns.plan_ack(
-            acked,
-            min_distinct_items.max(MIN_DISTINCT_ITEMS),
-            matches!(kind, SyncKind::Snapshot),
-        );
-        drop(st);
-        let mut versions = v;
-        versions.acked = acked;
+        let plan = plan_ack(&self.state.read(), kind, acked, min_distinct_items)?;
         self.write(|txn| {
             {
                 let mut pt = txn.open_table(PATTERNS).map_err(BrainError::storage)?;
-                for (id, known) in &changed {
+                for (id, known) in &plan.changed {
                     let mut p: LocalPattern = match pt.get(id.0).map_err(BrainError::storage)? {
                         Some(v) => dec("patterns", v.value())?,
                         None => return Err(missing_pattern(*id)),
@@ -836,15 +695,13 @@ impl BrainStore {
                         .map_err(BrainError::storage)?;
                 }
                 let mut tt = txn.open_table(TOMBSTONES).map_err(BrainError::storage)?;
-                for id in &dropped {
+                for id in &plan.dropped {
                     tt.remove(id.0).map_err(BrainError::storage)?;
                 }
             }
-            Self::put_meta(txn, &versions, &[])
+            Self::put_meta(txn, &plan.versions, &[])
         })?;
-        let mut st = self.state.write();
-        st.patterns.apply_ack(&changed, &dropped);
-        st.versions = versions;
+        plan.apply(&mut self.state.write());
         Ok(())
     }
 

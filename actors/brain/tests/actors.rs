@@ -1,12 +1,14 @@
 //! The actors in process: what a caller sees through [`Brain`].
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../brain-core/tests/support/mod.rs"]
 mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use omega_brain::actors::{Brain, BrainConfig, RecommendQuery};
+use omega_brain::actors::{Brain, BrainConfig};
+use omega_brain::RecommendRequest;
 use omega_protocol::ContentId;
 use support::{cid, clustered_catalog, evening, event};
 
@@ -14,12 +16,10 @@ fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
 }
 
-fn query(recent: &[&str], k: usize) -> RecommendQuery {
-    RecommendQuery {
-        context: evening(),
+fn query(recent: &[&str], k: usize) -> RecommendRequest {
+    RecommendRequest {
         recent: recent.iter().map(|s| cid(s)).collect(),
-        mood: None,
-        k,
+        ..RecommendRequest::new(evening(), k)
     }
 }
 

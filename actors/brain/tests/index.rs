@@ -1,12 +1,12 @@
 //! The usearch index as a cache of redb: saved, reloaded, rebuilt when damaged.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../brain-core/tests/support/mod.rs"]
 mod support;
 
-use omega_brain::index::{
-    index_path_for, CandidateSearch, CatalogIndex, IndexConfig, IndexLoad, IndexScalar,
-};
+use omega_brain::index::{index_path_for, CatalogIndex, IndexConfig, IndexLoad, IndexScalar};
 use omega_brain::store::{BrainStore, StoreConfig};
+use omega_brain::CandidateSearch;
 use support::*;
 
 fn store_with_catalog(dir: &std::path::Path) -> BrainStore {
@@ -129,4 +129,27 @@ fn stale_index_is_detected_and_incremental_updates_match_a_rebuild() {
         matches!(load, IndexLoad::Rebuilt { ref reason } if reason.contains("stale")),
         "{load:?}"
     );
+}
+
+/// The same state through a rebuilt index gives the same recommendations
+/// (the build is deterministic).
+#[test]
+fn recommend_through_a_rebuilt_index_gives_the_same_answer() {
+    use omega_brain::{recommend, BrainState, RecommendRequest, RecommenderConfig};
+    let (catalog, _) = clustered_catalog(5, 10, 31);
+    let mut st = BrainState::default();
+    for e in &catalog {
+        st.catalog.upsert(e);
+    }
+    let req = RecommendRequest {
+        recent: vec![cid("c0-0"), cid("c1-1"), cid("c3-3")],
+        ..RecommendRequest::new(evening(), 10)
+    };
+    let cfg = RecommenderConfig::default();
+    let idx = CatalogIndex::build(&st.catalog, IndexConfig::default()).unwrap();
+    let a = recommend(&st, &idx, &req, None, &cfg).unwrap();
+    let idx2 = CatalogIndex::build(&st.catalog, IndexConfig::default()).unwrap();
+    let b = recommend(&st, &idx2, &req, None, &cfg).unwrap();
+    assert_eq!(a.len(), 10);
+    assert_eq!(a, b);
 }

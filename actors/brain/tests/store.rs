@@ -1,6 +1,7 @@
 //! BrainStore against real redb files: bounds, durability, recovery, failures.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../brain-core/tests/support/mod.rs"]
 mod support;
 
 use std::io;
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use omega_brain::store::{BrainStore, OpenOutcome, StoreConfig};
-use omega_brain::{BrainError, PatternConfig};
+use omega_brain::{BrainError, CoreError, PatternConfig};
 use omega_protocol::{
     CatalogPage, ContextBucket, GlobalPattern, PatternId, SyncAccepted, SyncKind, TrendSignal,
 };
@@ -119,11 +120,11 @@ fn catalog_past_its_limit_is_refused_whole() {
     assert!(
         matches!(
             err,
-            BrainError::CatalogFull {
+            BrainError::Core(CoreError::CatalogFull {
                 current: 18,
                 adding: 7,
                 max: 20
-            }
+            })
         ),
         "{err}"
     );
@@ -155,7 +156,7 @@ fn catalog_past_its_limit_is_refused_whole() {
         .unwrap();
     assert!(matches!(
         applied.catalog_refused,
-        Some(BrainError::CatalogFull { .. })
+        Some(CoreError::CatalogFull { .. })
     ));
     assert_eq!(s.state().versions.catalog, before);
     assert_eq!(s.state().versions.global, 4);
@@ -344,7 +345,7 @@ fn failed_write_returns_typed_error_and_keeps_previous_state() {
 
         fail.store(true, Ordering::SeqCst);
         let err = s.observe(event("c0-1", 0.95, 2)).unwrap_err();
-        assert!(matches!(err, BrainError::Storage(_)), "{err}");
+        assert!(matches!(err, BrainError::DiskFull(_)), "{err}");
         // Memory unchanged.
         assert_eq!(s.state().episodes.len(), before_eps);
         assert_eq!(s.state().versions, before_v);
@@ -372,14 +373,14 @@ fn acknowledgements_are_checked_and_prune_removals() {
     let v = s.state().versions.pattern;
     assert!(matches!(
         s.acknowledge(SyncKind::Delta, v + 1, 3),
-        Err(BrainError::BadAck { .. })
+        Err(BrainError::Core(CoreError::BadAck { .. }))
     ));
     s.acknowledge(SyncKind::Delta, v, 3).unwrap();
     assert_eq!(s.state().versions.acked, v);
     assert!(s.state().patterns.iter().all(|p| p.known_to_node));
     assert!(matches!(
         s.acknowledge(SyncKind::Delta, v - 1, 3),
-        Err(BrainError::BadAck { .. })
+        Err(BrainError::Core(CoreError::BadAck { .. }))
     ));
     // forget erases history and patterns.
     s.forget().unwrap();
@@ -441,11 +442,11 @@ struct Mirror {
     catalog: Vec<omega_brain::CatalogRecord>,
     next_key: u64,
     patterns: Vec<omega_brain::PatternInfo>,
-    tombstones: Vec<(PatternId, omega_brain::patterns::Tombstone)>,
+    tombstones: Vec<(PatternId, omega_brain_core::patterns::Tombstone)>,
     next_pattern: u64,
     globals: Vec<GlobalPattern>,
     trends: Vec<TrendSignal>,
-    episodes: Vec<omega_brain::state::Episode>,
+    episodes: Vec<omega_brain_core::state::Episode>,
     versions: omega_brain::Versions,
 }
 
@@ -531,7 +532,7 @@ proptest::proptest! {
                     let before = mirror(&s);
                     match s.update_catalog(&catalog[r], &[]) {
                         Ok(_) => {}
-                        Err(BrainError::CatalogFull { .. }) => {
+                        Err(BrainError::Core(CoreError::CatalogFull { .. })) => {
                             proptest::prop_assert_eq!(mirror(&s), before, "a refused change changed memory");
                         }
                         Err(e) => panic!("{e}"),

@@ -63,6 +63,11 @@ async fn run(cli: Cli, cfg: DaemonConfig) -> Result<()> {
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;
     // Refuse early if another daemon is live on the socket (before touching redb).
+    if cfg.debug_ops && !cfg!(feature = "testing") {
+        tracing::warn!(
+            "debug_ops is set but this build has no debug ops (the `testing` feature): ignored"
+        );
+    }
     let listener = server::bind(&socket).await?;
     let (brain, _task) = Brain::start(cfg.brain_config(&cli.data_dir, &cli.model_dir)).await?;
     let health = brain.health();

@@ -50,6 +50,7 @@ pub(crate) enum InferenceMsg {
     Embed(Vec<String>, Reply<Vec<Embedding>>),
     Flush,
     ModelLoaded,
+    #[cfg(feature = "testing")]
     ArmPanic,
 }
 
@@ -67,6 +68,7 @@ pub(crate) struct InferenceState {
     queue: VecDeque<Job>,
     queued_texts: usize,
     flush_scheduled: bool,
+    #[cfg(feature = "testing")]
     panic_armed: bool,
 }
 
@@ -119,6 +121,7 @@ impl Actor for Inference {
             queue: VecDeque::new(),
             queued_texts: 0,
             flush_scheduled: false,
+            #[cfg(feature = "testing")]
             panic_armed: false,
         })
     }
@@ -184,6 +187,7 @@ impl Actor for Inference {
                     st.schedule_flush(&myself);
                 }
             }
+            #[cfg(feature = "testing")]
             InferenceMsg::ArmPanic => st.panic_armed = true,
             InferenceMsg::Flush => {
                 st.flush_scheduled = false;
@@ -205,8 +209,10 @@ impl Actor for Inference {
                 st.queued_texts -= n;
                 let texts: Vec<String> =
                     batch.iter().flat_map(|j| j.texts.iter().cloned()).collect();
+                #[cfg(feature = "testing")]
                 let panic = std::mem::take(&mut st.panic_armed);
                 let run = tokio::task::spawn_blocking(move || {
+                    #[cfg(feature = "testing")]
                     if panic {
                         panic!("debug.panic_inference: inference panicked on purpose");
                     }

@@ -1,22 +1,26 @@
 //! Memory: owns the [`BrainStore`] (redb, the truth) and the [`CatalogIndex`]
-//! (usearch, a cache), and shares both, read-only, with the recommender.
+//! (usearch, a cache), and shares both, read-only, with `recommend`.
 //!
 //! * Every redb call (open, commit) runs in `spawn_blocking`: the store is
 //!   moved into the blocking task and back. A panic there fails the actor; the
 //!   supervisor restarts it and the new incarnation reopens the file.
 //! * `observe` replies after the commit (durable). A failed commit (disk full)
 //!   replies with the error and changes nothing.
-//! * Catalog changes are applied to the index under its write lock and the
-//!   index file is saved after each change (a failed save is logged: the file
-//!   is a cache and is rebuilt at the next start if stale).
+//! * Catalog changes are applied to the index under its write lock; then the
+//!   index is serialized under the read lock (recommends keep searching) and
+//!   the file written and synced with no lock held. A failed save is logged:
+//!   the file is a cache and is rebuilt at the next start if stale.
 //! * Sharing: the store's in-memory state is a [`crate::SharedState`]; the
 //!   store mirrors each commit into it under the write lock before the call
 //!   returns, so a `recommend` sent after any reply of this actor sees that
 //!   write. At start (and after a restart, with the reopened store) the actor
-//!   sends the recommender a [`MemoryView`] of the state and the index on the
-//!   shared `watch` channel; nothing is copied per write.
+//!   publishes a [`MemoryView`] of the state and the index on the shared
+//!   `watch` channel, which every `recommend` reads; nothing is copied per
+//!   write.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use omega_protocol::{CatalogEntry, ViewingEvent};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -141,22 +145,23 @@ impl Actor for Memory {
             MemoryMsg::UpsertCatalog(entries, reply) => {
                 let r = blocking(st, move |i| {
                     let change = i.store.update_catalog(&entries, &[])?;
-                    let state = i.store.state();
-                    let catalog = &state.catalog;
                     if !change.is_empty() {
-                        let idx = match i.index.write() {
-                            Ok(g) => g,
-                            Err(p) => p.into_inner(),
+                        // Locks in recommend's order: state, then index.
+                        // Serialized under the index's read lock, written and
+                        // synced with none: recommends never wait on the disk.
+                        let file = {
+                            let state = i.store.state();
+                            i.index.write().apply(&state.catalog, &change)?;
+                            let rev = state.versions.catalog_rev;
+                            i.index.read().snapshot(&state.catalog, rev)
                         };
-                        idx.apply(catalog, &change)?;
-                        let rev = state.versions.catalog_rev;
-                        if let Err(e) = idx.save(&i.store.index_path(), catalog, rev) {
+                        if let Err(e) = file.and_then(|f| f.write(&i.store.index_path())) {
                             tracing::warn!(error = %e, "saving the index failed; it is rebuilt at the next start");
                         }
                     }
                     Ok::<_, crate::BrainError>(CatalogUpdate {
                         upserted: change.upserted.len(),
-                        catalog_items: catalog.len(),
+                        catalog_items: i.store.state().catalog.len(),
                     })
                 })
                 .await?;
@@ -169,10 +174,7 @@ impl Actor for Memory {
             MemoryMsg::Stats(reply) => {
                 let i = st.inner.as_ref().ok_or_else(lost)?;
                 let s = i.store.state();
-                let index_items = match i.index.read() {
-                    Ok(g) => g.len(),
-                    Err(p) => p.into_inner().len(),
-                };
+                let index_items = i.index.read().len();
                 let _ = reply.send(Ok(Stats {
                     episodes: s.episodes.len(),
                     last_episode_seq: s.episodes.back().map(|e| e.seq),

@@ -6,9 +6,10 @@
 //! Supervisor (root, spawned by Brain::start)
 //! ├── Inference    owns Arc<Embedder>; model runs in spawn_blocking; batches
 //! ├── Memory       owns BrainStore (redb) + CatalogIndex (usearch); shares both read-only
-//! ├── Recommender  answers from Memory's shared state and index; bounded mood LRU
 //! └── (Sync)       the sync issue adds it here: see `supervisor::Child`
 //! ```
+//!
+//! `recommend` has no actor: [`Brain::recommend`] runs it itself (see below).
 //!
 //! Children are `spawn_linked` to the supervisor. Its `handle_supervisor_evt`
 //! restarts a child that failed (panic or error) or stopped unexpectedly, after
@@ -22,15 +23,17 @@
 //! * `observe`, catalog changes, `forget`, `stats`: [`Brain`] → Memory. Memory
 //!   commits to redb (durable before the reply), then mirrors the commit into
 //!   the one in-memory [`crate::BrainState`] under its write lock (microseconds), so
-//!   a `recommend` sent after a write's reply sees it. Memory hands the
-//!   recommender a [`MemoryView`] (the [`SharedState`] and the shared index)
-//!   on a `tokio::sync::watch` channel when it (re)starts; nothing is copied
-//!   per write (the state is tens of MB at 10K items × 10K patterns).
-//! * `recommend`: [`Brain`] → Recommender, which reads the state in place
-//!   under the read lock; it never waits on a redb write (only on the mirror
-//!   update after one) and never runs the transformer unless the
-//!   request carries a mood text that is not in its LRU cache (then the mood is
-//!   embedded by Inference in a task of its own, so the mailbox keeps moving).
+//!   a `recommend` started after a write's reply sees it. Memory publishes a
+//!   [`MemoryView`] (the [`SharedState`] and the shared index) on a
+//!   `tokio::sync::watch` channel when it (re)starts; nothing is copied per
+//!   write (the state is tens of MB at 10K items × 10K patterns).
+//! * `recommend`: [`Brain::recommend`] runs it on a blocking-pool thread of
+//!   the caller's own, over the current [`MemoryView`] under the read locks:
+//!   any number run at once (bounded by the socket layer), none waits on a
+//!   redb write (only on the mirror update after one) or on another
+//!   recommend. A mood text is looked up in the shared mood cache
+//!   ([`BrainConfig::mood_cache`] vectors, least recently used evicted); only
+//!   a miss goes to Inference.
 //! * `embed`: [`Brain`] → Inference. Requests that wait while a batch runs are
 //!   drained into the next `embed_batch` (up to [`InferenceConfig::max_batch`]
 //!   texts).
@@ -42,7 +45,7 @@
 //! per connection and in total, and Inference refuses texts past
 //! [`InferenceConfig::max_pending_texts`] with [`ActorError::Busy`] instead of
 //! queueing them. The mood cache holds [`BrainConfig::mood_cache`] vectors
-//! (least recently used evicted).
+//! (least recently used evicted; the `lru` crate behind a mutex).
 //!
 //! # Failure semantics
 //!
@@ -52,18 +55,18 @@
 //! needed); a restarted Inference reuses the already loaded model.
 
 mod inference;
-mod lru;
 mod memory;
-mod recommender;
 mod supervisor;
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use omega_protocol::{
-    CatalogEntry, CatalogItem, ContentId, Embedding, ViewingContext, ViewingEvent,
-};
+use lru::LruCache;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+
+use omega_protocol::{CatalogEntry, CatalogItem, ContentId, Embedding, ViewingEvent};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -71,16 +74,15 @@ use tokio::sync::watch;
 
 use crate::error::BrainError;
 use crate::index::{CatalogIndex, IndexConfig};
-use crate::recommender::{Recommendation, RecommenderConfig};
 use crate::state::SharedState;
 use crate::store::{ObserveOutcome, StoreConfig};
+use omega_brain_core::{recommend, RecommendRequest, Recommendation, RecommenderConfig};
 
 pub use inference::InferenceConfig;
 pub use supervisor::RestartPolicy;
 
 use inference::InferenceMsg;
 use memory::MemoryMsg;
-use recommender::RecommenderMsg;
 use supervisor::{Supervisor, SupervisorMsg};
 
 /// File name of the redb store inside the data directory (the index file is
@@ -102,11 +104,12 @@ pub struct BrainConfig {
     pub recommender: RecommenderConfig,
     /// Inference batching and bounds.
     pub inference: InferenceConfig,
-    /// Mood vectors cached by the recommender (LRU); 0 disables the cache.
+    /// Mood vectors cached for `recommend` (LRU); 0 disables the cache.
     pub mood_cache: usize,
     /// Restart backoff of failed children.
     pub restart: RestartPolicy,
-    /// Enables test-only hooks ([`Brain::debug_panic_inference`]).
+    /// Enables the test hooks (`Brain::debug_panic_inference`), which exist
+    /// only with the `testing` cargo feature; without it this has no effect.
     pub debug_ops: bool,
 }
 
@@ -140,24 +143,17 @@ pub enum ChildKind {
     Inference,
     /// redb + index.
     Memory,
-    /// The hot path.
-    Recommender,
 }
 
 impl ChildKind {
     /// All children, in start order.
-    pub const ALL: [ChildKind; 3] = [
-        ChildKind::Memory,
-        ChildKind::Inference,
-        ChildKind::Recommender,
-    ];
+    pub const ALL: [ChildKind; 2] = [ChildKind::Memory, ChildKind::Inference];
 
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
             ChildKind::Inference => "inference",
             ChildKind::Memory => "memory",
-            ChildKind::Recommender => "recommender",
         }
     }
 }
@@ -183,10 +179,14 @@ pub enum ActorError {
     /// The store, index or recommender refused or failed.
     #[error(transparent)]
     Brain(#[from] BrainError),
+    /// A `recommend` panicked (a bug); nothing was changed.
+    #[error("recommend failed: {0}")]
+    RecommendPanicked(String),
     /// The request is invalid.
     #[error("invalid input: {0}")]
     Invalid(String),
     /// A debug hook was used without `debug_ops`.
+    #[cfg(feature = "testing")]
     #[error("debug operations are disabled (set debug_ops = true in the config)")]
     DebugDisabled,
     /// The actor system could not start.
@@ -215,7 +215,7 @@ where
     }
 }
 
-/// What the recommender reads: Memory's state and index, in place.
+/// What `recommend` reads: Memory's state and index, in place.
 #[derive(Debug)]
 pub struct MemoryView {
     /// The committed state (Memory write-locks it only to mirror a commit).
@@ -223,19 +223,6 @@ pub struct MemoryView {
     /// The vector index, shared with Memory (read-locked per search; Memory
     /// write-locks it only to apply a catalog change).
     pub index: Arc<RwLock<CatalogIndex>>,
-}
-
-/// A recommendation request as the socket API gives it (the mood is text).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecommendQuery {
-    /// When.
-    pub context: ViewingContext,
-    /// Recent watches the app knows of, newest first.
-    pub recent: Vec<ContentId>,
-    /// Free-text mood (embedded at query time, cached).
-    pub mood: Option<String>,
-    /// How many.
-    pub k: usize,
 }
 
 /// Counters of the memory.
@@ -329,8 +316,8 @@ pub(crate) struct Status {
     pub store: Option<String>,
     pub store_recovered: Option<StoreRecovery>,
     pub index: Option<(String, Option<String>)>,
-    pub restarts: [u32; 3],
-    pub last_failure: [Option<String>; 3],
+    pub restarts: [u32; 2],
+    pub last_failure: [Option<String>; 2],
 }
 
 #[derive(Debug, Default, Clone)]
@@ -345,7 +332,6 @@ fn slot(kind: ChildKind) -> usize {
     match kind {
         ChildKind::Inference => 0,
         ChildKind::Memory => 1,
-        ChildKind::Recommender => 2,
     }
 }
 
@@ -354,8 +340,9 @@ pub(crate) struct Shared {
     pub cfg: BrainConfig,
     pub inference: RwLock<Option<ActorRef<InferenceMsg>>>,
     pub memory: RwLock<Option<ActorRef<MemoryMsg>>>,
-    pub recommender: RwLock<Option<ActorRef<RecommenderMsg>>>,
     pub view_tx: watch::Sender<Arc<MemoryView>>,
+    /// Mood text (trimmed) → vector; `None` when the cache is disabled.
+    pub moods: Option<Mutex<LruCache<String, Embedding>>>,
     pub model: tokio::sync::OnceCell<Result<Arc<omega_embed::Embedder>, String>>,
     pub status: Mutex<Status>,
 }
@@ -369,32 +356,22 @@ impl std::fmt::Debug for Shared {
 }
 
 fn read<T: Clone>(l: &RwLock<Option<T>>) -> Option<T> {
-    match l.read() {
-        Ok(g) => g.clone(),
-        Err(p) => p.into_inner().clone(),
-    }
+    l.read().clone()
 }
 
 fn write<T>(l: &RwLock<Option<T>>, v: Option<T>) {
-    match l.write() {
-        Ok(mut g) => *g = v,
-        Err(p) => *p.into_inner() = v,
-    }
+    *l.write() = v;
 }
 
 impl Shared {
-    pub(crate) fn status(&self) -> std::sync::MutexGuard<'_, Status> {
-        match self.status.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+    pub(crate) fn status(&self) -> MutexGuard<'_, Status> {
+        self.status.lock()
     }
 
     pub(crate) fn clear(&self, kind: ChildKind) {
         match kind {
             ChildKind::Inference => write(&self.inference, None),
             ChildKind::Memory => write(&self.memory, None),
-            ChildKind::Recommender => write(&self.recommender, None),
         }
     }
 }
@@ -419,12 +396,13 @@ impl Brain {
             index: Arc::new(RwLock::new(CatalogIndex::empty(cfg.index)?)),
         };
         let (view_tx, _) = watch::channel(Arc::new(empty));
+        let cfg_moods = cfg.mood_cache;
         let shared = Arc::new(Shared {
             cfg,
             inference: RwLock::new(None),
             memory: RwLock::new(None),
-            recommender: RwLock::new(None),
             view_tx,
+            moods: NonZeroUsize::new(cfg_moods).map(|n| Mutex::new(LruCache::new(n))),
             model: tokio::sync::OnceCell::new(),
             status: Mutex::new(Status::default()),
         });
@@ -434,14 +412,45 @@ impl Brain {
         Ok((Brain { shared, supervisor }, task))
     }
 
-    /// Recommends; see [`RecommendQuery`].
-    pub async fn recommend(&self, q: RecommendQuery) -> Result<Vec<Recommendation>, ActorError> {
-        ask(
-            read(&self.shared.recommender),
-            ChildKind::Recommender,
-            |r| RecommenderMsg::Recommend(q, r),
-        )
-        .await
+    /// Recommends; see [`RecommendRequest`]. Runs here, on a blocking-pool
+    /// thread, over Memory's current state and index (read-locked), so
+    /// recommends run concurrently and see every write whose reply came
+    /// before. A mood text is taken from the mood cache or, on a miss,
+    /// embedded by Inference (waiting while the model loads;
+    /// `ModelUnavailable` if it failed to load).
+    pub async fn recommend(&self, q: RecommendRequest) -> Result<Vec<Recommendation>, ActorError> {
+        let mood = match q.mood_text() {
+            Some(text) => Some(self.mood(text).await?),
+            None => None,
+        };
+        let view = self.shared.view_tx.borrow().clone();
+        let cfg = self.shared.cfg.recommender;
+        let run = tokio::task::spawn_blocking(move || {
+            let state = view.state.read();
+            let index = view.index.read();
+            recommend(&state, &*index, &q, mood.as_ref(), &cfg)
+        });
+        match run.await {
+            Ok(r) => r.map_err(|e| ActorError::Brain(e.into())),
+            Err(e) => Err(ActorError::RecommendPanicked(e.to_string())),
+        }
+    }
+
+    /// The vector of a (trimmed) mood text: cached, else embedded and cached.
+    async fn mood(&self, text: &str) -> Result<Embedding, ActorError> {
+        if let Some(v) = self
+            .shared
+            .moods
+            .as_ref()
+            .and_then(|m| m.lock().get(text).cloned())
+        {
+            return Ok(v);
+        }
+        let v = self.embed(text.to_string()).await?;
+        if let Some(m) = &self.shared.moods {
+            m.lock().put(text.to_string(), v.clone());
+        }
+        Ok(v)
     }
 
     /// Records a viewing event; returns after the durable commit.
@@ -538,7 +547,6 @@ impl Brain {
             .filter(|k| match k {
                 ChildKind::Inference => read(&self.shared.inference).is_some(),
                 ChildKind::Memory => read(&self.shared.memory).is_some(),
-                ChildKind::Recommender => read(&self.shared.recommender).is_some(),
             })
             .collect();
         let st = self.shared.status();
@@ -567,9 +575,10 @@ impl Brain {
         }
     }
 
-    /// Test hook: makes the Inference actor panic in the middle of its next
+    /// Test hook (`testing` feature): makes the Inference actor panic in the middle of its next
     /// batch (requests in that batch and queued get [`ActorError::Crashed`]).
     /// Refused unless [`BrainConfig::debug_ops`].
+    #[cfg(feature = "testing")]
     pub fn debug_panic_inference(&self) -> Result<(), ActorError> {
         if !self.shared.cfg.debug_ops {
             return Err(ActorError::DebugDisabled);

@@ -9,7 +9,7 @@
 //!   (60 s) since its last failure starts again from `initial`;
 //! * a restart that fails (e.g. redb cannot be opened) counts as a failure and
 //!   is retried with the next delay, forever: the daemon keeps answering what
-//!   it can (a `recommend` needs only the Recommender and the last view of the state).
+//!   it can (a `recommend` needs no actor, only the last view of the state).
 //!
 //! While a child is down its slot in the shared handles is empty, so calls to
 //! it fail fast with `Unavailable` rather than queueing.
@@ -24,7 +24,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 
 use super::inference::Inference;
 use super::memory::Memory;
-use super::recommender::Recommender;
 use super::{slot, write, ChildKind, Shared};
 
 /// Backoff of restarts.
@@ -71,7 +70,7 @@ pub(crate) struct Supervisor;
 pub(crate) struct SupervisorState {
     shared: Arc<Shared>,
     children: Vec<(ractor::ActorCell, Child)>,
-    backoff: [Backoff; 3],
+    backoff: [Backoff; 2],
     stopping: bool,
 }
 
@@ -98,14 +97,6 @@ impl SupervisorState {
                     .map_err(|e| e.to_string())?;
                 let id = a.get_cell();
                 write(&sh.memory, Some(a));
-                id
-            }
-            ChildKind::Recommender => {
-                let (a, _) = Actor::spawn_linked(None, Recommender, sh.clone(), sup)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let id = a.get_cell();
-                write(&sh.recommender, Some(a));
                 id
             }
         };
@@ -152,10 +143,10 @@ impl Actor for Supervisor {
         let mut st = SupervisorState {
             shared,
             children: Vec::new(),
-            backoff: [Backoff::default(); 3],
+            backoff: [Backoff::default(); 2],
             stopping: false,
         };
-        // Memory first: the recommender's view of the state comes from it.
+        // Memory first: recommend's view of the state comes from it.
         for kind in ChildKind::ALL {
             if let Err(e) = st.spawn_child(&myself, kind).await {
                 st.schedule_restart(&myself, kind, format!("start failed: {e}"));
@@ -182,13 +173,9 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Shutdown(reply) => {
                 st.stopping = true;
-                // Front to back: no new recommendations, no new embeddings,
-                // then Memory (its mailbox drains first: accepted writes finish).
-                for kind in [
-                    ChildKind::Recommender,
-                    ChildKind::Inference,
-                    ChildKind::Memory,
-                ] {
+                // Front to back: no new embeddings, then Memory (its mailbox
+                // drains first: accepted writes finish).
+                for kind in [ChildKind::Inference, ChildKind::Memory] {
                     st.shared.clear(kind);
                     if let Some((cell, _)) = st.children.iter().find(|(_, k)| *k == kind) {
                         let _ = cell.drain_and_wait(Some(Duration::from_secs(10))).await;

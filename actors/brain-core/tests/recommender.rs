@@ -3,60 +3,30 @@
 
 mod support;
 
-use omega_brain::recommender::{recommend, Reason, RecommendRequest, RecommenderConfig};
-use omega_brain::state::{BrainState, Episode};
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-use omega_brain::patterns::PatternOp;
-use omega_brain::{CatalogIndex, IndexConfig, LocalPattern, PatternConfig};
-use omega_protocol::{GlobalPattern, PatternId, TrendSignal, ViewingEvent};
+use omega_brain_core::recommender::{
+    recommend, Reason, RecommendRequest, Recommendation, RecommenderConfig,
+};
+use omega_brain_core::BrainState;
+use omega_protocol::{Embedding, GlobalPattern, TrendSignal};
 use support::*;
 
-fn state(
-    clusters: usize,
-    per: usize,
-) -> (BrainState, CatalogIndex, Vec<omega_protocol::Embedding>) {
+fn state(clusters: usize, per: usize) -> (Device, Vec<Embedding>) {
     let (catalog, centres) = clustered_catalog(clusters, per, 31);
-    FULL.with(|f| f.borrow_mut().clear());
-    let mut st = BrainState::default();
-    for e in catalog {
-        st.catalog.upsert(&e);
-    }
-    let idx = CatalogIndex::build(&st.catalog, IndexConfig::default()).unwrap();
-    (st, idx, centres)
+    (Device::with_catalog(&catalog), centres)
 }
 
-thread_local! {
-    /// The full patterns, which the store would keep (memory has only their info).
-    static FULL: RefCell<HashMap<PatternId, LocalPattern>> = RefCell::new(HashMap::new());
+fn watch(d: &mut Device, id: &str, fraction: f32, seq: u64) {
+    d.observe(event(id, fraction, seq));
 }
 
-fn watch(st: &mut BrainState, id: &str, fraction: f32, seq: u64) {
-    let ev: ViewingEvent = event(id, fraction, seq);
-    // Fold into patterns like the store does.
-    let rec = st.catalog.get(&ev.content_id).unwrap().clone();
-    let ops = st
-        .patterns
-        .plan_view(
-            ev.context.bucket(),
-            &rec.embedding().unwrap(),
-            omega_brain::patterns::item_fingerprint(&ev.content_id),
-            ev.is_success(),
-            seq + 1,
-            &PatternConfig::default(),
-            |id| FULL.with(|f| f.borrow().get(&id).cloned().ok_or(id)),
-        )
-        .unwrap();
-    FULL.with(|f| {
-        for op in &ops {
-            if let PatternOp::Upsert(p) = op {
-                f.borrow_mut().insert(p.id, p.clone());
-            }
-        }
-    });
-    st.patterns.apply(&ops);
-    st.push_episode(Episode { seq, event: ev });
+/// `recommend` over the device's state with exact candidate search.
+fn rec(
+    d: &Device,
+    r: &RecommendRequest,
+    mood: Option<&Embedding>,
+    cfg: &RecommenderConfig,
+) -> Vec<Recommendation> {
+    recommend(&d.state, &ExactSearch(&d.state.catalog), r, mood, cfg).unwrap()
 }
 
 /// An evening trend on `trend.0` (score `trend.1`) and an evening global
@@ -86,17 +56,12 @@ fn add_evening_signals(
 }
 
 fn req(k: usize) -> RecommendRequest {
-    RecommendRequest {
-        context: evening(),
-        recent: vec![],
-        mood: None,
-        k,
-    }
+    RecommendRequest::new(evening(), k)
 }
 
 #[test]
 fn recommends_near_history_excludes_watched_and_names_the_watch() {
-    let (mut st, idx, _) = state(6, 15);
+    let (mut st, _) = state(6, 15);
     watch(&mut st, "c2-0", 0.95, 0);
     watch(&mut st, "c2-1", 0.92, 1);
     watch(&mut st, "c2-2", 0.5, 2); // partly watched: may be recommended
@@ -104,7 +69,7 @@ fn recommends_near_history_excludes_watched_and_names_the_watch() {
         mmr_lambda: 1.0,
         ..RecommenderConfig::default()
     };
-    let out = recommend(&st, &idx, &req(8), &cfg).unwrap();
+    let out = rec(&st, &req(8), None, &cfg);
     assert_eq!(out.len(), 8);
     for r in &out {
         assert!(
@@ -135,23 +100,26 @@ fn recommends_near_history_excludes_watched_and_names_the_watch() {
 
 #[test]
 fn mood_trend_and_global_reasons() {
-    let (mut st, idx, centres) = state(6, 10);
+    let (mut st, centres) = state(6, 10);
     watch(&mut st, "c0-0", 0.95, 0);
     // Mood pointing at cluster 4.
-    let mut r = req(5);
-    r.mood = Some(centres[4].clone());
-    let out = recommend(&st, &idx, &r, &RecommenderConfig::default()).unwrap();
+    let out = rec(
+        &st,
+        &req(5),
+        Some(&centres[4]),
+        &RecommenderConfig::default(),
+    );
     assert!(out
         .iter()
         .any(|x| x.reason == Reason::MatchesYourMood && x.content_id.as_str().starts_with("c4-")));
     // A strong regional trend on an unrelated title is surfaced and explained.
-    add_evening_signals(&mut st, ("c5-3", 1.0), (1, &centres[3], 1.0, 50, 500));
+    add_evening_signals(&mut st.state, ("c5-3", 1.0), (1, &centres[3], 1.0, 50, 500));
     let cfg = RecommenderConfig {
         w_trend: 1.5,
         w_global: 1.5,
         ..RecommenderConfig::default()
     };
-    let out = recommend(&st, &idx, &req(10), &cfg).unwrap();
+    let out = rec(&st, &req(10), None, &cfg);
     let trend = out
         .iter()
         .find(|x| x.content_id.as_str() == "c5-3")
@@ -166,33 +134,31 @@ fn mood_trend_and_global_reasons() {
 
 #[test]
 fn mmr_diversifies() {
-    let (mut st, idx, centres) = state(4, 20);
+    let (mut st, centres) = state(4, 20);
     watch(&mut st, "c0-0", 0.95, 0);
     watch(&mut st, "c1-0", 0.95, 1);
-    let mut r = req(10);
+    let r = req(10);
     // Query dominated by cluster 0, a little of cluster 1.
-    r.mood = Some(centres[0].clone());
-    let pure = recommend(
+    let mood = Some(&centres[0]);
+    let pure = rec(
         &st,
-        &idx,
         &r,
+        mood,
         &RecommenderConfig {
             mmr_lambda: 1.0,
             ..Default::default()
         },
-    )
-    .unwrap();
-    let diverse = recommend(
+    );
+    let diverse = rec(
         &st,
-        &idx,
         &r,
+        mood,
         &RecommenderConfig {
             mmr_lambda: 0.3,
             ..Default::default()
         },
-    )
-    .unwrap();
-    let clusters = |v: &[omega_brain::Recommendation]| {
+    );
+    let clusters = |v: &[Recommendation]| {
         let mut c: Vec<&str> = v
             .iter()
             .map(|x| x.content_id.as_str().split('-').next().unwrap())
@@ -209,15 +175,15 @@ fn mmr_diversifies() {
 
 #[test]
 fn cold_start_uses_trends_then_globals_then_catalog_order() {
-    let (mut st, idx, centres) = state(3, 5);
+    let (mut st, centres) = state(3, 5);
     // Nothing known: catalog order.
-    let out = recommend(&st, &idx, &req(3), &RecommenderConfig::default()).unwrap();
+    let out = rec(&st, &req(3), None, &RecommenderConfig::default());
     let ids: Vec<&str> = out.iter().map(|r| r.content_id.as_str()).collect();
     assert_eq!(ids, vec!["c0-0", "c0-1", "c0-2"]);
     assert!(out.iter().all(|r| r.reason == Reason::FromTheCatalog));
     // Trends first, then a global pattern's neighbours, then the catalog.
-    add_evening_signals(&mut st, ("c1-4", 0.9), (7, &centres[2], 0.9, 20, 100));
-    let out = recommend(&st, &idx, &req(12), &RecommenderConfig::default()).unwrap();
+    add_evening_signals(&mut st.state, ("c1-4", 0.9), (7, &centres[2], 0.9, 20, 100));
+    let out = rec(&st, &req(12), None, &RecommenderConfig::default());
     assert_eq!(out[0].content_id.as_str(), "c1-4");
     assert_eq!(out[0].reason, Reason::TrendingInYourRegion);
     assert!(out[1..6]
@@ -230,39 +196,35 @@ fn cold_start_uses_trends_then_globals_then_catalog_order() {
 
 #[test]
 fn answers_are_deterministic_and_bounded() {
-    let (mut st, idx, _) = state(5, 10);
+    let (mut st, _) = state(5, 10);
     for (i, id) in ["c0-0", "c1-1", "c0-2", "c3-3"].iter().enumerate() {
         watch(&mut st, id, 0.95, i as u64);
     }
     let cfg = RecommenderConfig::default();
-    let a = recommend(&st, &idx, &req(10), &cfg).unwrap();
-    // The same state through a rebuilt index gives the same answer.
-    let idx2 = CatalogIndex::build(&st.catalog, IndexConfig::default()).unwrap();
-    let b = recommend(&st, &idx2, &req(10), &cfg).unwrap();
+    let a = rec(&st, &req(10), None, &cfg);
+    // The same state asked again gives the same answer (through a rebuilt
+    // usearch index: omega-brain's tests/index.rs).
+    let b = rec(&st, &req(10), None, &cfg);
     assert_eq!(a, b);
     // Ties break by content id: identical embeddings.
-    let (mut st2, _, _) = state(1, 1);
+    let (mut st2, _) = state(1, 1);
     let e = unit(4242);
     for id in ["tie-b", "tie-a", "tie-c"] {
-        st2.catalog.upsert(&entry(id, id, "g", e.clone()));
+        st2.state.catalog.upsert(&entry(id, id, "g", e.clone()));
     }
-    let idx3 = CatalogIndex::build(&st2.catalog, IndexConfig::default()).unwrap();
-    let mut r = req(3);
-    r.mood = Some(e.clone());
-    let out = recommend(
+    let out = rec(
         &st2,
-        &idx3,
-        &r,
+        &req(3),
+        Some(&e),
         &RecommenderConfig {
             mmr_lambda: 1.0,
             ..cfg
         },
-    )
-    .unwrap();
+    );
     let ids: Vec<&str> = out.iter().map(|r| r.content_id.as_str()).collect();
     assert_eq!(ids, vec!["tie-a", "tie-b", "tie-c"]);
     // k is clamped.
-    let out = recommend(&st, &idx, &req(10_000), &cfg).unwrap();
+    let out = rec(&st, &req(10_000), None, &cfg);
     assert!(out.len() <= cfg.max_k);
-    assert!(recommend(&st, &idx, &req(0), &cfg).unwrap().is_empty());
+    assert!(rec(&st, &req(0), None, &cfg).is_empty());
 }

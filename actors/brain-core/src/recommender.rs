@@ -1,8 +1,12 @@
 //! The recommender: `recommend(context) → ranked, explained titles`, the hot path.
 //!
 //! Sans-IO and allocation-light: it reads a [`BrainState`] and a
-//! [`CandidateSearch`] (the usearch index) and never runs the transformer (a
-//! mood arrives as a vector the caller embedded).
+//! [`CandidateSearch`] (omega-brain's usearch index) and never runs the
+//! transformer (a mood arrives as a vector the caller embedded).
+//!
+//! [`RecommendRequest`] and [`RecommendResponse`] are also the socket's
+//! `recommend` request and answer: serde types whose field names are the
+//! JSON fields, parsed and written by the daemon as they are.
 //!
 //! 1. **Query**: a weighted mean of the embeddings of recent successful watches
 //!    (the request's `recent` first, then the episode ring; newest weigh most),
@@ -35,27 +39,84 @@ use omega_protocol::embedding::dot;
 use omega_protocol::{
     ContentId, ContextBucket, Embedding, I8Embedding, TrendSignal, ViewingContext,
 };
-use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize};
 
-use crate::error::BrainError;
-use crate::index::CandidateSearch;
+use crate::error::CoreError;
+use crate::patterns::PatternInfo;
 use crate::state::BrainState;
 
 /// In cold start, an item is offered as "popular with viewers like you" only
 /// when this close (cosine) to a global pattern of the bucket.
 pub const COLD_GLOBAL_MIN_COSINE: f32 = 0.3;
 
-/// A recommendation request.
-#[derive(Debug, Clone, PartialEq)]
+/// Candidate search over catalog keys: what the recommender needs from a
+/// vector index.
+pub trait CandidateSearch {
+    /// Up to `count` catalog keys nearest to `query` (a unit vector), nearest first.
+    fn nearest(&self, query: &[f32], count: usize) -> Result<Vec<u64>, CoreError>;
+}
+
+fn default_k() -> usize {
+    10
+}
+
+/// A recommendation request, as the socket's `recommend` carries it (the
+/// serde field names are the JSON fields; unknown fields are refused).
+///
+/// The mood travels as text: the caller embeds it (or finds it cached) and
+/// passes the vector to [`recommend`] next to the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RecommendRequest {
-    /// When the viewer is watching.
-    pub context: ViewingContext,
+    /// Local hour, 0–23 (checked by [`Self::context`]).
+    pub hour: u8,
+    /// Day of week, 0 = Monday … 6 (checked by [`Self::context`]).
+    pub weekday: u8,
     /// What the app says was watched recently, newest first (may be empty).
+    #[serde(default)]
     pub recent: Vec<ContentId>,
-    /// The embedded free-text mood, if any.
-    pub mood: Option<Embedding>,
-    /// How many titles to return.
+    /// Free-text mood, if any.
+    #[serde(default)]
+    pub mood: Option<String>,
+    /// How many titles to return (default 10; clamped to
+    /// [`RecommenderConfig::max_k`]).
+    #[serde(default = "default_k")]
     pub k: usize,
+}
+
+impl RecommendRequest {
+    /// A request for `k` titles in `context`, with no recent watches or mood.
+    pub fn new(context: ViewingContext, k: usize) -> Self {
+        Self {
+            hour: context.hour,
+            weekday: context.weekday,
+            recent: Vec::new(),
+            mood: None,
+            k,
+        }
+    }
+
+    /// When the viewer is watching (validated).
+    pub fn context(&self) -> Result<ViewingContext, CoreError> {
+        Ok(ViewingContext::new(self.hour, self.weekday)?)
+    }
+
+    /// The mood text worth embedding: trimmed, `None` when blank.
+    pub fn mood_text(&self) -> Option<&str> {
+        self.mood
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+    }
+}
+
+/// The answer to a [`RecommendRequest`], as the socket returns it:
+/// `{"items": [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecommendResponse {
+    /// The titles, best first.
+    pub items: Vec<Recommendation>,
 }
 
 /// Weights and sizes of the recommender.
@@ -146,8 +207,9 @@ impl Reason {
     }
 }
 
-/// One recommended title.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One recommended title. Serialized with its fields plus `reason_text`
+/// ([`Reason::text`]), the sentence shown to the viewer.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recommendation {
     /// The title's id.
     pub content_id: ContentId,
@@ -161,6 +223,19 @@ pub struct Recommendation {
     pub reason: Reason,
 }
 
+impl Serialize for Recommendation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Recommendation", 6)?;
+        st.serialize_field("content_id", &self.content_id)?;
+        st.serialize_field("title", &self.title)?;
+        st.serialize_field("score", &self.score)?;
+        st.serialize_field("confidence", &self.confidence)?;
+        st.serialize_field("reason_text", &self.reason.text())?;
+        st.serialize_field("reason", &self.reason)?;
+        st.end()
+    }
+}
+
 struct Cand<'a> {
     id: &'a ContentId,
     title: &'a str,
@@ -170,18 +245,21 @@ struct Cand<'a> {
     reason: Reason,
 }
 
-/// Answers one request. See the module docs.
+/// Answers one request; `mood` is the embedded [`RecommendRequest::mood`]
+/// (`None`: no mood). See the module docs. Refused when the request's hour
+/// or weekday is out of range or the candidate search fails.
 pub fn recommend(
     state: &BrainState,
     index: &dyn CandidateSearch,
     req: &RecommendRequest,
+    mood: Option<&Embedding>,
     cfg: &RecommenderConfig,
-) -> Result<Vec<Recommendation>, BrainError> {
+) -> Result<Vec<Recommendation>, CoreError> {
+    let bucket = req.context()?.bucket();
     let k = req.k.min(cfg.max_k);
     if k == 0 || state.catalog.is_empty() {
         return Ok(Vec::new());
     }
-    let bucket = req.context.bucket();
 
     // Recent successful watches with embeddings, newest first, distinct.
     let mut recent: Vec<(&ContentId, &str, Vec<f32>)> = Vec::with_capacity(cfg.recent_window);
@@ -199,7 +277,7 @@ pub fn recommend(
     }
 
     // The bucket's best local patterns: (centroid, success rate, quality).
-    let mut best_locals: Vec<(&crate::PatternInfo, &I8Embedding, f32)> = state
+    let mut best_locals: Vec<(&PatternInfo, &I8Embedding, f32)> = state
         .patterns
         .in_bucket(bucket)
         .map(|(p, c)| (p, c, p.success_rate() * (1.0 + p.views as f32).ln()))
@@ -233,7 +311,7 @@ pub fn recommend(
     let excluded =
         |id: &ContentId| state.is_fully_watched(id) || recent.iter().any(|(r, _, _)| *r == id);
 
-    let query = build_query(&recent, &locals, req.mood.as_ref(), cfg);
+    let query = build_query(&recent, &locals, mood, cfg);
     let Some(query) = query else {
         return cold_start(state, index, bucket, &globals, k, &excluded);
     };
@@ -290,7 +368,7 @@ pub fn recommend(
                     (b, bc)
                 }
             });
-        let mood = req.mood.as_ref().map_or(f32::MIN, |m| dot(m.as_slice(), e));
+        let mood = mood.map_or(f32::MIN, |m| dot(m.as_slice(), e));
         let signals = [
             (mood, 0u8),
             (best_recent_cos, 1),
@@ -417,7 +495,7 @@ fn cold_start(
     globals: &[(&[f32], f32)],
     k: usize,
     excluded: &dyn Fn(&ContentId) -> bool,
-) -> Result<Vec<Recommendation>, BrainError> {
+) -> Result<Vec<Recommendation>, CoreError> {
     let mut out: Vec<Recommendation> = Vec::with_capacity(k);
     let push = |out: &mut Vec<Recommendation>, id: &ContentId, confidence: f32, reason: Reason| {
         if out.len() >= k || excluded(id) || out.iter().any(|r| &r.content_id == id) {

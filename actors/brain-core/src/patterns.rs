@@ -273,12 +273,14 @@ impl PatternBook {
         self.next_id
     }
 
-    pub(crate) fn set_next_id(&mut self, n: u64) {
+    /// Raises the id the next new pattern gets to at least `n` (ids are never
+    /// reused, so it never goes down).
+    pub fn set_next_id(&mut self, n: u64) {
         self.next_id = self.next_id.max(n);
     }
 
     /// Restores a tombstone read from disk.
-    pub(crate) fn restore_tombstone(&mut self, id: PatternId, t: Tombstone) {
+    pub fn restore_tombstone(&mut self, id: PatternId, t: Tombstone) {
         self.tombstones.insert(id, t);
     }
 

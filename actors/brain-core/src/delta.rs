@@ -2,8 +2,8 @@
 //! version, under the privacy rules of DESIGN.md.
 //!
 //! Sans-IO: patterns, versions, configuration and a random source in, a
-//! [`DeltaPlan`] out. The store applies the node's acknowledgement
-//! ([`crate::store::BrainStore::acknowledge`]).
+//! [`DeltaPlan`] out. The node's acknowledgement is planned by
+//! [`crate::sync::plan_ack`] and written by the store.
 //!
 //! Invariants (tested):
 //! * only patterns aggregating at least [`DeltaConfig::min_distinct_items`]
@@ -25,6 +25,7 @@
 use omega_protocol::limits::{MAX_DELTA_PATTERNS, MAX_DELTA_REMOVED};
 use omega_protocol::{Embedding, PatternDelta, PatternId, PatternSummary, SyncKind, EMBEDDING_DIM};
 use rand::Rng;
+use rand_distr::{Distribution, Normal};
 
 use crate::patterns::PatternBook;
 
@@ -80,24 +81,16 @@ pub struct DeltaPlan {
     pub more: bool,
 }
 
-/// Standard normal sample (Box–Muller).
-fn gaussian(rng: &mut impl Rng) -> f32 {
-    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-    let u2: f64 = rng.random::<f64>();
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-}
-
 /// Adds N(0, σ²) to each coordinate and renormalizes; returns the input when
 /// σ ≤ 0 (or in the vanishing case the noise cancels it exactly).
 pub fn add_noise(e: &Embedding, sigma: f32, rng: &mut impl Rng) -> Embedding {
     if !(sigma > 0.0 && sigma.is_finite()) {
         return e.clone();
     }
-    let v: Vec<f32> = e
-        .as_slice()
-        .iter()
-        .map(|x| x + sigma * gaussian(rng))
-        .collect();
+    let Ok(noise) = Normal::new(0.0f32, sigma) else {
+        return e.clone();
+    };
+    let v: Vec<f32> = e.as_slice().iter().map(|x| x + noise.sample(rng)).collect();
     debug_assert_eq!(v.len(), EMBEDDING_DIM);
     Embedding::new(v).unwrap_or_else(|_| e.clone())
 }

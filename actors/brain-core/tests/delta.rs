@@ -3,32 +3,28 @@
 
 mod support;
 
-use omega_brain::delta::{add_noise, build_delta, DeltaConfig};
-use omega_brain::store::{BrainStore, StoreConfig};
+use omega_brain_core::delta::{add_noise, build_delta, DeltaConfig};
 use omega_protocol::{Embedding, SyncKind, EMBEDDING_DIM};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use support::*;
 
-fn store(dir: &std::path::Path, clusters: usize) -> BrainStore {
+fn store(clusters: usize) -> Device {
     let (catalog, _) = clustered_catalog(clusters, 4, 21);
-    let (mut s, _) = BrainStore::open(dir.join("b.redb"), StoreConfig::default()).unwrap();
-    s.update_catalog(&catalog, &[]).unwrap();
-    s
+    Device::with_catalog(&catalog)
 }
 
 #[test]
 fn a_pattern_of_fewer_than_three_items_never_leaves() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = store(dir.path(), 2);
+    let mut s = store(2);
     let mut rng = StdRng::seed_from_u64(1);
     // One title watched many times: one pattern, one distinct item.
     for t in 0..10 {
-        s.observe(event("c0-0", 0.95, t)).unwrap();
+        s.observe(event("c0-0", 0.95, t));
     }
     // Two distinct titles in another cluster.
-    s.observe(event("c1-0", 0.95, 20)).unwrap();
-    s.observe(event("c1-1", 0.95, 21)).unwrap();
+    s.observe(event("c1-0", 0.95, 20));
+    s.observe(event("c1-1", 0.95, 21));
     let plan = s.build_delta(&DeltaConfig::default(), &mut rng);
     assert!(plan.delta.is_empty(), "{:?}", plan.delta);
     // Even asking for a lower floor keeps 3.
@@ -43,31 +39,24 @@ fn a_pattern_of_fewer_than_three_items_never_leaves() {
     let snap = s.build_snapshot(&DeltaConfig::default(), &mut rng);
     assert!(snap.delta.is_empty());
     // A third distinct title: now the cluster-1 pattern may go, the single-title one still not.
-    s.observe(event("c1-2", 0.95, 22)).unwrap();
+    s.observe(event("c1-2", 0.95, 22));
     let plan = s.build_delta(&DeltaConfig::default(), &mut rng);
     assert_eq!(plan.delta.added.len(), 1);
     assert!(plan.delta.updated.is_empty());
     let p = &plan.delta.added[0];
     assert_eq!(p.samples, 3);
-    let single = s
-        .state()
-        .patterns
-        .iter()
-        .find(|p| p.views == 10)
-        .unwrap()
-        .id;
+    let single = s.state.patterns.iter().find(|p| p.views == 10).unwrap().id;
     assert_ne!(p.id, single);
-    assert_eq!(plan.upto_version, s.state().versions.pattern);
+    assert_eq!(plan.upto_version, s.state.versions.pattern);
     assert!(!plan.more);
 }
 
 #[test]
 fn acknowledged_patterns_come_back_as_updates_and_removals_only_if_known() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = store(dir.path(), 1);
+    let mut s = store(1);
     let mut rng = StdRng::seed_from_u64(2);
     for (i, id) in ["c0-0", "c0-1", "c0-2"].iter().enumerate() {
-        s.observe(event(id, 0.95, i as u64)).unwrap();
+        s.observe(event(id, 0.95, i as u64));
     }
     let plan = s.build_delta(&DeltaConfig::default(), &mut rng);
     assert_eq!(plan.delta.added.len(), 1);
@@ -77,27 +66,25 @@ fn acknowledged_patterns_come_back_as_updates_and_removals_only_if_known() {
         .delta
         .is_empty());
     // An unsuccessful view lowers the success rate: an update.
-    s.observe(event("c0-3", 0.1, 10)).unwrap();
+    s.observe(event("c0-3", 0.1, 10));
     let plan = s.build_delta(&DeltaConfig::default(), &mut rng);
     assert_eq!(plan.delta.updated.len(), 1);
     assert!(plan.delta.added.is_empty());
     assert!((plan.delta.updated[0].success_rate - 0.75).abs() < 1e-6);
-    assert_eq!(plan.base_version, s.state().versions.acked);
+    assert_eq!(plan.base_version, s.state.versions.acked);
 }
 
 #[test]
 fn deltas_are_capped_and_continue_where_they_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = store(dir.path(), 30);
+    let mut s = store(30);
     let mut rng = StdRng::seed_from_u64(3);
     for c in 0..30 {
         for i in 0..3 {
-            s.observe(event(&format!("c{c}-{i}"), 0.95, (c * 3 + i) as u64))
-                .unwrap();
+            s.observe(event(&format!("c{c}-{i}"), 0.95, (c * 3 + i) as u64));
         }
     }
     let eligible = s
-        .state()
+        .state
         .patterns
         .iter()
         .filter(|p| p.distinct_items >= 3)
@@ -132,9 +119,9 @@ fn deltas_are_capped_and_continue_where_they_stopped() {
     s.acknowledge(SyncKind::Snapshot, snap.upto_version, 3)
         .unwrap();
     let plan = build_delta(
-        &s.state().patterns,
-        s.state().versions.acked,
-        s.state().versions.pattern,
+        &s.state.patterns,
+        s.state.versions.acked,
+        s.state.versions.pattern,
         &DeltaConfig::default(),
         &mut rng,
     );
@@ -159,13 +146,12 @@ fn noise_moves_the_embedding_by_the_configured_amount() {
         );
     }
     // And the delta carries the noised embedding.
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = store(dir.path(), 1);
+    let mut s = store(1);
     for (i, id) in ["c0-0", "c0-1", "c0-2"].iter().enumerate() {
-        s.observe(event(id, 0.95, i as u64)).unwrap();
+        s.observe(event(id, 0.95, i as u64));
     }
     let exact: Embedding = s
-        .state()
+        .state
         .patterns
         .iter()
         .next()

@@ -1,0 +1,34 @@
+//! omega-brain-core: the TV brain's plain logic, with no IO.
+//!
+//! Plain functions over plain data; the caller (omega-brain's store and
+//! actors) does the reading and writing. Nothing here reads a clock, touches
+//! a file or depends on tokio, ractor, redb, usearch or the model.
+//!
+//! * [`state`]: [`BrainState`], the in-memory state the store mirrors and the
+//!   recommender reads (catalog, patterns, globals, trends, episodes, versions).
+//! * [`patterns`]: folding of watches into local patterns per context.
+//! * [`delta`]: building the pattern upload under the privacy rules.
+//! * [`recommender`]: `recommend`, the hot path, over a [`CandidateSearch`];
+//!   its request and response are the socket's serde types.
+//! * [`sync`]: the plans of what a sync, a catalog change and an
+//!   acknowledgement change.
+//! * [`error`]: [`CoreError`], what these plans and the recommender refuse.
+
+pub mod delta;
+pub mod error;
+pub mod patterns;
+pub mod recommender;
+pub mod state;
+pub mod sync;
+
+pub use delta::{DeltaConfig, DeltaPlan};
+pub use error::CoreError;
+pub use patterns::{LocalPattern, PatternBook, PatternConfig, PatternInfo};
+pub use recommender::{
+    recommend, CandidateSearch, Reason, RecommendRequest, RecommendResponse, Recommendation,
+    RecommenderConfig,
+};
+pub use state::{BrainState, Catalog, CatalogRecord, Episode, Versions};
+pub use sync::{
+    plan_ack, plan_catalog, plan_sync, AckPlan, CatalogChange, CatalogPlan, SyncLimits, SyncPlan,
+};
