@@ -50,29 +50,13 @@ pub(crate) struct MemoryState {
     inner: Option<Inner>,
 }
 
-fn lost() -> ActorProcessingErr {
-    "memory lost its store (a blocking task did not return it)".into()
-}
-
-/// Runs `f` on the store in a blocking task; a panic there is this actor's.
+/// Runs `f` on the store in a blocking task (omega-supervise's take/put-back
+/// helper); a panic there is this actor's.
 async fn blocking<R: Send + 'static>(
     st: &mut MemoryState,
     f: impl FnOnce(&mut Inner) -> R + Send + 'static,
 ) -> Result<R, ActorProcessingErr> {
-    let mut inner = st.inner.take().ok_or_else(lost)?;
-    let joined = tokio::task::spawn_blocking(move || {
-        let r = f(&mut inner);
-        (inner, r)
-    })
-    .await;
-    match joined {
-        Ok((inner, r)) => {
-            st.inner = Some(inner);
-            Ok(r)
-        }
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(Box::new(e)),
-    }
+    Ok(omega_supervise::blocking(&mut st.inner, "store", f).await?)
 }
 
 impl Actor for Memory {
@@ -172,7 +156,10 @@ impl Actor for Memory {
                 let _ = reply.send(r.map_err(ActorError::from));
             }
             MemoryMsg::Stats(reply) => {
-                let i = st.inner.as_ref().ok_or_else(lost)?;
+                let i = st
+                    .inner
+                    .as_ref()
+                    .ok_or(omega_supervise::BlockingError::Lost("store"))?;
                 let s = i.store.state();
                 let index_items = i.index.read().len();
                 let _ = reply.send(Ok(Stats {
@@ -191,7 +178,10 @@ impl Actor for Memory {
                 }));
             }
             MemoryMsg::History(limit, reply) => {
-                let i = st.inner.as_ref().ok_or_else(lost)?;
+                let i = st
+                    .inner
+                    .as_ref()
+                    .ok_or(omega_supervise::BlockingError::Lost("store"))?;
                 let out = i
                     .store
                     .state()

@@ -67,6 +67,7 @@ use lru::LruCache;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use omega_protocol::{CatalogEntry, CatalogItem, ContentId, Embedding, ViewingEvent};
+use omega_supervise::Slot;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -79,7 +80,7 @@ use crate::store::{ObserveOutcome, StoreConfig};
 use omega_brain_core::{recommend, RecommendRequest, Recommendation, RecommenderConfig};
 
 pub use inference::InferenceConfig;
-pub use supervisor::RestartPolicy;
+pub use supervisor::{RestartPolicy, DEFAULT_RESTART};
 
 use inference::InferenceMsg;
 use memory::MemoryMsg;
@@ -124,7 +125,7 @@ impl BrainConfig {
             recommender: RecommenderConfig::default(),
             inference: InferenceConfig::default(),
             mood_cache: 256,
-            restart: RestartPolicy::default(),
+            restart: supervisor::DEFAULT_RESTART,
             debug_ops: false,
         }
     }
@@ -338,8 +339,8 @@ fn slot(kind: ChildKind) -> usize {
 /// State shared by the handle, the supervisor and the children.
 pub(crate) struct Shared {
     pub cfg: BrainConfig,
-    pub inference: RwLock<Option<ActorRef<InferenceMsg>>>,
-    pub memory: RwLock<Option<ActorRef<MemoryMsg>>>,
+    pub inference: Slot<InferenceMsg>,
+    pub memory: Slot<MemoryMsg>,
     pub view_tx: watch::Sender<Arc<MemoryView>>,
     /// Mood text (trimmed) → vector; `None` when the cache is disabled.
     pub moods: Option<Mutex<LruCache<String, Embedding>>>,
@@ -355,14 +356,6 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-fn read<T: Clone>(l: &RwLock<Option<T>>) -> Option<T> {
-    l.read().clone()
-}
-
-fn write<T>(l: &RwLock<Option<T>>, v: Option<T>) {
-    *l.write() = v;
-}
-
 impl Shared {
     pub(crate) fn status(&self) -> MutexGuard<'_, Status> {
         self.status.lock()
@@ -370,8 +363,8 @@ impl Shared {
 
     pub(crate) fn clear(&self, kind: ChildKind) {
         match kind {
-            ChildKind::Inference => write(&self.inference, None),
-            ChildKind::Memory => write(&self.memory, None),
+            ChildKind::Inference => drop(self.inference.clear()),
+            ChildKind::Memory => drop(self.memory.clear()),
         }
     }
 }
@@ -399,8 +392,8 @@ impl Brain {
         let cfg_moods = cfg.mood_cache;
         let shared = Arc::new(Shared {
             cfg,
-            inference: RwLock::new(None),
-            memory: RwLock::new(None),
+            inference: Slot::new(),
+            memory: Slot::new(),
             view_tx,
             moods: NonZeroUsize::new(cfg_moods).map(|n| Mutex::new(LruCache::new(n))),
             model: tokio::sync::OnceCell::new(),
@@ -455,7 +448,7 @@ impl Brain {
 
     /// Records a viewing event; returns after the durable commit.
     pub async fn observe(&self, ev: ViewingEvent) -> Result<ObserveOutcome, ActorError> {
-        ask(read(&self.shared.memory), ChildKind::Memory, |r| {
+        ask(self.shared.memory.get(), ChildKind::Memory, |r| {
             MemoryMsg::Observe(ev, r)
         })
         .await
@@ -463,7 +456,7 @@ impl Brain {
 
     /// Embeds texts (batched with other waiting requests).
     pub async fn embed_batch(&self, texts: Vec<String>) -> Result<Vec<Embedding>, ActorError> {
-        ask(read(&self.shared.inference), ChildKind::Inference, |r| {
+        ask(self.shared.inference.get(), ChildKind::Inference, |r| {
             InferenceMsg::Embed(texts, r)
         })
         .await
@@ -506,7 +499,7 @@ impl Brain {
         &self,
         entries: Vec<CatalogEntry>,
     ) -> Result<CatalogUpdate, ActorError> {
-        ask(read(&self.shared.memory), ChildKind::Memory, |r| {
+        ask(self.shared.memory.get(), ChildKind::Memory, |r| {
             MemoryMsg::UpsertCatalog(entries, r)
         })
         .await
@@ -515,7 +508,7 @@ impl Brain {
     /// Counters.
     pub async fn stats(&self) -> Result<Stats, ActorError> {
         ask(
-            read(&self.shared.memory),
+            self.shared.memory.get(),
             ChildKind::Memory,
             MemoryMsg::Stats,
         )
@@ -524,7 +517,7 @@ impl Brain {
 
     /// The episode ring, newest first, at most `limit`.
     pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, ActorError> {
-        ask(read(&self.shared.memory), ChildKind::Memory, |r| {
+        ask(self.shared.memory.get(), ChildKind::Memory, |r| {
             MemoryMsg::History(limit, r)
         })
         .await
@@ -533,7 +526,7 @@ impl Brain {
     /// Privacy rule 4: erases the viewing history and local patterns.
     pub async fn forget(&self) -> Result<(), ActorError> {
         ask(
-            read(&self.shared.memory),
+            self.shared.memory.get(),
             ChildKind::Memory,
             MemoryMsg::Forget,
         )
@@ -545,8 +538,8 @@ impl Brain {
         let running: Vec<ChildKind> = ChildKind::ALL
             .into_iter()
             .filter(|k| match k {
-                ChildKind::Inference => read(&self.shared.inference).is_some(),
-                ChildKind::Memory => read(&self.shared.memory).is_some(),
+                ChildKind::Inference => self.shared.inference.get().is_some(),
+                ChildKind::Memory => self.shared.memory.get().is_some(),
             })
             .collect();
         let st = self.shared.status();
@@ -583,8 +576,11 @@ impl Brain {
         if !self.shared.cfg.debug_ops {
             return Err(ActorError::DebugDisabled);
         }
-        let a =
-            read(&self.shared.inference).ok_or(ActorError::Unavailable(ChildKind::Inference))?;
+        let a = self
+            .shared
+            .inference
+            .get()
+            .ok_or(ActorError::Unavailable(ChildKind::Inference))?;
         a.cast(InferenceMsg::ArmPanic)
             .map_err(|_| ActorError::Unavailable(ChildKind::Inference))
     }

@@ -20,41 +20,27 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use omega_supervise::{failure, Backoff, RestartDecision, RestartTracker};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::inference::Inference;
 use super::memory::Memory;
-use super::{slot, write, ChildKind, Shared};
+use super::{slot, ChildKind, Shared};
 
-/// Backoff of restarts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RestartPolicy {
-    /// First delay.
-    pub initial: Duration,
-    /// Largest delay.
-    pub max: Duration,
-    /// Quiet time after which the delay resets to `initial`.
-    pub reset_after: Duration,
-}
+/// Backoff of restarts (omega-supervise's [`Backoff`]; the brain restarts
+/// forever, without a budget). Default: 100 ms doubling to 5 s, reset after a
+/// quiet minute.
+pub type RestartPolicy = Backoff;
 
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-            reset_after: Duration::from_secs(60),
-        }
-    }
-}
+/// The brain's default backoff.
+pub const DEFAULT_RESTART: RestartPolicy = Backoff {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+    reset_after: Duration::from_secs(60),
+};
 
 /// The supervised children (Sync joins here later).
 pub(crate) type Child = ChildKind;
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Backoff {
-    next: Option<Duration>,
-    last_failure: Option<Instant>,
-}
 
 /// Supervisor messages.
 #[derive(Debug)]
@@ -70,7 +56,7 @@ pub(crate) struct Supervisor;
 pub(crate) struct SupervisorState {
     shared: Arc<Shared>,
     children: Vec<(ractor::ActorCell, Child)>,
-    backoff: [Backoff; 2],
+    restarts: RestartTracker<Child>,
     stopping: bool,
 }
 
@@ -88,7 +74,7 @@ impl SupervisorState {
                     .await
                     .map_err(|e| e.to_string())?;
                 let id = a.get_cell();
-                write(&sh.inference, Some(a));
+                sh.inference.set(a);
                 id
             }
             ChildKind::Memory => {
@@ -96,7 +82,7 @@ impl SupervisorState {
                     .await
                     .map_err(|e| e.to_string())?;
                 let id = a.get_cell();
-                write(&sh.memory, Some(a));
+                sh.memory.set(a);
                 id
             }
         };
@@ -107,18 +93,11 @@ impl SupervisorState {
 
     /// Records a failure and schedules the restart after the backoff delay.
     fn schedule_restart(&mut self, myself: &ActorRef<SupervisorMsg>, kind: Child, why: String) {
-        let policy = self.shared.cfg.restart;
-        let b = &mut self.backoff[slot(kind)];
-        let now = Instant::now();
-        let quiet = b
-            .last_failure
-            .is_none_or(|t| now.duration_since(t) >= policy.reset_after);
-        let delay = match (quiet, b.next) {
-            (false, Some(d)) => d,
-            _ => policy.initial,
+        // No budget: the tracker always answers RestartAfter.
+        let delay = match self.restarts.on_failure(kind, Instant::now()) {
+            RestartDecision::RestartAfter(d) => d,
+            RestartDecision::GiveUp => self.restarts.policy().backoff.max,
         };
-        b.next = Some((delay * 2).min(policy.max));
-        b.last_failure = Some(now);
         {
             let mut st = self.shared.status();
             st.restarts[slot(kind)] += 1;
@@ -141,9 +120,12 @@ impl Actor for Supervisor {
         shared: Arc<Shared>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut st = SupervisorState {
-            shared,
+            shared: Arc::clone(&shared),
             children: Vec::new(),
-            backoff: [Backoff::default(); 2],
+            restarts: RestartTracker::new(omega_supervise::RestartPolicy {
+                backoff: shared.cfg.restart,
+                budget: None,
+            }),
             stopping: false,
         };
         // Memory first: recommend's view of the state comes from it.
@@ -195,13 +177,8 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         // The restart policy. Never returns an error: a child's failure must
         // not stop the supervisor (that would take the daemon down).
-        let (cell, why) = match evt {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (
-                cell,
-                format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())),
-            ),
-            _ => return Ok(()),
+        let Some((cell, why)) = failure(&evt) else {
+            return Ok(());
         };
         let id = cell.get_id();
         let Some(pos) = st.children.iter().position(|(c, _)| c.get_id() == id) else {
