@@ -50,6 +50,7 @@
 
 use omega_brain::actors::{ActorError, ChildKind};
 use omega_brain::{BrainError, CoreError, RecommendRequest};
+use omega_protocol::catalog_import::{parse_import, ImportFormat};
 use omega_protocol::{CatalogItem, ContentId, ViewingContext};
 use serde_json::{json, Map, Value};
 
@@ -377,20 +378,12 @@ fn parse_op(op: &str, mut f: Fields, now: u64) -> Result<Request, ProtoError> {
     Ok(req)
 }
 
-/// Parses JSON-lines catalog items (blank lines skipped); errors name the line.
+/// Parses JSON-lines catalog items (blank lines skipped; the format's one
+/// parser, `omega_protocol::catalog_import`); errors name the line. The file
+/// size bound of `catalog.import` bounds the item count.
 pub fn parse_catalog_lines(text: &str) -> Result<Vec<CatalogItem>, ProtoError> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let item: CatalogItem = serde_json::from_str(line)
-            .map_err(|e| ProtoError::new("invalid_field", format!("line {}: {e}", n + 1)))?;
-        item.validate()
-            .map_err(|e| ProtoError::new("invalid_field", format!("line {}: {e}", n + 1)))?;
-        out.push(item);
-    }
-    Ok(out)
+    parse_import(ImportFormat::JsonLines, text.as_bytes(), usize::MAX)
+        .map_err(|e| ProtoError::new("invalid_field", e.to_string()))
 }
 
 /// Encodes a success line (with the trailing newline).

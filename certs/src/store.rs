@@ -14,11 +14,11 @@
 //! fsynced temporary file; nothing is overwritten except the CRLs and the ledger.
 //! Mutations take an advisory lock (`DIR/.lock`) and re-read the ledger under it.
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -501,14 +501,12 @@ impl CertDir {
                                 Ok(cert) => {
                                     issued
                                         .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
                                         .push((i, LedgerEntry::new(CaKind::Device, &cert)));
                                     progress(done.fetch_add(1, Ordering::Relaxed) + 1);
                                 }
                                 Err(e) => {
                                     failed.store(true, Ordering::Relaxed);
-                                    let mut slot =
-                                        first_error.lock().unwrap_or_else(|p| p.into_inner());
+                                    let mut slot = first_error.lock();
                                     slot.get_or_insert(e);
                                     break;
                                 }
@@ -528,7 +526,7 @@ impl CertDir {
             }
             first
         });
-        let mut issued = issued.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut issued = issued.into_inner();
         issued.sort_by_key(|(i, _)| *i);
         let entries: Vec<LedgerEntry> = issued.into_iter().map(|(_, e)| e).collect();
 
@@ -540,7 +538,7 @@ impl CertDir {
         if let Some(p) = panic {
             std::panic::resume_unwind(p);
         }
-        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(e) = first_error.into_inner() {
             return Err(e);
         }
         Ok(entries)
