@@ -344,6 +344,10 @@ pub(crate) struct Shared {
     pub view_tx: watch::Sender<Arc<MemoryView>>,
     /// Mood text (trimmed) → vector; `None` when the cache is disabled.
     pub moods: Option<Mutex<LruCache<String, Embedding>>>,
+    /// Recommends computing at once: one per core. They are CPU-bound, so
+    /// more would only add blocking-pool threads (and their memory), not
+    /// throughput; past it a recommend waits for a permit.
+    pub recommending: Arc<tokio::sync::Semaphore>,
     pub model: tokio::sync::OnceCell<Result<Arc<omega_embed::Embedder>, String>>,
     pub status: Mutex<Status>,
 }
@@ -396,6 +400,9 @@ impl Brain {
             memory: Slot::new(),
             view_tx,
             moods: NonZeroUsize::new(cfg_moods).map(|n| Mutex::new(LruCache::new(n))),
+            recommending: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            )),
             model: tokio::sync::OnceCell::new(),
             status: Mutex::new(Status::default()),
         });
@@ -418,7 +425,13 @@ impl Brain {
         };
         let view = self.shared.view_tx.borrow().clone();
         let cfg = self.shared.cfg.recommender;
+        // The semaphore is never closed, so acquiring only waits.
+        let permit = Arc::clone(&self.shared.recommending)
+            .acquire_owned()
+            .await
+            .map_err(|_| ActorError::Unavailable(ChildKind::Memory))?;
         let run = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let state = view.state.read();
             let index = view.index.read();
             recommend(&state, &*index, &q, mood.as_ref(), &cfg)
