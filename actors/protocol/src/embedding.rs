@@ -300,6 +300,15 @@ impl TernaryEmbedding {
         Ok(Self(bytes))
     }
 
+    /// Whether some trit is not zero. The all-zero code (every byte 121 =
+    /// `11111` in base 3, the last 40 = `1111`) has no direction: the encoder
+    /// never produces it and [`Self::decode`] refuses it. A cheap check for
+    /// those that keep the packed form without decoding it.
+    pub fn has_direction(&self) -> bool {
+        let (last, body) = self.0.split_last().unwrap_or((&40, &[]));
+        *last != 40 || body.iter().any(|&b| b != 121)
+    }
+
     /// The packed bytes.
     pub fn as_bytes(&self) -> &[u8; TERNARY_BYTES] {
         &self.0
@@ -513,5 +522,12 @@ mod tests {
         zero[TERNARY_BYTES - 1] = 40;
         let zero = TernaryEmbedding::from_bytes(zero).unwrap();
         assert!(zero.decode().is_err());
+        assert!(!zero.has_direction());
+        let mut one = zero.as_bytes().to_owned();
+        one[TERNARY_BYTES - 1] = 41;
+        assert!(TernaryEmbedding::from_bytes(one).unwrap().has_direction());
+        one[TERNARY_BYTES - 1] = 40;
+        one[0] = 120;
+        assert!(TernaryEmbedding::from_bytes(one).unwrap().has_direction());
     }
 }

@@ -114,8 +114,14 @@ impl TernaryForm for TernaryEmbedding {
         self.clone()
     }
     fn from_ternary_form(t: &TernaryEmbedding) -> Result<Self, EmbeddingError> {
-        // Its bytes were range-checked when it was decoded.
-        Ok(t.clone())
+        // Its bytes were range-checked when it was decoded; the all-zero code
+        // is refused here as the f32 form's decode refuses it, so a stored
+        // pattern always has a direction (federation decodes it later).
+        if t.has_direction() {
+            Ok(t.clone())
+        } else {
+            Err(EmbeddingError::ZeroNorm)
+        }
     }
 }
 

@@ -94,3 +94,32 @@ fn ternary_patterns_still_retrieve_their_items() {
     );
     assert!(quant >= exact - 0.05, "exact {exact} ternary {quant}");
 }
+
+/// The node keeps patterns packed: an all-zero ternary code (no direction)
+/// must be refused by the packed decoder as the f32 decoder refuses it, or it
+/// would be stored and fail every later federation run.
+#[test]
+fn the_all_zero_ternary_code_is_refused_by_both_decoders() {
+    let req = support::request_with_patterns(1);
+    let packed = omega_protocol::TernaryEmbedding::encode(
+        &req.delta
+            .added
+            .iter()
+            .chain(&req.delta.updated)
+            .next()
+            .expect("one pattern")
+            .embedding,
+    );
+    let mut body = omega_protocol::codec::encode_request(&req).unwrap();
+    let needle = packed.as_bytes();
+    let at = body
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the pattern's ternary bytes are in the body");
+    let mut zero = [121u8; omega_protocol::embedding::TERNARY_BYTES];
+    zero[omega_protocol::embedding::TERNARY_BYTES - 1] = 40;
+    body[at..at + needle.len()].copy_from_slice(&zero);
+    let payload = &body[omega_protocol::codec::FRAME_HEADER..];
+    assert!(omega_protocol::codec::decode_request(payload).is_err());
+    assert!(omega_protocol::codec::decode_packed_request(payload).is_err());
+}
