@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use omega_protocol::{
     limits, ContentId, ContextBucket, DeviceId, Embedding, EmbeddingError, GlobalPattern,
-    PackedGlobalPattern, Region, TrendSignal, EMBEDDING_DIM,
+    PackedGlobalPattern, Region, TernaryEmbedding, TrendSignal, EMBEDDING_DIM,
 };
 
 use crate::shard::stable_hash_parts;
@@ -314,12 +314,25 @@ pub fn federate_region(
     });
     eligible.truncate(config.max_globals_per_region.min(MAX_GLOBALS_PER_REGION));
 
-    // 5: stable ids.
+    // 5: stable ids. Published globals are stored ternary, so the previous
+    // ones arrive as decoded ternary codes: compare like with like, both
+    // sides through the same quantization (idempotent on an already decoded
+    // code), so an unchanged cluster matches its id exactly (cosine 1)
+    // instead of at the ternary round trip's ~0.9, next to the threshold.
+    let quantized = |e: &Embedding| TernaryEmbedding::encode(e).decode().ok();
+    let previous_q: Vec<Option<Embedding>> = previous
+        .patterns
+        .iter()
+        .map(|p| quantized(&p.embedding))
+        .collect();
     let mut pairs: Vec<(f32, usize, u64)> = Vec::new();
     for (i, c) in eligible.iter().enumerate() {
-        for prev in &previous.patterns {
-            if prev.bucket == c.bucket {
-                let cos = c.centroid.cosine(&prev.embedding);
+        let Some(centroid) = quantized(&c.centroid) else {
+            continue;
+        };
+        for (prev, prev_q) in previous.patterns.iter().zip(&previous_q) {
+            if let (true, Some(prev_q)) = (prev.bucket == c.bucket, prev_q) {
+                let cos = centroid.cosine(prev_q);
                 if cos >= config.id_match_threshold {
                     pairs.push((cos, i, prev.id));
                 }
@@ -791,6 +804,23 @@ mod tests {
         assert_eq!(id_of(&second, 1), id_of(&first, 1));
         assert_eq!(id_of(&second, 2), id_of(&first, 2));
         assert_eq!(id_of(&second, 3), Some(3));
+        // As `run` hands them over: the stored globals are decoded ternary
+        // codes, and the ids still hold.
+        let stored = RegionGlobals {
+            patterns: prev
+                .patterns
+                .iter()
+                .map(|g| GlobalPattern {
+                    embedding: TernaryEmbedding::encode(&g.embedding).decode().unwrap(),
+                    ..g.clone()
+                })
+                .collect(),
+            ..prev.clone()
+        };
+        let from_stored = run1(&more, &stored);
+        assert_eq!(id_of(&from_stored, 1), id_of(&first, 1));
+        assert_eq!(id_of(&from_stored, 2), id_of(&first, 2));
+        assert_eq!(id_of(&from_stored, 3), Some(3));
         // Withdrawn ids are never reused: fresh ids start above max_id.
         let prev = RegionGlobals {
             max_id: 40,
