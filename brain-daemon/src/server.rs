@@ -230,7 +230,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     pub fn new(inner: R, max: usize) -> Self {
         Self {
             inner,
-            buf: BytesMut::new(),
+            buf: BytesMut::with_capacity(8 * 1024),
             codec: LinesCodec::new_with_max_length(max),
             eof: false,
         }

@@ -102,7 +102,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     limit: usize,
 ) -> Result<Vec<u8>, CodecError> {
-    let mut frames = FramedRead::new(r, FrameDecoder::new(limit));
+    // Start with room for the header only: the codec reserves the body's
+    // announced length once the header is in (FramedRead's default would
+    // allocate 8 KiB per stream first).
+    let mut frames = FramedRead::with_capacity(r, FrameDecoder::new(limit), FRAME_HEADER);
     match std::future::poll_fn(|cx| std::pin::Pin::new(&mut frames).poll_next(cx)).await {
         Some(body) => Ok(Vec::from(body?)),
         None => Err(CodecError::Truncated {

@@ -29,9 +29,9 @@
 //!   write (the state is tens of MB at 10K items × 10K patterns).
 //! * `recommend`: [`Brain::recommend`] runs it on a blocking-pool thread of
 //!   the caller's own, over the current [`MemoryView`] under the read locks:
-//!   any number run at once (bounded by the socket layer), none waits on a
-//!   redb write (only on the mirror update after one) or on another
-//!   recommend. A mood text is looked up in the shared mood cache
+//!   one per core computes at once (they are CPU-bound; the others wait for
+//!   a permit, bounded by the socket layer), none waits on a redb write (only
+//!   on the mirror update after one). A mood text is looked up in the shared mood cache
 //!   ([`BrainConfig::mood_cache`] vectors, least recently used evicted); only
 //!   a miss goes to Inference.
 //! * `embed`: [`Brain`] → Inference. Requests that wait while a batch runs are
@@ -414,8 +414,8 @@ impl Brain {
 
     /// Recommends; see [`RecommendRequest`]. Runs here, on a blocking-pool
     /// thread, over Memory's current state and index (read-locked), so
-    /// recommends run concurrently and see every write whose reply came
-    /// before. A mood text is taken from the mood cache or, on a miss,
+    /// recommends run concurrently (one per core) and see every write whose
+    /// reply came before. A mood text is taken from the mood cache or, on a miss,
     /// embedded by Inference (waiting while the model loads;
     /// `ModelUnavailable` if it failed to load).
     pub async fn recommend(&self, q: RecommendRequest) -> Result<Vec<Recommendation>, ActorError> {
@@ -423,13 +423,15 @@ impl Brain {
             Some(text) => Some(self.mood(text).await?),
             None => None,
         };
-        let view = self.shared.view_tx.borrow().clone();
         let cfg = self.shared.cfg.recommender;
         // The semaphore is never closed, so acquiring only waits.
         let permit = Arc::clone(&self.shared.recommending)
             .acquire_owned()
             .await
             .map_err(|_| ActorError::Unavailable(ChildKind::Memory))?;
+        // The view is taken once the permit is held: a request that waited
+        // reads what Memory publishes now, not what it published before.
+        let view = self.shared.view_tx.borrow().clone();
         let run = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let state = view.state.read();
