@@ -47,8 +47,8 @@ use omega_protocol::{
 
 use crate::shard::stable_hash_parts;
 use crate::store::{
-    same_global, PatternStore, RegionGlobals, RegionPattern, StoreError, StoredPattern,
-    MAX_GLOBALS_PER_REGION, MAX_SCAN_PAGE,
+    PatternStore, RegionGlobals, RegionPattern, StoreError, StoredPattern, MAX_GLOBALS_PER_REGION,
+    MAX_SCAN_PAGE,
 };
 
 /// How federation aggregates. `Default` gives the documented defaults.
@@ -610,11 +610,7 @@ pub fn run<S: PatternStore>(
         let packed: Vec<PackedGlobalPattern> = out.patterns.iter().map(pack_global).collect();
         // Both lists are ordered by id (RegionGlobals' contract, federate_region's output).
         let changed = previous.patterns.len() != packed.len()
-            || previous
-                .patterns
-                .iter()
-                .zip(&packed)
-                .any(|(a, b)| !same_global(a, b))
+            || previous.patterns.iter().zip(&packed).any(|(a, b)| a != b)
             || previous.trends != out.trends;
         let published_version = if changed {
             let v = previous.version + 1;

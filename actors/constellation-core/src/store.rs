@@ -403,13 +403,6 @@ pub fn check_publish(
     Ok(())
 }
 
-/// Whether two global patterns are the same publication (equal fields and
-/// the same quantized embedding). Stores use it to keep a pattern's change
-/// version when it is re-published unchanged.
-pub fn same_global(a: &PackedGlobalPattern, b: &PackedGlobalPattern) -> bool {
-    a == b
-}
-
 /// `limit` clamped to `1..=max` (page sizes of the scans).
 pub fn clamp_page(limit: usize, max: usize) -> usize {
     limit.clamp(1, max)

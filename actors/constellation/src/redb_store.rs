@@ -32,8 +32,8 @@ use omega_protocol::{
 };
 
 use omega_constellation_core::store::{
-    check_publish, clamp_page, same_global, DeviceInfo, DeviceSync, GlobalsChange, PatternCursor,
-    PatternStore, RegionGlobals, RegionPattern, RegionPatternPage, StoreError, StoredPattern,
+    check_publish, clamp_page, DeviceInfo, DeviceSync, GlobalsChange, PatternCursor, PatternStore,
+    RegionGlobals, RegionPattern, RegionPatternPage, StoreError, StoredPattern,
     MAX_GLOBAL_TOMBSTONES, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
 };
 
@@ -472,7 +472,7 @@ impl PatternStore for RedbStore {
             for p in new {
                 let unchanged = matches!(
                     existing.get(&p.id),
-                    Some(GlobalRecord { pattern: Some(old), .. }) if same_global(old, p)
+                    Some(GlobalRecord { pattern: Some(old), .. }) if old == p
                 );
                 if !unchanged {
                     writes.push((

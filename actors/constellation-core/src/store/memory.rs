@@ -17,9 +17,9 @@ use omega_protocol::{
 };
 
 use super::{
-    check_publish, clamp_page, same_global, DeviceInfo, DeviceState, DeviceSync, GlobalsChange,
-    PatternCursor, PatternStore, RegionGlobals, RegionPattern, RegionPatternPage, StoreError,
-    StoredPattern, MAX_GLOBAL_TOMBSTONES, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
+    check_publish, clamp_page, DeviceInfo, DeviceState, DeviceSync, GlobalsChange, PatternCursor,
+    PatternStore, RegionGlobals, RegionPattern, RegionPatternPage, StoreError, StoredPattern,
+    MAX_GLOBAL_TOMBSTONES, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
 };
 use omega_protocol::limits::MAX_CATALOG_PAGE;
 
@@ -184,8 +184,7 @@ impl PatternStore for MemoryStore {
             }
         }
         for p in patterns {
-            let unchanged =
-                matches!(data.records.get(&p.id), Some((_, Some(old))) if same_global(old, p));
+            let unchanged = matches!(data.records.get(&p.id), Some((_, Some(old))) if old == p);
             if !unchanged {
                 data.records.insert(p.id, (version, Some(p.clone())));
             }
