@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 forbidden='^(tokio|ractor|redb|usearch|candle-core|quinn|quinn-proto|rustls|scylla) '
 status=0
-for crate in omega-protocol omega-brain-core omega-constellation-core; do
+for crate in omega-protocol omega-privacy omega-brain-core omega-constellation-core; do
   found=$(cargo tree -e normal -p "$crate" --prefix none --no-dedupe 2>/dev/null \
     | grep -E "$forbidden" | sort -u || true)
   if [ -n "$found" ]; then
