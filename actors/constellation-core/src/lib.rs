@@ -12,10 +12,13 @@
 //!   core names the store reads it needs and returns the write to make; the
 //!   shell (omega-constellation) performs them.
 //! * [`federation`]: device patterns → global patterns and trends per region.
+//! * [`aggregate`]: sums of private contributions → regional title and pair
+//!   totals, and what of them is published.
 //!
 //! Nothing here reads a clock, opens a socket or a file, or draws randomness
 //! except through an injected RNG.
 
+pub mod aggregate;
 pub mod federation;
 pub mod shard;
 pub mod store;
