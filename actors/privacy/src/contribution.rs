@@ -6,8 +6,9 @@
 //! once however often), then one entry per unordered pair of the first
 //! `pair_items` slots' titles ("these two titles were watched within
 //! `window` successful watches of each other, the later one since the last
-//! release"). Slots and the pair list are given by the node's catalog, so
-//! every TV's vector means the same and vectors can be summed.
+//! release"). Slots and the pair list (up to `pair_items` titles, each with
+//! a pair index) are given by the node, so every TV's vector means the same
+//! and vectors can be summed.
 //!
 //! Sensitivity: adding or removing one viewing event changes at most
 //! `1 + 3·window` entries, each by 1, over all releases together: its title's
@@ -41,6 +42,9 @@ pub enum LayoutError {
     /// A watch names a slot the layout does not have.
     #[error("slot {0} is outside the layout")]
     Slot(u32),
+    /// A watch names a pair index the layout does not have.
+    #[error("pair index {0} is outside the layout")]
+    Pair(u16),
 }
 
 /// The shape of every contribution in a region at one time.
@@ -51,12 +55,13 @@ pub struct ContributionLayout {
     window: u8,
 }
 
-/// One successful watch, as the layout sees it: its title's catalog slot.
-/// Slots below `pair_items` take part in pairs.
+/// One watch, as the layout sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Watch {
     /// The title's catalog slot.
     pub slot: u32,
+    /// The title's index in the round's pair list, if it takes part in pairs.
+    pub pair: Option<u16>,
 }
 
 /// A contribution before noise: 0/1 entries, [`ContributionLayout::dimension`] long.
@@ -86,7 +91,7 @@ impl ContributionLayout {
         self.items
     }
 
-    /// Titles that take part in pairs (slots `0..pair_items`).
+    /// Titles that take part in pairs (pair indices `0..pair_items`).
     pub fn pair_items(&self) -> u16 {
         self.pair_items
     }
@@ -118,8 +123,8 @@ impl ContributionLayout {
         s
     }
 
-    /// The entry of the pair of slots `a` and `b` (order does not matter),
-    /// if both take part in pairs and differ.
+    /// The entry of the pair of pair indices `a` and `b` (order does not
+    /// matter), if both are in the pair list and differ.
     pub fn pair_entry(&self, a: u32, b: u32) -> Option<usize> {
         let m = u32::from(self.pair_items);
         if a == b || a >= m || b >= m {
@@ -130,7 +135,7 @@ impl ContributionLayout {
         Some(self.items as usize + i * (2 * m - i - 1) / 2 + (j - i - 1))
     }
 
-    /// The pair of slots behind entry `entry`, if it is a pair entry.
+    /// The pair of pair indices behind entry `entry`, if it is a pair entry.
     pub fn pair_of(&self, entry: usize) -> Option<(u32, u32)> {
         let mut k = entry.checked_sub(self.items as usize)?;
         if k >= self.pairs() {
@@ -151,8 +156,13 @@ impl ContributionLayout {
     /// given the successful watches before them (`earlier`, in time order;
     /// only its last `window` matter).
     pub fn build(&self, earlier: &[Watch], new: &[Watch]) -> Result<Contribution, LayoutError> {
-        if let Some(w) = earlier.iter().chain(new).find(|w| w.slot >= self.items) {
-            return Err(LayoutError::Slot(w.slot));
+        for w in earlier.iter().chain(new) {
+            if w.slot >= self.items {
+                return Err(LayoutError::Slot(w.slot));
+            }
+            if let Some(p) = w.pair.filter(|&p| p >= self.pair_items) {
+                return Err(LayoutError::Pair(p));
+            }
         }
         let window = usize::from(self.window);
         let context = &earlier[earlier.len().saturating_sub(window)..];
@@ -161,8 +171,10 @@ impl ContributionLayout {
         for (i, w) in seq.iter().enumerate().skip(context.len()) {
             out[w.slot as usize] = 1;
             for p in &seq[i.saturating_sub(window)..i] {
-                if let Some(e) = self.pair_entry(w.slot, p.slot) {
-                    out[e] = 1;
+                if let (Some(a), Some(b)) = (w.pair, p.pair) {
+                    if let Some(e) = self.pair_entry(a.into(), b.into()) {
+                        out[e] = 1;
+                    }
                 }
             }
         }
@@ -175,8 +187,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn w(slots: &[u32]) -> Vec<Watch> {
-        slots.iter().map(|&slot| Watch { slot }).collect()
+    /// Watches of these slots; slots below `pairs` are in the pair list
+    /// under their own number.
+    fn w(slots: &[u32], pairs: u32) -> Vec<Watch> {
+        slots
+            .iter()
+            .map(|&slot| Watch {
+                slot,
+                pair: (slot < pairs).then_some(slot as u16),
+            })
+            .collect()
     }
 
     #[test]
@@ -195,8 +215,13 @@ mod tests {
             Err(LayoutError::Window(17))
         );
         let l = ContributionLayout::new(10, 4, 5).expect("valid");
-        assert_eq!(l.build(&[], &w(&[10])), Err(LayoutError::Slot(10)));
-        assert_eq!(l.build(&w(&[11]), &[]), Err(LayoutError::Slot(11)));
+        assert_eq!(l.build(&[], &w(&[10], 4)), Err(LayoutError::Slot(10)));
+        assert_eq!(l.build(&w(&[11], 4), &[]), Err(LayoutError::Slot(11)));
+        let bad_pair = Watch {
+            slot: 1,
+            pair: Some(4),
+        };
+        assert_eq!(l.build(&[], &[bad_pair]), Err(LayoutError::Pair(4)));
     }
 
     #[test]
@@ -241,7 +266,9 @@ mod tests {
     fn build_marks_titles_once_and_pairs_within_the_window() {
         let l = ContributionLayout::new(8, 4, 2).expect("valid");
         // earlier: 0 1 2 (only 1 2 are in the window), new: 3 3 0 5
-        let c = l.build(&w(&[0, 1, 2]), &w(&[3, 3, 0, 5])).expect("builds");
+        let c = l
+            .build(&w(&[0, 1, 2], 4), &w(&[3, 3, 0, 5], 4))
+            .expect("builds");
         let items: Vec<i64> = c[..8].to_vec();
         assert_eq!(items, vec![1, 0, 0, 1, 0, 1, 0, 0], "new titles, once each");
         let on: Vec<(u32, u32)> = (8..c.len())
@@ -271,7 +298,7 @@ mod tests {
             pos_frac in 0.0f64..1.0,
         ) {
             let l = ContributionLayout::new(9, 6, window).expect("valid");
-            let seq = w(&slots);
+            let seq = w(&slots, 6);
             let split = (split_frac * seq.len() as f64) as usize;
             let pos = ((pos_frac * seq.len() as f64) as usize).min(seq.len() - 1);
             let mut fewer = seq.clone();
