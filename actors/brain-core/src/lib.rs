@@ -10,6 +10,7 @@
 //! * [`delta`]: building the pattern upload under the privacy rules.
 //! * [`recommender`]: `recommend`, the hot path, over a [`CandidateSearch`];
 //!   its request and response are the socket's serde types.
+//! * [`release`]: the next private release's vector, before noise.
 //! * [`sync`]: the plans of what a sync, a catalog change and an
 //!   acknowledgement change.
 //! * [`error`]: [`CoreError`], what these plans and the recommender refuse.
@@ -18,6 +19,7 @@ pub mod delta;
 pub mod error;
 pub mod patterns;
 pub mod recommender;
+pub mod release;
 pub mod state;
 pub mod sync;
 
