@@ -257,8 +257,11 @@ mod tests {
     #[test]
     fn refuses_a_bad_rating_line_with_its_number() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("movies.csv"), "movieId,title,genres\n1,One,Drama\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join("movies.csv"),
+            "movieId,title,genres\n1,One,Drama\n",
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join("ratings.csv"),
             "userId,movieId,rating,timestamp\n1,1,4,5\n1,1,four,6\n",
