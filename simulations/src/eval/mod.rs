@@ -65,6 +65,7 @@ pub enum Protocol {
     /// Rank every item not interacted with in training.
     LooFull,
     /// Rank the test item among 99 sampled items.
+    #[value(name = "loo-100")]
     Loo100,
 }
 
