@@ -53,12 +53,16 @@ pub const NEIGHBOURS: usize = 100;
 /// `itemknn`: cosine similarity on the binary user-item matrix of the
 /// training data; each item keeps its [`NEIGHBOURS`] most similar items (ties
 /// by item id ascending); a user's score for an item is the sum of its
-/// similarities to the user's training items among those neighbours.
+/// similarities to the user's training items, counted where the training
+/// item keeps it as a neighbour (score(i) = Σ over training items j with i
+/// among j's neighbours of sim(j, i), the user-item row times the pruned
+/// similarity matrix). Keeping the candidate's own neighbours instead
+/// measured 0.071 on ml-100k LOO-full; this reading gives the 0.062 of the
+/// issue's centralized anchors.
 #[derive(Debug, Default)]
 pub struct ItemKnn {
-    /// For each item j, the items i that keep j as a neighbour, with sim(i, j):
-    /// the user's training item j adds sim(i, j) to i's score.
-    reverse: Vec<Vec<(u32, f32)>>,
+    /// For each item j, its kept neighbours i with sim(j, i).
+    neighbours: Vec<Vec<(u32, f32)>>,
 }
 
 impl ItemKnn {
@@ -113,14 +117,7 @@ impl Method for ItemKnn {
     }
 
     fn train(&mut self, split: &Split, _progress: &ProgressBar) -> Result<()> {
-        let neighbours = Self::neighbours(split, NEIGHBOURS)?;
-        let mut reverse: Vec<Vec<(u32, f32)>> = vec![Vec::new(); split.n_items()];
-        for (i, list) in neighbours.iter().enumerate() {
-            for &(j, s) in list {
-                reverse[j as usize].push((u32::try_from(i)?, s));
-            }
-        }
-        self.reverse = reverse;
+        self.neighbours = Self::neighbours(split, NEIGHBOURS)?;
         Ok(())
     }
 
@@ -131,13 +128,13 @@ impl Method for ItemKnn {
         candidates: Candidates<'_>,
         k: usize,
     ) -> Result<Vec<Ranked>> {
-        if self.reverse.len() != split.n_items() {
+        if self.neighbours.len() != split.n_items() {
             bail!("itemknn was not trained on this split");
         }
         let u = &split.users[user];
         let mut scores = vec![0.0f32; split.n_items()];
         for &j in u.train_items() {
-            for &(i, s) in &self.reverse[j as usize] {
+            for &(i, s) in &self.neighbours[j as usize] {
                 scores[i as usize] += s;
             }
         }
