@@ -186,14 +186,20 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// ml-100k in `../shared` beside the repository, or under
+    /// OMEGA_SHARED_DIR (scripts/test.sh).
+    fn ml_100k() -> std::path::PathBuf {
+        std::env::var_os("OMEGA_SHARED_DIR")
+            .map_or_else(
+                || Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")).to_path_buf(),
+                std::path::PathBuf::from,
+            )
+            .join("data/movielens/ml-100k")
+    }
+
     #[test]
     fn reads_ml_100k() {
-        // `../shared` beside the repository, or OMEGA_SHARED_DIR (scripts/test.sh).
-        let shared = std::env::var_os("OMEGA_SHARED_DIR").map_or_else(
-            || Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")).to_path_buf(),
-            std::path::PathBuf::from,
-        );
-        let movies = read_movies(&shared.join("data/movielens/ml-100k")).unwrap();
+        let movies = read_movies(&ml_100k()).unwrap();
         assert_eq!(movies.len(), 1682);
         assert_eq!(movies[0].title, "Toy Story (1995)");
         assert_eq!(movies[0].id.as_str(), "ml100k:1");
@@ -242,11 +248,7 @@ mod tests {
 
     #[test]
     fn reads_ml_100k_ratings() {
-        let shared = std::env::var_os("OMEGA_SHARED_DIR").map_or_else(
-            || Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")).to_path_buf(),
-            std::path::PathBuf::from,
-        );
-        let d = read_dataset(&shared.join("data/movielens/ml-100k")).unwrap();
+        let d = read_dataset(&ml_100k()).unwrap();
         assert_eq!(d.name, "ml-100k");
         assert_eq!((d.users.len(), d.items.len()), (943, 1682));
         let n: usize = d.users.iter().map(|u| u.interactions.len()).sum();
