@@ -44,6 +44,47 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         titles: usize,
     },
+    /// Recommendation quality on a MovieLens data set (../shared/EVALUATION.md):
+    /// HR@10 and NDCG@10 of each method, hit rate by confidence band.
+    Eval {
+        /// MovieLens directory: u.data + u.item (ml-100k), or ratings.csv +
+        /// movies.csv.
+        #[arg(
+            long,
+            env = "OMEGA_DATASET",
+            default_value = "../shared/data/movielens/ml-100k"
+        )]
+        dataset: PathBuf,
+        /// loo-full (rank every item not watched in training) or loo-100.
+        #[arg(long, value_enum, default_value = "loo-full")]
+        protocol: omega_sim::eval::Protocol,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Evaluate a seeded sample of this many users (default: all).
+        #[arg(long)]
+        users: Option<usize>,
+        /// Seed of the user sample.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Methods, comma-separated: pop, itemknn, local (federated is not
+        /// available yet).
+        #[arg(long, value_delimiter = ',', default_values_t = omega_sim::eval::DEFAULT_METHODS.map(String::from))]
+        methods: Vec<String>,
+        /// all-MiniLM-L6-v2 directory (for local).
+        #[arg(
+            long,
+            env = "OMEGA_MODEL_DIR",
+            default_value = "models/all-MiniLM-L6-v2"
+        )]
+        model_dir: PathBuf,
+        /// Where catalog embeddings are cached between runs.
+        #[arg(long, env = "OMEGA_EVAL_CACHE", default_value = "target/eval-cache")]
+        cache: PathBuf,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Benchmarks (BENCHMARKS.md); release builds only.
     Bench {
         #[command(subcommand)]
@@ -92,6 +133,36 @@ fn main() -> Result<()> {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Eval {
+            dataset,
+            protocol,
+            json,
+            users,
+            seed,
+            methods,
+            model_dir,
+            cache,
+            quiet,
+        } => {
+            let opts = omega_sim::eval::EvalOptions {
+                dataset,
+                protocol,
+                users,
+                seed,
+                methods,
+                model_dir,
+                cache_dir: cache,
+                progress: !quiet,
+            };
+            // CPU-bound: off the async executor.
+            let report = tokio::task::spawn_blocking(move || omega_sim::eval::run(&opts)).await??;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", omega_sim::eval::render(&report));
+            }
+            Ok(())
+        }
         Command::Bench {
             what:
                 BenchWhat::Brain {

@@ -27,8 +27,8 @@ pub use delta::{DeltaConfig, DeltaPlan};
 pub use error::CoreError;
 pub use patterns::{LocalPattern, PatternBook, PatternConfig, PatternInfo};
 pub use recommender::{
-    recommend, CandidateSearch, Reason, RecommendRequest, RecommendResponse, Recommendation,
-    RecommenderConfig,
+    recommend, recommend_among, CandidateSearch, Reason, RecommendRequest, RecommendResponse,
+    Recommendation, RecommenderConfig,
 };
 pub use state::{BrainState, Catalog, CatalogRecord, Episode, Versions};
 pub use sync::{

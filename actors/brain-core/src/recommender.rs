@@ -255,6 +255,22 @@ pub fn recommend(
     mood: Option<&Embedding>,
     cfg: &RecommenderConfig,
 ) -> Result<Vec<Recommendation>, CoreError> {
+    recommend_among(state, index, req, mood, cfg, &|_| true)
+}
+
+/// [`recommend`] restricted to the titles `allowed` accepts: the same steps,
+/// scores and order, with every other title left out wherever candidates are
+/// gathered (index neighbours, trends, cold start). An evaluation ranks a
+/// fixed candidate set this way (`omega-sim eval`, LOO-100), with `index`
+/// searching only those candidates.
+pub fn recommend_among(
+    state: &BrainState,
+    index: &dyn CandidateSearch,
+    req: &RecommendRequest,
+    mood: Option<&Embedding>,
+    cfg: &RecommenderConfig,
+    allowed: &dyn Fn(&ContentId) -> bool,
+) -> Result<Vec<Recommendation>, CoreError> {
     let bucket = req.context()?.bucket();
     let k = req.k.min(cfg.max_k);
     if k == 0 || state.catalog.is_empty() {
@@ -308,8 +324,9 @@ pub fn recommend(
         .collect();
     top_by(&mut globals, cfg.global_patterns, |x| x.1);
 
-    let excluded =
-        |id: &ContentId| state.is_fully_watched(id) || recent.iter().any(|(r, _, _)| *r == id);
+    let excluded = |id: &ContentId| {
+        !allowed(id) || state.is_fully_watched(id) || recent.iter().any(|(r, _, _)| *r == id)
+    };
 
     let query = build_query(&recent, &locals, mood, cfg);
     let Some(query) = query else {

@@ -4,7 +4,7 @@
 mod support;
 
 use omega_brain_core::recommender::{
-    recommend, Reason, RecommendRequest, Recommendation, RecommenderConfig,
+    recommend, recommend_among, Reason, RecommendRequest, Recommendation, RecommenderConfig,
 };
 use omega_brain_core::BrainState;
 use omega_protocol::{Embedding, GlobalPattern, TrendSignal};
@@ -227,4 +227,33 @@ fn answers_are_deterministic_and_bounded() {
     let out = rec(&st, &req(10_000), None, &cfg);
     assert!(out.len() <= cfg.max_k);
     assert!(rec(&st, &req(0), None, &cfg).is_empty());
+}
+
+#[test]
+fn recommend_among_keeps_to_the_allowed_titles_and_otherwise_matches_recommend() {
+    let (mut st, centres) = state(4, 8);
+    let cfg = RecommenderConfig::default();
+    let all = |_: &omega_protocol::ContentId| true;
+    let only_c3 = |id: &omega_protocol::ContentId| id.as_str().starts_with("c3-");
+    let among = |st: &Device, allowed: &dyn Fn(&omega_protocol::ContentId) -> bool| {
+        let search = ExactSearch(&st.state.catalog);
+        recommend_among(&st.state, &search, &req(5), None, &cfg, allowed).unwrap()
+    };
+    // Cold start: the catalog order of the allowed titles only.
+    let ids: Vec<String> = among(&st, &only_c3)
+        .iter()
+        .map(|r| r.content_id.to_string())
+        .collect();
+    assert_eq!(ids, vec!["c3-0", "c3-1", "c3-2", "c3-3", "c3-4"]);
+    // With history near cluster 0, a trend and a global pattern elsewhere:
+    // allowing everything is `recommend`, and a restriction is obeyed.
+    watch(&mut st, "c0-0", 0.95, 0);
+    add_evening_signals(&mut st.state, ("c1-4", 0.9), (7, &centres[2], 0.9, 20, 100));
+    let search = ExactSearch(&st.state.catalog);
+    let full = recommend(&st.state, &search, &req(5), None, &cfg).unwrap();
+    assert_eq!(among(&st, &all), full);
+    assert!(full.iter().any(|r| !only_c3(&r.content_id)));
+    let restricted = among(&st, &only_c3);
+    assert_eq!(restricted.len(), 5);
+    assert!(restricted.iter().all(|r| only_c3(&r.content_id)));
 }
