@@ -60,6 +60,15 @@ impl KeyPair {
     }
 }
 
+/// Whether `public` is a small-order point, with which every agreement is
+/// all zero. Any fixed secret decides it: X25519 clamps secrets to multiples
+/// of the cofactor 8, which sends exactly the small-order points to zero.
+pub fn is_low_order(public: &[u8; 32]) -> bool {
+    KeyPair::from_secret_bytes(&[0x55; 32])
+        .agree(public)
+        .is_err()
+}
+
 struct Len(usize);
 
 impl hkdf::KeyType for Len {
@@ -221,6 +230,11 @@ mod tests {
     #[test]
     fn low_order_keys_are_refused() {
         assert_eq!(pair(1).agree(&[0; 32]).err(), Some(LowOrderKey));
+        let mut one = [0u8; 32];
+        one[0] = 1; // u = 1: order 4
+        assert!(is_low_order(&[0; 32]) && is_low_order(&one));
+        assert!(!is_low_order(&pair(3).public));
+        assert!(!is_low_order(&[9; 32]));
     }
 
     #[test]

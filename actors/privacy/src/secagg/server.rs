@@ -191,6 +191,11 @@ impl Server {
         if keys.len() >= usize::from(self.config.cohort) {
             return Err(ServerError::Full);
         }
+        // Every client would refuse a member list with such a key, so one
+        // such advertisement would stop the whole session.
+        if crypto::is_low_order(&msg.channel_pk) || crypto::is_low_order(&msg.mask_pk) {
+            return Err(ServerError::LowOrderKey(from));
+        }
         keys.insert(from, msg);
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! secret is cut into five little-endian chunks of at most 7 bytes (each below
 //! 2⁵⁶ < p) and every chunk gets its own random polynomial of degree t − 1,
 //! so any t shares give the secret back and fewer give nothing about it.
-//! Arithmetic is constant-time (no table lookups indexed by secrets).
+//! No table lookups are indexed by secrets (a GF(256) log table would be).
 
 use rand::CryptoRng;
 use serde::{Deserialize, Serialize};

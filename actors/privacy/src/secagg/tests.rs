@@ -490,6 +490,35 @@ fn clients_check_the_member_list() {
 }
 
 #[test]
+fn the_server_refuses_small_order_keys_and_a_full_cohort() {
+    let mut server = Server::new(config(3, 2, 1)).expect("config");
+    let mut rng = ChaCha20Rng::seed_from_u64(23);
+    let (_, good) = Client::new(config(3, 2, 1), ClientId(0), &mut rng).expect("config");
+    let bad = AdvertiseKeys {
+        channel_pk: good.channel_pk,
+        mask_pk: [0; 32],
+    };
+    assert_eq!(
+        server.receive_keys(ClientId(9), bad),
+        Err(ServerError::LowOrderKey(ClientId(9)))
+    );
+    for id in 0..3 {
+        server
+            .receive_keys(ClientId(id), good.clone())
+            .expect("room");
+    }
+    assert_eq!(
+        server.receive_keys(ClientId(0), good.clone()),
+        Err(ServerError::Duplicate(ClientId(0)))
+    );
+    assert_eq!(
+        server.receive_keys(ClientId(3), good),
+        Err(ServerError::Full)
+    );
+    assert_eq!(server.close_keys().expect("U1").members.len(), 3);
+}
+
+#[test]
 fn configs_are_validated() {
     assert_eq!(config(5, 3, 1).validate(), Ok(()));
     assert_eq!(config(1000, 501, MAX_DIM).validate(), Ok(()));
@@ -513,6 +542,10 @@ fn configs_are_validated() {
         Err(ConfigError::Dim(MAX_DIM + 1))
     );
     assert!(Server::new(config(4, 2, 1)).is_err());
+}
+
+fn encoded_len<T: serde::Serialize>(m: &T) -> usize {
+    postcard::to_allocvec(m).expect("encode").len()
 }
 
 #[test]
@@ -549,8 +582,12 @@ fn messages_round_trip_through_postcard_within_the_bound() {
     else {
         panic!("members")
     };
+    // The per-round sizes of the module's cost table (n = 6, so the length
+    // prefixes take one byte).
+    assert!(encoded_len(&list) <= 69 * 6 + 1);
     for (id, c) in clients.iter_mut() {
         let m = c.share_keys(&list, &mut rng).expect("share");
+        assert!(encoded_len(&m) <= 102 * 5 + 1);
         server
             .receive(*id, check_server(ToServer::ShareKeys(m)))
             .expect("shares");
@@ -576,8 +613,10 @@ fn messages_round_trip_through_postcard_within_the_bound() {
     else {
         panic!("survivors")
     };
+    assert!(encoded_len(&survivors) <= 5 * 6 + 1);
     for (id, c) in clients.iter_mut() {
         let a = c.unmask(&survivors).expect("answer");
+        assert!(encoded_len(&a) <= 50 * 6 + 2);
         server
             .receive(*id, check_server(ToServer::Unmask(a)))
             .expect("answer");
@@ -678,6 +717,80 @@ proptest! {
                 if closed.is_err() {
                     prop_assert_eq!(server.round(), before);
                 }
+            }
+        }
+    }
+
+    /// Random round-2 and round-3 messages to a client that has shared its
+    /// keys: it never panics, and refusing leaves its round as it was.
+    #[test]
+    fn client_survives_random_messages(
+        inboxes in prop::collection::vec(
+            prop::collection::vec((arb_id(), prop::collection::vec(any::<u8>(), 0..120)), 0..6),
+            0..4,
+        ),
+        survivors in prop::collection::vec(prop::collection::vec(arb_id(), 0..6), 0..4),
+        seed in any::<u64>(),
+    ) {
+        let cfg = config(5, 3, 4);
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut list = MemberList { members: Vec::new() };
+        let mut clients = Vec::new();
+        for id in ids(5) {
+            let (c, keys) = Client::new(cfg, id, &mut rng).expect("config");
+            list.members.push(MemberKeys { id, keys });
+            clients.push(c);
+        }
+        let client = &mut clients[1];
+        client.share_keys(&list, &mut rng).expect("share");
+        for inbox in inboxes {
+            let mut sealed: Vec<Sealed> = inbox
+                .into_iter()
+                .map(|(peer, ciphertext)| Sealed { peer, ciphertext })
+                .collect();
+            sealed.sort_by_key(|s| s.peer);
+            let r = client.masked_input(&SharesForYou { sealed }, &[1, 2, 3, 4]);
+            prop_assert!(r.is_err(), "random ciphertexts never open");
+            prop_assert_eq!(client.round(), Round::MaskedInput);
+        }
+        for u3 in survivors {
+            let r = client.unmask(&Survivors { survivors: u3 });
+            let is_wrong_round = matches!(r, Err(ClientError::WrongRound { .. }));
+            prop_assert!(is_wrong_round);
+        }
+    }
+
+    /// Random survivor lists to a client that sent its masked input: it
+    /// answers only a sorted subset of U2 of at least t members that holds
+    /// itself, once, and then only the same list again.
+    #[test]
+    fn client_answers_only_one_valid_survivor_list(
+        lists in prop::collection::vec(prop::collection::btree_set(0usize..6, 0..6), 1..6),
+        seed in any::<u64>(),
+    ) {
+        let cfg = config(5, 3, 2);
+        let all = ids(5);
+        let mut s = session_to_unmasking(cfg, &inputs(5, 2, seed), seed);
+        let me = all[2];
+        let client = s.clients.get_mut(&me).expect("client");
+        let mut answered: Option<Vec<ClientId>> = None;
+        for picks in lists {
+            // Index 5 stands for a stranger (id 1000).
+            let u3: Vec<ClientId> = picks
+                .iter()
+                .map(|&k| all.get(k).copied().unwrap_or(ClientId(1000)))
+                .collect();
+            let valid = u3.len() >= 3 && u3.contains(&me) && !picks.contains(&5);
+            let r = client.unmask(&Survivors { survivors: u3.clone() });
+            match &answered {
+                None if valid => {
+                    let a = r.expect("a valid first list is answered");
+                    prop_assert_eq!(a.seed_shares.len() + a.key_shares.len(), 5);
+                    answered = Some(u3);
+                }
+                None => prop_assert!(r.is_err()),
+                Some(first) if *first == u3 => prop_assert!(r.is_ok()),
+                Some(_) => prop_assert_eq!(r, Err(ClientError::InconsistentSurvivors)),
             }
         }
     }
