@@ -58,35 +58,96 @@ fn expected_sum(inputs: &[Vec<u32>], ids: &[ClientId], survivors: &[ClientId]) -
     sum
 }
 
+/// Messages from clients, with their senders.
+type Outbox = Vec<(ClientId, ToServer)>;
+
+/// A cohort of honest clients (ids from [`ids`]) with their inputs; each
+/// step answers a server message with every client's reply, which the test
+/// delivers, drops or alters.
+struct Cohort {
+    rng: ChaCha20Rng,
+    clients: BTreeMap<ClientId, Client>,
+    inputs: BTreeMap<ClientId, Vec<u32>>,
+}
+
+impl Cohort {
+    /// The clients and their round-0 keys.
+    fn new(cfg: Config, inputs: &[Vec<u32>], seed: u64) -> (Cohort, Outbox) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut clients = BTreeMap::new();
+        let mut keys = Vec::new();
+        for id in ids(inputs.len()) {
+            let (c, k) = Client::new(cfg, id, &mut rng).expect("config");
+            clients.insert(id, c);
+            keys.push((id, ToServer::AdvertiseKeys(k)));
+        }
+        let inputs = ids(inputs.len()).into_iter().zip(inputs.to_vec()).collect();
+        let cohort = Cohort {
+            rng,
+            clients,
+            inputs,
+        };
+        (cohort, keys)
+    }
+
+    fn client(&mut self, id: ClientId) -> &mut Client {
+        self.clients.get_mut(&id).expect("a member")
+    }
+
+    fn share(&mut self, list: &MemberList) -> Outbox {
+        let rng = &mut self.rng;
+        self.clients
+            .iter_mut()
+            .map(|(id, c)| {
+                let m = c.share_keys(list, rng).expect("share");
+                (*id, ToServer::ShareKeys(m))
+            })
+            .collect()
+    }
+
+    /// Masked inputs, and the slowest client's masking time.
+    fn mask(&mut self, inboxes: Vec<(ClientId, SharesForYou)>) -> (Outbox, Duration) {
+        let mut slowest = Duration::ZERO;
+        let mut out = Vec::new();
+        for (id, inbox) in inboxes {
+            let x = self.inputs[&id].clone();
+            let start = Instant::now();
+            let y = self.client(id).masked_input(&inbox, &x).expect("mask");
+            slowest = slowest.max(start.elapsed());
+            out.push((id, ToServer::MaskedInput(y)));
+        }
+        (out, slowest)
+    }
+
+    fn unmask(&mut self, survivors: &Survivors) -> Outbox {
+        survivors
+            .survivors
+            .iter()
+            .map(|&id| {
+                let a = self.client(id).unmask(survivors).expect("unmask");
+                (id, ToServer::Unmask(a))
+            })
+            .collect()
+    }
+}
+
+/// Hands every message to the server except those from `dropped`.
+fn deliver(server: &mut Server, outbox: Outbox, dropped: &[ClientId]) {
+    for (id, m) in outbox {
+        if !dropped.contains(&id) {
+            server.receive(id, m).expect("an honest message");
+        }
+    }
+}
+
 fn run(cfg: Config, inputs: &[Vec<u32>], drops: &Drops, seed: u64) -> Outcome {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let ids = ids(inputs.len());
+    let (mut cohort, keys) = Cohort::new(cfg, inputs, seed);
     let mut server = Server::new(cfg).expect("config");
-    let mut clients = BTreeMap::new();
-    for &id in &ids {
-        let (client, keys) = Client::new(cfg, id, &mut rng).expect("config");
-        server.receive_keys(id, keys).expect("keys");
-        clients.insert(id, client);
-    }
-    let list = server.close_keys().expect("U1");
-    for (id, client) in clients.iter_mut() {
-        let msg = client.share_keys(&list, &mut rng).expect("share");
-        if !drops.before_shares.contains(id) {
-            server.receive_shares(*id, msg).expect("shares");
-        }
-    }
-    let inboxes = server.close_shares().expect("U2");
-    let mut mask_time = Duration::ZERO;
-    for (id, inbox) in inboxes {
-        let client = clients.get_mut(&id).expect("member");
-        let x = &inputs[ids.iter().position(|&i| i == id).expect("id")];
-        let start = Instant::now();
-        let y = client.masked_input(&inbox, x).expect("mask");
-        mask_time = mask_time.max(start.elapsed());
-        if !drops.before_input.contains(&id) {
-            server.receive_input(id, y).expect("input");
-        }
-    }
+    deliver(&mut server, keys, &[]);
+    let shares = cohort.share(&server.close_keys().expect("U1"));
+    deliver(&mut server, shares, &drops.before_shares);
+    let (masked, mask_time) = cohort.mask(server.close_shares().expect("U2"));
+    deliver(&mut server, masked, &drops.before_input);
     let survivors = match server.close_inputs() {
         Ok(s) => s,
         Err(e) => {
@@ -97,16 +158,7 @@ fn run(cfg: Config, inputs: &[Vec<u32>], drops: &Drops, seed: u64) -> Outcome {
             }
         }
     };
-    for id in &survivors.survivors {
-        let answer = clients
-            .get_mut(id)
-            .expect("member")
-            .unmask(&survivors)
-            .expect("unmask");
-        if !drops.before_unmask.contains(id) {
-            server.receive_unmask(*id, answer).expect("answer");
-        }
-    }
+    deliver(&mut server, cohort.unmask(&survivors), &drops.before_unmask);
     let start = Instant::now();
     let result = server.finish();
     Outcome {
@@ -195,45 +247,34 @@ fn fewer_than_t_survivors_fail() {
     assert_eq!(out.result, Err(ServerError::TooFew { got: 2, need: 3 }));
 }
 
-/// Drives one session by hand up to the end of round 2 and hands back the
-/// pieces, for the tests that poke at single steps.
+/// One session driven up to the end of round 2, for the tests that poke
+/// at single steps.
 struct Session {
     server: Server,
-    clients: BTreeMap<ClientId, Client>,
+    cohort: Cohort,
     survivors: Survivors,
     masked: BTreeMap<ClientId, MaskedInput>,
 }
 
 fn session_to_unmasking(cfg: Config, x: &[Vec<u32>], seed: u64) -> Session {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let ids = ids(x.len());
+    let (mut cohort, keys) = Cohort::new(cfg, x, seed);
     let mut server = Server::new(cfg).expect("config");
-    let mut clients = BTreeMap::new();
-    for &id in &ids {
-        let (c, keys) = Client::new(cfg, id, &mut rng).expect("config");
-        server.receive_keys(id, keys).expect("keys");
-        clients.insert(id, c);
-    }
-    let list = server.close_keys().expect("U1");
-    for (id, c) in clients.iter_mut() {
-        let m = c.share_keys(&list, &mut rng).expect("share");
-        server.receive_shares(*id, m).expect("shares");
-    }
-    let mut masked = BTreeMap::new();
-    for (id, inbox) in server.close_shares().expect("U2") {
-        let k = ids.iter().position(|&i| i == id).expect("id");
-        let y = clients
-            .get_mut(&id)
-            .expect("client")
-            .masked_input(&inbox, &x[k])
-            .expect("mask");
-        server.receive_input(id, y.clone()).expect("input");
-        masked.insert(id, y);
-    }
+    deliver(&mut server, keys, &[]);
+    let shares = cohort.share(&server.close_keys().expect("U1"));
+    deliver(&mut server, shares, &[]);
+    let (outbox, _) = cohort.mask(server.close_shares().expect("U2"));
+    let masked = outbox
+        .iter()
+        .filter_map(|(id, m)| match m {
+            ToServer::MaskedInput(y) => Some((*id, y.clone())),
+            _ => None,
+        })
+        .collect();
+    deliver(&mut server, outbox, &[]);
     let survivors = server.close_inputs().expect("U3");
     Session {
         server,
-        clients,
+        cohort,
         survivors,
         masked,
     }
@@ -246,12 +287,7 @@ fn finish_waits_for_t_answers_then_succeeds() {
     let mut s = session_to_unmasking(cfg, &x, 11);
     let order: Vec<ClientId> = s.survivors.survivors.clone();
     for (n, id) in order.iter().enumerate() {
-        let a = s
-            .clients
-            .get_mut(id)
-            .expect("client")
-            .unmask(&s.survivors)
-            .expect("answer");
+        let a = s.cohort.client(*id).unmask(&s.survivors).expect("answer");
         s.server.receive_unmask(*id, a).expect("answer");
         if n + 1 < 3 {
             assert_eq!(
@@ -299,7 +335,7 @@ fn a_client_never_reveals_both_secrets_of_one_member() {
     let x = inputs(5, 8, 14);
     let mut s = session_to_unmasking(cfg, &x, 15);
     let all = ids(5);
-    let client = s.clients.get_mut(&all[0]).expect("client");
+    let client = s.cohort.client(all[0]);
     // Not a subset of U2, too few, or without this client: refused.
     let bad = [
         (
@@ -341,20 +377,12 @@ fn a_client_never_reveals_both_secrets_of_one_member() {
 fn tampered_or_misaddressed_ciphertexts_are_rejected() {
     let cfg = config(4, 3, 16);
     let x = inputs(4, 16, 16);
-    let mut rng = ChaCha20Rng::seed_from_u64(17);
     let all = ids(4);
+    let (mut cohort, keys) = Cohort::new(cfg, &x, 17);
     let mut server = Server::new(cfg).expect("config");
-    let mut clients = BTreeMap::new();
-    for &id in &all {
-        let (c, keys) = Client::new(cfg, id, &mut rng).expect("config");
-        server.receive_keys(id, keys).expect("keys");
-        clients.insert(id, c);
-    }
-    let list = server.close_keys().expect("U1");
-    for (id, c) in clients.iter_mut() {
-        let m = c.share_keys(&list, &mut rng).expect("share");
-        server.receive_shares(*id, m).expect("shares");
-    }
+    deliver(&mut server, keys, &[]);
+    let shares = cohort.share(&server.close_keys().expect("U1"));
+    deliver(&mut server, shares, &[]);
     let inboxes: BTreeMap<ClientId, SharesForYou> =
         server.close_shares().expect("U2").into_iter().collect();
     let victim = all[2];
@@ -363,7 +391,7 @@ fn tampered_or_misaddressed_ciphertexts_are_rejected() {
     let mut flipped = inbox.clone();
     flipped.sealed[1].ciphertext[5] ^= 0x10;
     let from = flipped.sealed[1].peer;
-    let client = clients.get_mut(&victim).expect("client");
+    let client = cohort.client(victim);
     assert_eq!(
         client.masked_input(&flipped, &x[2]),
         Err(ClientError::Decrypt(from))
@@ -404,21 +432,10 @@ fn tampered_or_misaddressed_ciphertexts_are_rejected() {
     // None of that moved the client on: the genuine inbox still works and
     // the session ends with the exact sum.
     assert_eq!(client.round(), Round::MaskedInput);
-    for (id, inbox) in &inboxes {
-        let k = all.iter().position(|i| i == id).expect("id");
-        let y = clients
-            .get_mut(id)
-            .expect("client")
-            .masked_input(inbox, &x[k])
-            .expect("mask");
-        server.receive_input(*id, y).expect("input");
-    }
-    let survivors = server.close_inputs().expect("U3");
-    for (id, c) in clients.iter_mut() {
-        server
-            .receive_unmask(*id, c.unmask(&survivors).expect("answer"))
-            .expect("answer");
-    }
+    let (masked, _) = cohort.mask(inboxes.into_iter().collect());
+    deliver(&mut server, masked, &[]);
+    let answers = cohort.unmask(&server.close_inputs().expect("U3"));
+    deliver(&mut server, answers, &[]);
     assert_eq!(
         server.finish().expect("sum").sum,
         expected_sum(&x, &all, &all)
@@ -552,7 +569,6 @@ fn encoded_len<T: serde::Serialize>(m: &T) -> usize {
 fn messages_round_trip_through_postcard_within_the_bound() {
     let cfg = config(6, 4, 100);
     let x = inputs(6, 100, 19);
-    let mut rng = ChaCha20Rng::seed_from_u64(20);
     let all = ids(6);
     let bound = cfg.max_message_bytes();
     let check_server = |m: ToServer| {
@@ -569,58 +585,48 @@ fn messages_round_trip_through_postcard_within_the_bound() {
         assert_eq!(back, m);
         back
     };
+    // Delivers through postcard, checking each message's size against
+    // `bound` (the module's cost table's per-round sizes, n = 6: length
+    // prefixes take a byte).
+    let through = |server: &mut Server, outbox: Outbox, bound: usize| {
+        for (id, m) in outbox {
+            let inner = match &m {
+                ToServer::AdvertiseKeys(k) => encoded_len(k),
+                ToServer::ShareKeys(k) => encoded_len(k),
+                ToServer::MaskedInput(k) => encoded_len(k),
+                ToServer::Unmask(k) => encoded_len(k),
+            };
+            assert!(inner <= bound, "{inner} > {bound}");
+            server.receive(id, check_server(m)).expect("honest");
+        }
+    };
+    let (mut cohort, keys) = Cohort::new(cfg, &x, 20);
     let mut server = Server::new(cfg).expect("config");
-    let mut clients = BTreeMap::new();
-    for &id in &all {
-        let (c, keys) = Client::new(cfg, id, &mut rng).expect("config");
-        server
-            .receive(id, check_server(ToServer::AdvertiseKeys(keys)))
-            .expect("keys");
-        clients.insert(id, c);
-    }
+    through(&mut server, keys, 64);
     let ToClient::Members(list) = check_client(ToClient::Members(server.close_keys().expect("U1")))
     else {
         panic!("members")
     };
-    // The per-round sizes of the module's cost table (n = 6, so the length
-    // prefixes take one byte).
     assert!(encoded_len(&list) <= 69 * 6 + 1);
-    for (id, c) in clients.iter_mut() {
-        let m = c.share_keys(&list, &mut rng).expect("share");
-        assert!(encoded_len(&m) <= 102 * 5 + 1);
-        server
-            .receive(*id, check_server(ToServer::ShareKeys(m)))
-            .expect("shares");
-    }
-    for (id, inbox) in server.close_shares().expect("U2") {
-        let ToClient::Shares(inbox) = check_client(ToClient::Shares(inbox)) else {
-            panic!("shares")
-        };
-        let k = all.iter().position(|&i| i == id).expect("id");
-        let y = clients
-            .get_mut(&id)
-            .expect("client")
-            .masked_input(&inbox, &x[k])
-            .expect("mask");
-        let encoded = postcard::to_allocvec(&y).expect("encode");
-        assert!(encoded.len() <= 4 * 100 + 2, "u32s travel as 4 bytes each");
-        server
-            .receive(id, check_server(ToServer::MaskedInput(y)))
-            .expect("input");
-    }
+    through(&mut server, cohort.share(&list), 102 * 5 + 1);
+    let inboxes = server
+        .close_shares()
+        .expect("U2")
+        .into_iter()
+        .map(|(id, inbox)| match check_client(ToClient::Shares(inbox)) {
+            ToClient::Shares(inbox) => (id, inbox),
+            _ => panic!("shares"),
+        })
+        .collect();
+    // u32s travel as 4 bytes each.
+    through(&mut server, cohort.mask(inboxes).0, 4 * 100 + 2);
     let ToClient::Survivors(survivors) =
         check_client(ToClient::Survivors(server.close_inputs().expect("U3")))
     else {
         panic!("survivors")
     };
     assert!(encoded_len(&survivors) <= 5 * 6 + 1);
-    for (id, c) in clients.iter_mut() {
-        let a = c.unmask(&survivors).expect("answer");
-        assert!(encoded_len(&a) <= 50 * 6 + 2);
-        server
-            .receive(*id, check_server(ToServer::Unmask(a)))
-            .expect("answer");
-    }
+    through(&mut server, cohort.unmask(&survivors), 50 * 6 + 2);
     assert_eq!(
         server.finish().expect("sum").sum,
         expected_sum(&x, &all, &all)
@@ -651,6 +657,12 @@ fn fifty_clients_ten_thousand_entries() {
     );
     assert!(out.mask_time < Duration::from_secs(5));
     assert!(out.finish_time < Duration::from_secs(20));
+}
+
+/// Whether the server refuses every one of `msgs`.
+fn all_refused(server: &mut Server, msgs: &[(ClientId, ToServer)]) -> bool {
+    msgs.iter()
+        .all(|(from, m)| server.receive(*from, m.clone()).is_err())
 }
 
 fn arb_id() -> impl Strategy<Value = ClientId> {
@@ -772,7 +784,7 @@ proptest! {
         let all = ids(5);
         let mut s = session_to_unmasking(cfg, &inputs(5, 2, seed), seed);
         let me = all[2];
-        let client = s.clients.get_mut(&me).expect("client");
+        let client = s.cohort.client(me);
         let mut answered: Option<Vec<ClientId>> = None;
         for picks in lists {
             // Index 5 stands for a stranger (id 1000).
@@ -806,41 +818,21 @@ proptest! {
         let cfg = config(5, 3, 4);
         let all = ids(5);
         let x = inputs(5, 4, seed);
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let (mut cohort, keys) = Cohort::new(cfg, &x, seed);
         let mut server = Server::new(cfg).expect("config");
-        let mut clients = BTreeMap::new();
-        for &id in &all {
-            let (c, keys) = Client::new(cfg, id, &mut rng).expect("config");
-            server.receive_keys(id, keys).expect("keys");
-            clients.insert(id, c);
-        }
-        // The cohort is full (n = 5): every hostile message is refused.
-        for (from, msg) in noise[0].clone() {
-            prop_assert!(server.receive(from, msg).is_err());
-        }
-        let list = server.close_keys().expect("U1");
-        for (id, c) in clients.iter_mut() {
-            let m = c.share_keys(&list, &mut rng).expect("share");
-            server.receive_shares(*id, m).expect("shares");
-        }
-        for (from, msg) in noise[1].clone() {
-            prop_assert!(server.receive(from, msg).is_err());
-        }
-        for (id, inbox) in server.close_shares().expect("U2") {
-            let k = all.iter().position(|&i| i == id).expect("id");
-            let y = clients.get_mut(&id).expect("client").masked_input(&inbox, &x[k]).expect("mask");
-            server.receive_input(id, y).expect("input");
-        }
-        for (from, msg) in noise[2].clone() {
-            prop_assert!(server.receive(from, msg).is_err());
-        }
-        let survivors = server.close_inputs().expect("U3");
-        for (id, c) in clients.iter_mut() {
-            server.receive_unmask(*id, c.unmask(&survivors).expect("answer")).expect("answer");
-        }
-        for (from, msg) in noise[3].clone() {
-            prop_assert!(server.receive(from, msg).is_err());
-        }
+        deliver(&mut server, keys, &[]);
+        // After each round's honest messages (the cohort is full at n = 5),
+        // every hostile message is refused.
+        prop_assert!(all_refused(&mut server, &noise[0]));
+        let shares = cohort.share(&server.close_keys().expect("U1"));
+        deliver(&mut server, shares, &[]);
+        prop_assert!(all_refused(&mut server, &noise[1]));
+        let (masked, _) = cohort.mask(server.close_shares().expect("U2"));
+        deliver(&mut server, masked, &[]);
+        prop_assert!(all_refused(&mut server, &noise[2]));
+        let answers = cohort.unmask(&server.close_inputs().expect("U3"));
+        deliver(&mut server, answers, &[]);
+        prop_assert!(all_refused(&mut server, &noise[3]));
         prop_assert_eq!(server.finish().expect("sum").sum, expected_sum(&x, &all, &all));
     }
 }
