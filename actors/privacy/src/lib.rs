@@ -37,11 +37,17 @@
 //! co-occurrence recommenders need, and a fixed dense layout is what secure
 //! aggregation (summing masked vectors, so that the node sees only sums over
 //! many TVs) requires.
+//!
+//! * **Secure aggregation** ([`secagg`]): TVs upload their noisy
+//!   contributions masked so that the node learns only their sum over a
+//!   cohort (Bonawitz et al. 2017), as sans-IO client and server state
+//!   machines.
 
 pub mod budget;
 pub mod contribution;
 pub mod ledger;
 pub mod mechanism;
+pub mod secagg;
 
 pub use budget::{Budget, BudgetError};
 pub use contribution::{Contribution, ContributionLayout, LayoutError, Watch};
