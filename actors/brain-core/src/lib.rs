@@ -10,6 +10,8 @@
 //! * [`delta`]: building the pattern upload under the privacy rules.
 //! * [`recommender`]: `recommend`, the hot path, over a [`CandidateSearch`];
 //!   its request and response are the socket's serde types.
+//! * [`schedule`]: when the TV syncs next and what it sends, within TV-side
+//!   bounds a node cannot move.
 //! * [`sync`]: the plans of what a sync, a catalog change and an
 //!   acknowledgement change.
 //! * [`error`]: [`CoreError`], what these plans and the recommender refuse.
@@ -18,6 +20,7 @@ pub mod delta;
 pub mod error;
 pub mod patterns;
 pub mod recommender;
+pub mod schedule;
 pub mod state;
 pub mod sync;
 
@@ -28,6 +31,7 @@ pub use recommender::{
     recommend, CandidateSearch, Reason, RecommendRequest, RecommendResponse, Recommendation,
     RecommenderConfig,
 };
+pub use schedule::{Next, Outcome, Schedule, ScheduleConfig, ScheduleConfigError, UploadKind};
 pub use state::{BrainState, Catalog, CatalogRecord, Episode, Versions};
 pub use sync::{
     plan_ack, plan_catalog, plan_sync, AckPlan, CatalogChange, CatalogPlan, SyncLimits, SyncPlan,
