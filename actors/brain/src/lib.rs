@@ -28,7 +28,10 @@ pub use index::{CatalogIndex, IndexConfig, IndexFile, IndexLoad, IndexScalar};
 pub use omega_brain_core::{
     recommend, BrainState, CandidateSearch, Catalog, CatalogChange, CatalogRecord, CoreError,
     DeltaConfig, DeltaPlan, LocalPattern, PatternBook, PatternConfig, PatternInfo, Reason,
-    RecommendRequest, RecommendResponse, Recommendation, RecommenderConfig, Versions,
+    RecommendRequest, RecommendResponse, Recommendation, RecommenderConfig, ScheduleConfig,
+    UploadKind, Versions,
 };
 pub use state::SharedState;
-pub use store::{BrainStore, ObserveOutcome, OpenOutcome, StoreConfig, SyncApplied};
+pub use store::{
+    BrainStore, ObserveOutcome, OpenOutcome, PreparedSync, StoreConfig, SyncApplied, SyncFinished,
+};
