@@ -14,8 +14,9 @@
 //! While a child is down its slot in the shared handles is empty, so calls to
 //! it fail fast with `Unavailable` rather than queueing.
 //!
-//! The Sync actor (a later issue) is one more [`Child`]: add a variant, its
-//! spawn in `spawn_child`, and a slot in `Shared`; the policy applies as is.
+//! Sync is one more [`Child`], started only when a node is configured; the
+//! policy applies to it as is (a Sync that cannot read its certificates fails
+//! its start and is retried with the backoff). At shutdown it stops first.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 
 use super::inference::Inference;
 use super::memory::Memory;
+use super::sync::SyncActor;
 use super::{slot, ChildKind, Shared};
 
 /// Backoff of restarts (omega-supervise's [`Backoff`]; the brain restarts
@@ -39,7 +41,7 @@ pub const DEFAULT_RESTART: RestartPolicy = Backoff {
     reset_after: Duration::from_secs(60),
 };
 
-/// The supervised children (Sync joins here later).
+/// The supervised children.
 pub(crate) type Child = ChildKind;
 
 /// Supervisor messages.
@@ -83,6 +85,14 @@ impl SupervisorState {
                     .map_err(|e| e.to_string())?;
                 let id = a.get_cell();
                 sh.memory.set(a);
+                id
+            }
+            ChildKind::Sync => {
+                let (a, _) = Actor::spawn_linked(None, SyncActor, sh.clone(), sup)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let id = a.get_cell();
+                sh.sync.set(a);
                 id
             }
         };
@@ -130,6 +140,9 @@ impl Actor for Supervisor {
         };
         // Memory first: recommend's view of the state comes from it.
         for kind in ChildKind::ALL {
+            if kind == ChildKind::Sync && shared.cfg.sync.is_none() {
+                continue;
+            }
             if let Err(e) = st.spawn_child(&myself, kind).await {
                 st.schedule_restart(&myself, kind, format!("start failed: {e}"));
             }
@@ -155,9 +168,9 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Shutdown(reply) => {
                 st.stopping = true;
-                // Front to back: no new embeddings, then Memory (its mailbox
-                // drains first: accepted writes finish).
-                for kind in [ChildKind::Inference, ChildKind::Memory] {
+                // Front to back: no more syncs, no new embeddings, then
+                // Memory (its mailbox drains first: accepted writes finish).
+                for kind in [ChildKind::Sync, ChildKind::Inference, ChildKind::Memory] {
                     st.shared.clear(kind);
                     if let Some((cell, _)) = st.children.iter().find(|(_, k)| *k == kind) {
                         let _ = cell.drain_and_wait(Some(Duration::from_secs(10))).await;
