@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use omega_supervise::{failure, Backoff, RestartDecision, RestartTracker};
+use omega_supervise::{failure, Backoff, RestartDecision, RestartTracker, Slot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::inference::Inference;
@@ -62,6 +62,24 @@ pub(crate) struct SupervisorState {
     stopping: bool,
 }
 
+/// Spawns `actor` linked to `sup` and puts its handle in `slot`.
+async fn spawn_into<A>(
+    actor: A,
+    sh: &Arc<Shared>,
+    slot: &Slot<A::Msg>,
+    sup: ractor::ActorCell,
+) -> Result<ractor::ActorCell, String>
+where
+    A: Actor<Arguments = Arc<Shared>>,
+{
+    let (a, _) = Actor::spawn_linked(None, actor, sh.clone(), sup)
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = a.get_cell();
+    slot.set(a);
+    Ok(id)
+}
+
 impl SupervisorState {
     async fn spawn_child(
         &mut self,
@@ -71,30 +89,9 @@ impl SupervisorState {
         let sup = myself.get_cell();
         let sh = self.shared.clone();
         let id = match kind {
-            ChildKind::Inference => {
-                let (a, _) = Actor::spawn_linked(None, Inference, sh.clone(), sup)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let id = a.get_cell();
-                sh.inference.set(a);
-                id
-            }
-            ChildKind::Memory => {
-                let (a, _) = Actor::spawn_linked(None, Memory, sh.clone(), sup)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let id = a.get_cell();
-                sh.memory.set(a);
-                id
-            }
-            ChildKind::Sync => {
-                let (a, _) = Actor::spawn_linked(None, SyncActor, sh.clone(), sup)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let id = a.get_cell();
-                sh.sync.set(a);
-                id
-            }
+            ChildKind::Inference => spawn_into(Inference, &sh, &sh.inference, sup).await?,
+            ChildKind::Memory => spawn_into(Memory, &sh, &sh.memory, sup).await?,
+            ChildKind::Sync => spawn_into(SyncActor, &sh, &sh.sync, sup).await?,
         };
         self.children.retain(|(_, k)| *k != kind);
         self.children.push((id, kind));
