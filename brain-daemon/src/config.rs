@@ -24,13 +24,41 @@
 //! max_batch = 32
 //! max_pending_texts = 1024
 //! # threads = 2                   # default: RAYON_NUM_THREADS or all cores
+//!
+//! [sync]                          # off while neither nodes nor dns is set
+//! nodes = []                      # node addresses "host:port", tried in order
+//! # dns = "nodes.example.net:4433" # a name resolving to several nodes, tried after `nodes`
+//! # server_name = "node-1"        # name in the node certificate; default: each address's host
+//! device_cert = "certs/device.crt" # relative paths are under the data directory
+//! device_key = "certs/device.key"
+//! node_ca = "certs/node-ca.crt"
+//! # crl = "certs/node-ca.crl"     # optional revocation list of the node CA
+//! region = "default"              # sent with each sync
+//! interval_min_secs = 300         # the TV's own interval: random in [min, max]
+//! interval_max_secs = 900
+//! min_interval_secs = 60          # a node's next_sync_secs / RetryAfter: never sooner ...
+//! max_interval_secs = 3600        # ... and never later than these
+//! backoff_base_secs = 10          # unreachable: full-jitter backoff from base ...
+//! backoff_cap_secs = 1800         # ... doubling up to cap
+//! max_snapshots_per_day = 4       # ResyncRequired past it: a delta at the own interval
+//! max_catalog_pages = 20          # exchanges per cycle while catalog pages say `more`
+//! connect_timeout_secs = 10       # handshake per address
+//! exchange_timeout_secs = 30      # one request and its answer
 //! ```
+//!
+//! Offline (no node reachable, for days): recommendations keep using what
+//! the store holds; the sync keeps one timer, its last error and counters,
+//! and backs off to at most `backoff_cap_secs` between attempts; nothing is
+//! queued (each request is built from the store when it is sent).
 //!
 //! Unknown keys are refused (a typo should not silently mean "default").
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use omega_brain::actors::{BrainConfig, InferenceConfig};
+use omega_brain::actors::{BrainConfig, InferenceConfig, SyncConfig};
+use omega_brain::ScheduleConfig;
+use omega_protocol::Region;
 use serde::Deserialize;
 
 /// Errors reading the configuration.
@@ -84,6 +112,8 @@ pub struct DaemonConfig {
     pub store: StoreSection,
     /// Inference limits.
     pub inference: InferenceSection,
+    /// Sync with constellation nodes.
+    pub sync: SyncSection,
 }
 
 impl Default for DaemonConfig {
@@ -100,6 +130,7 @@ impl Default for DaemonConfig {
             log: "info".into(),
             store: StoreSection::default(),
             inference: InferenceSection::default(),
+            sync: SyncSection::default(),
         }
     }
 }
@@ -153,6 +184,132 @@ impl Default for InferenceSection {
             max_pending_texts: d.max_pending_texts,
             threads: d.threads,
         }
+    }
+}
+
+/// `[sync]` (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSection {
+    /// Node addresses, `host:port`.
+    pub nodes: Vec<String>,
+    /// A `name:port` resolving to several nodes.
+    pub dns: Option<String>,
+    /// The name the node certificates carry (default: each address's host).
+    pub server_name: Option<String>,
+    /// Device certificate (relative: under the data directory).
+    pub device_cert: PathBuf,
+    /// Device key.
+    pub device_key: PathBuf,
+    /// Node CA certificate.
+    pub node_ca: PathBuf,
+    /// Node CA revocation list.
+    pub crl: Option<PathBuf>,
+    /// Region sent with each sync.
+    pub region: String,
+    /// Own interval, lower end.
+    pub interval_min_secs: u64,
+    /// Own interval, upper end.
+    pub interval_max_secs: u64,
+    /// Soonest a node may ask for.
+    pub min_interval_secs: u64,
+    /// Latest a node may push to.
+    pub max_interval_secs: u64,
+    /// Backoff base.
+    pub backoff_base_secs: u64,
+    /// Backoff cap.
+    pub backoff_cap_secs: u64,
+    /// Snapshots per 24 hours.
+    pub max_snapshots_per_day: u32,
+    /// Exchanges per cycle while paging the catalog.
+    pub max_catalog_pages: u32,
+    /// Handshake bound per address.
+    pub connect_timeout_secs: u64,
+    /// Exchange bound.
+    pub exchange_timeout_secs: u64,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        let s = ScheduleConfig::default();
+        Self {
+            nodes: Vec::new(),
+            dns: None,
+            server_name: None,
+            device_cert: "certs/device.crt".into(),
+            device_key: "certs/device.key".into(),
+            node_ca: "certs/node-ca.crt".into(),
+            crl: None,
+            region: "default".into(),
+            interval_min_secs: s.interval_min_secs,
+            interval_max_secs: s.interval_max_secs,
+            min_interval_secs: s.min_interval_secs,
+            max_interval_secs: s.max_interval_secs,
+            backoff_base_secs: s.backoff_base_secs,
+            backoff_cap_secs: s.backoff_cap_secs,
+            max_snapshots_per_day: s.max_snapshots_per_day,
+            max_catalog_pages: s.max_catalog_pages,
+            connect_timeout_secs: 10,
+            exchange_timeout_secs: 30,
+        }
+    }
+}
+
+impl SyncSection {
+    /// Whether a node is configured.
+    pub fn enabled(&self) -> bool {
+        !self.nodes.is_empty() || self.dns.is_some()
+    }
+
+    fn schedule(&self) -> ScheduleConfig {
+        ScheduleConfig {
+            interval_min_secs: self.interval_min_secs,
+            interval_max_secs: self.interval_max_secs,
+            min_interval_secs: self.min_interval_secs,
+            max_interval_secs: self.max_interval_secs,
+            backoff_base_secs: self.backoff_base_secs,
+            backoff_cap_secs: self.backoff_cap_secs,
+            max_snapshots_per_day: self.max_snapshots_per_day,
+            max_catalog_pages: self.max_catalog_pages,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(format!("sync: {m}"));
+        self.schedule().validate().map_err(|e| bad(e.to_string()))?;
+        Region::new(self.region.as_str()).map_err(|e| bad(e.to_string()))?;
+        if self.nodes.len() > omega_brain::actors::MAX_ADDRESSES {
+            return Err(bad(format!(
+                "at most {} nodes",
+                omega_brain::actors::MAX_ADDRESSES
+            )));
+        }
+        if self.connect_timeout_secs == 0 || self.exchange_timeout_secs == 0 {
+            return Err(bad("timeouts must be at least 1 s".into()));
+        }
+        Ok(())
+    }
+
+    /// The actor's configuration (`None` when no node is configured);
+    /// relative paths are taken under `data_dir`.
+    fn sync_config(&self, data_dir: &Path) -> Option<SyncConfig> {
+        if !self.enabled() {
+            return None;
+        }
+        let region = Region::new(self.region.as_str()).ok()?;
+        Some(SyncConfig {
+            nodes: self.nodes.clone(),
+            dns: self.dns.clone(),
+            server_name: self.server_name.clone(),
+            device_cert: data_dir.join(&self.device_cert),
+            device_key: data_dir.join(&self.device_key),
+            node_ca: data_dir.join(&self.node_ca),
+            crl: self.crl.as_ref().map(|c| data_dir.join(c)),
+            region,
+            schedule: self.schedule(),
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            exchange_timeout: Duration::from_secs(self.exchange_timeout_secs),
+        })
     }
 }
 
@@ -212,6 +369,7 @@ impl DaemonConfig {
                 )));
             }
         }
+        self.sync.validate()?;
         if self.max_request_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_request_bytes must be at least 1024".into(),
@@ -235,6 +393,7 @@ impl DaemonConfig {
         };
         b.mood_cache = self.mood_cache;
         b.debug_ops = self.debug_ops;
+        b.sync = self.sync.sync_config(data_dir);
         b
     }
 }
@@ -264,5 +423,36 @@ mod tests {
         );
         assert_eq!(c.max_request_bytes, 65536);
         assert!(toml::from_str::<DaemonConfig>("max_conections = 3").is_err());
+    }
+
+    #[test]
+    fn sync_is_off_without_a_node_and_checks_its_bounds() {
+        let d = DaemonConfig::default();
+        assert!(d
+            .brain_config(Path::new("d"), Path::new("m"))
+            .sync
+            .is_none());
+        let c: DaemonConfig = toml::from_str(
+            "[sync]\nnodes = [\"127.0.0.1:4433\"]\nnode_ca = \"/etc/ca.crt\"\nregion = \"eu\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let s = c
+            .brain_config(Path::new("/d"), Path::new("m"))
+            .sync
+            .unwrap();
+        assert_eq!(s.node_ca, PathBuf::from("/etc/ca.crt"));
+        assert_eq!(s.device_cert, PathBuf::from("/d/certs/device.crt"));
+        assert_eq!(s.schedule, ScheduleConfig::default());
+        for broken in [
+            "[sync]\nmin_interval_secs = 0\n",
+            "[sync]\ninterval_min_secs = 10\n",
+            "[sync]\nregion = \"EU\"\n",
+            "[sync]\nmax_catalog_pages = 0\n",
+        ] {
+            let c: DaemonConfig = toml::from_str(broken).unwrap();
+            assert!(c.validate().is_err(), "{broken}");
+        }
+        assert!(toml::from_str::<DaemonConfig>("[sync]\nnode = []\n").is_err());
     }
 }

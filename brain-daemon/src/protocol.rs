@@ -16,11 +16,11 @@
 //! | `observe` | `content_id`, `fraction` 0–1, `at` unix seconds (default now), `hour`, `weekday` (default: from `at`, UTC) | `{"seq", "patterns_changed", "known_item"}`, sent after the durable commit |
 //! | `catalog.upsert` | `items`: [{`id`, `title`, `genres`, `year`, `description`}] | `{"upserted", "catalog_items"}` (embedded by the model, all or nothing) |
 //! | `catalog.import` | `path` (a JSON-lines file of items, read by the daemon) or `lines` (the same text inline) | `{"imported", "upserted", "catalog_items"}` (committed in chunks of 512 items) |
-//! | `stats` | – | counters: `episodes`, `last_episode_seq`, `local_patterns`, `global_patterns`, `trends`, `catalog_items`, `index_items`, versions |
+//! | `stats` | – | counters: `episodes`, `last_episode_seq`, `local_patterns`, `global_patterns`, `trends`, `catalog_items`, `index_items`, versions, `forget_pending`, and `sync`: `{"enabled", "last_success_ms", "last_error": {"kind", "message", "at_ms"}, "next_attempt_ms", "next_kind", "syncs_ok", "syncs_failed", "bytes_up", "bytes_down", "snapshots_today", "snapshots_refused", "node"}` (bytes: request and response frames, totals) |
 //! | `history` | `limit` 1–1000 (default 100) | `{"episodes": [{"seq", "content_id", "fraction", "at", "hour", "weekday"}]}` newest first |
 //! | `health` | – | `model` (loading/ready/failed), `store` (opened/created/recovered/down), `store_recovered`, `index` (loaded/rebuilt), `index_rebuilt_reason`, `running`, `restarts`, `last_failures` |
-//! | `forget` | – | `{"forgotten": true}`: history and local patterns erased |
-//! | `sync.now` | – | always the error `not_available` until the sync issue lands |
+//! | `forget` | – | `{"forgotten": true}`: history and local patterns erased; the next syncs send a forget until a node accepts it |
+//! | `sync.now` | – | a sync attempt now (system role): `{"outcome": "ok" \| "retry_after" \| "resync_required" \| "unreachable" \| "refused" \| "local", "kind": "delta" \| "snapshot" \| "forget", "node", "message", "bytes_up", "bytes_down", "catalog_upserted", "catalog_more", "forget_acknowledged", "next_attempt_ms"}`; `not_available` when no node is configured |
 //! | `debug.panic_inference` | – | `{"armed": true}`; only with `debug_ops = true`, else `debug_disabled`. The `debug.*` ops exist only in a build with the `testing` feature (the tests'); elsewhere they are `unknown_op` |
 //! | `debug.hold` | `timeout_ms` 1–30000 (default 30000) | `{"released": true}` once a `debug.release` comes, `{"released": false}` at the timeout; meanwhile it is a request in flight like any other (it counts against both in-flight limits, and shutdown waits for it). Only with `debug_ops = true`, else `debug_disabled` |
 //! | `debug.release` | – | `{"released": n}`: ends every `debug.hold` waiting now (n of them). Answered at once by the connection, outside the in-flight limits (so it works while they are reached). Only with `debug_ops = true`, else `debug_disabled` |
@@ -44,7 +44,7 @@
 //! | `storage_error` | redb failed (I/O); nothing was changed | stays open |
 //! | `disk_full` | redb failed for lack of space; nothing was changed | stays open |
 //! | `catalog_full` | the catalog limit would be exceeded; nothing was changed | stays open |
-//! | `not_available` | the op exists but its part does not yet (`sync.now`) | stays open |
+//! | `not_available` | the op's part is off (`sync.now` with no node configured) | stays open |
 //! | `debug_disabled` | a `debug.*` op without `debug_ops = true` | stays open |
 //! | `internal` | anything else (logged) | stays open |
 
@@ -96,6 +96,7 @@ impl From<ActorError> for ProtoError {
             ActorError::Invalid(_) => "invalid_field",
             #[cfg(feature = "testing")]
             ActorError::DebugDisabled => "debug_disabled",
+            ActorError::SyncDisabled => "not_available",
             ActorError::Spawn(_) | ActorError::RecommendPanicked(_) => "internal",
             ActorError::Brain(b) => match b {
                 BrainError::Core(CoreError::CatalogFull { .. }) => "catalog_full",

@@ -429,10 +429,7 @@ async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
             brain.forget().await?;
             Ok(json!({"forgotten": true}))
         }
-        Request::SyncNow => Err(ProtoError::new(
-            "not_available",
-            "sync is not available until the sync issue lands; nothing was sent",
-        )),
+        Request::SyncNow => to_json(&brain.sync_now().await?),
         #[cfg(feature = "testing")]
         r @ (Request::DebugPanicInference
         | Request::DebugHold(_)

@@ -11,6 +11,8 @@
 //! * [`recommender`]: `recommend`, the hot path, over a [`CandidateSearch`];
 //!   its request and response are the socket's serde types.
 //! * [`release`]: the next private release's vector, before noise.
+//! * [`schedule`]: when the TV syncs next and what it sends, within TV-side
+//!   bounds a node cannot move.
 //! * [`sync`]: the plans of what a sync, a catalog change and an
 //!   acknowledgement change.
 //! * [`error`]: [`CoreError`], what these plans and the recommender refuse.
@@ -20,6 +22,7 @@ pub mod error;
 pub mod patterns;
 pub mod recommender;
 pub mod release;
+pub mod schedule;
 pub mod state;
 pub mod sync;
 
@@ -30,6 +33,7 @@ pub use recommender::{
     recommend, recommend_among, CandidateSearch, Reason, RecommendRequest, RecommendResponse,
     Recommendation, RecommenderConfig,
 };
+pub use schedule::{Next, Outcome, Schedule, ScheduleConfig, ScheduleConfigError, UploadKind};
 pub use state::{BrainState, Catalog, CatalogRecord, Episode, Versions};
 pub use sync::{
     plan_ack, plan_catalog, plan_sync, AckPlan, CatalogChange, CatalogPlan, SyncLimits, SyncPlan,

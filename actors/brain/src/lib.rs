@@ -10,7 +10,8 @@
 //! * [`state`]: [`SharedState`], the one in-memory [`BrainState`] the store
 //!   mirrors and every `recommend` reads, behind a read-write lock.
 //! * [`error`]: the typed [`BrainError`] of every fallible call.
-//! * [`actors`]: the supervised ractor actors (inference, memory) and
+//! * [`actors`]: the supervised ractor actors (inference, memory, and sync
+//!   when a node is configured) and
 //!   [`actors::Brain`], the handle the daemon and the benchmarks talk to; it
 //!   runs `recommend` itself, concurrently, over the shared state and index.
 //!
@@ -28,7 +29,10 @@ pub use index::{CatalogIndex, IndexConfig, IndexFile, IndexLoad, IndexScalar};
 pub use omega_brain_core::{
     recommend, BrainState, CandidateSearch, Catalog, CatalogChange, CatalogRecord, CoreError,
     DeltaConfig, DeltaPlan, LocalPattern, PatternBook, PatternConfig, PatternInfo, Reason,
-    RecommendRequest, RecommendResponse, Recommendation, RecommenderConfig, Versions,
+    RecommendRequest, RecommendResponse, Recommendation, RecommenderConfig, ScheduleConfig,
+    UploadKind, Versions,
 };
 pub use state::SharedState;
-pub use store::{BrainStore, ObserveOutcome, OpenOutcome, StoreConfig, SyncApplied};
+pub use store::{
+    BrainStore, ObserveOutcome, OpenOutcome, PreparedSync, StoreConfig, SyncApplied, SyncFinished,
+};

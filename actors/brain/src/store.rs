@@ -28,6 +28,12 @@
 //!   the node holds), global, catalog (the node's), and a local catalog
 //!   revision the index file is tied to.
 //!
+//! * the forget tombstone queue: `forget` bumps a durable forget generation
+//!   in its own transaction; while it is ahead of the generation a node
+//!   acknowledged, [`BrainStore::prepare_sync`] builds a `Forget` request
+//!   (before anything else), and [`BrainStore::finish_sync`] records the
+//!   node's acceptance in the same transaction as the rest of that sync.
+//!
 //! What a sync, a catalog change or an acknowledgement changes is planned by
 //! omega-brain-core ([`omega_brain_core::sync`]) over the mirror; the store
 //! writes the plan in one transaction and, once committed, applies it to the
@@ -54,9 +60,10 @@ use omega_brain_core::sync::{
     plan_ack, plan_catalog, plan_sync, CatalogChange, CatalogPlan, SyncLimits,
 };
 use omega_brain_core::CoreError;
+use omega_brain_core::UploadKind;
 use omega_protocol::{
-    CatalogEntry, ContentId, GlobalPattern, PatternId, SyncAccepted, SyncKind, ViewingContext,
-    ViewingEvent,
+    CatalogEntry, ContentId, GlobalPattern, PatternDelta, PatternId, Region, SyncAccepted,
+    SyncKind, SyncRequest, ViewingContext, ViewingEvent,
 };
 use rand::Rng;
 use redb::{
@@ -196,6 +203,38 @@ pub struct BrainStore {
     cfg: StoreConfig,
     state: SharedState,
     next_episode: u64,
+    forget: ForgetQueue,
+}
+
+/// The forget tombstone: generations of `forget` asked and acknowledged by a
+/// node (both durable in the meta table). Pending while `asked > acked`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ForgetQueue {
+    asked: u64,
+    acked: u64,
+}
+
+/// A sync request ready to send, and what to do with its answer
+/// ([`BrainStore::finish_sync`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedSync {
+    /// The request.
+    pub request: SyncRequest,
+    /// For a `Forget` request: the forget generation it carries (acknowledged
+    /// when the node accepts it).
+    pub forget_generation: Option<u64>,
+}
+
+/// What [`BrainStore::finish_sync`] did.
+#[derive(Debug, Default)]
+pub struct SyncFinished {
+    /// What applying the answer did.
+    pub applied: SyncApplied,
+    /// Set when the node's acknowledgement was refused (it named a version the
+    /// TV never sent); the download was applied anyway.
+    pub ack_refused: Option<BrainError>,
+    /// Whether this sync completed a pending forget.
+    pub forget_acknowledged: bool,
 }
 
 impl BrainStore {
@@ -295,6 +334,10 @@ impl BrainStore {
             catalog_rev: m("catalog_rev")?,
         };
         let next_episode = m("next_episode")?;
+        let forget = ForgetQueue {
+            asked: m("forget_asked")?,
+            acked: m("forget_acked")?,
+        };
         state.patterns.set_next_id(m("next_pattern_id")?);
         state.catalog.set_next_key(m("next_catalog_key")?);
 
@@ -385,6 +428,7 @@ impl BrainStore {
             cfg,
             state: SharedState::new(state),
             next_episode,
+            forget,
         };
         me.cfg.max_episodes = me.cfg.max_episodes.max(1);
         Ok(me)
@@ -612,6 +656,16 @@ impl BrainStore {
     /// [`SyncApplied::catalog_refused`]) and the versions. One transaction.
     /// The pattern acknowledgement is separate: [`Self::acknowledge`].
     pub fn apply_sync(&mut self, accepted: &SyncAccepted) -> Result<SyncApplied, BrainError> {
+        self.apply_sync_with(accepted, &[])
+    }
+
+    /// [`Self::apply_sync`], writing `extra` meta entries in the same
+    /// transaction.
+    fn apply_sync_with(
+        &mut self,
+        accepted: &SyncAccepted,
+        extra: &[(&str, u64)],
+    ) -> Result<SyncApplied, BrainError> {
         let st = self.state.read();
         let plan = plan_sync(&st, accepted, &self.limits())?;
         if let Some(e) = &plan.catalog_refused {
@@ -643,7 +697,9 @@ impl BrainStore {
             if let Some(p) = &plan.catalog {
                 Self::write_catalog(txn, p)?;
             }
-            Self::put_meta(txn, &plan.versions, &[("next_catalog_key", next_key)])
+            let mut meta = vec![("next_catalog_key", next_key)];
+            meta.extend_from_slice(extra);
+            Self::put_meta(txn, &plan.versions, &meta)
         })?;
         let catalog_refused = plan.catalog_refused.clone();
         let catalog = plan.apply(&mut self.state.write());
@@ -705,19 +761,123 @@ impl BrainStore {
         Ok(())
     }
 
+    /// What the TV uploads in a sync of `kind`.
+    ///
+    /// **Until the private contribution lands this uploads no pattern data at
+    /// all**: an empty [`PatternDelta`] (`Delta` from the acknowledged version
+    /// to itself, or an empty `Snapshot` after `ResyncRequired`), so versions
+    /// do not move with views either. The private contribution (differential
+    /// privacy within a daily budget, see issue 14) replaces this one
+    /// function; nothing else in the sync path builds an upload.
+    /// [`Self::build_delta`] and [`Self::build_snapshot`] are deliberately not
+    /// called here: their output leaks what was watched.
+    pub fn upload_for_sync(&self, kind: UploadKind) -> DeltaPlan {
+        let acked = self.state.read().versions.acked;
+        DeltaPlan {
+            kind: match kind {
+                UploadKind::Delta => SyncKind::Delta,
+                UploadKind::Snapshot => SyncKind::Snapshot,
+            },
+            base_version: match kind {
+                UploadKind::Delta => acked,
+                UploadKind::Snapshot => 0,
+            },
+            upto_version: acked,
+            delta: PatternDelta::default(),
+            more: false,
+        }
+    }
+
+    /// The forget generation waiting for a node's acceptance, if any.
+    pub fn forget_pending(&self) -> Option<u64> {
+        (self.forget.asked > self.forget.acked).then_some(self.forget.asked)
+    }
+
+    /// The next sync request: a `Forget` while one is pending (whatever
+    /// `kind` says), else [`Self::upload_for_sync`]'s upload, with the global
+    /// and catalog versions held and `region`.
+    pub fn prepare_sync(&self, kind: UploadKind, region: Region) -> PreparedSync {
+        let versions = self.state.read().versions;
+        let (kind, base_version, pattern_version, delta, forget_generation) =
+            match self.forget_pending() {
+                Some(g) => (SyncKind::Forget, 0, 0, PatternDelta::default(), Some(g)),
+                None => {
+                    let p = self.upload_for_sync(kind);
+                    (p.kind, p.base_version, p.upto_version, p.delta, None)
+                }
+            };
+        PreparedSync {
+            request: SyncRequest {
+                kind,
+                base_version,
+                pattern_version,
+                global_version: versions.global,
+                catalog_version: versions.catalog,
+                region,
+                delta,
+            },
+            forget_generation,
+        }
+    }
+
+    /// Applies a node's acceptance of `sent` ([`Self::apply_sync`]) and
+    /// then: for a `Forget`, records its generation as acknowledged in the
+    /// same transaction (the tombstone is done once no newer forget is
+    /// pending); otherwise acknowledges the upload ([`Self::acknowledge`],
+    /// a second transaction), unless a forget is pending (the node is about to
+    /// drop everything anyway). An acknowledgement naming a version the TV
+    /// never sent, or failing to commit, is reported in
+    /// [`SyncFinished::ack_refused`] with the download applied.
+    pub fn finish_sync(
+        &mut self,
+        sent: &PreparedSync,
+        accepted: &SyncAccepted,
+    ) -> Result<SyncFinished, BrainError> {
+        if let Some(g) = sent.forget_generation {
+            let acked = self.forget.acked.max(g);
+            let applied = self.apply_sync_with(accepted, &[("forget_acked", acked)])?;
+            self.forget.acked = acked;
+            return Ok(SyncFinished {
+                applied,
+                ack_refused: None,
+                forget_acknowledged: self.forget_pending().is_none(),
+            });
+        }
+        let applied = self.apply_sync(accepted)?;
+        let ack_refused = match self.forget_pending() {
+            Some(_) => None,
+            None => self
+                .acknowledge(
+                    sent.request.kind,
+                    accepted.acked_version,
+                    delta::MIN_DISTINCT_ITEMS,
+                )
+                .err(),
+        };
+        Ok(SyncFinished {
+            applied,
+            ack_refused,
+            forget_acknowledged: false,
+        })
+    }
+
     /// Privacy rule 4: erases the viewing history and local patterns (ids are
-    /// never reused). The caller then sends a `Forget` sync.
+    /// never reused) and, in the same transaction, queues the forget
+    /// tombstone: the next syncs send `Forget` until a node accepts it
+    /// ([`Self::forget_pending`]).
     pub fn forget(&mut self) -> Result<(), BrainError> {
         let mut versions = self.state.read().versions;
         versions.pattern += 1;
         versions.acked = 0;
+        let asked = self.forget.asked + 1;
         self.write(|txn| {
             for t in [EPISODES, PATTERNS, TOMBSTONES] {
                 txn.delete_table(t).map_err(BrainError::storage)?;
                 txn.open_table(t).map_err(BrainError::storage)?;
             }
-            Self::put_meta(txn, &versions, &[])
+            Self::put_meta(txn, &versions, &[("forget_asked", asked)])
         })?;
+        self.forget.asked = asked;
         let mut st = self.state.write();
         st.clear_episodes();
         st.patterns.clear();

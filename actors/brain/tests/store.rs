@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use omega_brain::store::{BrainStore, OpenOutcome, StoreConfig};
 use omega_brain::{BrainError, CoreError, PatternConfig};
+use omega_brain_core::UploadKind;
 use omega_protocol::{
     CatalogPage, ContextBucket, GlobalPattern, PatternId, SyncAccepted, SyncKind, TrendSignal,
 };
@@ -562,4 +563,109 @@ proptest::proptest! {
         let (s, _) = BrainStore::open(&path, cfg).unwrap();
         proptest::prop_assert_eq!(mirror(&s), before);
     }
+}
+
+/// The sync path uploads no pattern data (until the private contribution
+/// lands), whatever was watched, for deltas and snapshots alike.
+#[test]
+fn the_sync_upload_carries_no_pattern_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = BrainStore::open(dir.path().join("b.redb"), StoreConfig::default()).unwrap();
+    let (catalog, _) = clustered_catalog(2, 5, 1);
+    s.update_catalog(&catalog, &[]).unwrap();
+    for i in 0..20u64 {
+        s.observe(event(&format!("c{}-{}", i % 2, i % 5), 0.95, 1_000 + i))
+            .unwrap();
+    }
+    assert!(s.state().versions.pattern > 0);
+    assert!(
+        !s.build_delta(&Default::default(), &mut rand::rng())
+            .delta
+            .is_empty(),
+        "there is something that could leak"
+    );
+    let region = omega_protocol::Region::new("eu").unwrap();
+    for kind in [UploadKind::Delta, UploadKind::Snapshot] {
+        let p = s.prepare_sync(kind, region.clone());
+        assert!(p.request.delta.is_empty(), "{kind:?}");
+        assert_eq!(p.request.pattern_version, 0, "views do not move versions");
+        assert_eq!(p.forget_generation, None);
+    }
+    assert_eq!(
+        s.prepare_sync(UploadKind::Snapshot, region).request.kind,
+        SyncKind::Snapshot
+    );
+}
+
+#[test]
+fn forget_queues_a_tombstone_until_a_node_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.redb");
+    let region = omega_protocol::Region::new("eu").unwrap();
+    let sent = {
+        let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+        assert_eq!(s.forget_pending(), None);
+        s.forget().unwrap();
+        assert_eq!(s.forget_pending(), Some(1));
+        s.prepare_sync(UploadKind::Delta, region.clone())
+    };
+    assert_eq!(sent.request.kind, SyncKind::Forget);
+    assert!(sent.request.delta.is_empty());
+    // The flag survives a restart; a refused or lost attempt leaves it.
+    let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+    assert_eq!(s.forget_pending(), Some(1));
+    let again = s.prepare_sync(UploadKind::Snapshot, region.clone());
+    assert_eq!(again.request.kind, SyncKind::Forget);
+    // A second forget while the first is in flight: accepting the first does
+    // not clear the second.
+    s.forget().unwrap();
+    let fin = s
+        .finish_sync(
+            &again,
+            &SyncAccepted {
+                global_version: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(!fin.forget_acknowledged);
+    assert_eq!(s.state().versions.global, 2, "the download applies");
+    let second = s.prepare_sync(UploadKind::Delta, region.clone());
+    assert_eq!(second.forget_generation, Some(2));
+    let fin = s.finish_sync(&second, &SyncAccepted::default()).unwrap();
+    assert!(fin.forget_acknowledged);
+    assert_eq!(s.forget_pending(), None);
+    drop(s);
+    let (s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+    assert_eq!(s.forget_pending(), None, "cleared durably");
+    assert_eq!(
+        s.prepare_sync(UploadKind::Delta, region).request.kind,
+        SyncKind::Delta
+    );
+}
+
+#[test]
+fn finish_sync_refuses_an_acknowledgement_the_tv_never_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = BrainStore::open(dir.path().join("b.redb"), StoreConfig::default()).unwrap();
+    let p = s.prepare_sync(
+        UploadKind::Delta,
+        omega_protocol::Region::new("eu").unwrap(),
+    );
+    let fin = s
+        .finish_sync(
+            &p,
+            &SyncAccepted {
+                acked_version: 99,
+                global_version: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        fin.ack_refused,
+        Some(BrainError::Core(CoreError::BadAck { acked: 99, .. }))
+    ));
+    assert_eq!(s.state().versions.acked, 0);
+    assert_eq!(s.state().versions.global, 1);
 }

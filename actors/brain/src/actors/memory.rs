@@ -4,6 +4,10 @@
 //! * Every redb call (open, commit) runs in `spawn_blocking`: the store is
 //!   moved into the blocking task and back. A panic there fails the actor; the
 //!   supervisor restarts it and the new incarnation reopens the file.
+//! * Sync: Memory builds each request ([`BrainStore::prepare_sync`]: a
+//!   pending forget first, else the upload) and applies each accepted answer
+//!   ([`BrainStore::finish_sync`]), catalog pages included (to the index as
+//!   below).
 //! * `observe` replies after the commit (durable). A failed commit (disk full)
 //!   replies with the error and changes nothing.
 //! * Catalog changes are applied to the index under its write lock; then the
@@ -22,17 +26,23 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use omega_protocol::{CatalogEntry, ViewingEvent};
+use omega_brain_core::{CatalogChange, UploadKind};
+use omega_protocol::{CatalogEntry, Region, SyncAccepted, ViewingEvent};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::{
     ActorError, CatalogUpdate, HistoryEntry, MemoryView, Reply, Shared, Stats, StoreRecovery,
 };
 use crate::index::{CatalogIndex, IndexLoad};
-use crate::store::{BrainStore, ObserveOutcome, OpenOutcome};
+use crate::store::{BrainStore, ObserveOutcome, OpenOutcome, PreparedSync, SyncFinished};
 
 pub(crate) enum MemoryMsg {
     Observe(ViewingEvent, Reply<ObserveOutcome>),
+    /// The next sync request (see [`BrainStore::prepare_sync`]).
+    PrepareSync(UploadKind, Region, Reply<PreparedSync>),
+    /// A node's acceptance of a prepared request (see
+    /// [`BrainStore::finish_sync`]); catalog changes go to the index.
+    FinishSync(Box<PreparedSync>, Box<SyncAccepted>, Reply<SyncFinished>),
     UpsertCatalog(Vec<CatalogEntry>, Reply<CatalogUpdate>),
     Stats(Reply<Stats>),
     History(usize, Reply<Vec<HistoryEntry>>),
@@ -44,6 +54,28 @@ pub(crate) struct Memory;
 struct Inner {
     store: BrainStore,
     index: Arc<RwLock<CatalogIndex>>,
+}
+
+impl Inner {
+    /// Applies a committed catalog change to the index, then saves the index.
+    /// Locks in recommend's order: state, then index. Serialized under the
+    /// index's read lock, written and synced with none: recommends never wait
+    /// on the disk. A failed save is logged (the file is a cache).
+    fn index_catalog_change(&mut self, change: &CatalogChange) -> Result<(), crate::BrainError> {
+        if change.is_empty() {
+            return Ok(());
+        }
+        let file = {
+            let state = self.store.state();
+            self.index.write().apply(&state.catalog, change)?;
+            let rev = state.versions.catalog_rev;
+            self.index.read().snapshot(&state.catalog, rev)
+        };
+        if let Err(e) = file.and_then(|f| f.write(&self.store.index_path())) {
+            tracing::warn!(error = %e, "saving the index failed; it is rebuilt at the next start");
+        }
+        Ok(())
+    }
 }
 
 pub(crate) struct MemoryState {
@@ -129,24 +161,27 @@ impl Actor for Memory {
             MemoryMsg::UpsertCatalog(entries, reply) => {
                 let r = blocking(st, move |i| {
                     let change = i.store.update_catalog(&entries, &[])?;
-                    if !change.is_empty() {
-                        // Locks in recommend's order: state, then index.
-                        // Serialized under the index's read lock, written and
-                        // synced with none: recommends never wait on the disk.
-                        let file = {
-                            let state = i.store.state();
-                            i.index.write().apply(&state.catalog, &change)?;
-                            let rev = state.versions.catalog_rev;
-                            i.index.read().snapshot(&state.catalog, rev)
-                        };
-                        if let Err(e) = file.and_then(|f| f.write(&i.store.index_path())) {
-                            tracing::warn!(error = %e, "saving the index failed; it is rebuilt at the next start");
-                        }
-                    }
+                    i.index_catalog_change(&change)?;
                     Ok::<_, crate::BrainError>(CatalogUpdate {
                         upserted: change.upserted.len(),
                         catalog_items: i.store.state().catalog.len(),
                     })
+                })
+                .await?;
+                let _ = reply.send(r.map_err(ActorError::from));
+            }
+            MemoryMsg::PrepareSync(kind, region, reply) => {
+                let i = st
+                    .inner
+                    .as_ref()
+                    .ok_or(omega_supervise::BlockingError::Lost("store"))?;
+                let _ = reply.send(Ok(i.store.prepare_sync(kind, region)));
+            }
+            MemoryMsg::FinishSync(sent, accepted, reply) => {
+                let r = blocking(st, move |i| {
+                    let f = i.store.finish_sync(&sent, &accepted)?;
+                    i.index_catalog_change(&f.applied.catalog)?;
+                    Ok::<_, crate::BrainError>(f)
                 })
                 .await?;
                 let _ = reply.send(r.map_err(ActorError::from));
@@ -175,6 +210,8 @@ impl Actor for Memory {
                     global_version: s.versions.global,
                     catalog_version: s.versions.catalog,
                     catalog_rev: s.versions.catalog_rev,
+                    forget_pending: i.store.forget_pending().is_some(),
+                    sync: super::sync::SyncStatus::default(),
                 }));
             }
             MemoryMsg::History(limit, reply) => {

@@ -6,7 +6,7 @@
 //! Supervisor (root, spawned by Brain::start)
 //! ├── Inference    owns Arc<Embedder>; model runs in spawn_blocking; batches
 //! ├── Memory       owns BrainStore (redb) + CatalogIndex (usearch); shares both read-only
-//! └── (Sync)       the sync issue adds it here: see `supervisor::Child`
+//! └── Sync         owns the QUIC client; syncs on its schedule (only with a node configured)
 //! ```
 //!
 //! `recommend` has no actor: [`Brain::recommend`] runs it itself (see below).
@@ -34,6 +34,9 @@
 //!   on the mirror update after one). A mood text is looked up in the shared mood cache
 //!   ([`BrainConfig::mood_cache`] vectors, least recently used evicted); only
 //!   a miss goes to Inference.
+//! * sync: Sync → Memory for the request, the node over QUIC, Memory again to
+//!   apply the answer (see [`sync`](self::sync) module docs); `sync_now`:
+//!   [`Brain`] → Sync. Nothing on the recommend path waits for it.
 //! * `embed`: [`Brain`] → Inference. Requests that wait while a batch runs are
 //!   drained into the next `embed_batch` (up to [`InferenceConfig::max_batch`]
 //!   texts).
@@ -57,6 +60,7 @@
 mod inference;
 mod memory;
 mod supervisor;
+mod sync;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -81,10 +85,12 @@ use omega_brain_core::{recommend, RecommendRequest, Recommendation, RecommenderC
 
 pub use inference::InferenceConfig;
 pub use supervisor::{RestartPolicy, DEFAULT_RESTART};
+pub use sync::{SyncConfig, SyncFailure, SyncReport, SyncStatus, MAX_ADDRESSES};
 
 use inference::InferenceMsg;
 use memory::MemoryMsg;
 use supervisor::{Supervisor, SupervisorMsg};
+use sync::{SyncBook, SyncMsg};
 
 /// File name of the redb store inside the data directory (the index file is
 /// `brain.redb.index` next to it).
@@ -109,6 +115,8 @@ pub struct BrainConfig {
     pub mood_cache: usize,
     /// Restart backoff of failed children.
     pub restart: RestartPolicy,
+    /// Sync with constellation nodes; `None`: no node configured, sync off.
+    pub sync: Option<SyncConfig>,
     /// Enables the test hooks (`Brain::debug_panic_inference`), which exist
     /// only with the `testing` cargo feature; without it this has no effect.
     pub debug_ops: bool,
@@ -126,6 +134,7 @@ impl BrainConfig {
             inference: InferenceConfig::default(),
             mood_cache: 256,
             restart: supervisor::DEFAULT_RESTART,
+            sync: None,
             debug_ops: false,
         }
     }
@@ -144,17 +153,20 @@ pub enum ChildKind {
     Inference,
     /// redb + index.
     Memory,
+    /// The QUIC client to the nodes.
+    Sync,
 }
 
 impl ChildKind {
-    /// All children, in start order.
-    pub const ALL: [ChildKind; 2] = [ChildKind::Memory, ChildKind::Inference];
+    /// All children, in start order (Sync only runs with a node configured).
+    pub const ALL: [ChildKind; 3] = [ChildKind::Memory, ChildKind::Inference, ChildKind::Sync];
 
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
             ChildKind::Inference => "inference",
             ChildKind::Memory => "memory",
+            ChildKind::Sync => "sync",
         }
     }
 }
@@ -190,6 +202,9 @@ pub enum ActorError {
     #[cfg(feature = "testing")]
     #[error("debug operations are disabled (set debug_ops = true in the config)")]
     DebugDisabled,
+    /// No node is configured: sync is off.
+    #[error("sync is off: no node is configured")]
+    SyncDisabled,
     /// The actor system could not start.
     #[error("cannot start the actors: {0}")]
     Spawn(String),
@@ -253,6 +268,10 @@ pub struct Stats {
     pub catalog_version: u64,
     /// Local catalog revision.
     pub catalog_rev: u64,
+    /// A forget waits for a node's acceptance (sent first at the next sync).
+    pub forget_pending: bool,
+    /// The sync's counters.
+    pub sync: SyncStatus,
 }
 
 /// One stored viewing event.
@@ -317,8 +336,8 @@ pub(crate) struct Status {
     pub store: Option<String>,
     pub store_recovered: Option<StoreRecovery>,
     pub index: Option<(String, Option<String>)>,
-    pub restarts: [u32; 2],
-    pub last_failure: [Option<String>; 2],
+    pub restarts: [u32; 3],
+    pub last_failure: [Option<String>; 3],
 }
 
 #[derive(Debug, Default, Clone)]
@@ -333,6 +352,7 @@ fn slot(kind: ChildKind) -> usize {
     match kind {
         ChildKind::Inference => 0,
         ChildKind::Memory => 1,
+        ChildKind::Sync => 2,
     }
 }
 
@@ -341,6 +361,9 @@ pub(crate) struct Shared {
     pub cfg: BrainConfig,
     pub inference: Slot<InferenceMsg>,
     pub memory: Slot<MemoryMsg>,
+    pub sync: Slot<SyncMsg>,
+    /// The sync schedule and counters (outlive a Sync restart).
+    pub sync_book: Mutex<SyncBook>,
     pub view_tx: watch::Sender<Arc<MemoryView>>,
     /// Mood text (trimmed) → vector; `None` when the cache is disabled.
     pub moods: Option<Mutex<LruCache<String, Embedding>>>,
@@ -369,6 +392,7 @@ impl Shared {
         match kind {
             ChildKind::Inference => drop(self.inference.clear()),
             ChildKind::Memory => drop(self.memory.clear()),
+            ChildKind::Sync => drop(self.sync.clear()),
         }
     }
 }
@@ -398,6 +422,8 @@ impl Brain {
             cfg,
             inference: Slot::new(),
             memory: Slot::new(),
+            sync: Slot::new(),
+            sync_book: Mutex::new(SyncBook::default()),
             view_tx,
             moods: NonZeroUsize::new(cfg_moods).map(|n| Mutex::new(LruCache::new(n))),
             recommending: Arc::new(tokio::sync::Semaphore::new(
@@ -520,14 +546,32 @@ impl Brain {
         .await
     }
 
-    /// Counters.
+    /// Counters, the sync's included.
     pub async fn stats(&self) -> Result<Stats, ActorError> {
-        ask(
+        let mut s = ask(
             self.shared.memory.get(),
             ChildKind::Memory,
             MemoryMsg::Stats,
         )
-        .await
+        .await?;
+        s.sync = self.sync_status();
+        Ok(s)
+    }
+
+    /// The sync's counters (`enabled` false when no node is configured).
+    pub fn sync_status(&self) -> SyncStatus {
+        let mut s = self.shared.sync_book.lock().status(sync::now_ms());
+        s.enabled = self.shared.cfg.sync.is_some();
+        s
+    }
+
+    /// Runs a sync attempt now and returns what it did; the schedule goes on
+    /// from there. [`ActorError::SyncDisabled`] without a configured node.
+    pub async fn sync_now(&self) -> Result<SyncReport, ActorError> {
+        if self.shared.cfg.sync.is_none() {
+            return Err(ActorError::SyncDisabled);
+        }
+        ask(self.shared.sync.get(), ChildKind::Sync, SyncMsg::Now).await
     }
 
     /// The episode ring, newest first, at most `limit`.
@@ -555,6 +599,7 @@ impl Brain {
             .filter(|k| match k {
                 ChildKind::Inference => self.shared.inference.get().is_some(),
                 ChildKind::Memory => self.shared.memory.get().is_some(),
+                ChildKind::Sync => self.shared.sync.get().is_some(),
             })
             .collect();
         let st = self.shared.status();

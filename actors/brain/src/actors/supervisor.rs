@@ -14,17 +14,19 @@
 //! While a child is down its slot in the shared handles is empty, so calls to
 //! it fail fast with `Unavailable` rather than queueing.
 //!
-//! The Sync actor (a later issue) is one more [`Child`]: add a variant, its
-//! spawn in `spawn_child`, and a slot in `Shared`; the policy applies as is.
+//! Sync is one more [`Child`], started only when a node is configured; the
+//! policy applies to it as is (a Sync that cannot read its certificates fails
+//! its start and is retried with the backoff). At shutdown it stops first.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use omega_supervise::{failure, Backoff, RestartDecision, RestartTracker};
+use omega_supervise::{failure, Backoff, RestartDecision, RestartTracker, Slot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::inference::Inference;
 use super::memory::Memory;
+use super::sync::SyncActor;
 use super::{slot, ChildKind, Shared};
 
 /// Backoff of restarts (omega-supervise's [`Backoff`]; the brain restarts
@@ -39,7 +41,7 @@ pub const DEFAULT_RESTART: RestartPolicy = Backoff {
     reset_after: Duration::from_secs(60),
 };
 
-/// The supervised children (Sync joins here later).
+/// The supervised children.
 pub(crate) type Child = ChildKind;
 
 /// Supervisor messages.
@@ -60,6 +62,24 @@ pub(crate) struct SupervisorState {
     stopping: bool,
 }
 
+/// Spawns `actor` linked to `sup` and puts its handle in `slot`.
+async fn spawn_into<A>(
+    actor: A,
+    sh: &Arc<Shared>,
+    slot: &Slot<A::Msg>,
+    sup: ractor::ActorCell,
+) -> Result<ractor::ActorCell, String>
+where
+    A: Actor<Arguments = Arc<Shared>>,
+{
+    let (a, _) = Actor::spawn_linked(None, actor, sh.clone(), sup)
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = a.get_cell();
+    slot.set(a);
+    Ok(id)
+}
+
 impl SupervisorState {
     async fn spawn_child(
         &mut self,
@@ -69,22 +89,9 @@ impl SupervisorState {
         let sup = myself.get_cell();
         let sh = self.shared.clone();
         let id = match kind {
-            ChildKind::Inference => {
-                let (a, _) = Actor::spawn_linked(None, Inference, sh.clone(), sup)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let id = a.get_cell();
-                sh.inference.set(a);
-                id
-            }
-            ChildKind::Memory => {
-                let (a, _) = Actor::spawn_linked(None, Memory, sh.clone(), sup)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let id = a.get_cell();
-                sh.memory.set(a);
-                id
-            }
+            ChildKind::Inference => spawn_into(Inference, &sh, &sh.inference, sup).await?,
+            ChildKind::Memory => spawn_into(Memory, &sh, &sh.memory, sup).await?,
+            ChildKind::Sync => spawn_into(SyncActor, &sh, &sh.sync, sup).await?,
         };
         self.children.retain(|(_, k)| *k != kind);
         self.children.push((id, kind));
@@ -130,6 +137,9 @@ impl Actor for Supervisor {
         };
         // Memory first: recommend's view of the state comes from it.
         for kind in ChildKind::ALL {
+            if kind == ChildKind::Sync && shared.cfg.sync.is_none() {
+                continue;
+            }
             if let Err(e) = st.spawn_child(&myself, kind).await {
                 st.schedule_restart(&myself, kind, format!("start failed: {e}"));
             }
@@ -155,9 +165,9 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Shutdown(reply) => {
                 st.stopping = true;
-                // Front to back: no new embeddings, then Memory (its mailbox
-                // drains first: accepted writes finish).
-                for kind in [ChildKind::Inference, ChildKind::Memory] {
+                // Front to back: no more syncs, no new embeddings, then
+                // Memory (its mailbox drains first: accepted writes finish).
+                for kind in [ChildKind::Sync, ChildKind::Inference, ChildKind::Memory] {
                     st.shared.clear(kind);
                     if let Some((cell, _)) = st.children.iter().find(|(_, k)| *k == kind) {
                         let _ = cell.drain_and_wait(Some(Duration::from_secs(10))).await;

@@ -71,6 +71,8 @@ struct Engine {
 /// A shard actor's state.
 #[derive(Debug)]
 pub struct ShardState {
+    /// Read only by the `testing` failure hook.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     index: u32,
     /// `None` only while a sync runs on the blocking pool.
     engine: Option<Box<Engine>>,
