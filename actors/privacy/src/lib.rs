@@ -47,6 +47,7 @@ pub mod budget;
 pub mod contribution;
 pub mod ledger;
 pub mod mechanism;
+pub mod round;
 pub mod secagg;
 
 pub use budget::{Budget, BudgetError};
