@@ -64,6 +64,7 @@ pub fn test_config() -> Config {
         in_flight: 64,
         shards: 3,
         drain_timeout_secs: 5,
+        regions: vec!["eu".into()],
         ..Config::default()
     }
 }
