@@ -9,18 +9,6 @@ mod support;
 use omega_protocol::*;
 use support::*;
 
-async fn federate(admin: std::net::SocketAddr) {
-    let (status, body) = http(
-        admin,
-        "POST",
-        "/api/v1/federation/trigger",
-        Some(TOKEN),
-        b"",
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-}
-
 /// The region's whole global set, as a device that holds none receives it.
 async fn globals(conn: &quinn::Connection) -> Vec<GlobalPattern> {
     let a = accepted(sync(conn, &delta(0, 0, Vec::new())).await);

@@ -252,6 +252,21 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Triggers a federation run through the admin API (with the token); the
+/// run's summary as JSON text.
+pub async fn federate(admin: SocketAddr) -> String {
+    let (status, body) = http(
+        admin,
+        "POST",
+        "/api/v1/federation/trigger",
+        Some(TOKEN),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// Polls `check` until it holds or the deadline passes.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
