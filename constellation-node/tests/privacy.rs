@@ -1,7 +1,8 @@
 //! Privacy rules 3 and 4 through a real node over QUIC with certificates
 //! from omega-certs: a device's forget takes its contribution out of the
-//! next federation run, and k − 1 Sybil certificates with tiny weights do not
-//! get a victim's pattern published.
+//! next federation run, k − 1 Sybil certificates with tiny weights do not
+//! get a victim's pattern published, and a region outside the allow-list is
+//! refused and charged to the rate limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -142,4 +143,37 @@ async fn sybils_do_not_get_a_victims_pattern_published() {
     );
     assert!(g.success_rate < 0.5, "the victim's success rate: {g:?}");
     assert!(g.samples < 100, "the victim's samples: {g:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_outside_the_allow_list_is_refused_and_charged() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let config = omega_node::Config {
+        rate_limit_interval_secs: 60,
+        ..test_config()
+    };
+    let node = start(&pki, data.path(), config, None).await;
+    let endpoint = client_endpoint();
+    let conn = connect(&endpoint, &pki, &pki.device("tv-roamer"), node.quic_addr()).await;
+    let mut elsewhere = snapshot(1, 0);
+    elsewhere.region = Region::new("us-east").unwrap();
+    match sync(&conn, &elsewhere).await {
+        Err(SyncError::BadRequest { reason }) => {
+            assert!(reason.contains("region us-east is not served"), "{reason}");
+            assert!(reason.contains("eu"), "names the allowed regions: {reason}");
+        }
+        other => panic!("expected BadRequest, got {other:?}"),
+    }
+    // Charged: the same device's next sync, in an allowed region, waits.
+    assert!(matches!(
+        sync(&conn, &snapshot(1, 0)).await,
+        Err(SyncError::RetryAfter { .. })
+    ));
+    assert!(node
+        .node()
+        .store()
+        .device_state(&DeviceId::new("tv-roamer").unwrap())
+        .unwrap()
+        .is_none());
 }

@@ -32,7 +32,7 @@
 //!    devices support it ([`FederationConfig::k_min_devices`], at least
 //!    [`MIN_K_DEVICES`]), and no device carries more than
 //!    [`FederationConfig::max_device_share`] of its weight: each device's
-//!    weight in the cluster is capped ([`cap_shares`]) and all it
+//!    weight in the cluster is capped ([`device_scales`], [`cap_shares`]) and all it
 //!    contributes (direction, success, samples) is scaled down with it
 //!    before the published figures are computed. So k − 1 devices with tiny
 //!    weights cannot make one device's pattern publishable with its own
@@ -135,6 +135,29 @@ pub fn cap_shares(weights: &[f64], max_share: f64) -> Vec<f64> {
         cap
     };
     weights.iter().map(|w| w.min(cap)).collect()
+}
+
+/// The factor (in `(0, 1]`) by which each device's contributions to one
+/// aggregate are scaled so that no device carries more than `max_share` of
+/// its weight: `contributions` are (device, weight) pairs, several per device
+/// allowed; a device's weights are summed, then capped by [`cap_shares`].
+/// Multiply everything a device contributes (vectors, counts, rates'
+/// weights) by its factor before aggregating.
+pub fn device_scales<'a>(
+    contributions: impl IntoIterator<Item = (&'a DeviceId, f64)>,
+    max_share: f64,
+) -> BTreeMap<&'a DeviceId, f64> {
+    let mut per_device: BTreeMap<&DeviceId, f64> = BTreeMap::new();
+    for (d, w) in contributions {
+        *per_device.entry(d).or_default() += w;
+    }
+    let raw: Vec<f64> = per_device.values().copied().collect();
+    let capped = cap_shares(&raw, max_share);
+    per_device
+        .into_keys()
+        .zip(raw.iter().zip(&capped))
+        .map(|(d, (r, c))| (d, if *r > 0.0 { c / r } else { 0.0 }))
+        .collect()
 }
 
 /// How federation aggregates. `Default` gives the documented defaults.
@@ -346,18 +369,13 @@ impl<'a> Cluster<'a> {
         rows: &[(&RegionPattern<Embedding>, f32, u64)],
         config: &FederationConfig,
     ) -> Aggregate {
-        let mut per_device: BTreeMap<&DeviceId, f64> = BTreeMap::new();
-        for &m in &self.members {
-            let (p, w, _) = rows[m];
-            *per_device.entry(&p.device).or_default() += f64::from(w);
-        }
-        let raw: Vec<f64> = per_device.values().copied().collect();
-        let capped = cap_shares(&raw, f64::from(config.max_device_share));
-        let scale: BTreeMap<&DeviceId, f64> = per_device
-            .keys()
-            .zip(raw.iter().zip(&capped))
-            .map(|(d, (r, c))| (*d, if *r > 0.0 { c / r } else { 0.0 }))
-            .collect();
+        let scale = device_scales(
+            self.members.iter().map(|&m| {
+                let (p, w, _) = rows[m];
+                (&p.device, f64::from(w))
+            }),
+            f64::from(config.max_device_share),
+        );
         let mut sum = vec![0.0f64; EMBEDDING_DIM];
         let mut out = Aggregate {
             centroid: self.centroid.clone(),
@@ -1171,6 +1189,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn device_scales_sum_a_devices_contributions_before_capping() {
+        let (a, b) = (device(1), device(2));
+        let others: Vec<DeviceId> = (3..7).map(device).collect();
+        // Device a splits a heavy weight over three patterns: it is capped
+        // as one device, all its patterns by one factor.
+        let mut rows = vec![(&a, 40.0), (&a, 40.0), (&a, 20.0), (&b, 1.0)];
+        rows.extend(others.iter().map(|d| (d, 1.0)));
+        let scales = device_scales(rows.iter().copied(), 0.2);
+        // Five devices at 1 and a capped at c: c = 0.2 (c + 5) → c = 1.25.
+        assert!((scales[&a] * 100.0 - 1.25).abs() < 1e-9, "{scales:?}");
+        assert_eq!(scales[&b], 1.0);
+        assert!(others.iter().all(|d| scales[d] == 1.0));
+        let total: f64 = rows.iter().map(|(d, w)| scales[*d] * w).sum();
+        assert!(scales[&a] * 100.0 / total <= 0.2 + 1e-9);
     }
 
     fn suite_rand(state: &mut u64) -> u64 {
