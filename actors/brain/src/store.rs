@@ -34,8 +34,9 @@
 //! mirror.
 //!
 //! Invariants: every mutation is one redb write transaction with immediate
-//! durability, and the in-memory mirror changes only after its commit
-//! returned. So a method that returns `Ok` is durable (`observe` included),
+//! durability (`forget` is one commit too, into a fresh file renamed over
+//! the old one, so no freed page keeps erased history), and the in-memory
+//! mirror changes only after its commit returned. So a method that returns `Ok` is durable (`observe` included),
 //! and one that returns `Err` changed nothing, on disk or in memory.
 //!
 //! Opening a damaged file (redb reports corruption, or a record does not
@@ -243,7 +244,9 @@ impl BrainStore {
     }
 
     /// Opens over a custom redb backend (tests inject failing disks this way).
-    /// No recovery: damage is an error here.
+    /// No recovery: damage is an error here. [`BrainStore::forget`] rewrites
+    /// the store into a fresh file at `path`, which it then uses instead of
+    /// the backend.
     pub fn open_with_backend(
         backend: impl redb::StorageBackend,
         path: impl AsRef<Path>,
