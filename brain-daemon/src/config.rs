@@ -33,7 +33,7 @@
 //! device_key = "certs/device.key"
 //! node_ca = "certs/node-ca.crt"
 //! # crl = "certs/node-ca.crl"     # optional revocation list of the node CA
-//! region = "default"              # sent with each sync
+//! region = "eu-west"              # sent with each sync (the node must allow it; omega_protocol::DEFAULT_REGION)
 //! interval_min_secs = 300         # the TV's own interval: random in [min, max]
 //! interval_max_secs = 900
 //! min_interval_secs = 60          # a node's next_sync_secs / RetryAfter: never sooner ...
@@ -240,7 +240,7 @@ impl Default for SyncSection {
             device_key: "certs/device.key".into(),
             node_ca: "certs/node-ca.crt".into(),
             crl: None,
-            region: "default".into(),
+            region: omega_protocol::DEFAULT_REGION.into(),
             interval_min_secs: s.interval_min_secs,
             interval_max_secs: s.interval_max_secs,
             min_interval_secs: s.min_interval_secs,

@@ -101,6 +101,7 @@ async fn async_main() {
             admin: "127.0.0.1:0".parse().unwrap(),
             rate_limit_interval_secs: 0,
             in_flight: 4096,
+            regions: vec!["eu".into()],
             ..Config::default()
         },
         admin_token: None,

@@ -15,8 +15,11 @@
 //! next_sync_secs = [300, 900]      # range of next_sync_secs in answers
 //! catalog_page_items = 100         # catalog entries per sync answer
 //! federation_interval_secs = 900   # timer-driven federation period
-//! k_min_devices = 5                # privacy rule 3
-//! regions = []                     # allowed regions, empty = any
+//! k_min_devices = 5                # privacy rule 3 (at least 5)
+//! regions = ["eu-west"]            # allowed regions (omega_protocol::DEFAULT_REGION)
+//! max_pattern_samples = 1000       # a pattern's samples are clamped to this
+//! max_device_share = 0.2           # largest share of a global's weight one device carries
+//! federation_key_file = "/etc/omega/federation-key"  # 32 hex digits; default: random per start
 //! admin_token_file = "/etc/omega/admin-token"
 //! ```
 
@@ -27,7 +30,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use omega_constellation::actors::{CatalogOptions, NodeConfig};
-use omega_constellation::federation::FederationConfig;
+use omega_constellation::federation::{FederationConfig, FederationError, OrderKey};
 use omega_constellation::sync::SyncConfig;
 use omega_protocol::Region;
 
@@ -53,6 +56,9 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// The federation settings are refused (e.g. `k_min_devices` below 5).
+    #[error("invalid federation configuration: {0}")]
+    Federation(#[from] FederationError),
 }
 
 /// The node's configuration (see the module docs for the file layout).
@@ -92,10 +98,27 @@ pub struct Config {
     pub catalog_page_items: usize,
     /// Seconds between timer-driven federation runs (≥ 1). Default 900.
     pub federation_interval_secs: u64,
-    /// Distinct devices a global pattern needs (privacy rule 3). Default 5.
+    /// Distinct devices a global pattern needs (privacy rule 3); values
+    /// below 5 are refused. Default 5.
     pub k_min_devices: u32,
-    /// Regions devices may declare; empty allows any. Default empty.
+    /// The largest share of a published global's weight one device may
+    /// carry, in `[1 / k_min_devices, 1]`; heavier devices are capped before
+    /// aggregating. Default 0.2 (= 1/5).
+    pub max_device_share: f32,
+    /// File holding the secret key of federation's canonical order (which
+    /// patterns a large region samples, which seed the clusters): 32 hex
+    /// digits on the first line. Default none: a random key per node start
+    /// (the order then changes at each restart; give every node of a
+    /// cluster the same file for runs that order alike).
+    pub federation_key_file: Option<PathBuf>,
+    /// Regions devices may declare; a sync naming another is refused
+    /// (`BadRequest`, charged to the rate limit). Must not be empty.
+    /// Default `["eu-west"]` ([`omega_protocol::DEFAULT_REGION`], the
+    /// region a TV declares unless configured otherwise).
     pub regions: Vec<String>,
+    /// A stored pattern's `samples` is clamped to this on arrival (≥ 1).
+    /// Default 1,000.
+    pub max_pattern_samples: u32,
     /// File holding the admin bearer token (first line). Default none: then
     /// `OMEGA_ADMIN_TOKEN` is used, and without either mutating admin
     /// endpoints are refused.
@@ -135,7 +158,14 @@ impl Default for Config {
             catalog_page_items: sync.catalog_page_items,
             federation_interval_secs: node.federation_interval.as_secs(),
             k_min_devices: node.federation.k_min_devices,
-            regions: Vec::new(),
+            max_device_share: node.federation.max_device_share,
+            federation_key_file: None,
+            regions: sync
+                .allowed_regions
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
+            max_pattern_samples: sync.max_pattern_samples,
             admin_token_file: None,
             request_timeout_ms: 10_000,
             drain_timeout_secs: 10,
@@ -181,6 +211,24 @@ impl Config {
         Duration::from_secs(self.drain_timeout_secs)
     }
 
+    /// The federation order key: read from `federation_key_file`, or a
+    /// fresh random one without it.
+    fn order_key(&self) -> Result<OrderKey, ConfigError> {
+        let Some(path) = &self.federation_key_file else {
+            return Ok(OrderKey::random(&mut rand::rng()));
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        parse_order_key(text.lines().next().unwrap_or("")).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "{}: the federation key must be 32 hex digits on the first line",
+                path.display()
+            ))
+        })
+    }
+
     /// The actor tree's configuration (validated).
     pub fn node_config(&self) -> Result<NodeConfig, ConfigError> {
         if self.max_connections == 0 {
@@ -188,19 +236,21 @@ impl Config {
                 "max_connections must be at least 1".into(),
             ));
         }
-        let allowed_regions = if self.regions.is_empty() {
-            None
-        } else {
-            Some(
-                self.regions
-                    .iter()
-                    .map(|r| {
-                        Region::new(r.clone())
-                            .map_err(|e| ConfigError::Invalid(format!("region {r:?}: {e}")))
-                    })
-                    .collect::<Result<_, _>>()?,
-            )
+        let allowed_regions = self
+            .regions
+            .iter()
+            .map(|r| {
+                Region::new(r.clone())
+                    .map_err(|e| ConfigError::Invalid(format!("region {r:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let federation = FederationConfig {
+            k_min_devices: self.k_min_devices,
+            max_device_share: self.max_device_share,
+            order_key: self.order_key()?,
+            ..FederationConfig::default()
         };
+        federation.validate()?;
         let config = NodeConfig {
             shards: self.shards,
             sync: SyncConfig {
@@ -210,13 +260,11 @@ impl Config {
                 rate_limiter_capacity: self.rate_limit_capacity,
                 next_sync_secs: (self.next_sync_secs[0], self.next_sync_secs[1]),
                 catalog_page_items: self.catalog_page_items,
+                max_pattern_samples: self.max_pattern_samples,
             },
             in_flight: self.in_flight,
             busy_retry_secs: self.busy_retry_secs,
-            federation: FederationConfig {
-                k_min_devices: self.k_min_devices,
-                ..FederationConfig::default()
-            },
+            federation,
             federation_interval: Duration::from_secs(self.federation_interval_secs),
             catalog: CatalogOptions {
                 batch_size: self.catalog_batch_size,
@@ -230,6 +278,19 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(config)
     }
+}
+
+/// 32 hex digits (surrounding blanks ignored) as a key.
+fn parse_order_key(line: &str) -> Option<OrderKey> {
+    let hex = line.trim().as_bytes();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut key = [0u8; 16];
+    for (k, pair) in key.iter_mut().zip(hex.chunks_exact(2)) {
+        *k = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(OrderKey(key))
 }
 
 #[cfg(test)]
@@ -251,5 +312,79 @@ mod tests {
         let c = Config::from_toml("shards = 0").expect("parse");
         assert!(c.node_config().is_err());
         assert!(Config::default().node_config().is_ok());
+        // The default allow-list serves the TV's default region; an empty
+        // one is refused.
+        let n = Config::default().node_config().expect("valid");
+        assert!(n
+            .sync
+            .allowed_regions
+            .contains(&Region::new(omega_protocol::DEFAULT_REGION).expect("valid")));
+        assert!(Config::from_toml("regions = []")
+            .expect("parse")
+            .node_config()
+            .is_err());
+    }
+
+    #[test]
+    fn k_below_five_is_refused_with_a_typed_error() {
+        for k in 1..5 {
+            let c = Config::from_toml(&format!("k_min_devices = {k}")).expect("parse");
+            assert!(
+                matches!(
+                    c.node_config(),
+                    Err(ConfigError::Federation(FederationError::ThresholdTooLow {
+                        min: 5,
+                        ..
+                    }))
+                ),
+                "k = {k}"
+            );
+        }
+        let c = Config::from_toml("k_min_devices = 5").expect("parse");
+        assert_eq!(c.node_config().expect("valid").federation.k_min_devices, 5);
+        // A share too small for k devices is refused too.
+        let c = Config::from_toml("max_device_share = 0.1").expect("parse");
+        assert!(matches!(c.node_config(), Err(ConfigError::Federation(_))));
+    }
+
+    #[test]
+    fn the_federation_key_comes_from_its_file_or_is_random() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        std::fs::write(&path, "00112233445566778899aabbccddeeff\n").expect("write");
+        let c = Config {
+            federation_key_file: Some(path.clone()),
+            ..Config::default()
+        };
+        let key = c.node_config().expect("valid").federation.order_key;
+        assert_eq!(key.0[..3], [0x00, 0x11, 0x22]);
+        assert_eq!(key, c.node_config().expect("valid").federation.order_key);
+        for bad in ["0011", "zz112233445566778899aabbccddeeff", ""] {
+            std::fs::write(&path, bad).expect("write");
+            assert!(
+                matches!(c.node_config(), Err(ConfigError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        let missing = Config {
+            federation_key_file: Some(dir.path().join("none")),
+            ..Config::default()
+        };
+        assert!(matches!(
+            missing.node_config(),
+            Err(ConfigError::Read { .. })
+        ));
+        // Without a file: random, so two nodes do not share an order.
+        let a = Config::default()
+            .node_config()
+            .expect("valid")
+            .federation
+            .order_key;
+        let b = Config::default()
+            .node_config()
+            .expect("valid")
+            .federation
+            .order_key;
+        assert_ne!(a, b);
     }
 }

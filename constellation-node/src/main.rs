@@ -65,6 +65,10 @@ struct ServeArgs {
     /// File holding the admin bearer token [config: admin_token_file].
     #[arg(long, env = "OMEGA_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// File holding the federation order key, 32 hex digits [config:
+    /// federation_key_file; default: random per start].
+    #[arg(long, env = "OMEGA_FEDERATION_KEY_FILE")]
+    federation_key_file: Option<PathBuf>,
     /// Seconds between federation runs [config: federation_interval_secs; default 900].
     #[arg(long, env = "OMEGA_FEDERATION_INTERVAL_SECS")]
     federation_interval_secs: Option<u64>,
@@ -121,6 +125,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(f) = args.admin_token_file {
         config.admin_token_file = Some(f);
+    }
+    if let Some(f) = args.federation_key_file {
+        config.federation_key_file = Some(f);
     }
     if let Some(s) = args.federation_interval_secs {
         config.federation_interval_secs = s;

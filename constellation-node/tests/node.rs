@@ -43,15 +43,7 @@ async fn devices_receive_global_patterns_built_from_the_others_uploads() {
     )
     .await;
     assert_eq!(status, 401);
-    let (status, body) = http(
-        admin,
-        "POST",
-        "/api/v1/federation/trigger",
-        Some(TOKEN),
-        b"",
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let body = federate(admin).await;
     let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(summary["devices"], 6, "{summary}");
     assert_eq!(summary["regions"][0]["region"], "eu");

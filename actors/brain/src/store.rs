@@ -40,8 +40,9 @@
 //! mirror.
 //!
 //! Invariants: every mutation is one redb write transaction with immediate
-//! durability, and the in-memory mirror changes only after its commit
-//! returned. So a method that returns `Ok` is durable (`observe` included),
+//! durability (`forget` is one commit too, into a fresh file renamed over
+//! the old one, so no freed page keeps erased history), and the in-memory
+//! mirror changes only after its commit returned. So a method that returns `Ok` is durable (`observe` included),
 //! and one that returns `Err` changed nothing, on disk or in memory.
 //!
 //! Opening a damaged file (redb reports corruption, or a record does not
@@ -67,7 +68,7 @@ use omega_protocol::{
 };
 use rand::Rng;
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
     WriteTransaction,
 };
 use serde::{de::DeserializeOwned, Serialize};
@@ -282,7 +283,9 @@ impl BrainStore {
     }
 
     /// Opens over a custom redb backend (tests inject failing disks this way).
-    /// No recovery: damage is an error here.
+    /// No recovery: damage is an error here. [`BrainStore::forget`] rewrites
+    /// the store into a fresh file at `path`, which it then uses instead of
+    /// the backend.
     pub fn open_with_backend(
         backend: impl redb::StorageBackend,
         path: impl AsRef<Path>,
@@ -861,22 +864,31 @@ impl BrainStore {
         })
     }
 
-    /// Privacy rule 4: erases the viewing history and local patterns (ids are
-    /// never reused) and, in the same transaction, queues the forget
-    /// tombstone: the next syncs send `Forget` until a node accepts it
-    /// ([`Self::forget_pending`]).
+    /// Privacy rule 4: erases the viewing history and local patterns (pattern
+    /// ids are never reused; the episode sequence starts again at 0, so a new
+    /// `seq` does not count what was erased) and, in the same commit, queues
+    /// the forget tombstone: the next syncs send `Forget` until a node
+    /// accepts it ([`Self::forget_pending`]).
+    ///
+    /// Deleting rows would not do: redb leaves freed pages in the file with
+    /// their old bytes. So the store is rewritten ([`BrainStore::rewrite`]):
+    /// a fresh file gets everything but the history, is committed, then
+    /// renamed over the old one. A crash before the rename leaves the old
+    /// store whole (the forget was not answered); once `Ok` is returned the
+    /// erasure is durable. The damaged copies of this store
+    /// ([`OpenOutcome::Recovered`]) hold history too: they are deleted first
+    /// (a failure returns the error, the store unchanged; call again). The
+    /// catalog index file holds catalog vectors only and is kept.
     pub fn forget(&mut self) -> Result<(), BrainError> {
+        remove_damaged_copies(&self.path)?;
         let mut versions = self.state.read().versions;
         versions.pattern += 1;
         versions.acked = 0;
         let asked = self.forget.asked + 1;
-        self.write(|txn| {
-            for t in [EPISODES, PATTERNS, TOMBSTONES] {
-                txn.delete_table(t).map_err(BrainError::storage)?;
-                txn.open_table(t).map_err(BrainError::storage)?;
-            }
-            Self::put_meta(txn, &versions, &[("forget_asked", asked)])
+        self.rewrite(&[EPISODES, PATTERNS, TOMBSTONES], |txn| {
+            Self::put_meta(txn, &versions, &[("next_episode", 0), ("forget_asked", asked)])
         })?;
+        self.next_episode = 0;
         self.forget.asked = asked;
         let mut st = self.state.write();
         st.clear_episodes();
@@ -886,11 +898,160 @@ impl BrainStore {
     }
 }
 
+impl BrainStore {
+    /// Replaces the store file by a fresh one holding every table of this
+    /// one except `drop` (left empty), then `f`'s writes, in one commit; the
+    /// fresh file is then renamed over this one and reopened. Nothing of the
+    /// dropped tables' old bytes survives in the file (unlike deleting rows,
+    /// which leaves freed pages as they were). A table this code does not
+    /// know is an error before anything changes, so no table is ever lost.
+    fn rewrite(
+        &mut self,
+        drop: &[TableDefinition<'_, u64, &[u8]>],
+        f: impl FnOnce(&WriteTransaction) -> Result<(), BrainError>,
+    ) -> Result<(), BrainError> {
+        let mut fresh_path = self.path.clone().into_os_string();
+        fresh_path.push(".rewrite");
+        let fresh_path = PathBuf::from(fresh_path);
+        let io = |what: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BrainError::Io { what, path, source }
+        };
+        match std::fs::remove_file(&fresh_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("removing a stale rewrite", &fresh_path)(e));
+            }
+            _ => {}
+        }
+        if let Err(e) = self.build_rewrite(&fresh_path, drop, f) {
+            // Best effort: the partial file holds no more than the store.
+            let _ = std::fs::remove_file(&fresh_path);
+            return Err(e);
+        }
+        std::fs::rename(&fresh_path, &self.path).map_err(io("replacing the store", &self.path))?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("syncing the data directory", dir))?;
+        }
+        self.db = Database::builder()
+            .set_cache_size(self.cfg.cache_bytes)
+            .create(&self.path)
+            .map_err(BrainError::storage)?;
+        Ok(())
+    }
+
+    /// [`BrainStore::rewrite`]'s fresh file at `fresh_path`, committed.
+    fn build_rewrite(
+        &self,
+        fresh_path: &Path,
+        drop: &[TableDefinition<'_, u64, &[u8]>],
+        f: impl FnOnce(&WriteTransaction) -> Result<(), BrainError>,
+    ) -> Result<(), BrainError> {
+        let fresh = Database::builder()
+            .set_cache_size(self.cfg.cache_bytes)
+            .create(fresh_path)
+            .map_err(BrainError::storage)?;
+        let src = self.db.begin_read().map_err(BrainError::storage)?;
+        let dst = fresh.begin_write().map_err(BrainError::storage)?;
+        let dropped: Vec<&str> = drop.iter().map(|t| t.name()).collect();
+        for t in src.list_tables().map_err(BrainError::storage)? {
+            let name = t.name();
+            if dropped.contains(&name) {
+                continue;
+            }
+            match name {
+                "meta" => copy_table(&src, &dst, META)?,
+                "blobs" => copy_table(&src, &dst, BLOBS)?,
+                "catalog_ids" => copy_table(&src, &dst, CATALOG_IDS)?,
+                _ => match [EPISODES, PATTERNS, TOMBSTONES, GLOBALS, CATALOG]
+                    .into_iter()
+                    .find(|d| d.name() == name)
+                {
+                    Some(def) => copy_table(&src, &dst, def)?,
+                    None => {
+                        return Err(BrainError::corrupt(
+                            "store",
+                            format!("table {name} has no rewrite rule"),
+                        ))
+                    }
+                },
+            }
+        }
+        for t in drop {
+            dst.open_table(*t).map_err(BrainError::storage)?;
+        }
+        f(&dst)?;
+        dst.commit().map_err(BrainError::storage)
+    }
+}
+
+/// Copies every row of `def` from `src` to `dst`.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    src: &redb::ReadTransaction,
+    dst: &WriteTransaction,
+    def: TableDefinition<'_, K, V>,
+) -> Result<(), BrainError> {
+    let from = src.open_table(def).map_err(BrainError::storage)?;
+    let mut to = dst.open_table(def).map_err(BrainError::storage)?;
+    for row in from.iter().map_err(BrainError::storage)? {
+        let (k, v) = row.map_err(BrainError::storage)?;
+        to.insert(k.value(), v.value())
+            .map_err(BrainError::storage)?;
+    }
+    Ok(())
+}
+
 fn missing_pattern(id: PatternId) -> BrainError {
     BrainError::corrupt(
         "patterns",
         format!("pattern {} is in memory but not in the store", id.0),
     )
+}
+
+/// Whether `name` is that of a copy [`move_aside`] made of the file `base`.
+fn is_damaged_copy(base: &std::ffi::OsStr, name: &std::ffi::OsStr) -> bool {
+    let (Some(base), Some(name)) = (base.to_str(), name.to_str()) else {
+        return false;
+    };
+    name.strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix(".damaged-"))
+        .is_some_and(|tail| {
+            !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// Deletes every damaged copy of the store at `path` (they hold history),
+/// then syncs the directory so the deletions are durable.
+fn remove_damaged_copies(path: &Path) -> Result<(), BrainError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BrainError::Io { what, path, source }
+    };
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut removed = false;
+    for entry in std::fs::read_dir(dir).map_err(io("listing damaged store copies", dir))? {
+        let entry = entry.map_err(io("listing damaged store copies", dir))?;
+        if is_damaged_copy(base, &entry.file_name()) {
+            let copy = entry.path();
+            std::fs::remove_file(&copy).map_err(io("deleting a damaged store copy", &copy))?;
+            tracing::info!(path = %copy.display(), "forget: deleted a damaged store copy");
+            removed = true;
+        }
+    }
+    if removed {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing the data directory", dir))?;
+    }
+    Ok(())
 }
 
 fn move_aside(path: &Path) -> Result<PathBuf, BrainError> {
@@ -914,5 +1075,61 @@ fn move_aside(path: &Path) -> Result<PathBuf, BrainError> {
             return Ok(target);
         }
         n += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    fn table_names(s: &BrainStore) -> Vec<String> {
+        let r = s.db.begin_read().expect("read");
+        let mut v: Vec<String> = r
+            .list_tables()
+            .expect("list")
+            .map(|t| t.name().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn forget_rewrites_every_table_and_refuses_unknown_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.redb");
+        let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).expect("open");
+        let before = table_names(&s);
+        assert_eq!(before.len(), 8, "{before:?}");
+        s.forget().expect("forget");
+        assert_eq!(table_names(&s), before);
+        // A table without a rewrite rule: refused, the store unchanged.
+        let t = s.db.begin_write().expect("write");
+        t.open_table(TableDefinition::<u64, u64>::new("unknown"))
+            .expect("create");
+        t.commit().expect("commit");
+        let version = s.state.read().versions.pattern;
+        assert!(s.forget().is_err());
+        assert_eq!(s.state.read().versions.pattern, version);
+        assert!(table_names(&s).contains(&"unknown".to_string()));
+        assert!(!dir.path().join("b.redb.rewrite").exists());
+    }
+
+    #[test]
+    fn only_the_stores_own_damaged_copies_match() {
+        let base = OsStr::new("brain.redb");
+        for name in ["brain.redb.damaged-1795872298", "brain.redb.damaged-17-2"] {
+            assert!(is_damaged_copy(base, OsStr::new(name)), "{name}");
+        }
+        for name in [
+            "brain.redb",
+            "brain.redb.index",
+            "brain.redb.damaged-",
+            "brain.redb.damaged-x",
+            "other.redb.damaged-1",
+            "brain.redb.index.damaged-1",
+        ] {
+            assert!(!is_damaged_copy(base, OsStr::new(name)), "{name}");
+        }
     }
 }

@@ -14,19 +14,30 @@
 //!
 //! 1. Patterns with no positive weight are ignored; weight =
 //!    `success_rate × min(samples, max_samples_per_pattern)` (the cap keeps
-//!    one heavy device from dominating a cluster's direction).
-//! 2. The patterns are put in a canonical order (a stable hash of device and
-//!    pattern id, then the ids), so the output does not depend on input
-//!    order, and at most `max_patterns_per_region` are kept: those first in
-//!    that order, an unbiased, deterministic sample.
+//!    one heavy device from dominating a cluster's direction; the capped
+//!    `samples` is also what the published figures count).
+//! 2. The patterns are put in a canonical order (a keyed hash of device and
+//!    pattern id, [`order_hash`], then the ids), so the output does not
+//!    depend on input order, and at most `max_patterns_per_region` are
+//!    kept: those first in that order, an unbiased, deterministic sample.
+//!    The hash is keyed with the node's secret [`FederationConfig::order_key`]:
+//!    a device that picks its pattern ids cannot predict where they land, so
+//!    it can neither make sure it is sampled nor seed the clusters.
 //! 3. Per context bucket, greedy clustering in that order: a pattern joins the
 //!    most similar cluster whose centroid is within `cluster_threshold`
 //!    cosine, else starts a new one (at most `max_clusters_per_bucket`;
 //!    past it the pattern is dropped and counted). The centroid is the
 //!    normalized weighted sum.
 //! 4. Privacy rule 3: a cluster is published only when at least `k` distinct
-//!    devices support it. At most `max_globals_per_region` are published,
-//!    best supported first (support, then weight).
+//!    devices support it ([`FederationConfig::k_min_devices`], at least
+//!    [`MIN_K_DEVICES`]), and no device carries more than
+//!    [`FederationConfig::max_device_share`] of its weight: each device's
+//!    weight in the cluster is capped ([`device_scales`], [`cap_shares`]) and all it
+//!    contributes (direction, success, samples) is scaled down with it
+//!    before the published figures are computed. So k − 1 devices with tiny
+//!    weights cannot make one device's pattern publishable with its own
+//!    direction and figures. At most `max_globals_per_region` are
+//!    published, best supported first (support, then capped weight).
 //! 5. Stable ids: each published cluster takes the id of the most similar
 //!    previous global of its bucket (cosine ≥ `id_match_threshold`, best
 //!    pairs first, one-to-one); the others take fresh ids above every id the
@@ -45,17 +56,122 @@ use omega_protocol::{
     PackedGlobalPattern, Region, TernaryEmbedding, TrendSignal, EMBEDDING_DIM,
 };
 
-use crate::shard::stable_hash_parts;
 use crate::store::{
     PatternStore, RegionGlobals, RegionPattern, StoreError, StoredPattern, MAX_GLOBALS_PER_REGION,
     MAX_SCAN_PAGE,
 };
+use siphasher::sip::SipHasher24;
+
+/// The smallest `k` a node accepts (privacy rule 3).
+pub const MIN_K_DEVICES: u32 = 5;
+
+/// The secret key of [`order_hash`]. `Default` is the all-zero key, which is
+/// public: a node sets a secret one (random per node start, or read from a
+/// file so that every run of a cluster orders alike).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct OrderKey(pub [u8; 16]);
+
+impl OrderKey {
+    /// A fresh random key.
+    pub fn random(rng: &mut impl rand::Rng) -> Self {
+        Self(rng.random())
+    }
+}
+
+/// Keeps the key out of logs.
+impl std::fmt::Debug for OrderKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OrderKey(..)")
+    }
+}
+
+/// A keyed hash (SipHash-2-4) of byte strings, each length-prefixed so that
+/// different splits never collide by construction. Use it wherever a device
+/// could otherwise choose inputs (ids) to land where it likes in an order.
+pub fn order_hash(key: &OrderKey, parts: &[&[u8]]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = SipHasher24::new_with_key(&key.0);
+    for p in parts {
+        h.write(&(p.len() as u64).to_le_bytes());
+        h.write(p);
+    }
+    h.finish()
+}
+
+/// Caps `weights` (each ≥ 0) so that none exceeds `max_share` of their
+/// capped total: every weight above one cap `c` becomes `c`, the others
+/// stay (water-filling; `c` is the largest cap that satisfies the bound).
+/// With fewer than `1 / max_share` positive weights the bound cannot hold:
+/// then every weight becomes the smallest positive one (equal shares, the
+/// closest to it). Returns the capped weights in the input's order.
+pub fn cap_shares(weights: &[f64], max_share: f64) -> Vec<f64> {
+    let mut sorted: Vec<f64> = weights.iter().copied().filter(|w| *w > 0.0).collect();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let n = sorted.len();
+    let total: f64 = sorted.iter().sum();
+    let Some(&min) = sorted.last() else {
+        return weights.to_vec();
+    };
+    let cap = if sorted[0] <= max_share * total {
+        f64::INFINITY
+    } else if max_share * n as f64 + 1e-12 < 1.0 {
+        min
+    } else {
+        // The top j weights take the cap c, which must be c = s·(j·c + rest).
+        let mut rest = total;
+        let mut cap = min;
+        for j in 1..n {
+            rest -= sorted[j - 1];
+            let room = 1.0 - max_share * j as f64;
+            if room <= 1e-12 {
+                break;
+            }
+            let c = max_share * rest / room;
+            if c >= sorted[j] {
+                cap = c.min(sorted[j - 1]);
+                break;
+            }
+        }
+        cap
+    };
+    weights.iter().map(|w| w.min(cap)).collect()
+}
+
+/// The factor (in `(0, 1]`) by which each device's contributions to one
+/// aggregate are scaled so that no device carries more than `max_share` of
+/// its weight: `contributions` are (device, weight) pairs, several per device
+/// allowed; a device's weights are summed, then capped by [`cap_shares`].
+/// Multiply everything a device contributes (vectors, counts, rates'
+/// weights) by its factor before aggregating.
+pub fn device_scales<'a>(
+    contributions: impl IntoIterator<Item = (&'a DeviceId, f64)>,
+    max_share: f64,
+) -> BTreeMap<&'a DeviceId, f64> {
+    let mut per_device: BTreeMap<&DeviceId, f64> = BTreeMap::new();
+    for (d, w) in contributions {
+        *per_device.entry(d).or_default() += w;
+    }
+    let raw: Vec<f64> = per_device.values().copied().collect();
+    let capped = cap_shares(&raw, max_share);
+    per_device
+        .into_keys()
+        .zip(raw.iter().zip(&capped))
+        .map(|(d, (r, c))| (d, if *r > 0.0 { c / r } else { 0.0 }))
+        .collect()
+}
 
 /// How federation aggregates. `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FederationConfig {
-    /// Distinct devices a cluster needs to be published (privacy rule 3).
+    /// Distinct devices a cluster needs to be published (privacy rule 3);
+    /// at least [`MIN_K_DEVICES`].
     pub k_min_devices: u32,
+    /// The largest share of a published cluster's weight one device may
+    /// carry, in `[1 / k_min_devices, 1]`; heavier devices are capped
+    /// ([`cap_shares`]). Default 0.2 (= 1 / the default k).
+    pub max_device_share: f32,
+    /// The key of the canonical order ([`order_hash`]); see [`OrderKey`].
+    pub order_key: OrderKey,
     /// Globals published per region (≤ [`MAX_GLOBALS_PER_REGION`]).
     pub max_globals_per_region: usize,
     /// Cosine to a centroid for a pattern to join its cluster.
@@ -82,7 +198,9 @@ pub struct FederationConfig {
 impl Default for FederationConfig {
     fn default() -> Self {
         Self {
-            k_min_devices: 5,
+            k_min_devices: MIN_K_DEVICES,
+            max_device_share: 1.0 / MIN_K_DEVICES as f32,
+            order_key: OrderKey::default(),
             max_globals_per_region: 64,
             cluster_threshold: 0.8,
             id_match_threshold: 0.85,
@@ -103,6 +221,14 @@ pub enum FederationError {
     /// A configuration value is out of range.
     #[error("invalid federation config: {0}")]
     Config(String),
+    /// `k_min_devices` is below [`MIN_K_DEVICES`] (privacy rule 3).
+    #[error("k_min_devices = {k} is below the minimum of {min}")]
+    ThresholdTooLow {
+        /// The configured k.
+        k: u32,
+        /// The smallest k accepted.
+        min: u32,
+    },
     /// Reading inputs or publishing failed; regions published before the
     /// failure stay published, the failing one is unchanged.
     #[error("store: {0}")]
@@ -113,8 +239,15 @@ impl FederationConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), FederationError> {
         let err = |m: &str| Err(FederationError::Config(m.to_string()));
-        if self.k_min_devices == 0 {
-            return err("k_min_devices must be at least 1");
+        if self.k_min_devices < MIN_K_DEVICES {
+            return Err(FederationError::ThresholdTooLow {
+                k: self.k_min_devices,
+                min: MIN_K_DEVICES,
+            });
+        }
+        let share = self.max_device_share;
+        if !(share.is_finite() && share * self.k_min_devices as f32 >= 1.0 && share <= 1.0) {
+            return err("max_device_share must be in [1 / k_min_devices, 1]");
         }
         if self.max_globals_per_region == 0 || self.max_globals_per_region > MAX_GLOBALS_PER_REGION
         {
@@ -172,17 +305,21 @@ pub struct RegionOutput {
     pub stats: RegionStats,
 }
 
-/// Canonical order key of a device pattern.
-/// (Used inside sorts and heap operations: hashes without allocating.)
-fn order_key<E>(p: &RegionPattern<E>) -> (u64, &DeviceId, u64) {
-    let id = p.pattern.id.0.to_le_bytes();
-    let h = stable_hash_parts(&[p.device.as_str().as_bytes(), &[0], &id]);
-    (h, &p.device, p.pattern.id.0)
+/// The keyed hash of a device pattern's canonical order.
+fn pattern_hash<E>(p: &RegionPattern<E>, key: &OrderKey) -> u64 {
+    order_hash(
+        key,
+        &[p.device.as_str().as_bytes(), &p.pattern.id.0.to_le_bytes()],
+    )
+}
+
+/// A pattern's samples as federation counts them (capped).
+fn capped_samples<E>(p: &RegionPattern<E>, config: &FederationConfig) -> u32 {
+    p.pattern.samples.min(config.max_samples_per_pattern)
 }
 
 fn weight<E>(p: &RegionPattern<E>, config: &FederationConfig) -> f32 {
-    let s = p.pattern.samples.min(config.max_samples_per_pattern) as f32;
-    let w = p.pattern.success_rate * s;
+    let w = p.pattern.success_rate * capped_samples(p, config) as f32;
     if w.is_finite() && w > 0.0 {
         w
     } else {
@@ -190,45 +327,94 @@ fn weight<E>(p: &RegionPattern<E>, config: &FederationConfig) -> f32 {
     }
 }
 
+/// A cluster being formed: its running (uncapped) centroid decides which
+/// patterns join; what is published is computed from its members by
+/// [`Cluster::aggregate`].
 struct Cluster<'a> {
     bucket: ContextBucket,
     sum: Vec<f32>,
     centroid: Embedding,
-    weight: f64,
-    success_samples: f64,
-    samples: u64,
     devices: BTreeSet<&'a DeviceId>,
+    /// Positions of the members in the (canonically ordered) rows.
+    members: Vec<usize>,
     /// Position of the first member in canonical order (a tie breaker).
     first: usize,
 }
 
+/// What a cluster publishes, each device's contribution capped to the
+/// configured share of the weight.
+struct Aggregate {
+    centroid: Embedding,
+    weight: f64,
+    success_samples: f64,
+    samples: f64,
+}
+
 impl<'a> Cluster<'a> {
-    fn add(&mut self, p: &'a RegionPattern<Embedding>, w: f32) {
+    fn add(&mut self, pos: usize, p: &'a RegionPattern<Embedding>, w: f32) {
         for (s, v) in self.sum.iter_mut().zip(p.pattern.embedding.as_slice()) {
             *s += w * v;
         }
         if let Ok(c) = Embedding::new(self.sum.clone()) {
             self.centroid = c;
         }
-        self.weight += f64::from(w);
-        self.success_samples += f64::from(p.pattern.success_rate) * f64::from(p.pattern.samples);
-        self.samples += u64::from(p.pattern.samples);
         self.devices.insert(&p.device);
+        self.members.push(pos);
     }
 
-    fn to_global(&self, id: u64) -> GlobalPattern {
-        let rate = if self.samples == 0 {
-            0.0
+    /// The published figures: each device's weight in the cluster is capped
+    /// by [`cap_shares`] and everything it contributes is scaled with it.
+    fn aggregate(
+        &self,
+        rows: &[(&RegionPattern<Embedding>, f32, u64)],
+        config: &FederationConfig,
+    ) -> Aggregate {
+        let scale = device_scales(
+            self.members.iter().map(|&m| {
+                let (p, w, _) = rows[m];
+                (&p.device, f64::from(w))
+            }),
+            f64::from(config.max_device_share),
+        );
+        let mut sum = vec![0.0f64; EMBEDDING_DIM];
+        let mut out = Aggregate {
+            centroid: self.centroid.clone(),
+            weight: 0.0,
+            success_samples: 0.0,
+            samples: 0.0,
+        };
+        for &m in &self.members {
+            let (p, w, _) = rows[m];
+            let f = scale.get(&p.device).copied().unwrap_or(0.0);
+            let w = f * f64::from(w);
+            for (s, v) in sum.iter_mut().zip(p.pattern.embedding.as_slice()) {
+                *s += w * f64::from(*v);
+            }
+            let n = f * f64::from(capped_samples(p, config));
+            out.weight += w;
+            out.success_samples += n * f64::from(p.pattern.success_rate);
+            out.samples += n;
+        }
+        if let Ok(c) = Embedding::new(sum.into_iter().map(|x| x as f32).collect()) {
+            out.centroid = c;
+        }
+        out
+    }
+
+    fn to_global(&self, agg: &Aggregate, id: u64) -> GlobalPattern {
+        let rate = if agg.samples > 0.0 {
+            (agg.success_samples / agg.samples).clamp(0.0, 1.0) as f32
         } else {
-            (self.success_samples / self.samples as f64).clamp(0.0, 1.0) as f32
+            0.0
         };
         GlobalPattern {
             id,
             bucket: self.bucket,
-            embedding: self.centroid.clone(),
+            embedding: agg.centroid.clone(),
             success_rate: rate,
             support: u32::try_from(self.devices.len()).unwrap_or(u32::MAX),
-            samples: u32::try_from(self.samples).unwrap_or(u32::MAX),
+            // At least 1: every member has samples, however scaled down.
+            samples: (agg.samples.round() as u32).max(1),
         }
     }
 }
@@ -250,14 +436,15 @@ pub fn federate_region(
     };
 
     // 1–2: weight, canonical order, deduplicate, sample.
-    let mut rows: Vec<(&RegionPattern<Embedding>, f32)> = inputs
+    let key = &config.order_key;
+    let mut rows: Vec<(&RegionPattern<Embedding>, f32, u64)> = inputs
         .iter()
-        .map(|p| (p, weight(p, config)))
-        .filter(|(_, w)| *w > 0.0)
+        .map(|p| (p, weight(p, config), pattern_hash(p, key)))
+        .filter(|(_, w, _)| *w > 0.0)
         .collect();
-    rows.sort_by(|(a, wa), (b, wb)| {
-        order_key(a)
-            .cmp(&order_key(b))
+    rows.sort_by(|(a, wa, ha), (b, wb, hb)| {
+        (ha, &a.device, a.pattern.id)
+            .cmp(&(hb, &b.device, b.pattern.id))
             .then_with(|| wa.total_cmp(wb))
             .then_with(|| a.pattern.updated_at_ms.cmp(&b.pattern.updated_at_ms))
     });
@@ -268,7 +455,7 @@ pub fn federate_region(
     // 3: greedy clustering per bucket.
     let mut clusters: Vec<Cluster<'_>> = Vec::new();
     let mut per_bucket: BTreeMap<ContextBucket, Vec<usize>> = BTreeMap::new();
-    for (pos, (p, w)) in rows.iter().enumerate() {
+    for (pos, (p, w, _)) in rows.iter().enumerate() {
         let members = per_bucket.entry(p.pattern.bucket).or_default();
         let mut best: Option<(usize, f32)> = None;
         for &ci in members.iter() {
@@ -278,19 +465,17 @@ pub fn federate_region(
             }
         }
         match best {
-            Some((ci, _)) => clusters[ci].add(p, *w),
+            Some((ci, _)) => clusters[ci].add(pos, p, *w),
             None if members.len() < config.max_clusters_per_bucket => {
                 let mut c = Cluster {
                     bucket: p.pattern.bucket,
                     sum: vec![0.0; EMBEDDING_DIM],
                     centroid: p.pattern.embedding.clone(),
-                    weight: 0.0,
-                    success_samples: 0.0,
-                    samples: 0,
                     devices: BTreeSet::new(),
+                    members: Vec::new(),
                     first: pos,
                 };
-                c.add(p, *w);
+                c.add(pos, p, *w);
                 members.push(clusters.len());
                 clusters.push(c);
             }
@@ -301,14 +486,17 @@ pub fn federate_region(
 
     // 4: k-threshold and ranking.
     let k = config.k_min_devices as usize;
-    let mut eligible: Vec<&Cluster<'_>> =
-        clusters.iter().filter(|c| c.devices.len() >= k).collect();
+    let mut eligible: Vec<(&Cluster<'_>, Aggregate)> = clusters
+        .iter()
+        .filter(|c| c.devices.len() >= k)
+        .map(|c| (c, c.aggregate(&rows, config)))
+        .collect();
     stats.eligible_clusters = eligible.len();
-    eligible.sort_by(|a, b| {
+    eligible.sort_by(|(a, aa), (b, ab)| {
         b.devices
             .len()
             .cmp(&a.devices.len())
-            .then_with(|| b.weight.total_cmp(&a.weight))
+            .then_with(|| ab.weight.total_cmp(&aa.weight))
             .then_with(|| a.bucket.cmp(&b.bucket))
             .then_with(|| a.first.cmp(&b.first))
     });
@@ -326,8 +514,8 @@ pub fn federate_region(
         .map(|p| quantized(&p.embedding))
         .collect();
     let mut pairs: Vec<(f32, usize, u64)> = Vec::new();
-    for (i, c) in eligible.iter().enumerate() {
-        let Some(centroid) = quantized(&c.centroid) else {
+    for (i, (c, agg)) in eligible.iter().enumerate() {
+        let Some(centroid) = quantized(&agg.centroid) else {
             continue;
         };
         for (prev, prev_q) in previous.patterns.iter().zip(&previous_q) {
@@ -356,12 +544,12 @@ pub fn federate_region(
     let prev_by_id: BTreeMap<u64, &GlobalPattern> =
         previous.patterns.iter().map(|p| (p.id, p)).collect();
     let mut published: Vec<(GlobalPattern, f64)> = Vec::with_capacity(eligible.len());
-    for (c, id) in eligible.iter().zip(ids) {
+    for ((c, agg), id) in eligible.iter().zip(ids) {
         let id = id.unwrap_or_else(|| {
             next_id += 1;
             next_id
         });
-        let g = c.to_global(id);
+        let g = c.to_global(agg, id);
         let before = prev_by_id.get(&id).map_or(0.0, |p| growth_weight(p));
         let growth = growth_weight(&g) - before;
         published.push((g, growth));
@@ -518,12 +706,13 @@ pub fn pack_global(g: &GlobalPattern) -> PackedGlobalPattern {
     }
 }
 
-/// Heap entry ordering rows by canonical key (largest on top).
-struct Sampled(RegionPattern);
+/// Heap entry ordering rows by canonical key (largest on top): the row and
+/// its keyed hash.
+struct Sampled(RegionPattern, u64);
 
 impl Sampled {
     fn key(&self) -> (u64, &DeviceId, u64) {
-        order_key(&self.0)
+        (self.1, &self.0.device, self.0.pattern.id.0)
     }
 }
 impl PartialEq for Sampled {
@@ -587,7 +776,8 @@ pub fn run<S: PatternStore>(
                 if weight(&row, config) <= 0.0 {
                     continue;
                 }
-                heap.push(Sampled(row));
+                let h = pattern_hash(&row, &config.order_key);
+                heap.push(Sampled(row, h));
                 if heap.len() > config.max_patterns_per_region {
                     heap.pop();
                 }
@@ -714,7 +904,13 @@ mod tests {
             .map(|d| row(d, 1, heavy.clone(), 0, 1.0, 100))
             .collect();
         rows.extend((3..6).map(|d| row(d, 1, light.clone(), 0, 0.1, 1)));
-        let out = run1(&rows, &RegionGlobals::default());
+        // Quality weighting alone, without the share cap (which binds here:
+        // see `no_device_carries_more_than_its_share`).
+        let uncapped = FederationConfig {
+            max_device_share: 1.0,
+            ..FederationConfig::default()
+        };
+        let out = federate_region(&rows, &RegionGlobals::default(), &[], &uncapped);
         assert_eq!(out.patterns.len(), 1);
         let g = &out.patterns[0];
         assert!(g.embedding.cosine(&heavy) > g.embedding.cosine(&light) + 0.1);
@@ -913,7 +1109,266 @@ mod tests {
                     ..config
                 }
             ),
-            Err(FederationError::Config(_))
+            Err(FederationError::ThresholdTooLow { k: 0, min: 5 })
         ));
+    }
+
+    #[test]
+    fn k_below_five_is_refused() {
+        for k in 0..MIN_K_DEVICES {
+            let c = FederationConfig {
+                k_min_devices: k,
+                ..FederationConfig::default()
+            };
+            assert_eq!(
+                c.validate(),
+                Err(FederationError::ThresholdTooLow { k, min: 5 })
+            );
+        }
+        let ten = FederationConfig {
+            k_min_devices: 10,
+            ..FederationConfig::default()
+        };
+        assert_eq!(ten.validate(), Ok(()));
+        // The share bound must leave room for k devices.
+        for share in [0.05, 0.0, f32::NAN, 1.5] {
+            let c = FederationConfig {
+                max_device_share: share,
+                ..FederationConfig::default()
+            };
+            assert!(
+                matches!(c.validate(), Err(FederationError::Config(_))),
+                "{share}"
+            );
+        }
+    }
+
+    #[test]
+    fn cap_shares_bounds_every_share_and_keeps_the_small_ones() {
+        let share = |w: &[f64]| {
+            let t: f64 = w.iter().sum();
+            w.iter().fold(0.0f64, |m, x| m.max(x / t))
+        };
+        // Nothing to do when every share is within the bound.
+        assert_eq!(cap_shares(&[1.0, 1.0, 1.0, 1.0, 1.0], 0.2), vec![1.0; 5]);
+        // One heavy device among tiny ones: capped to the bound exactly.
+        let w = cap_shares(&[1000.0, 1.0, 1.0, 1.0, 1.0], 0.2);
+        assert_eq!(w[1..], [1.0; 4]);
+        assert!((share(&w) - 0.2).abs() < 1e-9, "{w:?}");
+        // Too few devices for the bound: equal shares.
+        assert_eq!(cap_shares(&[5.0, 1.0, 2.0], 0.2), vec![1.0; 3]);
+        assert!(cap_shares(&[], 0.2).is_empty());
+        // Many pseudo-random inputs: the bound holds, no weight grows, the
+        // order of weights is kept and the weights below the cap are intact.
+        let mut state = 1u64;
+        for case in 0..2000 {
+            let n = 5 + case % 40;
+            let w: Vec<f64> = (0..n)
+                .map(|_| {
+                    let r = suite_rand(&mut state);
+                    if r.is_multiple_of(7) {
+                        (r % 1_000_000) as f64 + 1.0
+                    } else {
+                        (r % 1000) as f64 / 100.0 + 0.001
+                    }
+                })
+                .collect();
+            for s in [0.2, 0.5, 1.0 / n as f64] {
+                let c = cap_shares(&w, s);
+                // Up to floating-point rounding.
+                assert!(
+                    share(&c) <= s * (1.0 + 1e-6),
+                    "case {case}: {w:?} at {s}: {c:?}"
+                );
+                let cap = c.iter().copied().fold(0.0f64, f64::max);
+                for (a, b) in w.iter().zip(&c) {
+                    assert!(b <= a);
+                    if *a < cap {
+                        assert_eq!(a, b);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn device_scales_sum_a_devices_contributions_before_capping() {
+        let (a, b) = (device(1), device(2));
+        let others: Vec<DeviceId> = (3..7).map(device).collect();
+        // Device a splits a heavy weight over three patterns: it is capped
+        // as one device, all its patterns by one factor.
+        let mut rows = vec![(&a, 40.0), (&a, 40.0), (&a, 20.0), (&b, 1.0)];
+        rows.extend(others.iter().map(|d| (d, 1.0)));
+        let scales = device_scales(rows.iter().copied(), 0.2);
+        // Five devices at 1 and a capped at c: c = 0.2 (c + 5) → c = 1.25.
+        assert!((scales[&a] * 100.0 - 1.25).abs() < 1e-9, "{scales:?}");
+        assert_eq!(scales[&b], 1.0);
+        assert!(others.iter().all(|d| scales[d] == 1.0));
+        let total: f64 = rows.iter().map(|(d, w)| scales[*d] * w).sum();
+        assert!(scales[&a] * 100.0 / total <= 0.2 + 1e-9);
+    }
+
+    fn suite_rand(state: &mut u64) -> u64 {
+        *state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        *state >> 11
+    }
+
+    #[test]
+    fn no_device_carries_more_than_its_share() {
+        // One heavy device and four light ones: the heavy one's weight is
+        // capped to a fifth of the total, so all five count alike.
+        let heavy = embedding_near(1, 500, 0.15);
+        let mut rows = vec![row(0, 1, heavy.clone(), 0, 1.0, 1000)];
+        rows.extend((1..5).map(|d| row(d, 1, embedding_near(1, 600 + d, 0.15), 0, 0.5, 2)));
+        let out = run1(&rows, &RegionGlobals::default());
+        assert_eq!(out.patterns.len(), 1);
+        let g = &out.patterns[0];
+        // Equal weights (1 each): the rate is the plain mean, samples scaled.
+        assert!(
+            (g.success_rate - (1.0 + 4.0 * 0.5) / 5.0).abs() < 0.1,
+            "{g:?}"
+        );
+        assert!(g.samples <= 10, "{g:?}");
+        let others = Embedding::new(
+            (0..EMBEDDING_DIM)
+                .map(|i| {
+                    rows[1..]
+                        .iter()
+                        .map(|r| r.pattern.embedding.as_slice()[i])
+                        .sum()
+                })
+                .collect(),
+        )
+        .unwrap();
+        assert!(g.embedding.cosine(&others) > g.embedding.cosine(&heavy));
+    }
+
+    #[test]
+    fn the_order_is_keyed() {
+        let key = |n: u8| OrderKey([n; 16]);
+        let rows = group(0, 200, 1, 0);
+        let order = |k: &OrderKey| {
+            let mut ids: Vec<(u64, String)> = rows
+                .iter()
+                .map(|r| (pattern_hash(r, k), r.device.to_string()))
+                .collect();
+            ids.sort();
+            ids.into_iter().map(|(_, d)| d).collect::<Vec<_>>()
+        };
+        assert_eq!(order(&key(1)), order(&key(1)));
+        assert_ne!(order(&key(1)), order(&key(2)));
+        // Length-prefixed parts: a different split is a different input.
+        let k = key(3);
+        assert_ne!(
+            order_hash(&k, &[b"ab", b"c"]),
+            order_hash(&k, &[b"a", b"bc"])
+        );
+        // The sample a region keeps depends on the key, not on ids a device picks.
+        let small = |k: OrderKey| FederationConfig {
+            max_patterns_per_region: 20,
+            order_key: k,
+            ..FederationConfig::default()
+        };
+        let a = federate_region(&rows, &RegionGlobals::default(), &[], &small(key(1)));
+        let b = federate_region(&rows, &RegionGlobals::default(), &[], &small(key(2)));
+        assert_eq!(a.stats.used_patterns, 20);
+        assert_ne!(a.patterns, b.patterns);
+        assert!(!format!("{:?}", key(7)).contains('7'));
+    }
+
+    #[test]
+    fn one_device_with_huge_samples_does_not_own_the_trends() {
+        // Cluster A: six devices with 100 samples each. Cluster B: five
+        // devices with 10, one of which claims u32::MAX.
+        let mut rows: Vec<RegionPattern<Embedding>> = (0..6)
+            .map(|d| row(d, 1, embedding_near(1, 100 + d, 0.05), 2, 0.8, 100))
+            .collect();
+        rows.extend((10..15).map(|d| {
+            let samples = if d == 10 { u32::MAX } else { 10 };
+            row(d, 1, embedding_near(2, 100 + d, 0.05), 2, 0.8, samples)
+        }));
+        let catalog: Vec<CatalogVector> = [(1u64, 1u64), (2, 2)]
+            .into_iter()
+            .map(|(n, seed)| CatalogVector {
+                id: suite::content(n),
+                embedding: embedding(seed),
+            })
+            .collect();
+        let out = federate_region(
+            &rows,
+            &RegionGlobals::default(),
+            &catalog,
+            &FederationConfig::default(),
+        );
+        assert_eq!(out.patterns.len(), 2);
+        assert_eq!(
+            out.trends[0].content_id,
+            suite::content(1),
+            "{:?}",
+            out.trends
+        );
+        let b = out
+            .patterns
+            .iter()
+            .find(|g| g.embedding.cosine(&embedding(2)) > 0.9)
+            .unwrap();
+        assert!(b.samples <= 100, "{b:?}");
+    }
+
+    /// k − 1 attacker devices and one victim whose pattern lies in the
+    /// attackers' cluster: whatever weights the attackers pick, the victim
+    /// never carries more than 1/k of a published global, so the global is
+    /// never the victim's pattern: its direction is nearer the attackers'
+    /// mix than the victim's, and with tiny attacker weights (the attack)
+    /// its success rate is not the victim's. Without the share cap the
+    /// tiny-weight attack works, which shows the check can fail.
+    #[test]
+    fn sybils_never_get_a_victims_pattern_published() {
+        let attack = |config: &FederationConfig| {
+            let k = u64::from(config.k_min_devices);
+            let mut state = 7u64;
+            let mut published_victims = 0;
+            for seed in 0..300u64 {
+                let base = 1_000 + seed;
+                let victim = embedding_near(base, 50_000 + seed, 0.1);
+                let mut rows = vec![row(0, 1, victim.clone(), 0, 1.0, 1000)];
+                let mut sybils = vec![0.0f32; EMBEDDING_DIM];
+                // Even seeds: the attack (tiny weights); odd: any weights.
+                let tiny = seed.is_multiple_of(2);
+                for d in 1..k {
+                    let r = suite_rand(&mut state);
+                    let noise = 0.05 + (r % 10) as f32 / 100.0;
+                    let e = embedding_near(base, 60_000 + seed * 16 + d, noise);
+                    for (s, v) in sybils.iter_mut().zip(e.as_slice()) {
+                        *s += v;
+                    }
+                    let (rate, samples) = if tiny {
+                        (0.001, 1)
+                    } else {
+                        (
+                            [0.001, 0.01, 1.0][(r % 3) as usize],
+                            [1, 2, 1000, u32::MAX][(r / 3 % 4) as usize],
+                        )
+                    };
+                    rows.push(row(d + 1000 * (seed + 1), 1, e, 0, rate, samples));
+                }
+                let sybils = Embedding::new(sybils).unwrap();
+                let out = federate_region(&rows, &RegionGlobals::default(), &[], config);
+                let victims = out.patterns.iter().any(|g| {
+                    g.embedding.cosine(&victim) >= g.embedding.cosine(&sybils)
+                        || (tiny && g.success_rate > 0.5)
+                });
+                published_victims += usize::from(victims);
+            }
+            published_victims
+        };
+        assert_eq!(attack(&FederationConfig::default()), 0);
+        let uncapped = FederationConfig {
+            max_device_share: 1.0,
+            ..FederationConfig::default()
+        };
+        assert!(attack(&uncapped) >= 100, "the attack works without the cap");
     }
 }

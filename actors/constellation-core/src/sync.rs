@@ -7,9 +7,11 @@
 //!
 //! 1. [`SyncCore::admit`]: the per-device rate limit ([`RateLimiter`]) →
 //!    `RetryAfter{secs}`;
-//! 2. [`SyncCore::validate`]: what the codec cannot check (region allowed,
-//!    duplicate or contradictory pattern ids, `samples == 0`, version
-//!    regressions, shape of `Snapshot` and `Forget`) → `BadRequest`;
+//! 2. [`SyncCore::validate`]: what the codec cannot check (region in the
+//!    configured allow-list, duplicate or contradictory pattern ids,
+//!    `samples == 0`, version regressions, shape of `Snapshot` and `Forget`)
+//!    → `BadRequest`. A `Forget` is accepted whatever region it names: a
+//!    device may always be dropped;
 //! 3. read the device's state, then [`SyncCore::plan`]: the stored version
 //!    decides: `base_version` equal → apply; `pattern_version` equal (a
 //!    replay) → acknowledge without re-applying; otherwise →
@@ -24,8 +26,13 @@
 //! 5. the shell performs the write (one atomic store call); a refused write
 //!    becomes [`SyncCore::write_refused`]'s answer, any other failure
 //!    `Internal`;
-//! 6. [`SyncCore::finish`] charges the rate limit unless the answer is
-//!    `ResyncRequired` or `Internal`.
+//! 6. [`SyncCore::finish`] charges the rate limit for every admitted sync,
+//!    whatever its answer: `BadRequest`, `ResyncRequired` and `Internal`
+//!    included, so that no answer lets a device (or a node that keeps
+//!    asking for snapshots) sync faster than the limit.
+//!
+//! `samples` is not trusted: each stored pattern's count is clamped to
+//! [`SyncConfig::max_pattern_samples`] on arrival.
 //!
 //! Trends travel with a global version: they are sent whenever the device's
 //! global version differs from the region's (the device replaces its trends),
@@ -54,6 +61,10 @@ pub const DEFAULT_MIN_SYNC_INTERVAL_SECS: u32 = 60;
 pub const DEFAULT_RATE_LIMITER_CAPACITY: usize = 131_072;
 /// Default range of `next_sync_secs`.
 pub const DEFAULT_NEXT_SYNC_SECS: (u32, u32) = (300, 900);
+/// Default cap on a stored pattern's `samples` (larger counts are clamped
+/// on arrival): a TV keeps 1,000 episodes by default, so no honest pattern
+/// folds more watches than that.
+pub const DEFAULT_MAX_PATTERN_SAMPLES: u32 = 1000;
 /// Default catalog entries per response.
 pub const DEFAULT_CATALOG_PAGE_ITEMS: usize = 100;
 /// Largest catalog page a response may carry: a worst-case entry (64 B id,
@@ -79,15 +90,20 @@ pub enum ConfigError {
     #[error("rate limiter capacity and burst must be at least 1")]
     BadRateLimiter,
     /// An allow-list of regions that is empty would refuse every device.
-    #[error("the allowed-region list is empty (use None to allow any region)")]
+    #[error("the allowed-region list is empty")]
     NoRegionsAllowed,
+    /// The cap on a pattern's `samples` is 0.
+    #[error("the cap on a pattern's samples must be at least 1")]
+    BadSampleCap,
 }
 
 /// How a [`SyncCore`] behaves. `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncConfig {
-    /// Regions devices may declare; `None` allows any.
-    pub allowed_regions: Option<BTreeSet<Region>>,
+    /// Regions devices may declare (a sync naming another is a
+    /// `BadRequest`, charged to the rate limit). Default: the one region
+    /// [`omega_protocol::DEFAULT_REGION`].
+    pub allowed_regions: BTreeSet<Region>,
     /// Per-device interval between charged syncs (0 disables the limit).
     pub min_sync_interval_secs: u32,
     /// Syncs a device may make back to back before the interval applies
@@ -99,17 +115,21 @@ pub struct SyncConfig {
     pub next_sync_secs: (u32, u32),
     /// Catalog changes per response, 1..=[`MAX_CATALOG_PAGE_ITEMS`].
     pub catalog_page_items: usize,
+    /// A stored pattern's `samples` is clamped to this on arrival (at least
+    /// 1). Default [`DEFAULT_MAX_PATTERN_SAMPLES`].
+    pub max_pattern_samples: u32,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
         Self {
-            allowed_regions: None,
+            allowed_regions: BTreeSet::from([Region::default_region()]),
             min_sync_interval_secs: DEFAULT_MIN_SYNC_INTERVAL_SECS,
             rate_burst: 1,
             rate_limiter_capacity: DEFAULT_RATE_LIMITER_CAPACITY,
             next_sync_secs: DEFAULT_NEXT_SYNC_SECS,
             catalog_page_items: DEFAULT_CATALOG_PAGE_ITEMS,
+            max_pattern_samples: DEFAULT_MAX_PATTERN_SAMPLES,
         }
     }
 }
@@ -127,12 +147,11 @@ impl SyncConfig {
         if self.rate_limiter_capacity == 0 || self.rate_burst == 0 {
             return Err(ConfigError::BadRateLimiter);
         }
-        if self
-            .allowed_regions
-            .as_ref()
-            .is_some_and(BTreeSet::is_empty)
-        {
+        if self.allowed_regions.is_empty() {
             return Err(ConfigError::NoRegionsAllowed);
+        }
+        if self.max_pattern_samples == 0 {
+            return Err(ConfigError::BadSampleCap);
         }
         Ok(())
     }
@@ -486,7 +505,7 @@ impl SyncCore {
                         .added
                         .into_iter()
                         .chain(delta.updated)
-                        .map(|p| stored_pattern(p, now_ms))
+                        .map(|p| stored_pattern(p, self.config.max_pattern_samples, now_ms))
                         .collect(),
                     removals: delta.removed,
                 };
@@ -513,22 +532,18 @@ impl SyncCore {
     }
 
     /// Step 6: charges the rate limit for a sync admitted at `now_ms` and
-    /// turns its result into the response. A device told to resync must be
-    /// able to upload its snapshot at once, and the node's own failures are
-    /// not the device's fault: those two are not charged.
+    /// turns its result into the response. Every admitted sync is charged,
+    /// whatever its answer: were `ResyncRequired` or `Internal` free, a
+    /// device could sync without limit by provoking them, and a node could
+    /// make a TV upload snapshot after snapshot; the snapshot that follows a
+    /// `ResyncRequired` waits for the next interval like any sync.
     pub fn finish(
         &mut self,
         device: &DeviceId,
         now_ms: u64,
         result: Result<(PackedSyncAccepted, SyncOutcome), SyncError>,
     ) -> (PackedSyncResponse, SyncOutcome) {
-        let charge = !matches!(
-            result,
-            Err(SyncError::ResyncRequired { .. } | SyncError::Internal { .. })
-        );
-        if charge {
-            self.limiter.charge(device, now_ms);
-        }
+        self.limiter.charge(device, now_ms);
         match result {
             Ok((accepted, outcome)) => (Ok(accepted), outcome),
             Err(e) => {
@@ -574,10 +589,17 @@ impl SyncCore {
 
     /// Step 2: checks what the codec cannot (see the module docs).
     pub fn validate(&self, req: &PackedSyncRequest) -> Result<(), SyncError> {
-        if let Some(allowed) = &self.config.allowed_regions {
-            if !allowed.contains(&req.region) {
-                return Err(bad(format!("region {} is not served here", req.region)));
-            }
+        if req.kind != SyncKind::Forget && !self.config.allowed_regions.contains(&req.region) {
+            return Err(bad(format!(
+                "region {} is not served by this node (allowed: {})",
+                req.region,
+                self.config
+                    .allowed_regions
+                    .iter()
+                    .map(Region::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
         if req.pattern_version < req.base_version {
             return Err(bad(format!(
@@ -640,13 +662,14 @@ impl SyncCore {
     }
 }
 
-fn stored_pattern(p: PackedPatternSummary, now_ms: u64) -> StoredPattern {
+/// A pattern as stored, its `samples` clamped to `max_samples`.
+fn stored_pattern(p: PackedPatternSummary, max_samples: u32, now_ms: u64) -> StoredPattern {
     StoredPattern {
         id: p.id,
         bucket: p.bucket,
         embedding: p.embedding,
         success_rate: p.success_rate,
-        samples: p.samples,
+        samples: p.samples.min(max_samples),
         updated_at_ms: now_ms,
     }
 }
@@ -716,7 +739,11 @@ mod tests {
         assert!(bad(|c| c.catalog_page_items = 0));
         assert!(bad(|c| c.catalog_page_items = MAX_CATALOG_PAGE_ITEMS + 1));
         assert!(bad(|c| c.rate_burst = 0));
-        assert!(bad(|c| c.allowed_regions = Some(BTreeSet::new())));
+        assert!(bad(|c| c.allowed_regions = BTreeSet::new()));
+        assert!(bad(|c| c.max_pattern_samples = 0));
+        assert!(SyncConfig::default()
+            .allowed_regions
+            .contains(&Region::new(omega_protocol::DEFAULT_REGION).expect("valid")));
         let _ = (embedding(1), region(1));
     }
 }

@@ -88,10 +88,18 @@ fn added(ps: Vec<PackedPatternSummary>) -> PackedPatternDelta {
     }
 }
 
+/// The default configuration serving the test regions `r0`..`r3`.
+fn config() -> SyncConfig {
+    SyncConfig {
+        allowed_regions: (0..4).map(region).collect(),
+        ..SyncConfig::default()
+    }
+}
+
 fn redb_core() -> (tempfile::TempDir, Shard<Arc<RedbStore>>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
-    (dir, Shard::new(store, SyncConfig::default()).unwrap())
+    (dir, Shard::new(store, config()).unwrap())
 }
 
 fn rng() -> StdRng {
@@ -168,7 +176,7 @@ fn a_replay_is_acknowledged_without_reapplying() {
 }
 
 #[test]
-fn an_unknown_base_requires_a_resync_which_may_follow_at_once() {
+fn an_unknown_base_requires_a_resync_charged_to_the_rate_limit() {
     let (_d, mut core) = redb_core();
     let mut rng = rng();
     let dev = device(1);
@@ -177,18 +185,29 @@ fn an_unknown_base_requires_a_resync_which_may_follow_at_once() {
         core.handle(&dev, lost, 0, &mut rng),
         Err(SyncError::ResyncRequired { node_version: 0 })
     );
-    // Not charged: the snapshot goes through immediately.
+    // Charged: the snapshot waits for the next interval like any sync, so
+    // provoking (or answering) ResyncRequired cannot speed a device up.
     let snap = req(SyncKind::Snapshot, 0, 6, added(vec![summary(1, 1)]));
     assert_eq!(
-        core.handle(&dev, snap, 1, &mut rng).unwrap().acked_version,
+        core.handle(&dev, snap.clone(), 1, &mut rng),
+        Err(SyncError::RetryAfter { secs: 60 })
+    );
+    assert_eq!(
+        core.handle(&dev, snap, MIN, &mut rng)
+            .unwrap()
+            .acked_version,
         6
     );
     // A device ahead of the node's version (lost write) is asked again.
     let ahead = req(SyncKind::Delta, 8, 9, added(vec![summary(2, 2)]));
     assert_eq!(
-        core.handle(&dev, ahead, MIN + 1, &mut rng),
+        core.handle(&dev, ahead.clone(), 2 * MIN, &mut rng),
         Err(SyncError::ResyncRequired { node_version: 6 })
     );
+    assert!(matches!(
+        core.handle(&dev, ahead, 2 * MIN + 1, &mut rng),
+        Err(SyncError::RetryAfter { .. })
+    ));
 }
 
 #[test]
@@ -323,20 +342,52 @@ fn what_the_codec_cannot_check_is_refused() {
         assert_eq!(core.store().device_state(&dev).unwrap(), None, "{what}");
     }
 
-    // Regions outside the allow-list.
-    let config = SyncConfig {
-        allowed_regions: Some(BTreeSet::from([region(2)])),
-        ..SyncConfig::default()
+    // Regions outside the allow-list: a clear reason, charged to the rate
+    // limit, nothing stored.
+    let only_r2 = SyncConfig {
+        allowed_regions: BTreeSet::from([region(2)]),
+        ..config()
     };
-    let mut core = Shard::new(MemoryStore::new(), config).unwrap();
+    let mut core = Shard::new(MemoryStore::new(), only_r2).unwrap();
     let r = req(SyncKind::Delta, 0, 1, added(vec![summary(1, 1)]));
-    assert!(matches!(
-        core.handle(&device(1), r.clone(), 0, &mut rng),
-        Err(SyncError::BadRequest { .. })
-    ));
+    let Err(SyncError::BadRequest { reason }) = core.handle(&device(1), r.clone(), 0, &mut rng)
+    else {
+        panic!("a region outside the allow-list is a bad request")
+    };
+    assert!(
+        reason.contains("region r1 is not served") && reason.contains("r2"),
+        "{reason}"
+    );
+    assert_eq!(core.store().device_state(&device(1)).unwrap(), None);
     let mut ok = r;
     ok.region = region(2);
-    assert!(core.handle(&device(2), ok, 0, &mut rng).is_ok());
+    assert!(matches!(
+        core.handle(&device(1), ok.clone(), 1, &mut rng),
+        Err(SyncError::RetryAfter { .. })
+    ));
+    assert!(core.handle(&device(1), ok.clone(), MIN, &mut rng).is_ok());
+    // The default allow-list serves the TV's default region only.
+    let mut core = Shard::new(MemoryStore::new(), SyncConfig::default()).unwrap();
+    assert!(matches!(
+        core.handle(&device(2), r_in(ok.clone(), "eu"), 0, &mut rng),
+        Err(SyncError::BadRequest { .. })
+    ));
+    let default = r_in(ok, omega_protocol::DEFAULT_REGION);
+    assert!(core.handle(&device(3), default, 0, &mut rng).is_ok());
+    // A forget is accepted whatever region it names: a device can always be
+    // dropped (e.g. after the allow-list changed).
+    let forget = req(SyncKind::Forget, 1, 2, PackedPatternDelta::default());
+    let (got, outcome) = core.handle_with_outcome(&device(3), forget, MIN, &mut rng);
+    assert_eq!(
+        (got.map(|a| a.acked_version), outcome),
+        (Ok(0), SyncOutcome::Forgotten)
+    );
+    assert_eq!(core.store().device_state(&device(3)).unwrap(), None);
+}
+
+fn r_in(mut r: PackedSyncRequest, region: &str) -> PackedSyncRequest {
+    r.region = omega_protocol::Region::new(region).unwrap();
+    r
 }
 
 #[test]
@@ -367,6 +418,21 @@ fn one_sync_a_minute_per_device() {
 }
 
 #[test]
+fn samples_are_clamped_on_arrival() {
+    let (_d, mut core) = redb_core();
+    let mut rng = rng();
+    let mut huge = summary(1, 1);
+    huge.samples = u32::MAX;
+    let mut honest = summary(2, 2);
+    honest.samples = 7;
+    let r = req(SyncKind::Delta, 0, 1, added(vec![huge, honest]));
+    core.handle(&device(1), r, 0, &mut rng).unwrap();
+    let stored = core.store().device_patterns(&device(1)).unwrap();
+    let samples: Vec<u32> = stored.iter().map(|p| p.samples).collect();
+    assert_eq!(samples, vec![sync::DEFAULT_MAX_PATTERN_SAMPLES, 7]);
+}
+
+#[test]
 fn the_pattern_limit_is_a_bad_request_and_applies_nothing() {
     let (_d, mut core) = redb_core();
     let mut rng = rng();
@@ -393,7 +459,7 @@ fn the_pattern_limit_is_a_bad_request_and_applies_nothing() {
 #[test]
 fn a_failed_write_is_internal_and_applies_nothing() {
     let store = Arc::new(FailingStore::new(MemoryStore::new(), 0));
-    let mut core = Shard::new(Arc::clone(&store), SyncConfig::default()).unwrap();
+    let mut core = Shard::new(Arc::clone(&store), config()).unwrap();
     let mut rng = rng();
     let dev = device(1);
     core.handle(
@@ -407,13 +473,17 @@ fn a_failed_write_is_internal_and_applies_nothing() {
         store.device_state(&dev).unwrap(),
         store.device_patterns(&dev).unwrap(),
     );
-    for (kind, base, delta) in [
+    for (n, (kind, base, delta)) in [
         (SyncKind::Delta, 1, added(vec![summary(2, 2)])),
         (SyncKind::Snapshot, 0, added(vec![summary(3, 3)])),
         (SyncKind::Forget, 1, PackedPatternDelta::default()),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         store.fail_nth_from_now(1);
-        let got = core.handle(&dev, req(kind, base, 2, delta), MIN, &mut rng);
+        let at = (n as u64 + 1) * MIN;
+        let got = core.handle(&dev, req(kind, base, 2, delta), at, &mut rng);
         assert!(
             matches!(got, Err(SyncError::Internal { .. })),
             "{kind:?}: {got:?}"
@@ -430,11 +500,17 @@ fn a_failed_write_is_internal_and_applies_nothing() {
         );
         assert_eq!(after, before, "{kind:?} applied something");
     }
-    // Not charged: the retry goes through at once.
+    // Charged: the retry waits for the next interval.
     store.fail_nth_from_now(0);
     let r = req(SyncKind::Delta, 1, 2, added(vec![summary(2, 2)]));
+    assert!(matches!(
+        core.handle(&dev, r.clone(), 3 * MIN + 1, &mut rng),
+        Err(SyncError::RetryAfter { .. })
+    ));
     assert_eq!(
-        core.handle(&dev, r, MIN, &mut rng).unwrap().acked_version,
+        core.handle(&dev, r, 4 * MIN, &mut rng)
+            .unwrap()
+            .acked_version,
         2
     );
 }
@@ -516,12 +592,12 @@ fn responses_carry_globals_trends_and_catalog_pages() {
 
 #[test]
 fn next_sync_is_randomized_within_the_configured_range() {
-    let config = SyncConfig {
+    let fast = SyncConfig {
         min_sync_interval_secs: 0,
         next_sync_secs: (10, 12),
-        ..SyncConfig::default()
+        ..config()
     };
-    let mut core = Shard::new(MemoryStore::new(), config).unwrap();
+    let mut core = Shard::new(MemoryStore::new(), fast).unwrap();
     let mut rng = rng();
     let mut seen = BTreeSet::new();
     for i in 0..64 {
@@ -535,7 +611,7 @@ fn next_sync_is_randomized_within_the_configured_range() {
     assert_eq!(seen, BTreeSet::from([10, 11, 12]));
     // Same seed, same answers.
     let again = |seed| {
-        let mut core = Shard::new(MemoryStore::new(), SyncConfig::default()).unwrap();
+        let mut core = Shard::new(MemoryStore::new(), config()).unwrap();
         let mut rng = StdRng::seed_from_u64(seed);
         let r = req(SyncKind::Delta, 0, 0, PackedPatternDelta::default());
         core.handle(&device(1), r, 0, &mut rng)

@@ -175,6 +175,17 @@ string_id!(
     |_| Ok(())
 );
 
+/// The region a TV declares unless it is configured otherwise, and the one
+/// region a node's default allow-list serves.
+pub const DEFAULT_REGION: &str = "eu-west";
+
+impl Region {
+    /// [`DEFAULT_REGION`] as a [`Region`].
+    pub fn default_region() -> Region {
+        Region(DEFAULT_REGION.to_string())
+    }
+}
+
 /// Part of the day, from the local hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DayPart {
@@ -741,6 +752,10 @@ mod tests {
         assert!(ContentId::new("ml100k:242").is_ok());
         assert!(ContentId::new("bad id").is_err());
         assert!(Region::new("eu-west").is_ok());
+        assert_eq!(
+            Region::new(DEFAULT_REGION).ok(),
+            Some(Region::default_region())
+        );
         assert!(Region::new("EU").is_err());
     }
 

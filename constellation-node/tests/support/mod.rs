@@ -64,6 +64,7 @@ pub fn test_config() -> Config {
         in_flight: 64,
         shards: 3,
         drain_timeout_secs: 5,
+        regions: vec!["eu".into()],
         ..Config::default()
     }
 }
@@ -249,6 +250,21 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Triggers a federation run through the admin API (with the token); the
+/// run's summary as JSON text.
+pub async fn federate(admin: SocketAddr) -> String {
+    let (status, body) = http(
+        admin,
+        "POST",
+        "/api/v1/federation/trigger",
+        Some(TOKEN),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// Polls `check` until it holds or the deadline passes.

@@ -345,6 +345,45 @@ pub fn forget_drops_the_device<S: PatternStore>(s: &S) {
     assert!(!s.forget_device(&a).expect("forget twice"));
 }
 
+/// A forgotten device's contribution is gone from the next federation run
+/// (privacy rule 4): six devices support one global; after one forgets, the
+/// next run publishes it with support 5; after a second forgets, support is
+/// below k and the global is withdrawn.
+pub fn forget_removes_the_device_from_federation<S: PatternStore>(s: &S) {
+    use crate::federation::{run, FederationConfig};
+    let config = FederationConfig::default();
+    for n in 0..6u64 {
+        let p = StoredPattern {
+            embedding: embedding_near(1, 100 + n, 0.05).to_ternary(),
+            success_rate: 0.8,
+            ..pattern(1, 1, 10, 0)
+        };
+        s.apply_device_sync(&device(n), sync(&state(1, 1, 0), false, &[p], &[]))
+            .expect("apply");
+    }
+    let support = |s: &S| -> Vec<u32> {
+        let g = s.region_globals(&region(1)).expect("read");
+        g.patterns.iter().map(|p| p.support).collect()
+    };
+    let reports = run(s, &config).expect("federation");
+    assert_eq!(reports[0].devices, 6);
+    assert_eq!(support(s), vec![6]);
+    assert!(s.forget_device(&device(0)).expect("forget"));
+    let reports = run(s, &config).expect("federation");
+    assert_eq!(
+        reports[0].devices, 5,
+        "the forgotten device is still counted"
+    );
+    assert_eq!(support(s), vec![5]);
+    assert!(s.forget_device(&device(1)).expect("forget"));
+    let reports = run(s, &config).expect("federation");
+    assert_eq!(reports[0].devices, 4);
+    let g = s.region_globals(&region(1)).expect("read");
+    assert!(g.patterns.is_empty(), "below k the global is withdrawn");
+    let change = s.globals_since(&region(1), 1).expect("read");
+    assert_eq!(change.removed.len(), 1, "devices are told to drop it");
+}
+
 /// Region scans page in (device, pattern) order and see only their region.
 pub fn region_scan_pages<S: PatternStore>(s: &S) {
     for n in 0..5u64 {
@@ -758,6 +797,7 @@ pub fn run_all<S: PatternStore>(mut make_store: impl FnMut() -> S) {
     region_change_moves_patterns(&make_store());
     pattern_limit_is_atomic(&make_store());
     forget_drops_the_device(&make_store());
+    forget_removes_the_device_from_federation(&make_store());
     region_scan_pages(&make_store());
     globals_publish_and_changes(&make_store());
     global_tombstones_are_bounded(&make_store());
