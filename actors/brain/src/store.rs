@@ -886,7 +886,11 @@ impl BrainStore {
         versions.acked = 0;
         let asked = self.forget.asked + 1;
         self.rewrite(&[EPISODES, PATTERNS, TOMBSTONES], |txn| {
-            Self::put_meta(txn, &versions, &[("next_episode", 0), ("forget_asked", asked)])
+            Self::put_meta(
+                txn,
+                &versions,
+                &[("next_episode", 0), ("forget_asked", asked)],
+            )
         })?;
         self.next_episode = 0;
         self.forget.asked = asked;
