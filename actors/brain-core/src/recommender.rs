@@ -8,20 +8,23 @@
 //! `recommend` request and answer: serde types whose field names are the
 //! JSON fields, parsed and written by the daemon as they are.
 //!
-//! 1. **Query**: a weighted mean of the embeddings of recent successful watches
-//!    (the request's `recent` first, then the episode ring; newest weigh most),
+//! 1. **Query**: a weighted mean of the embeddings of recent watches (the
+//!    request's `recent` first, then the episode ring's, finished or not;
+//!    newest weigh most, and each by its watch fraction),
 //!    the best local patterns of the context bucket (by success rate × log
 //!    samples) and the mood vector if given.
 //! 2. **Candidates**: the `k × candidate_factor` (at least `min_candidates`)
 //!    nearest items, plus the bucket's trending items and the neighbours of its
-//!    strongest global pattern. Excluded: titles fully watched (≥ 0.9, while in
-//!    the episode ring) and the recent watches themselves.
+//!    strongest global pattern. Excluded: every title watched, finished or
+//!    abandoned (while its episode is in the ring), and the request's `recent`.
 //! 3. **Score** = w_sim·cos(query, item) + w_local·(best cos to a bucket
 //!    pattern × its success rate) + w_global·(best cos to a bucket global
 //!    pattern × success × support weight) + w_trend·(regional trend score),
 //!    on the items' int8 embeddings (see [`crate::CatalogRecord`]) against
 //!    f32 query and pattern vectors.
-//! 4. **Diversify** with MMR (λ = `mmr_lambda`) over the best candidates.
+//! 4. **Diversify** with MMR (λ = `mmr_lambda`) over the best candidates; a
+//!    result's `score` is the MMR value it was picked with (relevance minus
+//!    the diversity penalty), which never rises down the list.
 //! 5. **Explain**: each result names its strongest signal ([`Reason`]) and a
 //!    confidence in 0–1 (score over the sum of the weights, clamped).
 //!
@@ -189,7 +192,8 @@ pub enum Reason {
     MatchesYourMood,
     /// Matches the viewer's own habits at this time of day / week.
     FitsYourHabits,
-    /// Cold start with nothing else known: the catalog's own order.
+    /// Cold start with nothing else known: the catalog's own order (said as
+    /// "From the catalog": nothing claims the title is new).
     FromTheCatalog,
 }
 
@@ -202,7 +206,7 @@ impl Reason {
             Reason::TrendingInYourRegion => "Trending in your region".into(),
             Reason::MatchesYourMood => "Matches your mood".into(),
             Reason::FitsYourHabits => "Fits what you usually watch now".into(),
-            Reason::FromTheCatalog => "New in the catalog".into(),
+            Reason::FromTheCatalog => "From the catalog".into(),
         }
     }
 }
@@ -215,7 +219,8 @@ pub struct Recommendation {
     pub content_id: ContentId,
     /// Its title.
     pub title: String,
-    /// Ranking score (not comparable across requests).
+    /// The value the title was ranked with: never higher than the previous
+    /// title's (not comparable across requests).
     pub score: f32,
     /// 0–1.
     pub confidence: f32,
@@ -234,6 +239,14 @@ impl Serialize for Recommendation {
         st.serialize_field("reason", &self.reason)?;
         st.end()
     }
+}
+
+/// A recent watch as the query sees it.
+struct Recent<'a> {
+    id: &'a ContentId,
+    title: &'a str,
+    emb: Vec<f32>,
+    fraction: f32,
 }
 
 struct Cand<'a> {
@@ -277,18 +290,26 @@ pub fn recommend_among(
         return Ok(Vec::new());
     }
 
-    // Recent successful watches with embeddings, newest first, distinct.
-    let mut recent: Vec<(&ContentId, &str, Vec<f32>)> = Vec::with_capacity(cfg.recent_window);
-    let from_ring = state.recent_successes(cfg.recent_window);
-    for id in req.recent.iter().chain(from_ring) {
+    // Recent watches with embeddings and watch fractions, newest first,
+    // distinct: the app's `recent` (taken as finished), then the ring's
+    // watches, finished or not (an abandoned title still says what the viewer
+    // chose; its fraction weighs it down in the query).
+    let mut recent: Vec<Recent<'_>> = Vec::with_capacity(cfg.recent_window);
+    let from_app = req.recent.iter().map(|id| (id, 1.0f32));
+    for (id, fraction) in from_app.chain(state.recent_watches(cfg.recent_window)) {
         if recent.len() == cfg.recent_window {
             break;
         }
-        if recent.iter().any(|(r, _, _)| *r == id) {
+        if recent.iter().any(|r| r.id == id) {
             continue;
         }
         if let Some(rec) = state.catalog.get(id) {
-            recent.push((&rec.item.id, rec.item.title.as_str(), rec.vector()));
+            recent.push(Recent {
+                id: &rec.item.id,
+                title: rec.item.title.as_str(),
+                emb: rec.vector(),
+                fraction,
+            });
         }
     }
 
@@ -324,9 +345,10 @@ pub fn recommend_among(
         .collect();
     top_by(&mut globals, cfg.global_patterns, |x| x.1);
 
-    let excluded = |id: &ContentId| {
-        !allowed(id) || state.is_fully_watched(id) || recent.iter().any(|(r, _, _)| *r == id)
-    };
+    // Nothing watched comes back, finished or abandoned (while its episode
+    // is in the ring), nor what the app says was just watched.
+    let excluded =
+        |id: &ContentId| !allowed(id) || state.has_watched(id) || recent.iter().any(|r| r.id == id);
 
     let query = build_query(&recent, &locals, mood, cfg);
     let Some(query) = query else {
@@ -377,7 +399,7 @@ pub fn recommend_among(
         // The strongest signal names the reason; ties go to the earlier one.
         let (best_recent, best_recent_cos) = recent
             .iter()
-            .map(|(rid, title, re)| ((*rid, *title), dot(re, e)))
+            .map(|r| ((r.id, r.title), dot(&r.emb, e)))
             .fold((None, f32::MIN), |(b, bc), (r, c)| {
                 if c > bc {
                     (Some(r), c)
@@ -448,7 +470,7 @@ fn trend_score(state: &BrainState, id: &ContentId, bucket: ContextBucket) -> f32
 }
 
 fn build_query(
-    recent: &[(&ContentId, &str, Vec<f32>)],
+    recent: &[Recent<'_>],
     locals: &[(Vec<f32>, f32, f32)],
     mood: Option<&Embedding>,
     cfg: &RecommenderConfig,
@@ -458,10 +480,16 @@ fn build_query(
     }
     let mut acc = vec![0.0f32; omega_protocol::EMBEDDING_DIM];
     let mut add = |v: &[f32], w: f32| acc.iter_mut().zip(v).for_each(|(a, x)| *a += w * x);
-    let decay: Vec<f32> = (0..recent.len()).map(|i| 0.8f32.powi(i as i32)).collect();
-    let dsum: f32 = decay.iter().sum();
-    for ((_, _, e), d) in recent.iter().zip(&decay) {
-        add(e, d / dsum);
+    // Newest weigh most (×0.8 a step), finished more than abandoned (×
+    // the watch fraction, at least 0.1).
+    let weights: Vec<f32> = recent
+        .iter()
+        .enumerate()
+        .map(|(i, r)| 0.8f32.powi(i as i32) * r.fraction.max(0.1))
+        .collect();
+    let wsum: f32 = weights.iter().sum();
+    for (r, w) in recent.iter().zip(&weights) {
+        add(&r.emb, w / wsum);
     }
     let qsum: f32 = locals.iter().map(|l| l.2.max(0.0)).sum();
     if qsum > 0.0 {
@@ -494,10 +522,12 @@ fn mmr(mut pool: Vec<Cand<'_>>, k: usize, lambda: f32) -> Vec<Recommendation> {
         for (i, o) in pool.iter().enumerate() {
             max_sim[i] = max_sim[i].max(dot(&c.emb, &o.emb));
         }
+        // The value it was picked with: each candidate's value only falls as
+        // the picked set grows, so these never rise down the list.
         out.push(Recommendation {
             content_id: c.id.clone(),
             title: c.title.to_owned(),
-            score: c.score,
+            score: best_v,
             confidence: c.confidence,
             reason: c.reason,
         });

@@ -8,8 +8,9 @@
 //! Tests and benchmarks may build one directly.
 //!
 //! Invariants: catalog keys are assigned in increasing order and never reused,
-//! so key order is insertion order; `watched_full` counts exactly the episodes
-//! in the ring with a watched fraction of at least [`FULLY_WATCHED`].
+//! so key order is insertion order; `watched` counts exactly the episodes in
+//! the ring per title, and `watched_full` those with a watched fraction of at
+//! least [`FULLY_WATCHED`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -194,17 +195,29 @@ pub struct BrainState {
     pub episodes: VecDeque<Episode>,
     /// Versions.
     pub versions: Versions,
+    watched: HashMap<ContentId, u32>,
     watched_full: HashMap<ContentId, u32>,
+}
+
+fn count_in(map: &mut HashMap<ContentId, u32>, id: &ContentId) {
+    *map.entry(id.clone()).or_default() += 1;
+}
+
+fn count_out(map: &mut HashMap<ContentId, u32>, id: &ContentId) {
+    if let Some(n) = map.get_mut(id) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(id);
+        }
+    }
 }
 
 impl BrainState {
     /// Appends an episode (no bound here: the store enforces the ring size).
     pub fn push_episode(&mut self, ep: Episode) {
+        count_in(&mut self.watched, &ep.event.content_id);
         if ep.event.watched_fraction >= FULLY_WATCHED {
-            *self
-                .watched_full
-                .entry(ep.event.content_id.clone())
-                .or_default() += 1;
+            count_in(&mut self.watched_full, &ep.event.content_id);
         }
         self.episodes.push_back(ep);
     }
@@ -212,13 +225,9 @@ impl BrainState {
     /// Drops the oldest episode.
     pub fn pop_episode(&mut self) -> Option<Episode> {
         let ep = self.episodes.pop_front()?;
+        count_out(&mut self.watched, &ep.event.content_id);
         if ep.event.watched_fraction >= FULLY_WATCHED {
-            if let Some(n) = self.watched_full.get_mut(&ep.event.content_id) {
-                *n -= 1;
-                if *n == 0 {
-                    self.watched_full.remove(&ep.event.content_id);
-                }
-            }
+            count_out(&mut self.watched_full, &ep.event.content_id);
         }
         Some(ep)
     }
@@ -226,12 +235,36 @@ impl BrainState {
     /// Drops every episode.
     pub fn clear_episodes(&mut self) {
         self.episodes.clear();
+        self.watched.clear();
         self.watched_full.clear();
     }
 
     /// Whether a title was fully watched (in an episode still in the ring).
     pub fn is_fully_watched(&self, id: &ContentId) -> bool {
         self.watched_full.contains_key(id)
+    }
+
+    /// Whether a title was watched at all, finished or abandoned (in an
+    /// episode still in the ring).
+    pub fn has_watched(&self, id: &ContentId) -> bool {
+        self.watched.contains_key(id)
+    }
+
+    /// The most recent watches, newest first, distinct titles, each with its
+    /// largest watch fraction among them.
+    pub fn recent_watches(&self, n: usize) -> Vec<(&ContentId, f32)> {
+        let mut out: Vec<(&ContentId, f32)> = Vec::with_capacity(n);
+        for ep in self.episodes.iter().rev() {
+            let (id, f) = (&ep.event.content_id, ep.event.watched_fraction);
+            if let Some(seen) = out.iter_mut().find(|(o, _)| *o == id) {
+                seen.1 = seen.1.max(f);
+            } else if out.len() < n {
+                out.push((id, f));
+            } else {
+                break;
+            }
+        }
+        out
     }
 
     /// The most recent successful watches, newest first, distinct titles.

@@ -181,6 +181,10 @@ fn cold_start_uses_trends_then_globals_then_catalog_order() {
     let ids: Vec<&str> = out.iter().map(|r| r.content_id.as_str()).collect();
     assert_eq!(ids, vec!["c0-0", "c0-1", "c0-2"]);
     assert!(out.iter().all(|r| r.reason == Reason::FromTheCatalog));
+    assert!(
+        out.iter().all(|r| r.reason.text() == "From the catalog"),
+        "nothing claims an old title is new"
+    );
     // Trends first, then a global pattern's neighbours, then the catalog.
     add_evening_signals(&mut st.state, ("c1-4", 0.9), (7, &centres[2], 0.9, 20, 100));
     let out = rec(&st, &req(12), None, &RecommenderConfig::default());
@@ -192,6 +196,45 @@ fn cold_start_uses_trends_then_globals_then_catalog_order() {
             && r.content_id.as_str().starts_with("c2-")));
     assert!(out[6..].iter().all(|r| r.reason == Reason::FromTheCatalog));
     assert_eq!(out.len(), 12);
+}
+
+#[test]
+fn nothing_watched_comes_back_and_scores_follow_the_order() {
+    let (mut st, _) = state(4, 12);
+    watch(&mut st, "c1-0", 0.95, 0); // finished
+    watch(&mut st, "c1-1", 0.3, 1); // abandoned
+    watch(&mut st, "c1-2", 0.6, 2); // half watched
+                                    // Default config: MMR reorders for diversity.
+    let out = rec(&st, &req(20), None, &RecommenderConfig::default());
+    assert_eq!(out.len(), 20);
+    for r in &out {
+        assert!(
+            !["c1-0", "c1-1", "c1-2"].contains(&r.content_id.as_str()),
+            "{} was watched",
+            r.content_id.as_str()
+        );
+    }
+    let scores: Vec<f32> = out.iter().map(|r| r.score).collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "scores agree with the order: {scores:?}"
+    );
+}
+
+#[test]
+fn a_viewer_without_a_successful_watch_still_gets_titles_near_what_was_watched() {
+    let (mut st, _) = state(4, 12);
+    watch(&mut st, "c3-0", 0.4, 0);
+    watch(&mut st, "c3-1", 0.6, 1);
+    let out = rec(&st, &req(5), None, &RecommenderConfig::default());
+    assert_eq!(out.len(), 5);
+    assert!(
+        out.iter().all(|r| r.content_id.as_str().starts_with("c3-")),
+        "{out:?}"
+    );
+    assert!(out
+        .iter()
+        .all(|r| matches!(r.reason, Reason::BecauseYouWatched { .. })));
 }
 
 #[test]
