@@ -20,6 +20,7 @@
 
 pub mod aggregate;
 pub mod federation;
+pub mod rounds;
 pub mod shard;
 pub mod store;
 pub mod sync;

@@ -1,0 +1,1 @@
+//! Rounds driven through the coordinator by real secure-aggregation clients.
