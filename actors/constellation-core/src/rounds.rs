@@ -62,7 +62,9 @@
 //! One open round at a time; at most n members and their pending steps
 //! (one member list, n inboxes of at most n − 1 ciphertexts, one survivor
 //! list) beside the server's own bounded state; at most
-//! [`RoundsConfig::outcomes`] remembered outcomes.
+//! [`RoundsConfig::outcomes`] remembered outcomes. A summed round holds one
+//! sum of D words until the caller finishes it; [`Coordinator::tick`] keeps
+//! reporting [`Tick::Summed`] until then, and no new round opens meanwhile.
 //!
 //! # A node restart
 //!

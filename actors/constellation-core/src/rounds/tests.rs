@@ -506,3 +506,33 @@ fn outcomes_are_told_once_kept_for_late_messages_and_expire() {
         Err(RoundError::UnknownSession(session))
     );
 }
+
+#[test]
+fn a_sum_of_fewer_than_k_inputs_is_not_folded() {
+    // Unreachable through a coordinator (t >= k), so the fold itself.
+    let layout = layout();
+    let spec = RoundSpec {
+        session: Config {
+            session: 1,
+            cohort: 6,
+            threshold: 5,
+            dim: 7,
+        },
+        layout,
+        pair_slots: vec![0, 1, 2],
+    };
+    let mut sum = Aggregate {
+        sum: vec![3; 7],
+        survivors: (0..4).map(ClientId).collect(),
+    };
+    let cfg = AggregateConfig::default();
+    let mut totals = RegionTotals::default();
+    assert_eq!(
+        fold(&spec, &sum, &mut totals, &catalog(), SIGMA, &cfg),
+        Err(AggregateError::TooFewContributors { got: 4, k: 5 })
+    );
+    assert_eq!(totals, RegionTotals::default());
+    sum.survivors.push(ClientId(4));
+    fold(&spec, &sum, &mut totals, &catalog(), SIGMA, &cfg).expect("five fold");
+    assert_eq!(totals.contributors, 5);
+}
