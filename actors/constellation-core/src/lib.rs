@@ -14,12 +14,16 @@
 //! * [`federation`]: device patterns → global patterns and trends per region.
 //! * [`aggregate`]: sums of private contributions → regional title and pair
 //!   totals, and what of them is published.
+//! * [`rounds`]: one region's aggregation rounds: invitations on sync, the
+//!   secure-aggregation phases and their deadlines, the sum folded into the
+//!   region's totals.
 //!
 //! Nothing here reads a clock, opens a socket or a file, or draws randomness
 //! except through an injected RNG.
 
 pub mod aggregate;
 pub mod federation;
+pub mod rounds;
 pub mod shard;
 pub mod store;
 pub mod sync;
