@@ -274,8 +274,8 @@ pub enum RoundClientError {
 pub struct PendingRelease {
     /// The noisy vector.
     pub noisy: Vec<i64>,
-    /// The newest episode it covers.
-    pub upto: u64,
+    /// The newest episode it covers (`None`: there was none yet).
+    pub upto: Option<u64>,
     /// The cost charged for it.
     pub cost: ReleaseCost,
     /// The layout it was made for.
@@ -307,7 +307,7 @@ pub struct ReleaseCost {
 pub struct PrivacyState {
     budget: Budget,
     ledger: Ledger,
-    released_upto: u64,
+    released_upto: Option<u64>,
     pending: Option<PendingRelease>,
     last_cost: Option<ReleaseCost>,
 }
@@ -318,7 +318,7 @@ impl PrivacyState {
         PrivacyState {
             budget,
             ledger: Ledger::default(),
-            released_upto: 0,
+            released_upto: None,
             pending: None,
             last_cost: None,
         }
@@ -340,8 +340,9 @@ impl PrivacyState {
         &self.ledger
     }
 
-    /// The newest episode included in a sum the node used.
-    pub fn released_upto(&self) -> u64 {
+    /// The newest episode included in a sum the node used (`None` before
+    /// the first).
+    pub fn released_upto(&self) -> Option<u64> {
         self.released_upto
     }
 
@@ -357,8 +358,10 @@ pub struct PrivacyStatus {
     /// The budget over the last 24 hours.
     pub budget: BudgetStatus,
     /// The newest episode released.
-    pub released_upto: u64,
-    /// Whether a noisy release is pending, and the newest episode it covers.
+    pub released_upto: Option<u64>,
+    /// Whether a noisy release is pending.
+    pub pending: bool,
+    /// The newest episode the pending release covers, if any.
     pub pending_upto: Option<u64>,
     /// The session the TV is taking part in, if any.
     pub in_session: Option<u64>,
@@ -451,12 +454,13 @@ impl RoundClient {
     }
 
     /// After the viewer's history is forgotten: the round and the pending
-    /// release are dropped and releases start again from episode 0; the
+    /// release are dropped and releases start again from the first episode
+    /// (the store's sequence restarts); the
     /// ledger is kept (its charges were real).
     pub fn forget(&mut self) {
         self.current = None;
         self.state.pending = None;
-        self.state.released_upto = 0;
+        self.state.released_upto = None;
     }
 
     /// Handles one message from the node: the reply to send, if any.
@@ -686,7 +690,8 @@ impl RoundClient {
         Ok(PrivacyStatus {
             budget: self.state.ledger.status(budget, now_ms)?,
             released_upto: self.state.released_upto,
-            pending_upto: self.state.pending.as_ref().map(|p| p.upto),
+            pending: self.state.pending.is_some(),
+            pending_upto: self.state.pending.as_ref().and_then(|p| p.upto),
             in_session: self.session(),
             last,
             epsilon_central: last.map(|c| budget.epsilon_of(c.rho)).transpose()?,

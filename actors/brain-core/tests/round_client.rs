@@ -54,7 +54,7 @@ fn brain(tv: usize) -> BrainState {
         let k = (tv * 3 + i * (tv + 1)) % TITLES;
         let event = ViewingEvent::new(title(k), 0.95, T0 + (tv * 10 + i) as u64 * 61, ctx).unwrap();
         st.push_episode(Episode {
-            seq: i as u64 + 1,
+            seq: i as u64, // the store's sequence starts at 0
             event,
         });
     }
@@ -201,7 +201,7 @@ fn a_round_sums_the_noisy_releases_and_an_included_release_advances_the_watermar
     c.finished(1, true);
     for tv in &c.tvs {
         assert!(tv.client.state().pending().is_none());
-        assert_eq!(tv.client.state().released_upto(), 5);
+        assert_eq!(tv.client.state().released_upto(), Some(4));
         assert_eq!(tv.client.session(), None);
     }
 }
@@ -240,9 +240,9 @@ fn a_release_not_included_is_offered_again_unchanged_and_free() {
         NOW,
     );
     assert_eq!(late, Err(RoundClientError::NotOffered(1)));
-    assert_eq!(c.tvs[0].client.state().released_upto(), 0);
+    assert_eq!(c.tvs[0].client.state().released_upto(), None);
     c.finished(2, true);
-    assert_eq!(c.tvs[0].client.state().released_upto(), 5);
+    assert_eq!(c.tvs[0].client.state().released_upto(), Some(4));
 }
 
 #[test]
@@ -397,7 +397,7 @@ fn each_member_adds_its_share_of_the_noise_and_status_reports_both_epsilons() {
     let last = st.last.unwrap();
     assert!((last.rho_local / last.rho - 10.0).abs() < 0.01, "{last:?}");
     assert_eq!(st.in_session, Some(9));
-    assert_eq!(st.pending_upto, Some(0));
+    assert_eq!((st.pending, st.pending_upto), (true, None));
 }
 
 #[test]
@@ -466,9 +466,13 @@ fn a_new_layout_drops_the_pending_release_without_advancing_and_its_charge_stays
     );
     let st = c.tvs[0].client.state();
     assert_eq!(st.ledger().charges().len(), 2, "the first charge stays");
-    assert_eq!(st.released_upto(), 0, "its watches go into the new release");
+    assert_eq!(
+        st.released_upto(),
+        None,
+        "its watches go into the new release"
+    );
     let p = st.pending().unwrap();
-    assert_eq!((p.pair_slots.clone(), p.upto), (other.pair_slots, 5));
+    assert_eq!((p.pair_slots.clone(), p.upto), (other.pair_slots, Some(4)));
     assert_ne!(p.noisy, old);
     assert!(p.masked_in.is_empty());
     // Forgetting keeps the ledger, drops the rest.
