@@ -53,8 +53,8 @@
 //!   twice in a session could show the node the difference of two masks).
 //! * The secure-aggregation client is volatile: a restart loses it, which
 //!   the node sees as a dropout; the pending release and the ledger persist
-//!   ([`PrivacyState`], which the caller must store before sending the
-//!   reply of any call that returned one).
+//!   ([`PrivacyState`], which the caller must store after every call that
+//!   returned `Ok`, before sending its reply).
 
 use std::collections::HashMap;
 
@@ -442,8 +442,8 @@ impl RoundClient {
         })
     }
 
-    /// The persistent state (store it after every call that returned a
-    /// reply, before sending it).
+    /// The persistent state (store it after every call that returned `Ok`,
+    /// before sending the reply).
     pub fn state(&self) -> &PrivacyState {
         &self.state
     }
