@@ -11,6 +11,8 @@
 //! * [`recommender`]: `recommend`, the hot path, over a [`CandidateSearch`];
 //!   its request and response are the socket's serde types.
 //! * [`release`]: the next private release's vector, before noise.
+//! * [`round_client`]: the TV's side of an aggregation round: takes part or
+//!   declines, noises and charges the release, answers each secagg step.
 //! * [`schedule`]: when the TV syncs next and what it sends, within TV-side
 //!   bounds a node cannot move.
 //! * [`sync`]: the plans of what a sync, a catalog change and an
@@ -22,6 +24,7 @@ pub mod error;
 pub mod patterns;
 pub mod recommender;
 pub mod release;
+pub mod round_client;
 pub mod schedule;
 pub mod state;
 pub mod sync;
@@ -32,6 +35,9 @@ pub use patterns::{LocalPattern, PatternBook, PatternConfig, PatternInfo};
 pub use recommender::{
     recommend, recommend_among, CandidateSearch, Reason, RecommendRequest, RecommendResponse,
     Recommendation, RecommenderConfig,
+};
+pub use round_client::{
+    PrivacyState, PrivacyStatus, RoundClient, RoundClientConfig, RoundClientError,
 };
 pub use schedule::{Next, Outcome, Schedule, ScheduleConfig, ScheduleConfigError, UploadKind};
 pub use state::{BrainState, Catalog, CatalogRecord, Episode, Versions};

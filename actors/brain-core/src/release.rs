@@ -4,7 +4,8 @@
 //!
 //! Rules:
 //! * a release covers the episodes after the last released one
-//!   (`released_upto`, an episode `seq`), in ring order; the `window` watches
+//!   (`released_upto`, an episode `seq`; `None` before the first release,
+//!   since the store's sequence starts at 0), in ring order; the `window` watches
 //!   before them pair with them but are not counted again;
 //! * a watch counts when its watch fraction is at least `min_fraction` and
 //!   the round's layout has a slot for its title (other watches cannot be
@@ -50,8 +51,9 @@ impl RoundLayout {
 pub struct ReleasePlan {
     /// The vector (0/1 entries).
     pub contribution: Contribution,
-    /// The newest episode covered: the next release starts after it.
-    pub upto: u64,
+    /// The newest episode covered: the next release starts after it
+    /// (`None` while there has never been an episode).
+    pub upto: Option<u64>,
     /// Watches counted (for the TV's own stats; never uploaded).
     pub watches: usize,
 }
@@ -60,7 +62,7 @@ pub struct ReleasePlan {
 /// layout, counting watches of at least `min_fraction`.
 pub fn plan_release(
     state: &BrainState,
-    released_upto: u64,
+    released_upto: Option<u64>,
     round: &RoundLayout,
     min_fraction: f32,
 ) -> Result<ReleasePlan, LayoutError> {
@@ -71,10 +73,10 @@ pub fn plan_release(
         let counted = (ep.event.watched_fraction >= min_fraction)
             .then(|| round.watch(&ep.event.content_id))
             .flatten();
-        if ep.seq <= released_upto {
+        if released_upto.is_some_and(|r| ep.seq <= r) {
             earlier.extend(counted);
         } else {
-            upto = upto.max(ep.seq);
+            upto = upto.max(Some(ep.seq));
             new.extend(counted);
         }
     }
@@ -130,8 +132,8 @@ mod tests {
         // seq 1..=5: a b (released) | x (unknown) d c
         let st = state(&[("a", 1.0), ("b", 1.0), ("x", 1.0), ("d", 0.3), ("c", 0.8)]);
         let r = round();
-        let plan = plan_release(&st, 2, &r, 0.5).expect("plans");
-        assert_eq!(plan.upto, 5);
+        let plan = plan_release(&st, Some(2), &r, 0.5).expect("plans");
+        assert_eq!(plan.upto, Some(5));
         assert_eq!(plan.watches, 1, "x has no slot, d is below min_fraction");
         let l = &r.layout;
         let mut expected = vec![0i64; l.dimension()];
@@ -147,12 +149,25 @@ mod tests {
     #[test]
     fn a_release_with_nothing_new_is_all_zeros_and_keeps_its_place() {
         let st = state(&[("a", 1.0), ("b", 1.0)]);
-        let plan = plan_release(&st, 2, &round(), 0.0).expect("plans");
-        assert_eq!(plan.upto, 2);
+        let plan = plan_release(&st, Some(2), &round(), 0.0).expect("plans");
+        assert_eq!(plan.upto, Some(2));
         assert_eq!(plan.watches, 0);
         assert!(plan.contribution.iter().all(|&v| v == 0));
-        let empty = plan_release(&BrainState::default(), 0, &round(), 0.0).expect("plans");
-        assert_eq!((empty.upto, empty.watches), (0, 0));
+        let empty = plan_release(&BrainState::default(), None, &round(), 0.0).expect("plans");
+        assert_eq!((empty.upto, empty.watches), (None, 0));
+    }
+
+    #[test]
+    fn the_first_episode_ever_seq_0_is_in_the_first_release() {
+        let mut st = BrainState::default();
+        let ctx = ViewingContext::new(20, 4).expect("context");
+        let event = ViewingEvent::new(id("a"), 1.0, 1_000, ctx).expect("event");
+        st.push_episode(Episode { seq: 0, event });
+        let plan = plan_release(&st, None, &round(), 0.5).expect("plans");
+        assert_eq!((plan.upto, plan.watches), (Some(0), 1));
+        assert_eq!(plan.contribution[0], 1);
+        let after = plan_release(&st, Some(0), &round(), 0.5).expect("plans");
+        assert_eq!((after.upto, after.watches), (Some(0), 0));
     }
 
     #[test]
@@ -160,6 +175,6 @@ mod tests {
         let st = state(&[("a", 1.0)]);
         let mut r = round();
         r.slots.insert(id("a"), 9);
-        assert_eq!(plan_release(&st, 0, &r, 0.0), Err(LayoutError::Slot(9)));
+        assert_eq!(plan_release(&st, None, &r, 0.0), Err(LayoutError::Slot(9)));
     }
 }
