@@ -13,7 +13,7 @@
 //! | op | fields | result |
 //! | --- | --- | --- |
 //! | `recommend` | `hour` 0–23, `weekday` 0–6 (0 = Monday) (both default to the current UTC time), `recent` [content id] (newest first, ≤ 50), `mood` string (≤ 512 bytes), `k` 1–100 (default 10) | `{"items": [{"content_id", "title", "score", "confidence", "reason": {"kind", ...}, "reason_text"}]}` |
-//! | `observe` | `content_id`, `fraction` 0–1, `at` unix seconds (default now), `hour`, `weekday` (default: from `at`, UTC) | `{"seq", "patterns_changed", "known_item"}`, sent after the durable commit |
+//! | `observe` | `content_id`, `fraction` 0–1, `at` unix seconds (default now), `hour`, `weekday` (default: from `at`, UTC) | `{"seq", "patterns_changed", "known_item", "duplicate"}`, sent after the durable commit; episodes are kept in `at` order whatever the arrival order, and the same `content_id` at the same `at` again is `duplicate: true` and changes nothing |
 //! | `catalog.upsert` | `items`: [{`id`, `title`, `genres`, `year`, `description`}] | `{"upserted", "catalog_items"}` (embedded by the model, all or nothing) |
 //! | `catalog.import` | `path` (a JSON-lines file of items, read by the daemon) or `lines` (the same text inline) | `{"imported", "upserted", "catalog_items"}` (committed in chunks of 512 items) |
 //! | `stats` | – | counters: `episodes`, `last_episode_seq`, `local_patterns`, `global_patterns`, `trends`, `catalog_items`, `index_items`, versions, `forget_pending`, and `sync`: `{"enabled", "last_success_ms", "last_error": {"kind", "message", "at_ms"}, "next_attempt_ms", "next_kind", "syncs_ok", "syncs_failed", "bytes_up", "bytes_down", "snapshots_today", "snapshots_refused", "node"}` (bytes: request and response frames, totals) |

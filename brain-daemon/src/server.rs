@@ -397,7 +397,7 @@ async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
                 .map_err(|e| ProtoError::new("invalid_field", e.to_string()))?;
             let o = brain.observe(ev).await?;
             Ok(
-                json!({"seq": o.seq, "patterns_changed": o.patterns_changed, "known_item": o.known_item}),
+                json!({"seq": o.seq, "patterns_changed": o.patterns_changed, "known_item": o.known_item, "duplicate": o.duplicate}),
             )
         }
         Request::CatalogUpsert(items) => to_json(&brain.upsert_catalog(items).await?),

@@ -52,16 +52,21 @@ fn closed(e: &std::io::Error) -> bool {
 fn connection_limit_refuses_the_extra_connection_and_frees_the_slot() {
     let tmp = tempfile::tempdir().unwrap();
     let d = Daemon::start(tmp.path(), "max_connections = 4\ndebug_ops = true\n");
+    // Daemon::start's readiness probe closed its connection; wait until the
+    // daemon has released that slot, or the fourth below could be refused.
+    let mut first = d.connect();
+    wait_for("the start-up probe's slot released", || {
+        status(&mut first)["connections"] == json!(1)
+    });
     // Four connections, each served (so each holds its slot).
-    let mut conns: Vec<Conn> = (0..4)
-        .map(|i| {
-            let mut c = d.connect();
-            let r = c.call(&json!({"id": i, "op": "stats"}));
-            assert_eq!(r["ok"], json!(true), "connection {i}: {r}");
-            assert_eq!(r["id"], json!(i));
-            c
-        })
-        .collect();
+    let mut conns: Vec<Conn> = vec![first];
+    conns.extend((1..4).map(|i| {
+        let mut c = d.connect();
+        let r = c.call(&json!({"id": i, "op": "stats"}));
+        assert_eq!(r["ok"], json!(true), "connection {i}: {r}");
+        assert_eq!(r["id"], json!(i));
+        c
+    }));
     assert_eq!(status(&mut conns[0])["connections"], json!(4));
     // The fifth: exactly one error line, then closed.
     let mut fifth = d.connect();

@@ -8,11 +8,13 @@
 //! Tests and benchmarks may build one directly.
 //!
 //! Invariants: catalog keys are assigned in increasing order and never reused,
-//! so key order is insertion order; `watched` counts exactly the episodes in
-//! the ring per title, and `watched_full` those with a watched fraction of at
-//! least [`FULLY_WATCHED`].
+//! so key order is insertion order; the episode ring is ordered by (viewing
+//! time, seq) whatever the arrival order, and holds at most one episode per
+//! (title, viewing time); `watched` counts exactly the episodes in the ring
+//! per title, and `watched_full` those with a watched fraction of at least
+//! [`FULLY_WATCHED`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use omega_protocol::{
     CatalogEntry, CatalogItem, ContentId, Embedding, EmbeddingError, GlobalPattern, I8Embedding,
@@ -191,12 +193,15 @@ pub struct BrainState {
     pub globals: BTreeMap<u64, GlobalPattern>,
     /// Regional trends, as the last sync gave them.
     pub trends: Vec<TrendSignal>,
-    /// The episode ring, oldest first.
+    /// The episode ring, oldest viewing time first (ties by `seq`). Change it
+    /// only through [`Self::push_episode`], [`Self::pop_episode`] and
+    /// [`Self::clear_episodes`], which keep the counts below in step.
     pub episodes: VecDeque<Episode>,
     /// Versions.
     pub versions: Versions,
     watched: HashMap<ContentId, u32>,
     watched_full: HashMap<ContentId, u32>,
+    viewings: HashSet<(ContentId, u64)>,
 }
 
 fn count_in(map: &mut HashMap<ContentId, u32>, id: &ContentId) {
@@ -213,18 +218,38 @@ fn count_out(map: &mut HashMap<ContentId, u32>, id: &ContentId) {
 }
 
 impl BrainState {
-    /// Appends an episode (no bound here: the store enforces the ring size).
+    /// Adds an episode at its place in viewing-time order (a late arrival
+    /// goes before newer ones); no bound here: the store enforces the ring
+    /// size. Callers check [`Self::has_viewing`] first: a second episode of
+    /// the same (title, time) is not added.
     pub fn push_episode(&mut self, ep: Episode) {
+        let key = (ep.event.content_id.clone(), ep.event.timestamp_secs);
+        if !self.viewings.insert(key) {
+            return;
+        }
         count_in(&mut self.watched, &ep.event.content_id);
         if ep.event.watched_fraction >= FULLY_WATCHED {
             count_in(&mut self.watched_full, &ep.event.content_id);
         }
-        self.episodes.push_back(ep);
+        let order = |e: &Episode| (e.event.timestamp_secs, e.seq);
+        if self.episodes.back().is_none_or(|b| order(b) <= order(&ep)) {
+            self.episodes.push_back(ep);
+        } else {
+            let at = self.episodes.partition_point(|e| order(e) <= order(&ep));
+            self.episodes.insert(at, ep);
+        }
+    }
+
+    /// Whether the ring holds a viewing of `id` at `at` (unix seconds).
+    pub fn has_viewing(&self, id: &ContentId, at: u64) -> bool {
+        self.viewings.contains(&(id.clone(), at))
     }
 
     /// Drops the oldest episode.
     pub fn pop_episode(&mut self) -> Option<Episode> {
         let ep = self.episodes.pop_front()?;
+        self.viewings
+            .remove(&(ep.event.content_id.clone(), ep.event.timestamp_secs));
         count_out(&mut self.watched, &ep.event.content_id);
         if ep.event.watched_fraction >= FULLY_WATCHED {
             count_out(&mut self.watched_full, &ep.event.content_id);
@@ -235,6 +260,7 @@ impl BrainState {
     /// Drops every episode.
     pub fn clear_episodes(&mut self) {
         self.episodes.clear();
+        self.viewings.clear();
         self.watched.clear();
         self.watched_full.clear();
     }

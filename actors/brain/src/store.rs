@@ -146,6 +146,9 @@ pub struct ObserveOutcome {
     pub patterns_changed: bool,
     /// Whether the item was in the catalog (only then can it shape patterns).
     pub known_item: bool,
+    /// The same title at the same time was already stored: nothing changed
+    /// (`seq` is then the next sequence number, unused).
+    pub duplicate: bool,
 }
 
 /// What [`BrainStore::apply_sync`] did.
@@ -537,6 +540,14 @@ impl BrainStore {
             ViewingContext::new(event.context.hour, event.context.weekday)?,
         )?;
         let st = self.state.read();
+        if st.has_viewing(&event.content_id, event.timestamp_secs) {
+            return Ok(ObserveOutcome {
+                seq: self.next_episode,
+                patterns_changed: false,
+                known_item: st.catalog.get(&event.content_id).is_some(),
+                duplicate: true,
+            });
+        }
         let version = st.versions.pattern + 1;
         let rec = st.catalog.get(&event.content_id);
         let ops = match rec {
@@ -597,6 +608,7 @@ impl BrainStore {
             seq,
             patterns_changed: !ops.is_empty(),
             known_item,
+            duplicate: false,
         })
     }
 

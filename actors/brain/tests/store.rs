@@ -669,3 +669,46 @@ fn finish_sync_refuses_an_acknowledgement_the_tv_never_sent() {
     assert_eq!(s.state().versions.acked, 0);
     assert_eq!(s.state().versions.global, 1);
 }
+
+#[test]
+fn episodes_are_kept_in_viewing_order_and_a_repeated_viewing_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.redb");
+    let (catalog, _) = clustered_catalog(2, 5, 1);
+    let order = |s: &BrainStore| -> Vec<u64> {
+        s.state()
+            .episodes
+            .iter()
+            .map(|e| e.event.timestamp_secs)
+            .collect()
+    };
+    {
+        let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+        s.update_catalog(&catalog, &[]).unwrap();
+        // Pipelined observes arriving out of order.
+        for at in [1_030u64, 1_010, 1_040, 1_020] {
+            let out = s.observe(event("c0-1", 0.95, at)).unwrap();
+            assert!(!out.duplicate);
+        }
+        assert_eq!(order(&s), vec![1_010, 1_020, 1_030, 1_040]);
+        assert_eq!(
+            s.state().recent_watches(1)[0].0.as_str(),
+            "c0-1",
+            "the newest by time is the most recent"
+        );
+        let before = s.state().versions;
+        let again = s.observe(event("c0-1", 0.95, 1_020)).unwrap();
+        assert!(again.duplicate);
+        assert!(!again.patterns_changed);
+        assert_eq!(
+            s.state().versions,
+            before,
+            "a repeated viewing changes nothing"
+        );
+        assert_eq!(s.state().episodes.len(), 4);
+        // Another title at the same time is another viewing.
+        assert!(!s.observe(event("c1-1", 0.95, 1_020)).unwrap().duplicate);
+    }
+    let (s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+    assert_eq!(order(&s), vec![1_010, 1_020, 1_020, 1_030, 1_040]);
+}
