@@ -44,6 +44,10 @@
 //! max_catalog_pages = 20          # exchanges per cycle while catalog pages say `more`
 //! connect_timeout_secs = 10       # handshake per address
 //! exchange_timeout_secs = 30      # one request and its answer
+//!
+//! [privacy]
+//! epsilon_per_day = 4.0           # differential privacy per viewing event over any 24 h, (0, 10]
+//! delta = 1e-6                    # (0, 1e-5]
 //! ```
 //!
 //! Offline (no node reachable, for days): recommendations keep using what
@@ -114,6 +118,8 @@ pub struct DaemonConfig {
     pub inference: InferenceSection,
     /// Sync with constellation nodes.
     pub sync: SyncSection,
+    /// The daily privacy budget.
+    pub privacy: PrivacySection,
 }
 
 impl Default for DaemonConfig {
@@ -131,7 +137,37 @@ impl Default for DaemonConfig {
             store: StoreSection::default(),
             inference: InferenceSection::default(),
             sync: SyncSection::default(),
+            privacy: PrivacySection::default(),
         }
+    }
+}
+
+/// `[privacy]`: the daily differential-privacy budget of everything the TV
+/// uploads (per viewing event, over any 24 hours; omega-privacy's docs say
+/// what it means).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacySection {
+    /// ε per viewing event per 24 hours, in (0, 10].
+    pub epsilon_per_day: f64,
+    /// δ alongside, in (0, 1e-5].
+    pub delta: f64,
+}
+
+impl Default for PrivacySection {
+    fn default() -> Self {
+        let b = omega_privacy::Budget::default();
+        Self {
+            epsilon_per_day: b.epsilon,
+            delta: b.delta,
+        }
+    }
+}
+
+impl PrivacySection {
+    fn budget(&self) -> Result<omega_privacy::Budget, ConfigError> {
+        omega_privacy::Budget::new(self.epsilon_per_day, self.delta)
+            .map_err(|e| ConfigError::Invalid(format!("privacy: {e}")))
     }
 }
 
@@ -370,6 +406,7 @@ impl DaemonConfig {
             }
         }
         self.sync.validate()?;
+        self.privacy.budget()?;
         if self.max_request_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_request_bytes must be at least 1024".into(),
@@ -394,6 +431,9 @@ impl DaemonConfig {
         b.mood_cache = self.mood_cache;
         b.debug_ops = self.debug_ops;
         b.sync = self.sync.sync_config(data_dir);
+        // Checked by `validate`; an unchecked bad value falls back to the
+        // default budget rather than to no budget.
+        b.store.privacy_budget = self.privacy.budget().unwrap_or_default();
         b
     }
 }
@@ -454,5 +494,28 @@ mod tests {
             assert!(c.validate().is_err(), "{broken}");
         }
         assert!(toml::from_str::<DaemonConfig>("[sync]\nnode = []\n").is_err());
+    }
+
+    #[test]
+    fn the_privacy_budget_is_configured_and_checked() {
+        let d = DaemonConfig::default().brain_config(Path::new("d"), Path::new("m"));
+        assert_eq!(d.store.privacy_budget, omega_privacy::Budget::default());
+        let c: DaemonConfig =
+            toml::from_str("[privacy]\nepsilon_per_day = 2.5\ndelta = 1e-7\n").unwrap();
+        c.validate().unwrap();
+        let b = c
+            .brain_config(Path::new("d"), Path::new("m"))
+            .store
+            .privacy_budget;
+        assert_eq!((b.epsilon, b.delta), (2.5, 1e-7));
+        for broken in [
+            "[privacy]\nepsilon_per_day = 0\n",
+            "[privacy]\nepsilon_per_day = 11\n",
+            "[privacy]\ndelta = 0.01\n",
+        ] {
+            let c: DaemonConfig = toml::from_str(broken).unwrap();
+            assert!(c.validate().is_err(), "{broken}");
+        }
+        assert!(toml::from_str::<DaemonConfig>("[privacy]\nepsilon = 4\n").is_err());
     }
 }

@@ -188,7 +188,12 @@ async fn the_tv_syncs_with_a_real_node_past_a_dead_address() {
         "connect_timeout_secs = 1\ninterval_min_secs = 3000\ninterval_max_secs = 3000\n",
     );
     let d = start_daemon(dir.path(), &cfg);
-    assert_eq!(stats(&d)["sync"]["enabled"], json!(true));
+    let st = stats(&d);
+    assert_eq!(st["sync"]["enabled"], json!(true));
+    // The daily privacy budget, nothing spent: the TV uploads no viewing data.
+    assert_eq!(st["privacy"]["budget"]["epsilon_budget"], json!(4.0));
+    assert_eq!(st["privacy"]["budget"]["epsilon_spent"], json!(0.0));
+    assert_eq!(st["privacy"]["pending"], json!(false));
 
     let r = ok(&d, json!({"id": 2, "op": "sync.now"}));
     assert_eq!(r["outcome"], "ok", "{r}");

@@ -350,6 +350,18 @@ impl PrivacyState {
     pub fn pending(&self) -> Option<&PendingRelease> {
         self.pending.as_ref()
     }
+
+    /// This state after the viewer's history is forgotten: no pending
+    /// release, releases start again from the first episode; the budget and
+    /// the ledger are kept (the charges were real). [`RoundClient::forget`]
+    /// comes to the same.
+    pub fn forgotten(&self) -> PrivacyState {
+        PrivacyState {
+            pending: None,
+            released_upto: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// What `stats` shows about privacy.
@@ -459,8 +471,7 @@ impl RoundClient {
     /// ledger is kept (its charges were real).
     pub fn forget(&mut self) {
         self.current = None;
-        self.state.pending = None;
-        self.state.released_upto = None;
+        self.state = self.state.forgotten();
     }
 
     /// Handles one message from the node: the reply to send, if any.

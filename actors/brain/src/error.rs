@@ -52,6 +52,13 @@ pub enum BrainError {
     /// usearch refused an operation (allocation failure, bad dimensions).
     #[error("vector index: {0}")]
     Index(String),
+    /// The privacy configuration is unusable (bounds of the aggregation
+    /// rounds the TV takes part in).
+    #[error("privacy configuration: {0}")]
+    PrivacyConfig(#[from] omega_brain_core::round_client::RoundConfigError),
+    /// The privacy accountant could not report (an invalid stored budget).
+    #[error("privacy: {0}")]
+    Privacy(#[from] omega_brain_core::round_client::RoundClientError),
 }
 
 impl From<DomainError> for BrainError {

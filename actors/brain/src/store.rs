@@ -56,12 +56,14 @@ use omega_brain_core::delta::{self, DeltaConfig, DeltaPlan};
 use omega_brain_core::patterns::{
     item_fingerprint, LocalPattern, PatternConfig, PatternOp, Tombstone,
 };
+use omega_brain_core::round_client::{PrivacyState, PrivacyStatus, RoundClient, RoundClientConfig};
 use omega_brain_core::state::{BrainState, CatalogRecord, Episode, Versions};
 use omega_brain_core::sync::{
     plan_ack, plan_catalog, plan_sync, CatalogChange, CatalogPlan, SyncLimits,
 };
 use omega_brain_core::CoreError;
 use omega_brain_core::UploadKind;
+use omega_privacy::Budget;
 use omega_protocol::{
     CatalogEntry, ContentId, GlobalPattern, PatternDelta, PatternId, Region, SyncAccepted,
     SyncKind, SyncRequest, ViewingContext, ViewingEvent,
@@ -84,6 +86,8 @@ const GLOBALS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("globals")
 const BLOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("blobs");
 const CATALOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("catalog");
 const CATALOG_IDS: TableDefinition<'_, &str, u64> = TableDefinition::new("catalog_ids");
+/// The blob holding the [`PrivacyState`] (ledger, pending release).
+const PRIVACY_BLOB: &str = "privacy";
 
 const SCHEMA_VERSION: u64 = 1;
 
@@ -103,6 +107,11 @@ pub struct StoreConfig {
     /// the cache only serves writes' B-tree paths: a small one costs nothing
     /// measurable and keeps the daemon's resident memory down.
     pub cache_bytes: usize,
+    /// The daily privacy budget (applies from the next charge; charges made
+    /// stay counted).
+    pub privacy_budget: Budget,
+    /// The bounds of the aggregation rounds the TV takes part in.
+    pub rounds: RoundClientConfig,
 }
 
 /// Default of [`StoreConfig::cache_bytes`].
@@ -116,6 +125,8 @@ impl Default for StoreConfig {
             max_global_patterns: 500,
             patterns: PatternConfig::default(),
             cache_bytes: DEFAULT_CACHE_BYTES,
+            privacy_budget: Budget::default(),
+            rounds: RoundClientConfig::default(),
         }
     }
 }
@@ -208,6 +219,9 @@ pub struct BrainStore {
     state: SharedState,
     next_episode: u64,
     forget: ForgetQueue,
+    /// The privacy accountant and the pending release (blob `privacy`), with
+    /// the volatile round client.
+    rounds: RoundClient,
 }
 
 /// The forget tombstone: generations of `forget` asked and acknowledged by a
@@ -398,6 +412,18 @@ impl BrainStore {
         {
             state.trends = dec("blobs", t.value()).map_err(damaged)?;
         }
+        let mut privacy = match rtxn
+            .open_table(BLOBS)
+            .map_err(classify)?
+            .get(PRIVACY_BLOB)
+            .map_err(classify)?
+        {
+            Some(p) => dec::<PrivacyState>("blobs", p.value()).map_err(damaged)?,
+            None => PrivacyState::new(cfg.privacy_budget),
+        };
+        privacy.set_budget(cfg.privacy_budget);
+        let rounds =
+            RoundClient::new(cfg.rounds, privacy).map_err(|e| OpenFail::Other(e.into()))?;
         let ids = rtxn.open_table(CATALOG_IDS).map_err(classify)?;
         for row in rtxn
             .open_table(CATALOG)
@@ -435,6 +461,7 @@ impl BrainStore {
             state: SharedState::new(state),
             next_episode,
             forget,
+            rounds,
         };
         me.cfg.max_episodes = me.cfg.max_episodes.max(1);
         Ok(me)
@@ -803,6 +830,13 @@ impl BrainStore {
         }
     }
 
+    /// The privacy figures for `stats` at `now_ms` (ms since the epoch):
+    /// the daily budget spent and left, the pending release, the last
+    /// release's central and local ε.
+    pub fn privacy_status(&self, now_ms: u64) -> Result<PrivacyStatus, BrainError> {
+        Ok(self.rounds.status(now_ms)?)
+    }
+
     /// The forget generation waiting for a node's acceptance, if any.
     pub fn forget_pending(&self) -> Option<u64> {
         (self.forget.asked > self.forget.acked).then_some(self.forget.asked)
@@ -897,7 +931,12 @@ impl BrainStore {
         versions.pattern += 1;
         versions.acked = 0;
         let asked = self.forget.asked + 1;
+        let privacy = enc("blobs", &self.rounds.state().forgotten())?;
         self.rewrite(&[EPISODES, PATTERNS, TOMBSTONES], |txn| {
+            txn.open_table(BLOBS)
+                .map_err(BrainError::storage)?
+                .insert(PRIVACY_BLOB, privacy.as_slice())
+                .map_err(BrainError::storage)?;
             Self::put_meta(
                 txn,
                 &versions,
@@ -906,6 +945,7 @@ impl BrainStore {
         })?;
         self.next_episode = 0;
         self.forget.asked = asked;
+        self.rounds.forget();
         let mut st = self.state.write();
         st.clear_episodes();
         st.patterns.clear();

@@ -712,3 +712,29 @@ fn episodes_are_kept_in_viewing_order_and_a_repeated_viewing_counts_once() {
     let (s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
     assert_eq!(order(&s), vec![1_010, 1_020, 1_020, 1_030, 1_040]);
 }
+
+#[test]
+fn the_privacy_budget_is_stored_and_reported_and_survives_forget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("privacy.redb");
+    let now = 1_800_000_000_000;
+    {
+        let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+        let p = s.privacy_status(now).unwrap();
+        assert_eq!(p.budget.epsilon_budget, 4.0);
+        assert_eq!(p.budget.delta, 1e-6);
+        assert_eq!((p.budget.epsilon_spent, p.budget.epsilon_left), (0.0, 4.0));
+        assert!(!p.pending && p.released_upto.is_none() && p.last.is_none());
+        s.observe(event("x", 0.9, 1)).unwrap();
+        s.forget().unwrap();
+        assert_eq!(s.privacy_status(now).unwrap().budget.epsilon_budget, 4.0);
+    }
+    // A new budget in the configuration applies on reopen.
+    let cfg = StoreConfig {
+        privacy_budget: omega_privacy::Budget::new(2.0, 1e-7).unwrap(),
+        ..StoreConfig::default()
+    };
+    let (s, _) = BrainStore::open(&path, cfg).unwrap();
+    let p = s.privacy_status(now).unwrap();
+    assert_eq!((p.budget.epsilon_budget, p.budget.delta), (2.0, 1e-7));
+}

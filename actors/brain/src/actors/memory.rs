@@ -212,6 +212,11 @@ impl Actor for Memory {
                     catalog_rev: s.versions.catalog_rev,
                     forget_pending: i.store.forget_pending().is_some(),
                     sync: super::sync::SyncStatus::default(),
+                    privacy: i
+                        .store
+                        .privacy_status(super::sync::now_ms())
+                        .inspect_err(|e| tracing::error!(error = %e, "privacy status"))
+                        .ok(),
                 }));
             }
             MemoryMsg::History(limit, reply) => {

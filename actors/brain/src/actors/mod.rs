@@ -272,6 +272,9 @@ pub struct Stats {
     pub forget_pending: bool,
     /// The sync's counters.
     pub sync: SyncStatus,
+    /// The privacy budget over the last 24 hours and the last release's cost
+    /// (`None` only if the stored budget cannot be read).
+    pub privacy: Option<omega_brain_core::round_client::PrivacyStatus>,
 }
 
 /// One stored viewing event.
