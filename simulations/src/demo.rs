@@ -114,7 +114,9 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         a.cosine(b)
     );
 
-    println!("== 3. a pattern delta (privacy: aggregates of 3 titles, no ids, no titles)");
+    println!(
+        "== 3. a pattern delta (the wire format only: a real TV uploads no patterns, they leak what was watched; the private upload replaces them)"
+    );
     let patterns: Vec<PatternSummary> = (0..20)
         .map(|i| {
             let trio: Vec<(&Embedding, f32)> = (0..3)
