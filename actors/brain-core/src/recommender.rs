@@ -16,7 +16,9 @@
 //! 2. **Candidates**: the `k × candidate_factor` (at least `min_candidates`)
 //!    nearest items, plus the bucket's trending items and the neighbours of its
 //!    strongest global pattern. Excluded: every title watched, finished or
-//!    abandoned (while its episode is in the ring), and the request's `recent`.
+//!    abandoned (while its episode is in the ring), and the request's `recent`;
+//!    when that leaves fewer than `k`, the index is searched once more past as
+//!    many neighbours as titles were left out.
 //! 3. **Score** = w_sim·cos(query, item) + w_local·(best cos to a bucket
 //!    pattern × its success rate) + w_global·(best cos to a bucket global
 //!    pattern × success × support weight) + w_trend·(regional trend score),
@@ -358,6 +360,7 @@ pub fn recommend_among(
     // Candidate keys.
     let want = (k * cfg.candidate_factor).max(cfg.min_candidates);
     let mut keys = index.nearest(query.as_slice(), want)?;
+    let nearest_full = keys.len() == want;
     for t in state.trends.iter().filter(|t| t.bucket == bucket) {
         if let Some(key) = state.catalog.key_of(&t.content_id) {
             keys.push(key);
@@ -370,14 +373,11 @@ pub fn recommend_among(
     keys.dedup();
 
     let wsum = cfg.w_similarity + cfg.w_local + cfg.w_global + cfg.w_trend;
-    let mut cands: Vec<Cand<'_>> = Vec::with_capacity(keys.len());
-    for key in keys {
-        let Some(rec) = state.catalog.by_key(key) else {
-            continue;
-        };
+    let score_key = |key: u64| -> Option<Cand<'_>> {
+        let rec = state.catalog.by_key(key)?;
         let id = &rec.item.id;
         if excluded(id) {
-            continue;
+            return None;
         }
         // Decoded once per candidate; MMR reuses it.
         let emb = rec.vector();
@@ -431,14 +431,26 @@ pub fn recommend_among(
             3 => Reason::PopularWithViewersLikeYou,
             _ => Reason::FitsYourHabits,
         };
-        cands.push(Cand {
+        Some(Cand {
             id,
             title: rec.item.title.as_str(),
             emb,
             score,
             confidence: (score / wsum).clamp(0.0, 1.0),
             reason,
-        });
+        })
+    };
+    let mut cands: Vec<Cand<'_>> = keys.iter().filter_map(|&key| score_key(key)).collect();
+    // Watched titles are left out: a viewer who watched most of the query's
+    // neighbourhood would get fewer than k. Then search once more, past as
+    // many neighbours as titles are left out, and score only the new ones.
+    if cands.len() < k && nearest_full {
+        let past = want + state.watched_titles() + recent.len();
+        for key in index.nearest(query.as_slice(), past)? {
+            if keys.binary_search(&key).is_err() {
+                cands.extend(score_key(key));
+            }
+        }
     }
     cands.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(b.id)));
     cands.truncate((k * 5).max(50));

@@ -276,6 +276,11 @@ impl BrainState {
         self.watched.contains_key(id)
     }
 
+    /// Distinct titles in the ring.
+    pub fn watched_titles(&self) -> usize {
+        self.watched.len()
+    }
+
     /// The most recent watches, newest first, distinct titles, each with its
     /// largest watch fraction among them.
     pub fn recent_watches(&self, n: usize) -> Vec<(&ContentId, f32)> {

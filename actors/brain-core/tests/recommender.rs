@@ -222,6 +222,19 @@ fn nothing_watched_comes_back_and_scores_follow_the_order() {
 }
 
 #[test]
+fn a_heavy_viewer_still_gets_k_titles_when_the_nearest_were_all_watched() {
+    // 300 titles per cluster; the viewer watched 295 of cluster 0, so the
+    // 100 nearest to the query are nearly all watched and excluded.
+    let (mut st, _) = state(4, 300);
+    for i in 0..295u64 {
+        watch(&mut st, &format!("c0-{i}"), 0.95, i);
+    }
+    let out = rec(&st, &req(10), None, &RecommenderConfig::default());
+    assert_eq!(out.len(), 10, "{out:?}");
+    assert!(out.iter().all(|r| !st.state.has_watched(&r.content_id)));
+}
+
+#[test]
 fn a_viewer_without_a_successful_watch_still_gets_titles_near_what_was_watched() {
     let (mut st, _) = state(4, 12);
     watch(&mut st, "c3-0", 0.4, 0);
