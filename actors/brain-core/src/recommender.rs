@@ -251,13 +251,42 @@ struct Recent<'a> {
     fraction: f32,
 }
 
+/// A candidate's strongest signal; made into a [`Reason`] (which owns the
+/// named watch's id and title) only for the titles returned.
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    Mood,
+    Recent(usize),
+    Trend,
+    Global,
+    Habits,
+}
+
+impl Why {
+    fn reason(self, recent: &[Recent<'_>]) -> Reason {
+        match self {
+            Why::Mood => Reason::MatchesYourMood,
+            Why::Recent(i) => match recent.get(i) {
+                Some(r) => Reason::BecauseYouWatched {
+                    content_id: r.id.clone(),
+                    title: r.title.to_owned(),
+                },
+                None => Reason::FitsYourHabits,
+            },
+            Why::Trend => Reason::TrendingInYourRegion,
+            Why::Global => Reason::PopularWithViewersLikeYou,
+            Why::Habits => Reason::FitsYourHabits,
+        }
+    }
+}
+
 struct Cand<'a> {
     id: &'a ContentId,
     title: &'a str,
     emb: Vec<f32>,
     score: f32,
     confidence: f32,
-    reason: Reason,
+    why: Why,
 }
 
 /// Answers one request; `mood` is the embedded [`RecommendRequest::mood`]
@@ -399,10 +428,11 @@ pub fn recommend_among(
         // The strongest signal names the reason; ties go to the earlier one.
         let (best_recent, best_recent_cos) = recent
             .iter()
-            .map(|r| ((r.id, r.title), dot(&r.emb, e)))
-            .fold((None, f32::MIN), |(b, bc), (r, c)| {
+            .enumerate()
+            .map(|(i, r)| (i, dot(&r.emb, e)))
+            .fold((None, f32::MIN), |(b, bc), (i, c)| {
                 if c > bc {
-                    (Some(r), c)
+                    (Some(i), c)
                 } else {
                     (b, bc)
                 }
@@ -418,18 +448,12 @@ pub fn recommend_among(
         let top = signals
             .iter()
             .fold((f32::MIN, 5u8), |acc, s| if s.0 > acc.0 { *s } else { acc });
-        let reason = match top.1 {
-            0 => Reason::MatchesYourMood,
-            1 => match best_recent {
-                Some((rid, title)) => Reason::BecauseYouWatched {
-                    content_id: rid.clone(),
-                    title: title.to_owned(),
-                },
-                None => Reason::FitsYourHabits,
-            },
-            2 => Reason::TrendingInYourRegion,
-            3 => Reason::PopularWithViewersLikeYou,
-            _ => Reason::FitsYourHabits,
+        let why = match top.1 {
+            0 => Why::Mood,
+            1 => best_recent.map_or(Why::Habits, Why::Recent),
+            2 => Why::Trend,
+            3 => Why::Global,
+            _ => Why::Habits,
         };
         Some(Cand {
             id,
@@ -437,7 +461,7 @@ pub fn recommend_among(
             emb,
             score,
             confidence: (score / wsum).clamp(0.0, 1.0),
-            reason,
+            why,
         })
     };
     let mut cands: Vec<Cand<'_>> = keys.iter().filter_map(|&key| score_key(key)).collect();
@@ -454,7 +478,7 @@ pub fn recommend_among(
     }
     cands.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(b.id)));
     cands.truncate((k * 5).max(50));
-    Ok(mmr(cands, k, cfg.mmr_lambda))
+    Ok(mmr(cands, k, cfg.mmr_lambda, &recent))
 }
 
 /// Keeps the `n` largest by `f` (ties: original order), in descending order.
@@ -515,7 +539,12 @@ fn build_query(
     Embedding::new(acc).ok()
 }
 
-fn mmr(mut pool: Vec<Cand<'_>>, k: usize, lambda: f32) -> Vec<Recommendation> {
+fn mmr(
+    mut pool: Vec<Cand<'_>>,
+    k: usize,
+    lambda: f32,
+    recent: &[Recent<'_>],
+) -> Vec<Recommendation> {
     let mut out = Vec::with_capacity(k);
     let mut max_sim = vec![0.0f32; pool.len()];
     while out.len() < k && !pool.is_empty() {
@@ -541,7 +570,7 @@ fn mmr(mut pool: Vec<Cand<'_>>, k: usize, lambda: f32) -> Vec<Recommendation> {
             title: c.title.to_owned(),
             score: best_v,
             confidence: c.confidence,
-            reason: c.reason,
+            reason: c.why.reason(recent),
         });
     }
     out
