@@ -779,7 +779,16 @@ impl BrainStore {
         acked: u64,
         min_distinct_items: u32,
     ) -> Result<(), BrainError> {
-        let plan = plan_ack(&self.state.read(), kind, acked, min_distinct_items)?;
+        let plan = {
+            let st = self.state.read();
+            let plan = plan_ack(&st, kind, acked, min_distinct_items)?;
+            // Nothing to write (the node acknowledged what it already held,
+            // as every sync does while nothing is uploaded): no commit.
+            if plan.changed.is_empty() && plan.dropped.is_empty() && plan.versions == st.versions {
+                return Ok(());
+            }
+            plan
+        };
         self.write(|txn| {
             {
                 let mut pt = txn.open_table(PATTERNS).map_err(BrainError::storage)?;
