@@ -11,8 +11,7 @@
 //! so key order is insertion order; the episode ring is ordered by (viewing
 //! time, seq) whatever the arrival order, and holds at most one episode per
 //! (title, viewing time); `watched` counts exactly the episodes in the ring
-//! per title, and `watched_full` those with a watched fraction of at least
-//! [`FULLY_WATCHED`].
+//! per title.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -24,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::patterns::PatternBook;
 
-/// Watch fraction from which a title counts as fully watched and is no longer
-/// recommended (while its episode is in the ring).
+/// Watch fraction from which a title counts as fully watched
+/// ([`BrainState::is_fully_watched`]).
 pub const FULLY_WATCHED: f32 = 0.9;
 
 /// A catalog item in memory, with its stable vector-index key.
@@ -200,7 +199,6 @@ pub struct BrainState {
     /// Versions.
     pub versions: Versions,
     watched: HashMap<ContentId, u32>,
-    watched_full: HashMap<ContentId, u32>,
     viewings: HashSet<(ContentId, u64)>,
 }
 
@@ -228,9 +226,6 @@ impl BrainState {
             return;
         }
         count_in(&mut self.watched, &ep.event.content_id);
-        if ep.event.watched_fraction >= FULLY_WATCHED {
-            count_in(&mut self.watched_full, &ep.event.content_id);
-        }
         let order = |e: &Episode| (e.event.timestamp_secs, e.seq);
         if self.episodes.back().is_none_or(|b| order(b) <= order(&ep)) {
             self.episodes.push_back(ep);
@@ -251,9 +246,6 @@ impl BrainState {
         self.viewings
             .remove(&(ep.event.content_id.clone(), ep.event.timestamp_secs));
         count_out(&mut self.watched, &ep.event.content_id);
-        if ep.event.watched_fraction >= FULLY_WATCHED {
-            count_out(&mut self.watched_full, &ep.event.content_id);
-        }
         Some(ep)
     }
 
@@ -262,12 +254,15 @@ impl BrainState {
         self.episodes.clear();
         self.viewings.clear();
         self.watched.clear();
-        self.watched_full.clear();
     }
 
     /// Whether a title was fully watched (in an episode still in the ring).
+    /// A scan of the ring: nothing on the recommend path asks (every watched
+    /// title is left out there, see [`Self::has_watched`]).
     pub fn is_fully_watched(&self, id: &ContentId) -> bool {
-        self.watched_full.contains_key(id)
+        self.episodes
+            .iter()
+            .any(|e| &e.event.content_id == id && e.event.watched_fraction >= FULLY_WATCHED)
     }
 
     /// Whether a title was watched at all, finished or abandoned (in an
