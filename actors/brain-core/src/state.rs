@@ -292,18 +292,4 @@ impl BrainState {
         }
         out
     }
-
-    /// The most recent successful watches, newest first, distinct titles.
-    pub fn recent_successes(&self, n: usize) -> Vec<&ContentId> {
-        let mut out: Vec<&ContentId> = Vec::with_capacity(n);
-        for ep in self.episodes.iter().rev() {
-            if out.len() == n {
-                break;
-            }
-            if ep.event.is_success() && !out.contains(&&ep.event.content_id) {
-                out.push(&ep.event.content_id);
-            }
-        }
-        out
-    }
 }
