@@ -659,8 +659,7 @@ impl RoundClient {
                     .pending
                     .as_mut()
                     .ok_or(RoundClientError::NoRelease(session))?;
-                // Wrapping to u32: the sum is read back mod 2³².
-                let input: Vec<u32> = pending.noisy.iter().map(|&v| v as u32).collect();
+                let input = secagg::to_ring(&pending.noisy);
                 let masked = cur.client.masked_input(shares, &input)?;
                 if pending.masked_in.len() == MAX_OFFERS {
                     pending.masked_in.remove(0);

@@ -616,8 +616,7 @@ fn fold(
         .map(|&s| slots.get(s as usize).cloned().flatten())
         .collect::<Option<_>>()
         .ok_or(AggregateError::Layout("a pair title's slot is withdrawn"))?;
-    // Wrapping u32 back to signed: the true sum is within ±2³¹.
-    let values: Vec<i64> = sum.sum.iter().map(|&v| i64::from(v as i32)).collect();
+    let values = omega_privacy::secagg::from_ring(&sum.sum);
     totals.fold(
         &RoundSum {
             layout,

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omega_brain_core::{Outcome, Schedule, ScheduleConfig, UploadKind};
-use omega_protocol::codec::{decode_response, encode_request};
+use omega_protocol::codec::{decode_response, encode_request, FRAME_HEADER};
 use omega_protocol::{Region, SyncAccepted, SyncError, SyncKind};
 use omega_transport::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -425,7 +425,7 @@ impl SyncState {
             }
         };
         report.node = Some(addr.to_string());
-        report.bytes_down = body.len() as u64 + 4;
+        report.bytes_down = (body.len() + FRAME_HEADER) as u64;
         let accepted: SyncAccepted = match decode_response(&body) {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => return refusal(e, report),

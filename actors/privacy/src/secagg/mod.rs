@@ -97,6 +97,18 @@ pub const MAX_COHORT: u16 = 1000;
 /// titles' 523 776 pairs).
 pub const MAX_DIM: u32 = 1 << 21;
 
+/// A signed vector as secure aggregation adds it: each entry mod 2³²
+/// (two's complement). [`from_ring`] reads a sum back.
+pub fn to_ring(values: &[i64]) -> Vec<u32> {
+    values.iter().map(|&v| v as u32).collect()
+}
+
+/// A sum read back as signed values: correct while the true sum of each
+/// entry stays within ±2³¹.
+pub fn from_ring(sum: &[u32]) -> Vec<i64> {
+    sum.iter().map(|&v| i64::from(v as i32)).collect()
+}
+
 /// A cohort member's id, assigned by the caller (the node), unique in a
 /// session. Ids order the pair masks' signs and are the Shamir x coordinates
 /// (id + 1).

@@ -182,10 +182,10 @@ fn signed_values_wrap_and_come_back() {
     let cfg = config(3, 2, 4);
     let x: Vec<Vec<u32>> = [[-5i64, 7, 0, -1], [2, -9, 1, -1], [-1, 1, 3, -1]]
         .iter()
-        .map(|v| v.iter().map(|&e| e as u32).collect())
+        .map(|v| super::to_ring(v))
         .collect();
     let out = run(cfg, &x, &Drops::default(), 3).result.expect("sum");
-    let back: Vec<i64> = out.sum.iter().map(|&s| i64::from(s as i32)).collect();
+    let back = super::from_ring(&out.sum);
     assert_eq!(back, vec![-4, -1, 4, -3]);
 }
 
