@@ -56,6 +56,8 @@ fn request(kind: SyncKind, base: u64, version: u64, seed: u32) -> SyncRequest {
         catalog_version: u64::MAX,
         region: Region::new("eu").unwrap(),
         delta,
+        round: None,
+        fleet: Default::default(),
     }
 }
 

@@ -193,6 +193,7 @@ async fn stats(State(state): State<AdminState>) -> Response {
         "devices": last.as_ref().map(|l| l.devices),
         "patterns": last.as_ref().map(|l| l.patterns),
         "last_federation": last,
+        "learning": state.node.learning_stats(),
     }))
     .into_response()
 }

@@ -21,6 +21,19 @@
 //! max_device_share = 0.2           # largest share of a global's weight one device carries
 //! federation_key_file = "/etc/omega/federation-key"  # 32 hex digits; default: random per start
 //! admin_token_file = "/etc/omega/admin-token"
+//!
+//! [learning]                       # private aggregation rounds (issue 14)
+//! enabled = true
+//! interval_ms = 86400000           # from a region's round end to its next
+//! pair_titles = 256                # titles taking part in pairs
+//! window = 5                       # watches before a watch that pair with it
+//! k = 5                            # contributors a round needs (>= 5)
+//! z = 3.0                          # publication threshold, in noise units
+//! [learning.rounds]
+//! cohort = 50                      # TVs per round
+//! threshold = 26                   # answers each phase needs (> cohort / 2)
+//! join_ms = 2400000                # each phase's deadline (also shares_ms,
+//!                                  # inputs_ms, unmask_ms)
 //! ```
 
 use std::net::SocketAddr;
@@ -31,7 +44,7 @@ use serde::Deserialize;
 
 use omega_constellation::actors::{CatalogOptions, NodeConfig};
 use omega_constellation::federation::{FederationConfig, FederationError, OrderKey};
-use omega_constellation::sync::SyncConfig;
+use omega_constellation::sync::{LearningConfig, SyncConfig};
 use omega_protocol::Region;
 
 /// Why a configuration was refused.
@@ -136,6 +149,10 @@ pub struct Config {
     pub catalog_max_items: usize,
     /// Largest admin request body in bytes (imports). Default 64 MiB.
     pub admin_body_limit: usize,
+    /// The `[learning]` section: what the node learns from the fleet's
+    /// private aggregation rounds (omega-constellation-core's
+    /// `LearningConfig`; every field has a default).
+    pub learning: LearningConfig,
 }
 
 impl Default for Config {
@@ -173,6 +190,7 @@ impl Default for Config {
             catalog_progress_every: catalog.progress_every,
             catalog_max_items: catalog.max_items_per_import,
             admin_body_limit: 64 * 1024 * 1024,
+            learning: node.learning,
         }
     }
 }
@@ -271,6 +289,7 @@ impl Config {
                 progress_every: self.catalog_progress_every,
                 max_items_per_import: self.catalog_max_items,
             },
+            learning: self.learning,
             ..NodeConfig::default()
         };
         config

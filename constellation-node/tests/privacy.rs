@@ -25,6 +25,8 @@ fn forget() -> SyncRequest {
         catalog_version: 0,
         region: region(),
         delta: PatternDelta::default(),
+        round: None,
+        fleet: Default::default(),
     }
 }
 

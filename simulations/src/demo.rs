@@ -154,6 +154,8 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
             added: patterns,
             ..Default::default()
         },
+        round: None,
+        fleet: Default::default(),
     };
     let frame = encode_request(&request)?;
     println!(

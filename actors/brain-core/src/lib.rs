@@ -8,6 +8,8 @@
 //!   recommender reads (catalog, patterns, globals, trends, episodes, versions).
 //! * [`patterns`]: folding of watches into local patterns per context.
 //! * [`delta`]: building the pattern upload under the privacy rules.
+//! * [`fleet`]: the region's fleet knowledge (the node's private aggregates)
+//!   as fleet pages deliver it, and the signals the recommender draws from it.
 //! * [`recommender`]: `recommend`, the hot path, over a [`CandidateSearch`];
 //!   its request and response are the socket's serde types.
 //! * [`release`]: the next private release's vector, before noise.
@@ -21,6 +23,7 @@
 
 pub mod delta;
 pub mod error;
+pub mod fleet;
 pub mod patterns;
 pub mod recommender;
 pub mod release;
@@ -31,6 +34,7 @@ pub mod sync;
 
 pub use delta::{DeltaConfig, DeltaPlan};
 pub use error::CoreError;
+pub use fleet::{FleetKnowledge, PageApplied};
 pub use patterns::{LocalPattern, PatternBook, PatternConfig, PatternInfo};
 pub use recommender::{
     recommend, recommend_among, CandidateSearch, Reason, RecommendRequest, RecommendResponse,

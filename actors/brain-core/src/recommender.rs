@@ -40,6 +40,8 @@
 //! [`RecommenderConfig::max_k`] (default 100); fewer results come back when the
 //! catalog has fewer eligible titles.
 
+use std::collections::HashMap;
+
 use omega_protocol::embedding::dot;
 use omega_protocol::{
     ContentId, ContextBucket, Embedding, I8Embedding, TrendSignal, ViewingContext,
@@ -147,6 +149,15 @@ pub struct RecommenderConfig {
     pub w_global: f32,
     /// Weight of regional trends.
     pub w_trend: f32,
+    /// Weight of the fleet's "watched together" signal: for each recent
+    /// watch, the pair total over the two titles' totals (see
+    /// [`crate::fleet`]), weighted like the query (newest most, by watch
+    /// fraction).
+    pub w_together: f32,
+    /// Weight of the fleet's regional popularity (0–1).
+    pub w_popular: f32,
+    /// Most popular fleet titles added to the candidates.
+    pub popular_candidates: usize,
     /// Share of the local patterns in the query, next to recent watches (1.0).
     pub pattern_query_weight: f32,
     /// Weight of the mood in the query, next to recent watches (1.0).
@@ -168,6 +179,9 @@ impl Default for RecommenderConfig {
             w_local: 0.3,
             w_global: 0.3,
             w_trend: 0.25,
+            w_together: 2.0,
+            w_popular: 0.3,
+            popular_candidates: 50,
             pattern_query_weight: 0.5,
             mood_query_weight: 1.5,
             mmr_lambda: 0.75,
@@ -194,6 +208,17 @@ pub enum Reason {
     MatchesYourMood,
     /// Matches the viewer's own habits at this time of day / week.
     FitsYourHabits,
+    /// Viewers of the region who watched a recent watch (named here) also
+    /// watched this one (the fleet's private pair totals).
+    WatchedTogether {
+        /// The recent watch.
+        content_id: ContentId,
+        /// Its title.
+        title: String,
+    },
+    /// Among the most watched titles in the region (the fleet's private
+    /// totals).
+    PopularInYourRegion,
     /// Cold start with nothing else known: the catalog's own order (said as
     /// "From the catalog": nothing claims the title is new).
     FromTheCatalog,
@@ -208,6 +233,10 @@ impl Reason {
             Reason::TrendingInYourRegion => "Trending in your region".into(),
             Reason::MatchesYourMood => "Matches your mood".into(),
             Reason::FitsYourHabits => "Fits what you usually watch now".into(),
+            Reason::WatchedTogether { title, .. } => {
+                format!("Viewers who watched {title} also watched this")
+            }
+            Reason::PopularInYourRegion => "Popular in your region".into(),
             Reason::FromTheCatalog => "From the catalog".into(),
         }
     }
@@ -257,6 +286,8 @@ struct Recent<'a> {
 enum Why {
     Mood,
     Recent(usize),
+    Together(usize),
+    Popular,
     Trend,
     Global,
     Habits,
@@ -273,6 +304,14 @@ impl Why {
                 },
                 None => Reason::FitsYourHabits,
             },
+            Why::Together(i) => match recent.get(i) {
+                Some(r) => Reason::WatchedTogether {
+                    content_id: r.id.clone(),
+                    title: r.title.to_owned(),
+                },
+                None => Reason::PopularInYourRegion,
+            },
+            Why::Popular => Reason::PopularInYourRegion,
             Why::Trend => Reason::TrendingInYourRegion,
             Why::Global => Reason::PopularWithViewersLikeYou,
             Why::Habits => Reason::FitsYourHabits,
@@ -386,6 +425,21 @@ pub fn recommend_among(
         return cold_start(state, index, bucket, &globals, k, &excluded);
     };
 
+    // The fleet's "watched together" evidence per title: (weighted sum,
+    // the recent watch giving most of it), weighted like the query.
+    let mut together: HashMap<&ContentId, (f32, usize, f32)> = HashMap::new();
+    for (i, r) in recent.iter().enumerate() {
+        let w = 0.8f32.powi(i as i32) * r.fraction.max(0.1);
+        for (c, v) in state.fleet.together(r.id) {
+            let e = together.entry(c).or_insert((0.0, i, 0.0));
+            e.0 += w * v;
+            if w * v > e.2 {
+                e.1 = i;
+                e.2 = w * v;
+            }
+        }
+    }
+
     // Candidate keys.
     let want = (k * cfg.candidate_factor).max(cfg.min_candidates);
     let mut keys = index.nearest(query.as_slice(), want)?;
@@ -398,10 +452,22 @@ pub fn recommend_among(
     if let Some((g, _)) = globals.first() {
         keys.extend(index.nearest(g, k * 2)?);
     }
+    // The fleet's evidence reaches titles the embedding space does not.
+    keys.extend(together.keys().filter_map(|c| state.catalog.key_of(c)));
+    let popular = state.fleet.order.iter().take(cfg.popular_candidates);
+    keys.extend(popular.filter_map(|c| state.catalog.key_of(c)));
     keys.sort_unstable();
     keys.dedup();
 
-    let wsum = cfg.w_similarity + cfg.w_local + cfg.w_global + cfg.w_trend;
+    let wsum = cfg.w_similarity
+        + cfg.w_local
+        + cfg.w_global
+        + cfg.w_trend
+        + if state.fleet.is_empty() {
+            0.0
+        } else {
+            cfg.w_together + cfg.w_popular
+        };
     let score_key = |key: u64| -> Option<Cand<'_>> {
         let rec = state.catalog.by_key(key)?;
         let id = &rec.item.id;
@@ -421,10 +487,15 @@ pub fn recommend_among(
             .map(|(g, w)| dot(g, e).max(0.0) * w)
             .fold(0.0f32, f32::max);
         let trend = trend_score(state, id, bucket);
+        let (tog, tog_from, _) = together.get(id).copied().unwrap_or((0.0, 0, 0.0));
+        let tog = tog.min(1.0);
+        let pop = state.fleet.popularity(id);
         let score = cfg.w_similarity * sim
             + cfg.w_local * local
             + cfg.w_global * global
-            + cfg.w_trend * trend;
+            + cfg.w_trend * trend
+            + cfg.w_together * tog
+            + cfg.w_popular * pop;
         // The strongest signal names the reason; ties go to the earlier one.
         let (best_recent, best_recent_cos) = recent
             .iter()
@@ -454,6 +525,17 @@ pub fn recommend_among(
             2 => Why::Trend,
             3 => Why::Global,
             _ => Why::Habits,
+        };
+        // The fleet names the reason when its part of the score is larger
+        // than the similarity's.
+        let why = if cfg.w_together * tog >= (cfg.w_similarity * sim).max(cfg.w_popular * pop)
+            && tog > 0.0
+        {
+            Why::Together(tog_from)
+        } else if cfg.w_popular * pop > cfg.w_similarity * sim && pop > 0.0 {
+            Why::Popular
+        } else {
+            why
         };
         Some(Cand {
             id,
@@ -599,6 +681,14 @@ fn cold_start(
             });
         }
     };
+    // The region's most watched titles, when the fleet said so.
+    for id in &state.fleet.order {
+        if out.len() >= k {
+            break;
+        }
+        let p = state.fleet.popularity(id);
+        push(&mut out, id, 0.5 + 0.5 * p, Reason::PopularInYourRegion);
+    }
     // Trends: this bucket first, then others at half strength.
     let mut trends: Vec<(f32, &ContentId)> = state
         .trends

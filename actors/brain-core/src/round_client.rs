@@ -263,10 +263,40 @@ pub enum RoundClientError {
     /// The round has no pending release to mask (it was dropped).
     #[error("no pending release for session {0}")]
     NoRelease(u64),
+    /// The round's slots belong to another catalog version than the TV's.
+    #[error("the round is over catalog version {round}, the TV holds {held}")]
+    CatalogVersion {
+        /// The round's catalog version.
+        round: u64,
+        /// The TV's.
+        held: u64,
+    },
     /// `Finished` names a session the pending release was not masked in
     /// (if it was the session in progress, that round is over all the same).
     #[error("session {0} did not receive the pending release")]
     NotOffered(u64),
+}
+
+/// The catalog slots of a round over `spec`: the TV's live titles in id
+/// order, which are the node's when both hold the round's catalog version
+/// (refused otherwise: the TV syncs its catalog first).
+pub fn catalog_slots(
+    spec: &RoundSpec,
+    brain: &BrainState,
+) -> Result<HashMap<ContentId, u32>, RoundClientError> {
+    if spec.catalog_version != brain.versions.catalog {
+        return Err(RoundClientError::CatalogVersion {
+            round: spec.catalog_version,
+            held: brain.versions.catalog,
+        });
+    }
+    let mut ids: Vec<&ContentId> = brain.catalog.iter().map(|r| &r.item.id).collect();
+    ids.sort();
+    Ok(ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), i as u32))
+        .collect())
 }
 
 /// A noisy release kept until a round includes it.

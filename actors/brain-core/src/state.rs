@@ -192,6 +192,8 @@ pub struct BrainState {
     pub globals: BTreeMap<u64, GlobalPattern>,
     /// Regional trends, as the last sync gave them.
     pub trends: Vec<TrendSignal>,
+    /// The region's fleet knowledge, as far as fleet pages delivered it.
+    pub fleet: crate::fleet::FleetKnowledge,
     /// The episode ring, oldest viewing time first (ties by `seq`). Change it
     /// only through [`Self::push_episode`], [`Self::pop_episode`] and
     /// [`Self::clear_episodes`], which keep the counts below in step.

@@ -50,13 +50,17 @@
 //! store and says so in [`OpenOutcome::Recovered`]. Errors that are not damage
 //! (permission denied, file locked by another process, disk full) are returned.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use omega_brain_core::delta::{self, DeltaConfig, DeltaPlan};
 use omega_brain_core::patterns::{
     item_fingerprint, LocalPattern, PatternConfig, PatternOp, Tombstone,
 };
-use omega_brain_core::round_client::{PrivacyState, PrivacyStatus, RoundClient, RoundClientConfig};
+use omega_brain_core::fleet::PageApplied;
+use omega_brain_core::round_client::{
+    catalog_slots, PrivacyState, PrivacyStatus, RoundClient, RoundClientConfig, RoundClientError,
+};
 use omega_brain_core::state::{BrainState, CatalogRecord, Episode, Versions};
 use omega_brain_core::sync::{
     plan_ack, plan_catalog, plan_sync, CatalogChange, CatalogPlan, SyncLimits,
@@ -65,10 +69,11 @@ use omega_brain_core::CoreError;
 use omega_brain_core::UploadKind;
 use omega_privacy::Budget;
 use omega_protocol::{
-    CatalogEntry, ContentId, GlobalPattern, PatternDelta, PatternId, Region, SyncAccepted,
+    CatalogEntry, ContentId, GlobalPattern, NodeToTv, PatternDelta, PatternId, Region, SyncAccepted,
+    TvToNode,
     SyncKind, SyncRequest, ViewingContext, ViewingEvent,
 };
-use rand::Rng;
+use rand::{CryptoRng, Rng};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
     WriteTransaction,
@@ -88,6 +93,8 @@ const CATALOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("catalog")
 const CATALOG_IDS: TableDefinition<'_, &str, u64> = TableDefinition::new("catalog_ids");
 /// The blob holding the [`PrivacyState`] (ledger, pending release).
 const PRIVACY_BLOB: &str = "privacy";
+/// Blob: the region's fleet knowledge ([`FleetKnowledge`]).
+const FLEET_BLOB: &str = "fleet";
 
 const SCHEMA_VERSION: u64 = 1;
 
@@ -222,6 +229,10 @@ pub struct BrainStore {
     /// The privacy accountant and the pending release (blob `privacy`), with
     /// the volatile round client.
     rounds: RoundClient,
+    /// The node's last round message, answered by the next sync (kept until
+    /// a sync succeeds: the round client answers a repeated message with
+    /// its first answer). Volatile.
+    round_inbox: Option<NodeToTv>,
 }
 
 /// The forget tombstone: generations of `forget` asked and acknowledged by a
@@ -241,6 +252,9 @@ pub struct PreparedSync {
     /// For a `Forget` request: the forget generation it carries (acknowledged
     /// when the node accepts it).
     pub forget_generation: Option<u64>,
+    /// Why the TV declined the node's last round message (nothing of the
+    /// round is sent then).
+    pub round_declined: Option<RoundClientError>,
 }
 
 /// What [`BrainStore::finish_sync`] did.
@@ -412,6 +426,14 @@ impl BrainStore {
         {
             state.trends = dec("blobs", t.value()).map_err(damaged)?;
         }
+        if let Some(f) = rtxn
+            .open_table(BLOBS)
+            .map_err(classify)?
+            .get(FLEET_BLOB)
+            .map_err(classify)?
+        {
+            state.fleet = dec("blobs", f.value()).map_err(damaged)?;
+        }
         let mut privacy = match rtxn
             .open_table(BLOBS)
             .map_err(classify)?
@@ -462,6 +484,7 @@ impl BrainStore {
             next_episode,
             forget,
             rounds,
+            round_inbox: None,
         };
         me.cfg.max_episodes = me.cfg.max_episodes.max(1);
         Ok(me)
@@ -714,8 +737,22 @@ impl BrainStore {
             tracing::error!(error = %e, "catalog page refused");
         }
         let next_key = plan.next_catalog_key(&st);
+        let fleet = match &accepted.fleet {
+            Some(page) => {
+                let mut fleet = st.fleet.clone();
+                match fleet.apply(page) {
+                    PageApplied::Added(_) => Some(fleet),
+                    other => {
+                        tracing::info!(?other, version = page.version, "fleet page not applied");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         drop(st);
         let trends_bytes = plan.trends.as_ref().map(|t| enc("blobs", t)).transpose()?;
+        let fleet_bytes = fleet.as_ref().map(|f| enc("blobs", f)).transpose()?;
         self.write(|txn| {
             {
                 let mut gt = txn.open_table(GLOBALS).map_err(BrainError::storage)?;
@@ -730,9 +767,13 @@ impl BrainStore {
                     gt.insert(*id, enc("globals", g)?.as_slice())
                         .map_err(BrainError::storage)?;
                 }
+                let mut bt = txn.open_table(BLOBS).map_err(BrainError::storage)?;
                 if let Some(bytes) = &trends_bytes {
-                    let mut bt = txn.open_table(BLOBS).map_err(BrainError::storage)?;
                     bt.insert("trends", bytes.as_slice())
+                        .map_err(BrainError::storage)?;
+                }
+                if let Some(bytes) = &fleet_bytes {
+                    bt.insert(FLEET_BLOB, bytes.as_slice())
                         .map_err(BrainError::storage)?;
                 }
             }
@@ -744,7 +785,12 @@ impl BrainStore {
             Self::put_meta(txn, &plan.versions, &meta)
         })?;
         let catalog_refused = plan.catalog_refused.clone();
-        let catalog = plan.apply(&mut self.state.write());
+        let mut st = self.state.write();
+        if let Some(f) = fleet {
+            st.fleet = f;
+        }
+        let catalog = plan.apply(&mut st);
+        drop(st);
         Ok(SyncApplied {
             catalog,
             catalog_refused,
@@ -853,9 +899,24 @@ impl BrainStore {
 
     /// The next sync request: a `Forget` while one is pending (whatever
     /// `kind` says), else [`Self::upload_for_sync`]'s upload, with the global
-    /// and catalog versions held and `region`.
-    pub fn prepare_sync(&self, kind: UploadKind, region: Region) -> PreparedSync {
-        let versions = self.state.read().versions;
+    /// and catalog versions held, the fleet cursor and `region`; and the
+    /// answer to the node's last round message, made by the round client at
+    /// `now_ms` (ms since the epoch; `rng` a CSPRNG for its keys) and its
+    /// privacy state stored before the request is returned. A message the
+    /// TV declines is reported in [`PreparedSync::round_declined`] and
+    /// nothing of the round is sent.
+    pub fn prepare_sync(
+        &mut self,
+        kind: UploadKind,
+        region: Region,
+        now_ms: u64,
+        rng: &mut impl CryptoRng,
+    ) -> Result<PreparedSync, BrainError> {
+        let (round, round_declined) = self.answer_round(now_ms, rng)?;
+        let (versions, fleet) = {
+            let st = self.state.read();
+            (st.versions, st.fleet.cursor())
+        };
         let (kind, base_version, pattern_version, delta, forget_generation) =
             match self.forget_pending() {
                 Some(g) => (SyncKind::Forget, 0, 0, PatternDelta::default(), Some(g)),
@@ -864,7 +925,7 @@ impl BrainStore {
                     (p.kind, p.base_version, p.upto_version, p.delta, None)
                 }
             };
-        PreparedSync {
+        Ok(PreparedSync {
             request: SyncRequest {
                 kind,
                 base_version,
@@ -873,8 +934,56 @@ impl BrainStore {
                 catalog_version: versions.catalog,
                 region,
                 delta,
+                round,
+                fleet,
             },
             forget_generation,
+            round_declined,
+        })
+    }
+
+    /// The round client's answer to the node's last round message, its
+    /// state stored first when it changed.
+    fn answer_round(
+        &mut self,
+        now_ms: u64,
+        rng: &mut impl CryptoRng,
+    ) -> Result<(Option<TvToNode>, Option<RoundClientError>), BrainError> {
+        let Some(msg) = self.round_inbox.clone() else {
+            return Ok((None, None));
+        };
+        let before = self.rounds.state().clone();
+        let answer = {
+            let st = self.state.read();
+            let slots = match &msg {
+                NodeToTv::Invite { spec, .. } => catalog_slots(spec, &st),
+                _ => Ok(HashMap::new()),
+            };
+            slots.and_then(|slots| self.rounds.on_node(msg, &st, &slots, now_ms, rng))
+        };
+        if *self.rounds.state() != before {
+            let bytes = enc("blobs", self.rounds.state())?;
+            let stored = self.write(|txn| {
+                txn.open_table(BLOBS)
+                    .map_err(BrainError::storage)?
+                    .insert(PRIVACY_BLOB, bytes.as_slice())
+                    .map_err(BrainError::storage)?;
+                Ok(())
+            });
+            if let Err(e) = stored {
+                // Not stored, not sent: the charge made in memory stays (the
+                // conservative side), the answer is dropped.
+                self.round_inbox = None;
+                return Err(e);
+            }
+        }
+        match answer {
+            Ok(reply) => Ok((reply, None)),
+            Err(e) => {
+                // Declined: the same message would be declined again.
+                self.round_inbox = None;
+                Ok((None, Some(e)))
+            }
         }
     }
 
@@ -891,6 +1000,7 @@ impl BrainStore {
         sent: &PreparedSync,
         accepted: &SyncAccepted,
     ) -> Result<SyncFinished, BrainError> {
+        self.round_inbox = accepted.round.clone();
         if let Some(g) = sent.forget_generation {
             let acked = self.forget.acked.max(g);
             let applied = self.apply_sync_with(accepted, &[("forget_acked", acked)])?;
@@ -955,6 +1065,7 @@ impl BrainStore {
         self.next_episode = 0;
         self.forget.asked = asked;
         self.rounds.forget();
+        self.round_inbox = None;
         let mut st = self.state.write();
         st.clear_episodes();
         st.patterns.clear();

@@ -18,11 +18,15 @@
 //!   secure-aggregation phases and their deadlines, the sum folded into the
 //!   region's totals.
 //!
+//! * [`learning`]: per region, when rounds open and over which layout, the
+//!   rounds driven from syncs, sums folded and published as fleet pages.
+//!
 //! Nothing here reads a clock, opens a socket or a file, or draws randomness
 //! except through an injected RNG.
 
 pub mod aggregate;
 pub mod federation;
+pub mod learning;
 pub mod rounds;
 pub mod shard;
 pub mod store;

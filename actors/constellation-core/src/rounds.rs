@@ -306,18 +306,28 @@ impl Coordinator {
             .map(|r| (r.spec.session.session, r.phase))
     }
 
+    /// The summed round's layout, threshold and number of inputs in its
+    /// sum, while it waits for [`Coordinator::finish`].
+    pub fn summed(&self) -> Option<(ContributionLayout, u16, usize)> {
+        let r = self.round.as_ref()?;
+        let sum = r.sum.as_ref()?;
+        Some((r.spec.layout, r.spec.session.threshold, sum.survivors.len()))
+    }
+
     /// The counters.
     pub fn stats(&self) -> RoundStats {
         self.stats
     }
 
     /// Opens a round over `layout` (pair title `i` is catalog slot
-    /// `pair_slots[i]`) with a session id drawn from `rng`; the join phase
+    /// `pair_slots[i]`; the slots are the live titles of catalog version
+    /// `catalog_version` in id order) with a session id drawn from `rng`; the join phase
     /// starts now. Refused while another round is open.
     pub fn open(
         &mut self,
         layout: ContributionLayout,
         pair_slots: Vec<u32>,
+        catalog_version: u64,
         now_ms: u64,
         rng: &mut impl Rng,
     ) -> Result<u64, RoundError> {
@@ -341,6 +351,7 @@ impl Coordinator {
                 session: config,
                 layout,
                 pair_slots,
+                catalog_version,
             },
             server,
             phase: Phase::Join,

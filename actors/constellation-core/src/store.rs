@@ -42,6 +42,7 @@
 //! * [`MAX_SCAN_PAGE`] rows per region-pattern or catalog-entry page,
 //!   [`limits::MAX_CATALOG_PAGE`] per catalog-change page.
 
+use crate::aggregate::RegionTotals;
 use serde::{Deserialize, Serialize};
 
 use omega_protocol::{
@@ -312,6 +313,13 @@ pub trait PatternStore: Send + Sync {
     /// anything was held.
     fn forget_device(&self, device: &DeviceId) -> Result<bool, StoreError>;
 
+    /// The region's learned totals (the folded sums of its aggregation
+    /// rounds: no device's data), `None` if never stored.
+    fn region_totals(&self, region: &Region) -> Result<Option<RegionTotals>, StoreError>;
+
+    /// Replaces the region's learned totals.
+    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError>;
+
     /// Regions that have held devices (the federation's work list).
     fn regions(&self) -> Result<Vec<Region>, StoreError>;
 
@@ -432,6 +440,12 @@ impl<T: PatternStore + ?Sized> PatternStore for std::sync::Arc<T> {
     }
     fn forget_device(&self, device: &DeviceId) -> Result<bool, StoreError> {
         (**self).forget_device(device)
+    }
+    fn region_totals(&self, region: &Region) -> Result<Option<RegionTotals>, StoreError> {
+        (**self).region_totals(region)
+    }
+    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError> {
+        (**self).put_region_totals(region, totals)
     }
     fn regions(&self) -> Result<Vec<Region>, StoreError> {
         (**self).regions()

@@ -584,6 +584,9 @@ impl SyncCore {
             trends,
             catalog: inputs.catalog,
             next_sync_secs: rng.random_range(min..=max),
+            // The shell adds the learning's part (round step, fleet page).
+            round: None,
+            fleet: None,
         })
     }
 

@@ -31,6 +31,7 @@ use omega_protocol::{
     TrendSignal,
 };
 
+use omega_constellation_core::aggregate::RegionTotals;
 use omega_constellation_core::store::{
     check_publish, clamp_page, DeviceInfo, DeviceSync, GlobalsChange, PatternCursor, PatternStore,
     RegionGlobals, RegionPattern, RegionPatternPage, StoreError, StoredPattern,
@@ -42,6 +43,8 @@ const PATTERNS: TableDefinition<'_, (&str, &str, u64), &[u8]> = TableDefinition:
 const REGIONS: TableDefinition<'_, &str, ()> = TableDefinition::new("regions");
 const GLOBALS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("globals");
 const REGION_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("region_meta");
+/// Region → its learned totals (postcard).
+const LEARNED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("learned");
 const CATALOG: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("catalog");
 const CATALOG_LOG: TableDefinition<'_, u64, &str> = TableDefinition::new("catalog_log");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
@@ -145,6 +148,7 @@ impl RedbStore {
             txn.open_table(REGIONS).map_err(be("open"))?;
             txn.open_table(GLOBALS).map_err(be("open"))?;
             txn.open_table(REGION_META).map_err(be("open"))?;
+            txn.open_table(LEARNED).map_err(be("open"))?;
             txn.open_table(CATALOG).map_err(be("open"))?;
             txn.open_table(CATALOG_LOG).map_err(be("open"))?;
             txn.open_table(META).map_err(be("open"))?;
@@ -376,6 +380,26 @@ impl PatternStore for RedbStore {
         };
         txn.commit().map_err(be(op))?;
         Ok(found)
+    }
+
+    fn region_totals(&self, region: &Region) -> Result<Option<RegionTotals>, StoreError> {
+        let op = "region_totals";
+        let txn = self.read_txn(op)?;
+        let t = txn.open_table(LEARNED).map_err(be(op))?;
+        let row = t.get(region.as_str()).map_err(be(op))?;
+        row.map(|v| dec("learned totals", v.value())).transpose()
+    }
+
+    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError> {
+        let op = "put_region_totals";
+        let bytes = enc(totals)?;
+        let txn = self.write_txn(op)?;
+        txn.open_table(LEARNED)
+            .map_err(be(op))?
+            .insert(region.as_str(), bytes.as_slice())
+            .map_err(be(op))?;
+        txn.commit().map_err(be(op))?;
+        Ok(())
     }
 
     fn regions(&self) -> Result<Vec<Region>, StoreError> {

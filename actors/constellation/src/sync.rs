@@ -6,9 +6,19 @@
 //! A store failure never reaches the device as text: it is logged (tracing,
 //! `error`) under a fresh [`ErrorId`] and the device gets
 //! [`internal_error`] with that id.
+//!
+//! The learning part of an accepted, non-forget sync ([`learn`]): the
+//! region's next round is opened when due (the live catalog read first), the
+//! device's round message goes to the [`Learning`] and its next step comes
+//! back in the answer, with a fleet page when the device is behind (not
+//! beside a catalog page: one large page per answer). Totals changed by a
+//! fold are stored before the answer leaves. A refused round message or a
+//! failed learning read never fails the sync: the device still gets its
+//! answer, without the learning part, and the failure is logged.
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -19,23 +29,101 @@ use omega_protocol::{
 pub use omega_constellation_core::sync::*;
 
 use crate::store::{PatternStore, StoreError};
+pub use omega_constellation_core::learning::{Learning, LearningConfig, LearningError};
+
+/// Catalog entries read per page when a round opens.
+const CATALOG_READ_PAGE: usize = 1000;
 
 /// Runs one sync of `device` at `now_ms` (unix milliseconds) through `core`
 /// against `store`: admit, validate, read the device, plan, read the answer's
-/// inputs, decide, write, finish. Blocking (the store is).
+/// inputs, decide, write, then the learning part (`learning`, if the node
+/// learns), finish. Blocking (the store is).
 pub fn run<S: PatternStore + ?Sized>(
     core: &mut SyncCore,
     store: &S,
+    learning: Option<&Mutex<Learning>>,
     device: &DeviceId,
-    req: PackedSyncRequest,
+    mut req: PackedSyncRequest,
     now_ms: u64,
     rng: &mut impl Rng,
 ) -> (PackedSyncResponse, SyncOutcome) {
     if let Err(e) = core.admit(device, now_ms) {
         return (Err(e), SyncOutcome::Refused);
     }
-    let result = process(core, store, device, req, now_ms, rng);
+    let round = req.round.take();
+    let cursor = req.fleet;
+    let region = req.region.clone();
+    let forget = req.kind == omega_protocol::SyncKind::Forget;
+    let mut result = process(core, store, device, req, now_ms, rng);
+    if let (Some(l), Ok((accepted, _)), false) = (learning, result.as_mut(), forget) {
+        learn(l, store, device, &region, round, cursor, accepted, now_ms, rng);
+    }
     core.finish(device, now_ms, result)
+}
+
+/// The learning part of an accepted sync (see the module docs).
+#[allow(clippy::too_many_arguments)]
+pub fn learn<S: PatternStore + ?Sized>(
+    learning: &Mutex<Learning>,
+    store: &S,
+    device: &DeviceId,
+    region: &omega_protocol::Region,
+    round: Option<omega_protocol::TvToNode>,
+    cursor: omega_protocol::FleetCursor,
+    accepted: &mut PackedSyncAccepted,
+    now_ms: u64,
+    rng: &mut impl Rng,
+) {
+    if learning.lock().wants_round(region, now_ms) {
+        match live_catalog(store) {
+            Ok(Some((version, ids))) if !ids.is_empty() => {
+                // Another shard may have opened it meanwhile: refused then.
+                match learning.lock().open(region, version, &ids, now_ms, rng) {
+                    Ok(session) => tracing::info!(%region, session, titles = ids.len(), "aggregation round opened"),
+                    Err(e) => tracing::debug!(%region, error = %e, "aggregation round not opened"),
+                }
+            }
+            Ok(_) => tracing::debug!(%region, "no catalog to open a round over"),
+            Err(e) => tracing::error!(%region, error = %e, "catalog read for a round failed"),
+        }
+    }
+    let (step, page, changed) = {
+        let mut l = learning.lock();
+        let (step, refused) = l.on_sync(region, device, round, now_ms);
+        if let Some(e) = refused {
+            tracing::debug!(device = %device, error = %e, "round message refused");
+        }
+        let page = match accepted.catalog {
+            Some(_) => None,
+            None => l.fleet_page(region, cursor),
+        };
+        (step, page, l.take_changed())
+    };
+    for (r, totals) in changed {
+        if let Err(e) = store.put_region_totals(&r, &totals) {
+            // Kept in memory and published; stored again after the next fold.
+            tracing::error!(region = %r, error = %e, "storing the learned totals failed");
+        }
+    }
+    accepted.round = step;
+    accepted.fleet = page;
+}
+
+/// The live catalog's version and titles (all pages); `None` when the
+/// catalog changed while it was read (the next sync tries again).
+fn live_catalog<S: PatternStore + ?Sized>(
+    store: &S,
+) -> Result<Option<(u64, Vec<omega_protocol::ContentId>)>, StoreError> {
+    let version = store.catalog_version()?;
+    let mut ids = Vec::new();
+    let mut after: Option<omega_protocol::ContentId> = None;
+    loop {
+        let page = store.catalog_entries(after.as_ref(), CATALOG_READ_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.item.id.clone());
+        ids.extend(page.into_iter().map(|e| e.item.id));
+    }
+    Ok((store.catalog_version()? == version).then_some((version, ids)))
 }
 
 fn process<S: PatternStore + ?Sized>(

@@ -53,7 +53,7 @@ impl<S: PatternStore> Shard<S> {
         now_ms: u64,
         rng: &mut impl Rng,
     ) -> (PackedSyncResponse, SyncOutcome) {
-        sync::run(&mut self.core, &self.store, device, req, now_ms, rng)
+        sync::run(&mut self.core, &self.store, None, device, req, now_ms, rng)
     }
 }
 
@@ -78,6 +78,8 @@ fn req(kind: SyncKind, base: u64, version: u64, delta: PackedPatternDelta) -> Pa
         catalog_version: 0,
         region: region(1),
         delta,
+        round: None,
+        fleet: Default::default(),
     }
 }
 

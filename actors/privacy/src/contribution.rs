@@ -47,12 +47,30 @@ pub enum LayoutError {
     Pair(u16),
 }
 
-/// The shape of every contribution in a region at one time.
+/// The shape of every contribution in a region at one time. Decoding
+/// checks it as [`ContributionLayout::new`] does (a layout comes from the
+/// node, which is not trusted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawLayout")]
 pub struct ContributionLayout {
     items: u32,
     pair_items: u16,
     window: u8,
+}
+
+/// A layout as decoded, before its checks.
+#[derive(Deserialize)]
+struct RawLayout {
+    items: u32,
+    pair_items: u16,
+    window: u8,
+}
+
+impl TryFrom<RawLayout> for ContributionLayout {
+    type Error = LayoutError;
+    fn try_from(r: RawLayout) -> Result<Self, LayoutError> {
+        ContributionLayout::new(r.items, r.pair_items, r.window)
+    }
 }
 
 /// One watch, as the layout sees it.

@@ -30,6 +30,10 @@ pub struct RoundSpec {
     pub layout: ContributionLayout,
     /// The catalog slot of each pair title, by pair index.
     pub pair_slots: Vec<u32>,
+    /// The catalog version the slots belong to: slot `i` is the `i`-th live
+    /// title of that version in content-id order (a TV holding another
+    /// version declines the round).
+    pub catalog_version: u64,
 }
 
 /// The node's part of a round, carried by a sync's answer.

@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use omega_privacy::round::{NodeToTv, TvToNode};
+
 use crate::embedding::{Embedding, I8Embedding, TernaryEmbedding};
 use crate::limits;
 
@@ -464,6 +466,11 @@ pub struct SyncRequest<E = Embedding> {
     pub region: Region,
     /// Pattern changes.
     pub delta: PatternDelta<E>,
+    /// The device's answer in its region's aggregation round, if it is in
+    /// one (secure-aggregation messages only: see omega-privacy's `round`).
+    pub round: Option<TvToNode>,
+    /// Where the device is in its region's published fleet knowledge.
+    pub fleet: FleetCursor,
 }
 
 /// A fleet-wide pattern published by the constellation for a region.
@@ -640,6 +647,50 @@ pub struct SyncAccepted<G = Embedding, C = Embedding> {
     pub catalog: Option<CatalogPage<C>>,
     /// Seconds until the next sync: the node's lever against overload.
     pub next_sync_secs: u32,
+    /// The node's next message in the device's aggregation round, if any.
+    pub round: Option<NodeToTv>,
+    /// One page of the region's fleet knowledge, when the device is not
+    /// caught up with it.
+    pub fleet: Option<FleetPage>,
+}
+
+/// How far a device has read its region's fleet knowledge: the version it
+/// holds and the titles of it received so far (`offset`). `{0, 0}`: none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetCursor {
+    /// The version being read (0: none yet).
+    pub version: u64,
+    /// Titles of that version received.
+    pub offset: u32,
+}
+
+/// One title of a region's fleet knowledge: what the fleet's private sums
+/// say about it (noisy, thresholded counts over many devices; never one
+/// device's data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetTitle {
+    /// The title.
+    pub id: ContentId,
+    /// How many watches of it the region's sums hold (noisy, > 0).
+    pub total: f32,
+    /// Titles watched close to it, with the noisy count of such pairs,
+    /// largest first.
+    pub partners: Vec<(ContentId, f32)>,
+}
+
+/// One page of a region's fleet knowledge, titles in the node's order
+/// (most watched first). A device holding `version` asks from its offset;
+/// a new version starts again at 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetPage {
+    /// The version these titles belong to.
+    pub version: u64,
+    /// Index of the first title of this page.
+    pub offset: u32,
+    /// Titles in this version.
+    pub total_titles: u32,
+    /// The titles.
+    pub titles: Vec<FleetTitle>,
 }
 
 /// A typed refusal of a sync.
@@ -715,6 +766,8 @@ impl<G, C> Default for SyncAccepted<G, C> {
             trends: Vec::new(),
             catalog: None,
             next_sync_secs: 0,
+            round: None,
+            fleet: None,
         }
     }
 }

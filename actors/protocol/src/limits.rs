@@ -1,8 +1,11 @@
-//! Hard limits of protocol version 1. Decoders enforce them before allocating;
+//! Hard limits of protocol version 2. Decoders enforce them before allocating;
 //! encoders refuse to build frames that break them.
 
-/// Largest request frame body (a TV's sync request).
-pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
+/// Largest request frame body (a TV's sync request). Most requests are a
+/// few hundred bytes; the largest is the one carrying a TV's masked input in
+/// an aggregation round (4 bytes per entry of the round's layout: 137 KB for
+/// 1,682 titles and 256 pair titles), sent once per round.
+pub const MAX_REQUEST_FRAME: usize = 512 * 1024;
 /// Largest response frame body (a sync response with one catalog page).
 pub const MAX_RESPONSE_FRAME: usize = 1024 * 1024;
 
@@ -16,6 +19,10 @@ pub const MAX_GLOBAL_PATTERNS: usize = 512;
 pub const MAX_GLOBAL_REMOVED: usize = 1024;
 /// Trend signals in one response.
 pub const MAX_TRENDS: usize = 100;
+/// Titles in one fleet page.
+pub const MAX_FLEET_PAGE: usize = 200;
+/// Partners of one title in a fleet page.
+pub const MAX_FLEET_PARTNERS: usize = 32;
 /// Catalog entries (and removals) in one page.
 pub const MAX_CATALOG_PAGE: usize = 500;
 

@@ -13,16 +13,19 @@ use std::marker::PhantomData;
 
 use crate::domain::{
     check_len, check_unit, CatalogEntry, CatalogItem, CatalogPage, ContentId, ContextBucket,
-    DomainError, GlobalPattern, PatternDelta, PatternId, PatternSummary, Region, SyncAccepted,
-    SyncError, SyncKind, SyncRequest, SyncResponse, TrendSignal,
+    DomainError, FleetCursor, FleetPage, FleetTitle, GlobalPattern, NodeToTv, PatternDelta,
+    PatternId, PatternSummary, Region, SyncAccepted, SyncError, SyncKind, SyncRequest,
+    SyncResponse, TrendSignal, TvToNode,
 };
 use crate::embedding::{EmbeddingError, I8Embedding, TernaryEmbedding};
 use crate::limits::*;
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// Oldest protocol version this build accepts.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Oldest protocol version this build accepts (version 2 added the
+/// aggregation rounds and the fleet pages; postcard is not self-describing,
+/// so a version 1 body cannot be read as a version 2 one).
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
 /// A `Vec` whose decoder rejects more than `N` elements before allocating.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +239,12 @@ pub struct WireRequest {
     pub updated: BoundedVec<WirePattern, MAX_DELTA_PATTERNS>,
     /// Patterns removed.
     pub removed: BoundedVec<u64, MAX_DELTA_REMOVED>,
+    /// See [`SyncRequest::round`].
+    pub round: Option<TvToNode>,
+    /// See [`FleetCursor::version`].
+    pub fleet_version: u64,
+    /// See [`FleetCursor::offset`].
+    pub fleet_offset: u32,
 }
 
 impl WireRequest {
@@ -265,6 +274,9 @@ impl WireRequest {
                 WirePattern::from,
             )?,
             removed: BoundedVec::try_collect("delta.removed", r.delta.removed.iter(), |p| p.0)?,
+            round: r.round.clone(),
+            fleet_version: r.fleet.version,
+            fleet_offset: r.fleet.offset,
         })
     }
 }
@@ -297,6 +309,11 @@ impl<E: TernaryForm> TryFrom<&WireRequest> for SyncRequest<E> {
                 added: patterns(&w.added.0)?,
                 updated: patterns(&w.updated.0)?,
                 removed: w.removed.0.iter().map(|id| PatternId(*id)).collect(),
+            },
+            round: w.round.clone(),
+            fleet: FleetCursor {
+                version: w.fleet_version,
+                offset: w.fleet_offset,
             },
         })
     }
@@ -379,6 +396,105 @@ pub struct WireAccepted {
     pub catalog: Option<WireCatalogPage>,
     /// Seconds to the next sync.
     pub next_sync_secs: u32,
+    /// See [`SyncAccepted::round`].
+    pub round: Option<NodeToTv>,
+    /// See [`SyncAccepted::fleet`].
+    pub fleet: Option<WireFleetPage>,
+}
+
+/// One title of a fleet page as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireFleetTitle {
+    /// Content id.
+    pub id: String,
+    /// Noisy watch total (finite, > 0).
+    pub total: f32,
+    /// Partners and their noisy pair totals (finite, > 0).
+    pub partners: BoundedVec<(String, f32), MAX_FLEET_PARTNERS>,
+}
+
+/// A fleet page as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireFleetPage {
+    /// See [`FleetPage::version`].
+    pub version: u64,
+    /// See [`FleetPage::offset`].
+    pub offset: u32,
+    /// See [`FleetPage::total_titles`].
+    pub total_titles: u32,
+    /// The titles.
+    pub titles: BoundedVec<WireFleetTitle, MAX_FLEET_PAGE>,
+}
+
+fn check_total(field: &'static str, v: f32) -> Result<f32, DomainError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(DomainError::OutOfRange {
+            field,
+            value: v.to_string(),
+            range: "finite, > 0",
+        })
+    }
+}
+
+fn fleet_to_wire(p: &FleetPage) -> Result<WireFleetPage, DomainError> {
+    check_len("fleet.titles", p.titles.len(), MAX_FLEET_PAGE)?;
+    let titles = p
+        .titles
+        .iter()
+        .map(|t| {
+            Ok(WireFleetTitle {
+                id: t.id.as_str().to_owned(),
+                total: check_total("fleet title total", t.total)?,
+                partners: BoundedVec::try_collect(
+                    "fleet.partners",
+                    t.partners.iter(),
+                    |(id, v)| (id.as_str().to_owned(), *v),
+                )?,
+            })
+        })
+        .collect::<Result<Vec<_>, DomainError>>()?;
+    Ok(WireFleetPage {
+        version: p.version,
+        offset: p.offset,
+        total_titles: p.total_titles,
+        titles: BoundedVec(titles),
+    })
+}
+
+fn fleet_from_wire(w: &WireFleetPage) -> Result<FleetPage, DomainError> {
+    let end = u64::from(w.offset) + w.titles.0.len() as u64;
+    if end > u64::from(w.total_titles) {
+        return Err(DomainError::OutOfRange {
+            field: "fleet.offset + titles",
+            value: end.to_string(),
+            range: "at most fleet.total_titles",
+        });
+    }
+    let titles = w
+        .titles
+        .0
+        .iter()
+        .map(|t| {
+            Ok(FleetTitle {
+                id: ContentId::new(t.id.as_str())?,
+                total: check_total("fleet title total", t.total)?,
+                partners: t
+                    .partners
+                    .0
+                    .iter()
+                    .map(|(id, v)| Ok((ContentId::new(id.as_str())?, check_total("fleet pair total", *v)?)))
+                    .collect::<Result<_, DomainError>>()?,
+            })
+        })
+        .collect::<Result<_, DomainError>>()?;
+    Ok(FleetPage {
+        version: w.version,
+        offset: w.offset,
+        total_titles: w.total_titles,
+        titles,
+    })
 }
 
 /// Outcome of a sync on the wire.
@@ -458,6 +574,8 @@ impl WireResponse {
                 })?,
                 catalog: a.catalog.as_ref().map(page_to_wire).transpose()?,
                 next_sync_secs: a.next_sync_secs,
+                round: a.round.clone(),
+                fleet: a.fleet.as_ref().map(fleet_to_wire).transpose()?,
             }),
         };
         Ok(Self {
@@ -572,6 +690,8 @@ impl<G: TernaryForm, C: I8Form> TryFrom<&WireResponse> for SyncResponse<G, C> {
             trends,
             catalog: a.catalog.as_ref().map(page_from_wire).transpose()?,
             next_sync_secs: a.next_sync_secs,
+            round: a.round.clone(),
+            fleet: a.fleet.as_ref().map(fleet_from_wire).transpose()?,
         }))
     }
 }

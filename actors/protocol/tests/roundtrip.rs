@@ -66,6 +66,8 @@ fn request() -> impl Strategy<Value = SyncRequest> {
                 updated,
                 removed,
             },
+            round: None,
+            fleet: Default::default(),
         })
 }
 
@@ -163,6 +165,8 @@ fn response() -> impl Strategy<Value = SyncResponse> {
                     trends,
                     catalog,
                     next_sync_secs: next,
+                    round: None,
+                    fleet: None,
                 })
             },
         );
@@ -252,6 +256,8 @@ fn valid_request_body() -> Vec<u8> {
         catalog_version: 0,
         region: Region::new("eu").unwrap(),
         delta: PatternDelta::default(),
+        round: None,
+        fleet: Default::default(),
     };
     encode_request(&r).unwrap()[FRAME_HEADER..].to_vec()
 }
@@ -320,6 +326,8 @@ fn invalid_fields_are_rejected_on_decode() {
             }],
             ..Default::default()
         },
+        round: None,
+        fleet: Default::default(),
     })
     .unwrap();
     r.added.0[0].bucket = 9;
@@ -351,6 +359,8 @@ fn too_many_patterns_are_refused_when_encoding() {
             added: vec![p; MAX_DELTA_PATTERNS + 1],
             ..Default::default()
         },
+        round: None,
+        fleet: Default::default(),
     };
     assert!(matches!(
         encode_request(&r),
@@ -387,6 +397,8 @@ fn the_encoder_refuses_a_catalog_item_the_decoder_would_refuse() {
                 more: false,
             }),
             next_sync_secs: 600,
+            round: None,
+            fleet: None,
         })
     };
     let ok = encode_response(&page(MAX_GENRES)).unwrap();

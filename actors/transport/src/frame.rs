@@ -1,17 +1,18 @@
 //! Async frame IO: one `len:u32be | body` frame (the format of
-//! [`omega_protocol::codec`]) read from a stream with tokio-util's
-//! [`LengthDelimitedCodec`].
+//! [`omega_protocol::codec`]) read from a stream.
 //!
-//! The codec does the framing, the buffering and the size limit (checked on
-//! the header, before the body's buffer is reserved). [`FrameDecoder`] wraps
-//! it only to keep the protocol's typed errors: an oversized frame is
-//! [`CodecError::FrameTooLarge`] with the announced length, a stream ending
-//! inside a frame is [`CodecError::Truncated`].
+//! [`FrameDecoder`] checks the announced length against the limit as soon as
+//! the header is in and keeps the protocol's typed errors: an oversized frame
+//! is [`CodecError::FrameTooLarge`] with the announced length, a stream ending
+//! inside a frame is [`CodecError::Truncated`]. It never reserves the body's
+//! announced length up front: the buffer grows only as bytes arrive, so a
+//! peer that announces a large frame and stalls holds no more memory than it
+//! sent (requests may be 512 KiB, and a node holds thousands of streams).
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_core::Stream;
 use tokio::io::AsyncRead;
-use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
+use tokio_util::codec::{Decoder, FramedRead};
 
 use omega_protocol::codec::FRAME_HEADER;
 use omega_protocol::CodecError;
@@ -20,7 +21,6 @@ use omega_protocol::CodecError;
 /// bodies.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    inner: LengthDelimitedCodec,
     limit: usize,
     /// The body length of the frame being read, once its header is in.
     announced: Option<usize>,
@@ -30,11 +30,6 @@ impl FrameDecoder {
     /// A decoder refusing bodies over `limit` bytes.
     pub fn new(limit: usize) -> Self {
         Self {
-            inner: LengthDelimitedCodec::builder()
-                .length_field_type::<u32>()
-                .big_endian()
-                .max_frame_length(limit)
-                .new_codec(),
             limit,
             announced: None,
         }
@@ -50,31 +45,29 @@ impl Decoder for FrameDecoder {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
-        if self.announced.is_none() {
-            self.announced = header(src).map(|h| u32::from_be_bytes(h) as usize);
-        }
-        match self.inner.decode(src) {
-            Ok(Some(body)) => {
-                self.announced = None;
-                Ok(Some(body))
-            }
-            Ok(None) => Ok(None),
-            // The codec refused the header (before reserving anything): name
-            // the length it announced.
-            Err(e)
-                if e.get_ref()
-                    .is_some_and(|i| i.is::<LengthDelimitedCodecError>()) =>
-            {
-                Err(match self.announced {
-                    Some(len) => CodecError::FrameTooLarge {
+        let len = match self.announced {
+            Some(len) => len,
+            None => {
+                let Some(h) = header(src) else {
+                    return Ok(None);
+                };
+                let len = u32::from_be_bytes(h) as usize;
+                if len > self.limit {
+                    return Err(CodecError::FrameTooLarge {
                         len,
                         limit: self.limit,
-                    },
-                    None => e.into(),
-                })
+                    });
+                }
+                self.announced = Some(len);
+                len
             }
-            Err(e) => Err(e.into()),
+        };
+        if src.len() < FRAME_HEADER + len {
+            return Ok(None);
         }
+        src.advance(FRAME_HEADER);
+        self.announced = None;
+        Ok(Some(src.split_to(len)))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
@@ -82,9 +75,10 @@ impl Decoder for FrameDecoder {
             Some(body) => Ok(Some(body)),
             None if src.is_empty() && self.announced.is_none() => Ok(None),
             None => Err(match self.announced {
+                // The header stays in the buffer until the body is whole.
                 Some(expected) => CodecError::Truncated {
                     expected,
-                    got: src.len(),
+                    got: src.len().saturating_sub(FRAME_HEADER),
                 },
                 None => CodecError::Truncated {
                     expected: FRAME_HEADER,
@@ -102,9 +96,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     limit: usize,
 ) -> Result<Vec<u8>, CodecError> {
-    // Start with room for the header only: the codec reserves the body's
-    // announced length once the header is in (FramedRead's default would
-    // allocate 8 KiB per stream first).
+    // Start with room for the header only (FramedRead's default would
+    // allocate 8 KiB per stream first); the buffer grows as bytes arrive.
     let mut frames = FramedRead::with_capacity(r, FrameDecoder::new(limit), FRAME_HEADER);
     match std::future::poll_fn(|cx| std::pin::Pin::new(&mut frames).poll_next(cx)).await {
         Some(body) => Ok(Vec::from(body?)),

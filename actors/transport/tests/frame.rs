@@ -16,6 +16,8 @@ async fn read_frame_handles_cut_and_oversized_streams() {
         catalog_version: 0,
         region: Region::new("eu").unwrap(),
         delta: PatternDelta::default(),
+        round: None,
+        fleet: Default::default(),
     })
     .unwrap();
     let mut whole = &frame[..];

@@ -125,6 +125,8 @@ fn request() -> SyncRequest {
         catalog_version: 0,
         region: Region::new("eu-west").unwrap(),
         delta: PatternDelta::default(),
+        round: None,
+        fleet: Default::default(),
     }
 }
 

@@ -172,6 +172,8 @@ pub fn snapshot(version: u64, seed: u32) -> SyncRequest {
             added: vec![pattern(1, seed)],
             ..PatternDelta::default()
         },
+        round: None,
+        fleet: Default::default(),
     }
 }
 
@@ -187,6 +189,8 @@ pub fn delta(base: u64, version: u64, updated: Vec<PatternSummary>) -> SyncReque
             updated,
             ..PatternDelta::default()
         },
+        round: None,
+        fleet: Default::default(),
     }
 }
 

@@ -171,11 +171,14 @@ impl Actor for Memory {
                 let _ = reply.send(r.map_err(ActorError::from));
             }
             MemoryMsg::PrepareSync(kind, region, reply) => {
-                let i = st
-                    .inner
-                    .as_ref()
-                    .ok_or(omega_supervise::BlockingError::Lost("store"))?;
-                let _ = reply.send(Ok(i.store.prepare_sync(kind, region)));
+                // Blocking: answering a round message may store the privacy
+                // state (a redb commit) before the request leaves.
+                let r = blocking(st, move |i| {
+                    let now = super::sync::now_ms();
+                    i.store.prepare_sync(kind, region, now, &mut rand::rng())
+                })
+                .await?;
+                let _ = reply.send(r.map_err(ActorError::from));
             }
             MemoryMsg::FinishSync(sent, accepted, reply) => {
                 let r = blocking(st, move |i| {

@@ -138,6 +138,11 @@ pub struct SyncReport {
     pub catalog_upserted: usize,
     /// Whether the answer's catalog page said more follow.
     pub catalog_more: bool,
+    /// Whether the answer's fleet page left titles to fetch.
+    pub fleet_more: bool,
+    /// The aggregation-round step this request carried, if any:
+    /// `keys`, `shares`, `masked_input` or `unmask`.
+    pub round: Option<&'static str>,
     /// Whether this sync completed a pending forget.
     pub forget_acknowledged: bool,
     /// The next attempt (unix milliseconds).
@@ -184,6 +189,17 @@ pub(crate) struct SyncState {
     preferred: Option<SocketAddr>,
     generation: u64,
     rng: StdRng,
+}
+
+/// The name of a round step, for reports.
+fn round_step(msg: &omega_privacy::secagg::ToServer) -> &'static str {
+    use omega_privacy::secagg::ToServer;
+    match msg {
+        ToServer::AdvertiseKeys(_) => "keys",
+        ToServer::ShareKeys(_) => "shares",
+        ToServer::MaskedInput(_) => "masked_input",
+        ToServer::Unmask(_) => "unmask",
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -351,6 +367,8 @@ impl SyncState {
             bytes_down: 0,
             catalog_upserted: 0,
             catalog_more: false,
+            fleet_more: false,
+            round: None,
             forget_acknowledged: false,
             next_attempt_ms: 0,
         };
@@ -407,6 +425,11 @@ impl SyncState {
         if prepared.request.kind == SyncKind::Forget {
             report.kind = "forget";
         }
+        if let Some(e) = &prepared.round_declined {
+            tracing::info!(error = %e, "aggregation round declined");
+            report.message = Some(format!("round declined: {e}"));
+        }
+        report.round = prepared.request.round.as_ref().map(|r| round_step(&r.msg));
         let frame = match encode_request(&prepared.request) {
             Ok(f) => f,
             Err(e) => {
@@ -441,6 +464,10 @@ impl SyncState {
         };
         let next_sync_secs = accepted.next_sync_secs;
         let more = accepted.catalog.as_ref().is_some_and(|c| c.more);
+        let fleet_more = accepted
+            .fleet
+            .as_ref()
+            .is_some_and(|f| f.offset as usize + f.titles.len() < f.total_titles as usize);
         let memory = self.shared.memory.get();
         let finished = ask(memory, ChildKind::Memory, |r| {
             MemoryMsg::FinishSync(Box::new(prepared), Box::new(accepted), r)
@@ -452,6 +479,7 @@ impl SyncState {
                 report.catalog_upserted = f.applied.catalog.upserted.len();
                 // A refused page (catalog full) would come again: no paging.
                 report.catalog_more = more && f.applied.catalog_refused.is_none();
+                report.fleet_more = fleet_more;
                 report.forget_acknowledged = f.forget_acknowledged;
                 if let Some(e) = f.ack_refused {
                     tracing::warn!(error = %e, "the node's acknowledgement was refused");
@@ -459,7 +487,9 @@ impl SyncState {
                 }
                 Outcome::Accepted {
                     next_sync_secs,
-                    catalog_more: report.catalog_more,
+                    // Fleet pages page like catalog pages, within the same
+                    // bounds.
+                    catalog_more: report.catalog_more || fleet_more,
                 }
             }
             Err(e) => {

@@ -142,7 +142,7 @@ impl Sim {
 
     fn open(&mut self) -> u64 {
         self.node
-            .open(layout(), vec![0, 1, 2], self.now, &mut self.rng)
+            .open(layout(), vec![0, 1, 2], 1, self.now, &mut self.rng)
             .expect("opens")
     }
 
@@ -255,7 +255,7 @@ fn a_full_round_sums_exactly_and_folds_into_the_totals() {
     let mut sim = Sim::new(config(6, 5), 6);
     let session = sim.open();
     assert_eq!(
-        sim.node.open(layout(), vec![0, 1, 2], 0, &mut sim.rng),
+        sim.node.open(layout(), vec![0, 1, 2], 1, 0, &mut sim.rng),
         Err(RoundError::RoundOpen(session))
     );
     sim.run_round(200);
@@ -520,6 +520,7 @@ fn a_sum_of_fewer_than_k_inputs_is_not_folded() {
         },
         layout,
         pair_slots: vec![0, 1, 2],
+        catalog_version: 1,
     };
     let mut sum = Aggregate {
         sum: vec![3; 7],

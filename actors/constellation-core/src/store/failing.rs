@@ -10,6 +10,8 @@ use omega_protocol::{
     TrendSignal,
 };
 
+use crate::aggregate::RegionTotals;
+
 use super::{
     DeviceInfo, DeviceSync, GlobalsChange, PatternCursor, PatternStore, RegionGlobals,
     RegionPatternPage, StoreError, StoredPattern,
@@ -78,6 +80,13 @@ impl<S: PatternStore> PatternStore for FailingStore<S> {
     fn forget_device(&self, device: &DeviceId) -> Result<bool, StoreError> {
         self.write()?;
         self.inner.forget_device(device)
+    }
+    fn region_totals(&self, region: &Region) -> Result<Option<RegionTotals>, StoreError> {
+        self.inner.region_totals(region)
+    }
+    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError> {
+        self.write()?;
+        self.inner.put_region_totals(region, totals)
     }
     fn regions(&self) -> Result<Vec<Region>, StoreError> {
         self.inner.regions()

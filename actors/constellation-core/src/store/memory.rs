@@ -7,6 +7,7 @@
 //! trait (per device, per region) times the number of devices, regions and
 //! catalog items it is given.
 
+use crate::aggregate::RegionTotals;
 use std::collections::{BTreeMap, BTreeSet};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -43,6 +44,7 @@ struct Inner {
     /// id → (catalog version of the last change, entry or tombstone).
     catalog: BTreeMap<ContentId, (u64, Option<PackedCatalogEntry>)>,
     catalog_version: u64,
+    totals: BTreeMap<Region, RegionTotals>,
 }
 
 /// The in-memory reference implementation of [`PatternStore`].
@@ -129,6 +131,15 @@ impl PatternStore for MemoryStore {
         let mut inner = self.lock();
         inner.patterns.retain(|(d, _), _| d != device);
         Ok(inner.devices.remove(device).is_some())
+    }
+
+    fn region_totals(&self, region: &Region) -> Result<Option<RegionTotals>, StoreError> {
+        Ok(self.lock().totals.get(region).cloned())
+    }
+
+    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError> {
+        self.lock().totals.insert(region.clone(), totals.clone());
+        Ok(())
     }
 
     fn regions(&self) -> Result<Vec<Region>, StoreError> {

@@ -11,6 +11,7 @@
 //! The helpers that build test data ([`embedding`], [`pattern`], …) are
 //! deterministic so the other modules' tests can reuse them.
 
+use crate::aggregate::RegionTotals;
 use omega_protocol::{
     CatalogItem, ContentId, ContextBucket, DeviceId, Embedding, PackedCatalogEntry,
     PackedGlobalPattern, PatternId, Region, TrendSignal, EMBEDDING_DIM,
@@ -562,6 +563,23 @@ pub fn catalog_versions_and_pages<S: PatternStore>(s: &S) {
     );
 }
 
+/// A region's learned totals are stored, replaced and read back per region.
+pub fn region_totals_round_trip<S: PatternStore>(s: &S) {
+    assert_eq!(s.region_totals(&region(1)).expect("read"), None);
+    let mut t = RegionTotals::default();
+    t.titles.insert(content(1), 12.5);
+    t.pairs.insert((content(1), content(2)), -3.0);
+    t.variance = 54.0;
+    t.rounds = 2;
+    t.contributors = 60;
+    s.put_region_totals(&region(1), &t).expect("write");
+    assert_eq!(s.region_totals(&region(1)).expect("read"), Some(t.clone()));
+    assert_eq!(s.region_totals(&region(2)).expect("read"), None, "per region");
+    t.rounds = 3;
+    s.put_region_totals(&region(1), &t).expect("write");
+    assert_eq!(s.region_totals(&region(1)).expect("read"), Some(t));
+}
+
 /// Everything acknowledged before the store is dropped is there after it is
 /// reopened. `open` must open the same persistent store each time.
 pub fn reopen_keeps_acknowledged_state<S: PatternStore>(mut open: impl FnMut() -> S) {
@@ -579,8 +597,14 @@ pub fn reopen_keeps_acknowledged_state<S: PatternStore>(mut open: impl FnMut() -
         s.upsert_catalog(&[catalog_entry(1, 1), catalog_entry(2, 2)])
             .expect("upsert");
         s.remove_catalog(&[content(1)]).expect("remove");
+        let mut t = RegionTotals::default();
+        t.titles.insert(content(2), 7.0);
+        t.rounds = 1;
+        s.put_region_totals(&region(1), &t).expect("write");
     }
     let s = open();
+    let t = s.region_totals(&region(1)).expect("read").expect("kept");
+    assert_eq!((t.rounds, t.titles.get(&content(2)).copied()), (1, Some(7.0)));
     let info = s.device_state(&d).expect("read").expect("device kept");
     assert_eq!(info.state, state(2, 1, 100));
     assert_eq!(s.device_patterns(&d).expect("read"), ps.to_vec());
@@ -802,6 +826,7 @@ pub fn run_all<S: PatternStore>(mut make_store: impl FnMut() -> S) {
     globals_publish_and_changes(&make_store());
     global_tombstones_are_bounded(&make_store());
     catalog_versions_and_pages(&make_store());
+    region_totals_round_trip(&make_store());
     let fixed = [
         Op::Sync {
             device: 0,

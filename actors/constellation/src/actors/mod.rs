@@ -41,7 +41,8 @@ use omega_protocol::{CatalogItem, DeviceId, PackedSyncRequest, PackedSyncRespons
 
 use crate::federation::{FederationConfig, FederationError};
 use crate::store::{PatternStore, StoreError};
-use crate::sync::{InFlight, Permit, SyncConfig, SyncOutcome};
+use crate::sync::{InFlight, Learning, LearningConfig, Permit, SyncConfig, SyncOutcome};
+use omega_constellation_core::learning::RegionLearningStats;
 
 pub mod catalog;
 pub mod federation;
@@ -143,6 +144,8 @@ pub struct NodeConfig {
     pub max_restarts: usize,
     /// The window of `max_restarts`; default 60 s.
     pub restart_window: Duration,
+    /// What the node learns from the fleet's private aggregation rounds.
+    pub learning: LearningConfig,
 }
 
 impl Default for NodeConfig {
@@ -158,6 +161,7 @@ impl Default for NodeConfig {
             catalog: CatalogOptions::default(),
             max_restarts: 20,
             restart_window: Duration::from_secs(60),
+            learning: LearningConfig::default(),
         }
     }
 }
@@ -240,6 +244,7 @@ pub struct Node {
     import_gate: Semaphore,
     federation_gate: Semaphore,
     restarts: Arc<std::sync::atomic::AtomicU64>,
+    learning: Option<Arc<parking_lot::Mutex<Learning>>>,
 }
 
 /// Answer of a shard: the response and what happened.
@@ -258,7 +263,9 @@ impl Node {
         let stopping = Arc::new(AtomicBool::new(false));
         let has_embedder = embedder.is_some();
         let restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let learning = Self::learning(&config, store.as_ref())?;
         let args = supervisor::SupervisorArgs {
+            learning: learning.clone(),
             store: Arc::clone(&store),
             embedder,
             config: config.clone(),
@@ -287,7 +294,39 @@ impl Node {
             import_gate: Semaphore::new(1),
             federation_gate: Semaphore::new(1),
             restarts,
+            learning,
         })
+    }
+
+    /// The learner for the configured regions, from the totals stored
+    /// (`None` when learning is disabled).
+    fn learning(
+        config: &NodeConfig,
+        store: &dyn PatternStore,
+    ) -> Result<Option<Arc<parking_lot::Mutex<Learning>>>, ActorsError> {
+        if !config.learning.enabled {
+            return Ok(None);
+        }
+        let regions: Vec<_> = config.sync.allowed_regions.iter().cloned().collect();
+        let mut stored = Vec::new();
+        for r in &regions {
+            match store.region_totals(r) {
+                Ok(Some(t)) => stored.push((r.clone(), t)),
+                Ok(None) => {}
+                Err(e) => return Err(ActorsError::Config(format!("reading the learned totals of {r}: {e}"))),
+            }
+        }
+        let learning = Learning::new(config.learning, &regions, stored)
+            .map_err(|e| ActorsError::Config(format!("learning: {e}")))?;
+        Ok(Some(Arc::new(parking_lot::Mutex::new(learning))))
+    }
+
+    /// What the node has learned, per region (empty when learning is off).
+    pub fn learning_stats(&self) -> Vec<RegionLearningStats> {
+        self.learning
+            .as_ref()
+            .map(|l| l.lock().stats())
+            .unwrap_or_default()
     }
 
     /// The store the node serves from.

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -21,7 +22,7 @@ use rand::SeedableRng;
 use omega_protocol::{DeviceId, PackedSyncRequest};
 
 use crate::store::PatternStore;
-use crate::sync::{self, Permit, SyncConfig, SyncCore};
+use crate::sync::{self, Learning, Permit, SyncConfig, SyncCore};
 
 use super::SyncResult;
 
@@ -58,6 +59,9 @@ pub struct ShardArgs {
     pub store: Arc<dyn PatternStore>,
     /// The sync core's configuration.
     pub sync: SyncConfig,
+    /// What the node learns, shared by every shard (`None`: it learns
+    /// nothing).
+    pub learning: Option<Arc<Mutex<Learning>>>,
 }
 
 /// The core, the store and the RNG, moved to the blocking pool for each sync.
@@ -65,6 +69,7 @@ pub struct ShardArgs {
 struct Engine {
     core: SyncCore,
     store: Arc<dyn PatternStore>,
+    learning: Option<Arc<Mutex<Learning>>>,
     rng: StdRng,
 }
 
@@ -98,6 +103,7 @@ impl Actor for ShardActor {
             engine: Some(Box::new(Engine {
                 core,
                 store: args.store,
+                learning: args.learning,
                 rng: StdRng::from_os_rng(),
             })),
         })
@@ -119,8 +125,14 @@ impl Actor for ShardActor {
                 } = *job;
                 let result =
                     omega_supervise::blocking(&mut state.engine, "sync core", move |engine| {
-                        let Engine { core, store, rng } = &mut **engine;
-                        sync::run(core, &**store, &device, request, now_ms, rng)
+                        let Engine {
+                            core,
+                            store,
+                            learning,
+                            rng,
+                        } = &mut **engine;
+                        let learning = learning.as_deref();
+                        sync::run(core, &**store, learning, &device, request, now_ms, rng)
                     })
                     .await?;
                 // The caller may have given up waiting; that is not an error.

@@ -49,6 +49,7 @@ pub struct SupervisorArgs {
     pub(crate) routes: SharedRoutes,
     pub(crate) stopping: Arc<AtomicBool>,
     pub(crate) restarts: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) learning: Option<Arc<parking_lot::Mutex<crate::sync::Learning>>>,
 }
 
 /// Which child an actor id is.
@@ -106,6 +107,7 @@ async fn spawn_child(
                     index,
                     store: Arc::clone(&args.store),
                     sync: args.config.sync.clone(),
+                    learning: args.learning.clone(),
                 },
                 supervisor,
             )

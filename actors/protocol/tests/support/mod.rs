@@ -83,6 +83,8 @@ pub fn request_with_patterns(n: usize) -> SyncRequest {
             updated: patterns,
             removed: Vec::new(),
         },
+        round: None,
+        fleet: Default::default(),
     }
 }
 
@@ -113,5 +115,7 @@ pub fn response_with(g: usize, t: usize) -> SyncResponse {
             .collect(),
         catalog: None,
         next_sync_secs: 600,
+        round: None,
+        fleet: None,
     })
 }

@@ -1,0 +1,483 @@
+//! What the node learns from the fleet, per region, as a sans-IO object the
+//! sync shell calls: when a region's next aggregation round opens and over
+//! which layout, each device's round message in and out, the round's sum
+//! folded into the region's totals, and the fleet pages TVs read.
+//!
+//! * **Rounds**: one [`Coordinator`] per allowed region. A round opens when
+//!   the region's previous one ended at least [`LearningConfig::interval_ms`]
+//!   ago (and at the first sync); its slots are the live catalog titles at
+//!   the catalog version the shell passes, in id order, and its pair titles
+//!   are the [`LearningConfig::pair_titles`] titles with the largest totals
+//!   so far (none before the first fold: the first round teaches popularity
+//!   only). Phases advance on syncs: every call ticks the region first.
+//! * **Folding**: a summed round is folded into [`RegionTotals`] (at least k
+//!   contributors), its totals republished as a new fleet version; the shell
+//!   persists the totals ([`Learning::take_changed`]).
+//! * **Noise scale**: TVs choose their noise from their own budget; the node
+//!   assumes the default budget ([`omega_privacy::Budget::default`]) and the
+//!   layout's sensitivity to know σ of one round's sum, √(n/t)·σ_total for n
+//!   survivors each adding σ_total/√t. It only sets publication thresholds:
+//!   privacy never depends on what the node assumes.
+//! * **Fleet pages**: the published titles (largest total first) with their
+//!   partners, [`LearningConfig::page_titles`] per page, by version and
+//!   offset ([`FleetCursor`]).
+//!
+//! What the node never has: any one TV's contribution. A forget cannot take
+//! a device's past watches out of sums it was already folded into (they are
+//! indistinguishable inside the noise; that is the point); the device takes
+//! part in no round after it is forgotten until it syncs again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use omega_privacy::round::{NodeToTv, TvToNode};
+use omega_privacy::{Budget, ContributionLayout, GaussianRelease};
+use omega_protocol::{limits, ContentId, DeviceId, FleetCursor, FleetPage, FleetTitle, Region};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{AggregateConfig, AggregateError, RegionTotals};
+use crate::rounds::{Coordinator, Folded, RoundError, RoundsConfig, RoundStats, Tick};
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// How the node learns (the node's `[learning]` section). Every field has
+/// the default given.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearningConfig {
+    /// Whether rounds run at all. Default true.
+    pub enabled: bool,
+    /// Round sizes and phase deadlines.
+    pub rounds: RoundsConfig,
+    /// Least time from the end of a region's round to the opening of its
+    /// next one. Default 24 hours (a TV releases at most once a day at the
+    /// default budget, and every round adds noise to the totals).
+    pub interval_ms: u64,
+    /// Titles taking part in pairs (the layout's pair section has
+    /// m(m − 1)/2 entries). Default 256.
+    pub pair_titles: u16,
+    /// Successful watches before a watch that pair with it. Default 5.
+    pub window: u8,
+    /// Contributors a round needs to be folded (at least 5). Default 5.
+    pub k: usize,
+    /// Publication threshold in units of the totals' noise. Default 3.
+    pub z: f64,
+    /// Most titles published. Default 1,000.
+    pub max_titles: usize,
+    /// Most partners published per title (at most 32). Default 20.
+    pub partners: usize,
+    /// Titles per fleet page (at most 200). Default 200.
+    pub page_titles: usize,
+}
+
+impl Default for LearningConfig {
+    fn default() -> Self {
+        let aggregate = AggregateConfig::default();
+        LearningConfig {
+            enabled: true,
+            rounds: RoundsConfig::default(),
+            interval_ms: 24 * HOUR_MS,
+            pair_titles: 256,
+            window: 5,
+            k: aggregate.k(),
+            z: aggregate.z(),
+            max_titles: aggregate.max_titles,
+            partners: aggregate.partners,
+            page_titles: limits::MAX_FLEET_PAGE,
+        }
+    }
+}
+
+/// Why the configuration, a round or a message was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LearningError {
+    /// k or z is not acceptable.
+    #[error("aggregate: {0}")]
+    Aggregate(#[from] AggregateError),
+    /// The rounds' sizes are not acceptable, or the coordinator refused.
+    #[error("round: {0}")]
+    Round(#[from] RoundError),
+    /// A size is out of its range.
+    #[error("{field} = {value} is outside {range}")]
+    Size {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The allowed range.
+        range: &'static str,
+    },
+    /// The layout of a round could not be built.
+    #[error("layout: {0}")]
+    Layout(#[from] omega_privacy::LayoutError),
+    /// The region is not served here.
+    #[error("region {0} is not served by this node")]
+    Region(Region),
+    /// The catalog is empty: no round can open.
+    #[error("the catalog is empty")]
+    EmptyCatalog,
+    /// The layout would make masked inputs larger than a request frame.
+    #[error("a round over {items} titles and {pairs} pair titles does not fit a request frame")]
+    TooLarge {
+        /// Catalog titles.
+        items: usize,
+        /// Pair titles.
+        pairs: usize,
+    },
+}
+
+/// Request bytes kept for everything but the masked input (ids, lengths).
+const FRAME_SLACK: usize = 4096;
+
+/// Largest layout dimension whose masked input (4 bytes an entry) fits a
+/// request frame.
+pub const MAX_ROUND_DIM: usize = (limits::MAX_REQUEST_FRAME - FRAME_SLACK) / 4;
+
+impl LearningConfig {
+    fn check(&self) -> Result<AggregateConfig, LearningError> {
+        let size = |field, value: usize, lo: usize, hi: usize, range| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                Err(LearningError::Size {
+                    field,
+                    value: value as u64,
+                    range,
+                })
+            }
+        };
+        size("partners", self.partners, 0, limits::MAX_FLEET_PARTNERS, "0..=32")?;
+        size("page_titles", self.page_titles, 1, limits::MAX_FLEET_PAGE, "1..=200")?;
+        size("window", usize::from(self.window), 1, 8, "1..=8")?;
+        let mut aggregate = AggregateConfig::new(self.k, self.z)?;
+        aggregate.max_titles = self.max_titles;
+        aggregate.partners = self.partners;
+        Ok(aggregate)
+    }
+}
+
+/// One published version of a region's fleet knowledge.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Publication {
+    /// Version (0: nothing published yet).
+    pub version: u64,
+    /// Titles, largest total first, each with its partners.
+    pub titles: Arc<Vec<FleetTitle>>,
+}
+
+#[derive(Debug)]
+struct RegionLearning {
+    coordinator: Coordinator,
+    totals: RegionTotals,
+    publication: Publication,
+    /// The open round's slots (live titles in id order).
+    slots: Vec<Option<ContentId>>,
+    /// When the last round ended (`None`: none since the node started).
+    ended_ms: Option<u64>,
+    changed: bool,
+}
+
+/// What the node has learned, per region, and the rounds in progress.
+#[derive(Debug)]
+pub struct Learning {
+    config: LearningConfig,
+    aggregate: AggregateConfig,
+    regions: BTreeMap<Region, RegionLearning>,
+}
+
+/// The counters of one region, for the node's stats.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionLearningStats {
+    /// The region.
+    pub region: Region,
+    /// Round counters.
+    pub rounds: RoundStats,
+    /// The open round's phase, if any.
+    pub phase: Option<String>,
+    /// Published fleet version.
+    pub fleet_version: u64,
+    /// Published titles.
+    pub published_titles: usize,
+    /// Rounds folded into the totals (restarts included).
+    pub rounds_folded: u32,
+    /// Contributions folded into the totals.
+    pub contributions: u64,
+    /// The totals' noise scale.
+    pub sigma: f64,
+}
+
+impl Learning {
+    /// A learner for `regions`, starting from the totals stored earlier
+    /// (regions not in `regions` are ignored).
+    pub fn new(
+        config: LearningConfig,
+        regions: &[Region],
+        stored: Vec<(Region, RegionTotals)>,
+    ) -> Result<Self, LearningError> {
+        let aggregate = config.check()?;
+        let mut stored: BTreeMap<Region, RegionTotals> = stored.into_iter().collect();
+        let mut out = BTreeMap::new();
+        for region in regions {
+            let totals = stored.remove(region).unwrap_or_default();
+            let mut r = RegionLearning {
+                coordinator: Coordinator::new(config.rounds, aggregate)?,
+                totals,
+                publication: Publication::default(),
+                slots: Vec::new(),
+                ended_ms: None,
+                changed: false,
+            };
+            if r.totals.rounds > 0 {
+                r.publish(&aggregate);
+            }
+            out.insert(region.clone(), r);
+        }
+        Ok(Learning {
+            config,
+            aggregate,
+            regions: out,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LearningConfig {
+        &self.config
+    }
+
+    /// Whether `region` is ready for a new round at `now_ms`: the shell then
+    /// reads the catalog and calls [`Self::open`].
+    pub fn wants_round(&self, region: &Region, now_ms: u64) -> bool {
+        let Some(r) = self.regions.get(region) else {
+            return false;
+        };
+        self.config.enabled
+            && r.coordinator.phase().is_none()
+            && r
+                .ended_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= self.config.interval_ms)
+    }
+
+    /// Opens `region`'s next round over the live catalog titles `ids` of
+    /// catalog version `catalog_version` (any order; duplicates ignored).
+    pub fn open(
+        &mut self,
+        region: &Region,
+        catalog_version: u64,
+        ids: &[ContentId],
+        now_ms: u64,
+        rng: &mut impl Rng,
+    ) -> Result<u64, LearningError> {
+        let config = self.config;
+        let r = self
+            .regions
+            .get_mut(region)
+            .ok_or_else(|| LearningError::Region(region.clone()))?;
+        let mut ids: Vec<ContentId> = ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return Err(LearningError::EmptyCatalog);
+        }
+        let index: BTreeMap<&ContentId, u32> =
+            ids.iter().enumerate().map(|(i, id)| (id, i as u32)).collect();
+        // Pair titles: the largest totals among live titles.
+        let mut ranked: Vec<(&ContentId, f64)> = r
+            .totals
+            .titles
+            .iter()
+            .filter(|(id, v)| **v > 0.0 && index.contains_key(id))
+            .map(|(id, v)| (id, *v))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let mut pairs = usize::from(config.pair_titles).min(ranked.len());
+        while pairs > 0 && ids.len() + pairs * (pairs - 1) / 2 > MAX_ROUND_DIM {
+            pairs -= 1;
+        }
+        if ids.len() > MAX_ROUND_DIM {
+            return Err(LearningError::TooLarge {
+                items: ids.len(),
+                pairs,
+            });
+        }
+        let pair_slots: Vec<u32> = ranked[..pairs].iter().map(|(id, _)| index[id]).collect();
+        let items = u32::try_from(ids.len()).map_err(|_| LearningError::TooLarge {
+            items: ids.len(),
+            pairs,
+        })?;
+        // `pairs` <= pair_titles: u16.
+        let layout = ContributionLayout::new(items, pairs as u16, config.window)?;
+        let session = r
+            .coordinator
+            .open(layout, pair_slots, catalog_version, now_ms, rng)?;
+        r.slots = ids.into_iter().map(Some).collect();
+        Ok(session)
+    }
+
+    /// One device's sync in `region` at `now_ms`: ticks the region's round
+    /// (folding a summed one), then hands the coordinator the device's
+    /// message. Returns what the device needs next; a refused message is
+    /// reported beside it and changes nothing.
+    pub fn on_sync(
+        &mut self,
+        region: &Region,
+        device: &DeviceId,
+        msg: Option<TvToNode>,
+        now_ms: u64,
+    ) -> (Option<NodeToTv>, Option<LearningError>) {
+        if !self.config.enabled {
+            return (None, None);
+        }
+        let aggregate = self.aggregate;
+        let Some(r) = self.regions.get_mut(region) else {
+            return (None, Some(LearningError::Region(region.clone())));
+        };
+        r.tick(now_ms, &aggregate);
+        match r.coordinator.on_sync(device, msg, now_ms) {
+            Ok(next) => {
+                // An answer may close a phase; fold at once if it was the last.
+                r.tick(now_ms, &aggregate);
+                (next, None)
+            }
+            Err(e) => (None, Some(e.into())),
+        }
+    }
+
+    /// Ticks every region (for a timer: rounds also advance on syncs).
+    pub fn tick(&mut self, now_ms: u64) {
+        let aggregate = self.aggregate;
+        for r in self.regions.values_mut() {
+            r.tick(now_ms, &aggregate);
+        }
+    }
+
+    /// The page of `region`'s fleet knowledge a device at `cursor` needs,
+    /// or `None` when it is caught up (or nothing is published).
+    pub fn fleet_page(&self, region: &Region, cursor: FleetCursor) -> Option<FleetPage> {
+        let p = &self.regions.get(region)?.publication;
+        if p.version == 0 {
+            return None;
+        }
+        let offset = if cursor.version == p.version {
+            cursor.offset as usize
+        } else {
+            0
+        };
+        if cursor.version == p.version && offset >= p.titles.len() {
+            return None;
+        }
+        let end = (offset + self.config.page_titles).min(p.titles.len());
+        Some(FleetPage {
+            version: p.version,
+            offset: offset as u32,
+            total_titles: p.titles.len() as u32,
+            titles: p.titles.get(offset..end).unwrap_or_default().to_vec(),
+        })
+    }
+
+    /// `region`'s current publication.
+    pub fn publication(&self, region: &Region) -> Option<&Publication> {
+        self.regions.get(region).map(|r| &r.publication)
+    }
+
+    /// `region`'s totals.
+    pub fn totals(&self, region: &Region) -> Option<&RegionTotals> {
+        self.regions.get(region).map(|r| &r.totals)
+    }
+
+    /// The totals changed since the last call, to store.
+    pub fn take_changed(&mut self) -> Vec<(Region, RegionTotals)> {
+        self.regions
+            .iter_mut()
+            .filter_map(|(region, r)| {
+                std::mem::take(&mut r.changed).then(|| (region.clone(), r.totals.clone()))
+            })
+            .collect()
+    }
+
+    /// Counters per region.
+    pub fn stats(&self) -> Vec<RegionLearningStats> {
+        self.regions
+            .iter()
+            .map(|(region, r)| RegionLearningStats {
+                region: region.clone(),
+                rounds: r.coordinator.stats(),
+                phase: r.coordinator.phase().map(|(_, p)| format!("{p:?}")),
+                fleet_version: r.publication.version,
+                published_titles: r.publication.titles.len(),
+                rounds_folded: r.totals.rounds,
+                contributions: r.totals.contributors,
+                sigma: r.totals.sigma(),
+            })
+            .collect()
+    }
+}
+
+/// σ of one round's sum: each of the n survivors adds σ_total/√t.
+pub fn round_sigma(layout: &ContributionLayout, threshold: u16, survivors: usize) -> f64 {
+    let budget = Budget::default();
+    let sigma_total = budget
+        .rho_limit()
+        .ok()
+        .and_then(|rho| GaussianRelease::for_rho(rho, layout.l2_sensitivity()).ok())
+        .map_or(0.0, |g| g.sigma());
+    sigma_total * (survivors as f64 / f64::from(threshold.max(1))).sqrt()
+}
+
+impl RegionLearning {
+    fn tick(&mut self, now_ms: u64, aggregate: &AggregateConfig) {
+        match self.coordinator.tick(now_ms) {
+            Tick::Idle | Tick::Opened(_) => {}
+            Tick::Failed { session, error } => {
+                tracing::info!(session, %error, "aggregation round failed");
+                self.ended_ms = Some(now_ms);
+            }
+            Tick::Summed => {
+                let Some((layout, threshold, survivors)) = self.coordinator.summed() else {
+                    return;
+                };
+                let sigma = round_sigma(&layout, threshold, survivors);
+                match self
+                    .coordinator
+                    .finish(&mut self.totals, &self.slots, sigma, now_ms)
+                {
+                    Ok(Folded {
+                        session,
+                        contributors,
+                        sigma,
+                    }) => {
+                        tracing::info!(session, contributors, sigma, "aggregation round folded");
+                        self.publish(aggregate);
+                        self.changed = true;
+                    }
+                    Err(error) => tracing::info!(%error, "aggregation round not folded"),
+                }
+                self.ended_ms = Some(now_ms);
+                self.slots.clear();
+            }
+        }
+    }
+
+    fn publish(&mut self, aggregate: &AggregateConfig) {
+        let published = self.totals.publish(aggregate);
+        let mut partners = published.partners;
+        let titles: Vec<FleetTitle> = published
+            .titles
+            .into_iter()
+            .map(|(id, total)| FleetTitle {
+                partners: partners.remove(&id).unwrap_or_default(),
+                id,
+                total,
+            })
+            .collect();
+        // The rounds folded name the version: it only grows, and survives
+        // a restart with the stored totals.
+        self.publication = Publication {
+            version: u64::from(self.totals.rounds),
+            titles: Arc::new(titles),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests;
