@@ -8,7 +8,7 @@
 //! * Streams: quinn caps concurrent streams per connection (8, see
 //!   `omega_transport::quic`), so the tasks spawned per stream are bounded.
 //!   A device has `request_timeout` to send its request frame.
-//! * A bad frame — malformed, oversized (length prefix above 64 KiB, rejected
+//! * A bad frame — malformed, oversized (length prefix above `MAX_REQUEST_FRAME`, 512 KiB, rejected
 //!   before reading the body), cut short, wrong protocol version — is
 //!   answered with a typed `SyncError` (`BadRequest` or
 //!   `UnsupportedVersion`) when the stream can still be written; a stream the

@@ -137,13 +137,13 @@ async fn bad_frames_get_typed_answers_and_the_node_stays_healthy() {
     let conn = connect(&endpoint, &pki, &cert, node.quic_addr()).await;
 
     // Malformed: right version, garbage after it.
-    let r = raw(&conn, &frame(&[1, 0xff, 0xff, 0xff, 0xff, 0xff])).await;
+    let r = raw(&conn, &frame(&[PROTOCOL_VERSION as u8, 0xff, 0xff, 0xff, 0xff, 0xff])).await;
     assert!(
         matches!(r, Ok(Err(SyncError::BadRequest { .. }))),
         "malformed: {r:?}"
     );
 
-    // Oversized: the length prefix claims more than 64 KiB.
+    // Oversized: the length prefix claims more than the request limit.
     let mut big = ((limits::MAX_REQUEST_FRAME + 1) as u32)
         .to_be_bytes()
         .to_vec();
@@ -169,7 +169,7 @@ async fn bad_frames_get_typed_answers_and_the_node_stays_healthy() {
         r,
         Ok(Err(SyncError::UnsupportedVersion {
             got: 99,
-            min: 1,
+            min: omega_protocol::wire::MIN_PROTOCOL_VERSION,
             max: PROTOCOL_VERSION
         }))
     );

@@ -321,6 +321,15 @@ impl Node {
         Ok(Some(Arc::new(parking_lot::Mutex::new(learning))))
     }
 
+    /// `region`'s learned totals (`None`: learning is off or the region is
+    /// not served).
+    pub fn learned_totals(
+        &self,
+        region: &omega_protocol::Region,
+    ) -> Option<omega_constellation_core::aggregate::RegionTotals> {
+        self.learning.as_ref()?.lock().totals(region).cloned()
+    }
+
     /// What the node has learned, per region (empty when learning is off).
     pub fn learning_stats(&self) -> Vec<RegionLearningStats> {
         self.learning

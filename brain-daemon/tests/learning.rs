@@ -1,0 +1,288 @@
+//! The learning loop end to end over real QUIC with certificates from
+//! omega-certs: TVs with known viewing histories (the TV's own store,
+//! `BrainStore`, on real redb files, building each request exactly as the
+//! sync actor does) sync with a real in-process `omega-node` until an
+//! aggregation round is summed, folded and published, and the published
+//! fleet knowledge is on every TV and in its recommendations.
+//!
+//! Every request frame a TV sent is kept and checked: no content id, title
+//! or timestamp of that TV's history is in it, and decoded it carries only
+//! the round's secure-aggregation messages (no patterns).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use omega_brain::{BrainStore, StoreConfig};
+use omega_brain_core::{Reason, RecommendRequest, RecommenderConfig, UploadKind};
+use omega_certs::{CaKind, CertDir};
+use omega_privacy::secagg::ToServer;
+use omega_protocol::codec::{decode_request, decode_response, encode_request};
+use omega_protocol::{ContentId, Region, ViewingContext, ViewingEvent};
+use omega_transport::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
+use support::{model_dir, DEADLINE};
+
+const TVS: usize = 6;
+const TITLES: usize = 24;
+
+fn title_id(i: usize) -> String {
+    format!("ml100k:{}", 100 + i)
+}
+
+fn title_name(i: usize) -> String {
+    format!("Film number {} ({})", 100 + i, 1980 + i)
+}
+
+/// TV `tv`'s history: everyone watched 0, 1, 2, 3 in that order (the fleet's
+/// shared taste), then titles of its own; (title index, unix seconds).
+fn history(tv: usize) -> Vec<(usize, u64)> {
+    let mut titles = vec![0, 1, 2, 3];
+    titles.extend([4 + tv, 4 + (tv + 3) % 12, 16 + tv % 8]);
+    titles
+        .into_iter()
+        .enumerate()
+        .map(|(k, t)| (t, 880_000_000 + tv as u64 * 100_000 + k as u64 * 3_600))
+        .collect()
+}
+
+/// The postcard varint of `v` (how a u64 travels).
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+struct Tv {
+    store: BrainStore,
+    conn: quinn::Connection,
+    frames: Vec<Vec<u8>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn admin_post(addr: SocketAddr, path: &str, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer token\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identifying() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let mut certs = CertDir::init(certs_dir.path().join("certs")).unwrap();
+    certs
+        .issue_node("node-1", &["localhost".into(), "127.0.0.1".into()])
+        .unwrap();
+    let names: Vec<String> = (0..TVS).map(|i| format!("tv-{i}")).collect();
+    for n in &names {
+        certs.issue_device(n).unwrap();
+    }
+    // A round of all six TVs, threshold 5 = k; a publication threshold of 0
+    // so that six TVs' counts show (privacy does not depend on it).
+    let mut config: omega_node::Config = toml::from_str(
+        r#"
+        rate_limit_interval_secs = 0
+        [learning]
+        pair_titles = 8
+        window = 2
+        z = 0.0
+        [learning.rounds]
+        cohort = 6
+        threshold = 5
+        "#,
+    )
+    .unwrap();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin = "127.0.0.1:0".parse().unwrap();
+    let node_dir = tempfile::tempdir().unwrap();
+    let node = omega_node::RunningNode::start(omega_node::ServeOptions {
+        data_dir: node_dir.path().to_owned(),
+        model_dir: Some(model_dir()),
+        certs_dir: certs.dir().to_owned(),
+        config,
+        admin_token: Some("token".into()),
+    })
+    .await
+    .expect("node starts");
+    let items: String = (0..TITLES)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"{}\",\"title\":\"{}\",\"genres\":[\"Drama\"]}}\n",
+                title_id(i),
+                title_name(i)
+            )
+        })
+        .collect();
+    assert_eq!(
+        admin_post(node.admin_addr(), "/api/v1/content/import", &items).await,
+        200
+    );
+
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let anchor = TrustAnchor::from_files(&certs.ca_cert_path(CaKind::Node), None).unwrap();
+    let mut tvs = Vec::new();
+    for n in &names {
+        let identity =
+            TlsIdentity::from_files(&certs.device_cert_path(n), &certs.device_key_path(n))
+                .unwrap();
+        let conn = endpoint
+            .connect_with(
+                client_config(identity, &anchor).unwrap(),
+                node.quic_addr(),
+                "localhost",
+            )
+            .unwrap()
+            .await
+            .expect("handshake");
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = StoreConfig::default();
+        cfg.rounds.min_threshold = 5;
+        let (store, _) = BrainStore::open(dir.path().join("brain.redb"), cfg).unwrap();
+        tvs.push(Tv {
+            store,
+            conn,
+            frames: Vec::new(),
+            _dir: dir,
+        });
+    }
+    for (i, tv) in tvs.iter_mut().enumerate() {
+        for (t, at) in history(i) {
+            let ctx = ViewingContext::from_unix_utc(at);
+            let ev = ViewingEvent::new(ContentId::new(title_id(t)).unwrap(), 0.95, at, ctx).unwrap();
+            tv.store.observe(ev).unwrap();
+        }
+    }
+
+    // Sync round robin, each TV as its sync actor would, until the round is
+    // folded and every TV holds the published knowledge.
+    let region = Region::new("eu-west").unwrap();
+    let start = Instant::now();
+    let mut steps = Vec::new();
+    loop {
+        for tv in tvs.iter_mut() {
+            let prepared = tv
+                .store
+                .prepare_sync(UploadKind::Delta, region.clone(), now_ms(), &mut rand::rng())
+                .unwrap();
+            assert_eq!(prepared.round_declined, None);
+            if let Some(r) = &prepared.request.round {
+                steps.push(std::mem::discriminant(&r.msg));
+            }
+            let frame = encode_request(&prepared.request).unwrap();
+            let body = exchange(&tv.conn, &frame, Duration::from_secs(20))
+                .await
+                .expect("exchange");
+            tv.frames.push(frame);
+            let accepted = decode_response(&body).unwrap().expect("accepted");
+            tv.store.finish_sync(&prepared, &accepted).unwrap();
+        }
+        let learned = node.node().learning_stats();
+        let folded = learned.iter().any(|r| r.rounds.folded >= 1);
+        let everywhere = tvs.iter().all(|tv| {
+            let st = tv.store.state();
+            st.fleet.order.len() >= 4 && !tv.store.privacy_status(now_ms()).unwrap().pending
+        });
+        if folded && everywhere {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no round folded and published in time: {learned:?}"
+        );
+    }
+    // Every TV went through the four steps of the round.
+    assert!(steps.len() >= 4 * TVS, "{} round messages", steps.len());
+
+    // What each TV sent: nothing of its history, and only round messages.
+    let mut masked_inputs = 0;
+    for (i, tv) in tvs.iter().enumerate() {
+        for frame in &tv.frames {
+            for (t, at) in history(i) {
+                assert!(!contains(frame, title_id(t).as_bytes()), "tv {i} sent an id");
+                assert!(!contains(frame, title_name(t).as_bytes()), "tv {i} sent a title");
+                assert!(!contains(frame, &varint(at)), "tv {i} sent a timestamp");
+            }
+            let req = decode_request(&frame[4..]).unwrap();
+            assert!(req.delta.is_empty(), "no pattern leaves the TV");
+            if let Some(r) = &req.round {
+                if let ToServer::MaskedInput(m) = &r.msg {
+                    masked_inputs += 1;
+                    // A masked input looks like noise: not the 0/1 vector.
+                    let small = m.masked.iter().filter(|&&v| v < 4 || v > u32::MAX - 4).count();
+                    assert!(small * 10 < m.masked.len(), "masked input {small} small entries");
+                }
+            }
+        }
+        let status = tv.store.privacy_status(now_ms()).unwrap();
+        let spent = status.budget.epsilon_spent;
+        assert!(spent > 0.0 && spent <= 4.0 + 1e-9, "tv {i} spent {spent}");
+        assert!(status.released_upto.is_some(), "tv {i}'s watches were released");
+    }
+    assert_eq!(masked_inputs, TVS, "one masked input per TV per round");
+
+    // What the node learned is the fleet's exact counts plus noise of the
+    // scale it states: the masks cancelled in the sum (left in, every total
+    // would be off by up to 2^31), and the noise is there (σ of a few units
+    // for six TVs at the default budget).
+    let totals = node.node().learned_totals(&region).expect("totals");
+    let sigma = totals.sigma();
+    assert!(sigma > 1.0 && sigma < 20.0, "noise scale {sigma}");
+    assert_eq!(totals.contributors, TVS as u64);
+    for t in 0..TITLES {
+        let exact = (0..TVS).filter(|&i| history(i).iter().any(|(h, _)| *h == t)).count() as f64;
+        let got = totals.titles.get(&ContentId::new(title_id(t)).unwrap()).copied().unwrap_or(0.0);
+        assert!((got - exact).abs() <= 6.0 * sigma, "{}: {got} for {exact} watches", title_id(t));
+    }
+    // Every TV holds the node's publication.
+    let published = node.node().learning_stats()[0].fleet_version;
+    for tv in &tvs {
+        assert_eq!(tv.store.state().fleet.version, published);
+    }
+
+    // A TV that has watched nothing yet (this one's state, history cleared)
+    // starts from the region's most watched titles, and says so.
+    let tv = &tvs[5];
+    let mut fresh = tv.store.state().clone();
+    fresh.clear_episodes();
+    let index = omega_brain::CatalogIndex::build(&fresh.catalog, omega_brain::IndexConfig::default())
+        .expect("index");
+    let req = RecommendRequest::new(ViewingContext::new(20, 4).unwrap(), 3);
+    let recs =
+        omega_brain_core::recommend(&fresh, &index, &req, None, &RecommenderConfig::default())
+            .unwrap();
+    assert_eq!(recs[0].content_id, fresh.fleet.order[0], "{recs:?}");
+    assert!(
+        recs.iter().all(|r| r.reason == Reason::PopularInYourRegion),
+        "{recs:?}"
+    );
+    node.shutdown().await;
+}
