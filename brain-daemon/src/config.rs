@@ -48,6 +48,12 @@
 //! [privacy]
 //! epsilon_per_day = 4.0           # differential privacy per viewing event over any 24 h, (0, 10]
 //! delta = 1e-6                    # (0, 1e-5]
+//!
+//! [privacy.rounds]                 # the aggregation rounds the TV takes part in
+//! min_threshold = 10               # declines rounds a node runs with fewer members
+//! max_cohort = 1000
+//! min_share_sigma = 1.0            # declines rounds where its own noise share is smaller
+//! release_share = 1.0              # share of the daily budget one release spends
 //! ```
 //!
 //! Offline (no node reachable, for days): recommendations keep using what
@@ -152,6 +158,10 @@ pub struct PrivacySection {
     pub epsilon_per_day: f64,
     /// δ alongside, in (0, 1e-5].
     pub delta: f64,
+    /// The bounds of the aggregation rounds the TV takes part in, whatever
+    /// a node asks (omega-brain-core's `RoundClientConfig`; every field has
+    /// a default).
+    pub rounds: omega_brain_core::RoundClientConfig,
 }
 
 impl Default for PrivacySection {
@@ -160,6 +170,7 @@ impl Default for PrivacySection {
         Self {
             epsilon_per_day: b.epsilon,
             delta: b.delta,
+            rounds: omega_brain_core::RoundClientConfig::default(),
         }
     }
 }
@@ -407,6 +418,10 @@ impl DaemonConfig {
         }
         self.sync.validate()?;
         self.privacy.budget()?;
+        self.privacy
+            .rounds
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("privacy.rounds: {e}")))?;
         if self.max_request_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_request_bytes must be at least 1024".into(),
@@ -434,6 +449,7 @@ impl DaemonConfig {
         // Checked by `validate`; an unchecked bad value falls back to the
         // default budget rather than to no budget.
         b.store.privacy_budget = self.privacy.budget().unwrap_or_default();
+        b.store.rounds = self.privacy.rounds;
         b
     }
 }

@@ -152,8 +152,7 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
     let mut tvs = Vec::new();
     for n in &names {
         let identity =
-            TlsIdentity::from_files(&certs.device_cert_path(n), &certs.device_key_path(n))
-                .unwrap();
+            TlsIdentity::from_files(&certs.device_cert_path(n), &certs.device_key_path(n)).unwrap();
         let conn = endpoint
             .connect_with(
                 client_config(identity, &anchor).unwrap(),
@@ -177,7 +176,8 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
     for (i, tv) in tvs.iter_mut().enumerate() {
         for (t, at) in history(i) {
             let ctx = ViewingContext::from_unix_utc(at);
-            let ev = ViewingEvent::new(ContentId::new(title_id(t)).unwrap(), 0.95, at, ctx).unwrap();
+            let ev =
+                ViewingEvent::new(ContentId::new(title_id(t)).unwrap(), 0.95, at, ctx).unwrap();
             tv.store.observe(ev).unwrap();
         }
     }
@@ -191,7 +191,12 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
         for tv in tvs.iter_mut() {
             let prepared = tv
                 .store
-                .prepare_sync(UploadKind::Delta, region.clone(), now_ms(), &mut rand::rng())
+                .prepare_sync(
+                    UploadKind::Delta,
+                    region.clone(),
+                    now_ms(),
+                    &mut rand::rng(),
+                )
                 .unwrap();
             assert_eq!(prepared.round_declined, None);
             if let Some(r) = &prepared.request.round {
@@ -227,8 +232,14 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
     for (i, tv) in tvs.iter().enumerate() {
         for frame in &tv.frames {
             for (t, at) in history(i) {
-                assert!(!contains(frame, title_id(t).as_bytes()), "tv {i} sent an id");
-                assert!(!contains(frame, title_name(t).as_bytes()), "tv {i} sent a title");
+                assert!(
+                    !contains(frame, title_id(t).as_bytes()),
+                    "tv {i} sent an id"
+                );
+                assert!(
+                    !contains(frame, title_name(t).as_bytes()),
+                    "tv {i} sent a title"
+                );
                 assert!(!contains(frame, &varint(at)), "tv {i} sent a timestamp");
             }
             let req = decode_request(&frame[4..]).unwrap();
@@ -237,15 +248,25 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
                 if let ToServer::MaskedInput(m) = &r.msg {
                     masked_inputs += 1;
                     // A masked input looks like noise: not the 0/1 vector.
-                    let small = m.masked.iter().filter(|&&v| v < 4 || v > u32::MAX - 4).count();
-                    assert!(small * 10 < m.masked.len(), "masked input {small} small entries");
+                    let small = m
+                        .masked
+                        .iter()
+                        .filter(|&&v| !(4..=u32::MAX - 4).contains(&v))
+                        .count();
+                    assert!(
+                        small * 10 < m.masked.len(),
+                        "masked input {small} small entries"
+                    );
                 }
             }
         }
         let status = tv.store.privacy_status(now_ms()).unwrap();
         let spent = status.budget.epsilon_spent;
         assert!(spent > 0.0 && spent <= 4.0 + 1e-9, "tv {i} spent {spent}");
-        assert!(status.released_upto.is_some(), "tv {i}'s watches were released");
+        assert!(
+            status.released_upto.is_some(),
+            "tv {i}'s watches were released"
+        );
     }
     assert_eq!(masked_inputs, TVS, "one masked input per TV per round");
 
@@ -258,9 +279,19 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
     assert!(sigma > 1.0 && sigma < 20.0, "noise scale {sigma}");
     assert_eq!(totals.contributors, TVS as u64);
     for t in 0..TITLES {
-        let exact = (0..TVS).filter(|&i| history(i).iter().any(|(h, _)| *h == t)).count() as f64;
-        let got = totals.titles.get(&ContentId::new(title_id(t)).unwrap()).copied().unwrap_or(0.0);
-        assert!((got - exact).abs() <= 6.0 * sigma, "{}: {got} for {exact} watches", title_id(t));
+        let exact = (0..TVS)
+            .filter(|&i| history(i).iter().any(|(h, _)| *h == t))
+            .count() as f64;
+        let got = totals
+            .titles
+            .get(&ContentId::new(title_id(t)).unwrap())
+            .copied()
+            .unwrap_or(0.0);
+        assert!(
+            (got - exact).abs() <= 6.0 * sigma,
+            "{}: {got} for {exact} watches",
+            title_id(t)
+        );
     }
     // Every TV holds the node's publication.
     let published = node.node().learning_stats()[0].fleet_version;
@@ -273,8 +304,9 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
     let tv = &tvs[5];
     let mut fresh = tv.store.state().clone();
     fresh.clear_episodes();
-    let index = omega_brain::CatalogIndex::build(&fresh.catalog, omega_brain::IndexConfig::default())
-        .expect("index");
+    let index =
+        omega_brain::CatalogIndex::build(&fresh.catalog, omega_brain::IndexConfig::default())
+            .expect("index");
     let req = RecommendRequest::new(ViewingContext::new(20, 4).unwrap(), 3);
     let recs =
         omega_brain_core::recommend(&fresh, &index, &req, None, &RecommenderConfig::default())

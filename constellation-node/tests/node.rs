@@ -137,7 +137,11 @@ async fn bad_frames_get_typed_answers_and_the_node_stays_healthy() {
     let conn = connect(&endpoint, &pki, &cert, node.quic_addr()).await;
 
     // Malformed: right version, garbage after it.
-    let r = raw(&conn, &frame(&[PROTOCOL_VERSION as u8, 0xff, 0xff, 0xff, 0xff, 0xff])).await;
+    let r = raw(
+        &conn,
+        &frame(&[PROTOCOL_VERSION as u8, 0xff, 0xff, 0xff, 0xff, 0xff]),
+    )
+    .await;
     assert!(
         matches!(r, Ok(Err(SyncError::BadRequest { .. }))),
         "malformed: {r:?}"

@@ -129,7 +129,14 @@ impl FleetKnowledge {
             .map(move |(c, n)| {
                 let nc = self.titles.get(c).map_or(*n, |e| e.total);
                 let denom = (np.max(*n) * nc.max(*n)).sqrt();
-                (c, if denom > 0.0 { (n / denom).clamp(0.0, 1.0) } else { 0.0 })
+                (
+                    c,
+                    if denom > 0.0 {
+                        (n / denom).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    },
+                )
             })
     }
 }
@@ -143,7 +150,10 @@ mod tests {
         ContentId::new(s).expect("valid id")
     }
 
-    fn page(version: u64, offset: u32, titles: &[(&str, f32, &[(&str, f32)])]) -> FleetPage {
+    /// (title, total, partners with their pair totals).
+    type Titles<'a> = [(&'a str, f32, &'a [(&'a str, f32)])];
+
+    fn page(version: u64, offset: u32, titles: &Titles<'_>) -> FleetPage {
         FleetPage {
             version,
             offset,
@@ -163,21 +173,49 @@ mod tests {
     fn pages_apply_in_order_and_a_new_version_starts_again() {
         let mut f = FleetKnowledge::default();
         assert_eq!(f.cursor(), FleetCursor::default());
-        assert_eq!(f.apply(&page(2, 1, &[("a", 1.0, &[])])), PageApplied::OutOfOrder);
         assert_eq!(
-            f.apply(&page(2, 0, &[("a", 10.0, &[("b", 4.0)]), ("b", 5.0, &[("a", 4.0)])])),
+            f.apply(&page(2, 1, &[("a", 1.0, &[])])),
+            PageApplied::OutOfOrder
+        );
+        assert_eq!(
+            f.apply(&page(
+                2,
+                0,
+                &[("a", 10.0, &[("b", 4.0)]), ("b", 5.0, &[("a", 4.0)])]
+            )),
             PageApplied::Added(2)
         );
-        assert_eq!(f.cursor(), FleetCursor { version: 2, offset: 2 });
-        assert_eq!(f.apply(&page(2, 0, &[("c", 1.0, &[])])), PageApplied::OutOfOrder);
-        assert_eq!(f.apply(&page(2, 2, &[("c", 2.0, &[])])), PageApplied::Added(1));
+        assert_eq!(
+            f.cursor(),
+            FleetCursor {
+                version: 2,
+                offset: 2
+            }
+        );
+        assert_eq!(
+            f.apply(&page(2, 0, &[("c", 1.0, &[])])),
+            PageApplied::OutOfOrder
+        );
+        assert_eq!(
+            f.apply(&page(2, 2, &[("c", 2.0, &[])])),
+            PageApplied::Added(1)
+        );
         assert!((f.popularity(&id("b")) - 0.5).abs() < 1e-6);
         assert_eq!(f.popularity(&id("z")), 0.0);
         let together: Vec<(&ContentId, f32)> = f.together(&id("a")).collect();
         assert_eq!(together.len(), 1);
         assert!((together[0].1 - 4.0 / 50f32.sqrt()).abs() < 1e-6);
-        assert_eq!(f.apply(&page(3, 0, &[("z", 1.0, &[])])), PageApplied::Added(1));
+        assert_eq!(
+            f.apply(&page(3, 0, &[("z", 1.0, &[])])),
+            PageApplied::Added(1)
+        );
         assert_eq!(f.order, vec![id("z")]);
-        assert_eq!(f.cursor(), FleetCursor { version: 3, offset: 1 });
+        assert_eq!(
+            f.cursor(),
+            FleetCursor {
+                version: 3,
+                offset: 1
+            }
+        );
     }
 }

@@ -54,10 +54,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use omega_brain_core::delta::{self, DeltaConfig, DeltaPlan};
+use omega_brain_core::fleet::PageApplied;
 use omega_brain_core::patterns::{
     item_fingerprint, LocalPattern, PatternConfig, PatternOp, Tombstone,
 };
-use omega_brain_core::fleet::PageApplied;
 use omega_brain_core::round_client::{
     catalog_slots, PrivacyState, PrivacyStatus, RoundClient, RoundClientConfig, RoundClientError,
 };
@@ -69,9 +69,8 @@ use omega_brain_core::CoreError;
 use omega_brain_core::UploadKind;
 use omega_privacy::Budget;
 use omega_protocol::{
-    CatalogEntry, ContentId, GlobalPattern, NodeToTv, PatternDelta, PatternId, Region, SyncAccepted,
-    TvToNode,
-    SyncKind, SyncRequest, ViewingContext, ViewingEvent,
+    CatalogEntry, ContentId, GlobalPattern, NodeToTv, PatternDelta, PatternId, Region,
+    SyncAccepted, SyncKind, SyncRequest, TvToNode, ViewingContext, ViewingEvent,
 };
 use rand::{CryptoRng, Rng};
 use redb::{

@@ -586,13 +586,18 @@ fn the_sync_upload_carries_no_pattern_data() {
     );
     let region = omega_protocol::Region::new("eu").unwrap();
     for kind in [UploadKind::Delta, UploadKind::Snapshot] {
-        let p = s.prepare_sync(kind, region.clone(), 0, &mut rand::rng()).unwrap();
+        let p = s
+            .prepare_sync(kind, region.clone(), 0, &mut rand::rng())
+            .unwrap();
         assert!(p.request.delta.is_empty(), "{kind:?}");
         assert_eq!(p.request.pattern_version, 0, "views do not move versions");
         assert_eq!(p.forget_generation, None);
     }
     assert_eq!(
-        s.prepare_sync(UploadKind::Snapshot, region, 0, &mut rand::rng()).unwrap().request.kind,
+        s.prepare_sync(UploadKind::Snapshot, region, 0, &mut rand::rng())
+            .unwrap()
+            .request
+            .kind,
         SyncKind::Snapshot
     );
 }
@@ -607,14 +612,17 @@ fn forget_queues_a_tombstone_until_a_node_accepts_it() {
         assert_eq!(s.forget_pending(), None);
         s.forget().unwrap();
         assert_eq!(s.forget_pending(), Some(1));
-        s.prepare_sync(UploadKind::Delta, region.clone(), 0, &mut rand::rng()).unwrap()
+        s.prepare_sync(UploadKind::Delta, region.clone(), 0, &mut rand::rng())
+            .unwrap()
     };
     assert_eq!(sent.request.kind, SyncKind::Forget);
     assert!(sent.request.delta.is_empty());
     // The flag survives a restart; a refused or lost attempt leaves it.
     let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
     assert_eq!(s.forget_pending(), Some(1));
-    let again = s.prepare_sync(UploadKind::Snapshot, region.clone(), 0, &mut rand::rng()).unwrap();
+    let again = s
+        .prepare_sync(UploadKind::Snapshot, region.clone(), 0, &mut rand::rng())
+        .unwrap();
     assert_eq!(again.request.kind, SyncKind::Forget);
     // A second forget while the first is in flight: accepting the first does
     // not clear the second.
@@ -630,7 +638,9 @@ fn forget_queues_a_tombstone_until_a_node_accepts_it() {
         .unwrap();
     assert!(!fin.forget_acknowledged);
     assert_eq!(s.state().versions.global, 2, "the download applies");
-    let second = s.prepare_sync(UploadKind::Delta, region.clone(), 0, &mut rand::rng()).unwrap();
+    let second = s
+        .prepare_sync(UploadKind::Delta, region.clone(), 0, &mut rand::rng())
+        .unwrap();
     assert_eq!(second.forget_generation, Some(2));
     let fin = s.finish_sync(&second, &SyncAccepted::default()).unwrap();
     assert!(fin.forget_acknowledged);
@@ -639,7 +649,10 @@ fn forget_queues_a_tombstone_until_a_node_accepts_it() {
     let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
     assert_eq!(s.forget_pending(), None, "cleared durably");
     assert_eq!(
-        s.prepare_sync(UploadKind::Delta, region, 0, &mut rand::rng()).unwrap().request.kind,
+        s.prepare_sync(UploadKind::Delta, region, 0, &mut rand::rng())
+            .unwrap()
+            .request
+            .kind,
         SyncKind::Delta
     );
 }
@@ -648,7 +661,14 @@ fn forget_queues_a_tombstone_until_a_node_accepts_it() {
 fn finish_sync_refuses_an_acknowledgement_the_tv_never_sent() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, _) = BrainStore::open(dir.path().join("b.redb"), StoreConfig::default()).unwrap();
-    let p = s.prepare_sync(UploadKind::Delta, omega_protocol::Region::new("eu").unwrap(), 0, &mut rand::rng()).unwrap();
+    let p = s
+        .prepare_sync(
+            UploadKind::Delta,
+            omega_protocol::Region::new("eu").unwrap(),
+            0,
+            &mut rand::rng(),
+        )
+        .unwrap();
     let fin = s
         .finish_sync(
             &p,

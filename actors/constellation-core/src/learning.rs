@@ -37,7 +37,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{AggregateConfig, AggregateError, RegionTotals};
-use crate::rounds::{Coordinator, Folded, RoundError, RoundsConfig, RoundStats, Tick};
+use crate::rounds::{Coordinator, Folded, RoundError, RoundStats, RoundsConfig, Tick};
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -147,8 +147,20 @@ impl LearningConfig {
                 })
             }
         };
-        size("partners", self.partners, 0, limits::MAX_FLEET_PARTNERS, "0..=32")?;
-        size("page_titles", self.page_titles, 1, limits::MAX_FLEET_PAGE, "1..=200")?;
+        size(
+            "partners",
+            self.partners,
+            0,
+            limits::MAX_FLEET_PARTNERS,
+            "0..=32",
+        )?;
+        size(
+            "page_titles",
+            self.page_titles,
+            1,
+            limits::MAX_FLEET_PAGE,
+            "1..=200",
+        )?;
         size("window", usize::from(self.window), 1, 8, "1..=8")?;
         let mut aggregate = AggregateConfig::new(self.k, self.z)?;
         aggregate.max_titles = self.max_titles;
@@ -253,8 +265,7 @@ impl Learning {
         };
         self.config.enabled
             && r.coordinator.phase().is_none()
-            && r
-                .ended_ms
+            && r.ended_ms
                 .is_none_or(|t| now_ms.saturating_sub(t) >= self.config.interval_ms)
     }
 
@@ -279,8 +290,11 @@ impl Learning {
         if ids.is_empty() {
             return Err(LearningError::EmptyCatalog);
         }
-        let index: BTreeMap<&ContentId, u32> =
-            ids.iter().enumerate().map(|(i, id)| (id, i as u32)).collect();
+        let index: BTreeMap<&ContentId, u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id, i as u32))
+            .collect();
         // Pair titles: the largest totals among live titles.
         let mut ranked: Vec<(&ContentId, f64)> = r
             .totals

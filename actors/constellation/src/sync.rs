@@ -56,7 +56,9 @@ pub fn run<S: PatternStore + ?Sized>(
     let forget = req.kind == omega_protocol::SyncKind::Forget;
     let mut result = process(core, store, device, req, now_ms, rng);
     if let (Some(l), Ok((accepted, _)), false) = (learning, result.as_mut(), forget) {
-        learn(l, store, device, &region, round, cursor, accepted, now_ms, rng);
+        learn(
+            l, store, device, &region, round, cursor, accepted, now_ms, rng,
+        );
     }
     core.finish(device, now_ms, result)
 }
@@ -79,7 +81,9 @@ pub fn learn<S: PatternStore + ?Sized>(
             Ok(Some((version, ids))) if !ids.is_empty() => {
                 // Another shard may have opened it meanwhile: refused then.
                 match learning.lock().open(region, version, &ids, now_ms, rng) {
-                    Ok(session) => tracing::info!(%region, session, titles = ids.len(), "aggregation round opened"),
+                    Ok(session) => {
+                        tracing::info!(%region, session, titles = ids.len(), "aggregation round opened")
+                    }
                     Err(e) => tracing::debug!(%region, error = %e, "aggregation round not opened"),
                 }
             }

@@ -396,8 +396,9 @@ pub struct WireAccepted {
     pub catalog: Option<WireCatalogPage>,
     /// Seconds to the next sync.
     pub next_sync_secs: u32,
-    /// See [`SyncAccepted::round`].
-    pub round: Option<NodeToTv>,
+    /// See [`SyncAccepted::round`] (boxed: a round step is large beside
+    /// the other fields; the wire form is the same).
+    pub round: Option<Box<NodeToTv>>,
     /// See [`SyncAccepted::fleet`].
     pub fleet: Option<WireFleetPage>,
 }
@@ -484,7 +485,12 @@ fn fleet_from_wire(w: &WireFleetPage) -> Result<FleetPage, DomainError> {
                     .partners
                     .0
                     .iter()
-                    .map(|(id, v)| Ok((ContentId::new(id.as_str())?, check_total("fleet pair total", *v)?)))
+                    .map(|(id, v)| {
+                        Ok((
+                            ContentId::new(id.as_str())?,
+                            check_total("fleet pair total", *v)?,
+                        ))
+                    })
                     .collect::<Result<_, DomainError>>()?,
             })
         })
@@ -574,7 +580,7 @@ impl WireResponse {
                 })?,
                 catalog: a.catalog.as_ref().map(page_to_wire).transpose()?,
                 next_sync_secs: a.next_sync_secs,
-                round: a.round.clone(),
+                round: a.round.clone().map(Box::new),
                 fleet: a.fleet.as_ref().map(fleet_to_wire).transpose()?,
             }),
         };
@@ -690,7 +696,7 @@ impl<G: TernaryForm, C: I8Form> TryFrom<&WireResponse> for SyncResponse<G, C> {
             trends,
             catalog: a.catalog.as_ref().map(page_from_wire).transpose()?,
             next_sync_secs: a.next_sync_secs,
-            round: a.round.clone(),
+            round: a.round.as_deref().cloned(),
             fleet: a.fleet.as_ref().map(fleet_from_wire).transpose()?,
         }))
     }

@@ -214,6 +214,8 @@ impl Actor for Memory {
                     catalog_version: s.versions.catalog,
                     catalog_rev: s.versions.catalog_rev,
                     forget_pending: i.store.forget_pending().is_some(),
+                    fleet_version: s.fleet.version,
+                    fleet_titles: s.fleet.order.len(),
                     sync: super::sync::SyncStatus::default(),
                     privacy: i
                         .store

@@ -275,6 +275,10 @@ pub struct Stats {
     /// The privacy budget over the last 24 hours and the last release's cost
     /// (`None` only if the stored budget cannot be read).
     pub privacy: Option<omega_brain_core::round_client::PrivacyStatus>,
+    /// The fleet knowledge version held (0: none yet).
+    pub fleet_version: u64,
+    /// Titles of fleet knowledge held.
+    pub fleet_titles: usize,
 }
 
 /// One stored viewing event.

@@ -46,7 +46,13 @@ fn catalog() -> Vec<ContentId> {
     ["d", "c", "b", "a"].iter().map(|s| id(s)).collect()
 }
 
-fn run_round(l: &mut Learning, tvs: &mut [Tv], now: &mut u64, rng: &mut StdRng, inputs: &dyn Fn(usize, &ContributionLayout) -> Vec<u32>) {
+fn run_round(
+    l: &mut Learning,
+    tvs: &mut [Tv],
+    now: &mut u64,
+    rng: &mut StdRng,
+    inputs: &dyn Fn(usize, &ContributionLayout) -> Vec<u32>,
+) {
     for _ in 0..200 {
         *now += MIN;
         for (k, tv) in tvs.iter_mut().enumerate() {
@@ -66,11 +72,18 @@ fn run_round(l: &mut Learning, tvs: &mut [Tv], now: &mut u64, rng: &mut StdRng, 
                 Some(NodeToTv::Step { session, msg }) => {
                     let c = tv.client.as_mut().expect("member");
                     let reply = match msg {
-                        ToClient::Members(list) => ToServer::ShareKeys(c.share_keys(&list, rng).expect("share")),
-                        ToClient::Shares(inbox) => ToServer::MaskedInput(c.masked_input(&inbox, &tv.input).expect("mask")),
+                        ToClient::Members(list) => {
+                            ToServer::ShareKeys(c.share_keys(&list, rng).expect("share"))
+                        }
+                        ToClient::Shares(inbox) => {
+                            ToServer::MaskedInput(c.masked_input(&inbox, &tv.input).expect("mask"))
+                        }
                         ToClient::Survivors(s) => ToServer::Unmask(c.unmask(&s).expect("unmask")),
                     };
-                    tv.outbox = Some(TvToNode { session, msg: reply });
+                    tv.outbox = Some(TvToNode {
+                        session,
+                        msg: reply,
+                    });
                 }
                 Some(NodeToTv::Finished { included, .. }) => {
                     tv.outcome = Some(included);
@@ -103,8 +116,13 @@ fn a_round_opens_folds_publishes_and_the_next_pairs_the_most_watched_titles() {
     let mut rng = StdRng::seed_from_u64(1);
     let mut now = 0;
     assert!(l.wants_round(&region(), now));
-    assert_eq!(l.fleet_page(&region(), FleetCursor::default()), None, "nothing published yet");
-    l.open(&region(), 7, &catalog(), now, &mut rng).expect("opens");
+    assert_eq!(
+        l.fleet_page(&region(), FleetCursor::default()),
+        None,
+        "nothing published yet"
+    );
+    l.open(&region(), 7, &catalog(), now, &mut rng)
+        .expect("opens");
     assert!(!l.wants_round(&region(), now), "one round at a time");
     let mut fleet = tvs(6);
     // Round 1: no pair titles yet. Slots a b c d; every TV watched c, TVs 0-3 b, TV 0 a.
@@ -119,22 +137,56 @@ fn a_round_opens_folds_publishes_and_the_next_pairs_the_most_watched_titles() {
     let p = l.publication(&region()).expect("region");
     assert_eq!(p.version, 1);
     let order: Vec<(&str, f32)> = p.titles.iter().map(|t| (t.id.as_str(), t.total)).collect();
-    assert_eq!(order, vec![("c", 6.0), ("b", 4.0), ("a", 1.0)], "d (0) is not published");
+    assert_eq!(
+        order,
+        vec![("c", 6.0), ("b", 4.0), ("a", 1.0)],
+        "d (0) is not published"
+    );
 
     // Paged two titles at a time.
-    let first = l.fleet_page(&region(), FleetCursor::default()).expect("page");
-    assert_eq!((first.version, first.offset, first.total_titles, first.titles.len()), (1, 0, 3, 2));
+    let first = l
+        .fleet_page(&region(), FleetCursor::default())
+        .expect("page");
+    assert_eq!(
+        (
+            first.version,
+            first.offset,
+            first.total_titles,
+            first.titles.len()
+        ),
+        (1, 0, 3, 2)
+    );
     let second = l
-        .fleet_page(&region(), FleetCursor { version: 1, offset: 2 })
+        .fleet_page(
+            &region(),
+            FleetCursor {
+                version: 1,
+                offset: 2,
+            },
+        )
         .expect("page");
     assert_eq!((second.offset, second.titles[0].id.as_str()), (2, "a"));
-    assert_eq!(l.fleet_page(&region(), FleetCursor { version: 1, offset: 3 }), None, "caught up");
+    assert_eq!(
+        l.fleet_page(
+            &region(),
+            FleetCursor {
+                version: 1,
+                offset: 3
+            }
+        ),
+        None,
+        "caught up"
+    );
 
     // The next round waits for the interval, then pairs c b a (slots 2 1 0).
-    assert!(!l.wants_round(&region(), now + 55 * MIN), "folded a minute or two before the last outcome");
+    assert!(
+        !l.wants_round(&region(), now + 55 * MIN),
+        "folded a minute or two before the last outcome"
+    );
     assert!(l.wants_round(&region(), now + 60 * MIN));
     now += 60 * MIN;
-    l.open(&region(), 7, &catalog(), now, &mut rng).expect("opens");
+    l.open(&region(), 7, &catalog(), now, &mut rng)
+        .expect("opens");
     for tv in &mut fleet {
         tv.outcome = None;
     }
@@ -152,7 +204,15 @@ fn a_round_opens_folds_publishes_and_the_next_pairs_the_most_watched_titles() {
     let c = p.titles.iter().find(|t| t.id.as_str() == "c").expect("c");
     assert_eq!(c.partners, vec![(id("b"), 6.0)]);
     // A new version starts a device again at 0.
-    let page = l.fleet_page(&region(), FleetCursor { version: 1, offset: 3 }).expect("page");
+    let page = l
+        .fleet_page(
+            &region(),
+            FleetCursor {
+                version: 1,
+                offset: 3,
+            },
+        )
+        .expect("page");
     assert_eq!((page.version, page.offset), (2, 0));
 
     // A restart from the stored totals publishes the same version.
@@ -165,29 +225,101 @@ fn a_round_opens_folds_publishes_and_the_next_pairs_the_most_watched_titles() {
 fn bad_inputs_are_refused() {
     let mut rng = StdRng::seed_from_u64(2);
     let bad_k = LearningConfig { k: 4, ..config() };
-    assert!(matches!(Learning::new(bad_k, &[region()], Vec::new()), Err(LearningError::Aggregate(_))));
-    let bad_page = LearningConfig { page_titles: 201, ..config() };
-    assert!(matches!(Learning::new(bad_page, &[region()], Vec::new()), Err(LearningError::Size { .. })));
+    assert!(matches!(
+        Learning::new(bad_k, &[region()], Vec::new()),
+        Err(LearningError::Aggregate(_))
+    ));
+    let bad_page = LearningConfig {
+        page_titles: 201,
+        ..config()
+    };
+    assert!(matches!(
+        Learning::new(bad_page, &[region()], Vec::new()),
+        Err(LearningError::Size { .. })
+    ));
     let mut l = Learning::new(config(), &[region()], Vec::new()).expect("config");
     let other = Region::new("us-east").expect("region");
     assert!(!l.wants_round(&other, 0));
-    assert_eq!(l.open(&other, 1, &catalog(), 0, &mut rng), Err(LearningError::Region(other.clone())));
+    assert_eq!(
+        l.open(&other, 1, &catalog(), 0, &mut rng),
+        Err(LearningError::Region(other.clone()))
+    );
     let (next, err) = l.on_sync(&other, &DeviceId::new("tv-1").expect("id"), None, 0);
     assert_eq!((next, err), (None, Some(LearningError::Region(other))));
-    assert_eq!(l.open(&region(), 1, &[], 0, &mut rng), Err(LearningError::EmptyCatalog));
+    assert_eq!(
+        l.open(&region(), 1, &[], 0, &mut rng),
+        Err(LearningError::EmptyCatalog)
+    );
     let huge: Vec<ContentId> = (0..=MAX_ROUND_DIM).map(|k| id(&format!("t{k}"))).collect();
-    assert!(matches!(l.open(&region(), 1, &huge, 0, &mut rng), Err(LearningError::TooLarge { .. })));
+    assert!(matches!(
+        l.open(&region(), 1, &huge, 0, &mut rng),
+        Err(LearningError::TooLarge { .. })
+    ));
     // A message for a round the node does not know changes nothing.
-    let msg = TvToNode { session: 99, msg: ToServer::ShareKeys(omega_privacy::secagg::ShareKeys { sealed: Vec::new() }) };
+    let msg = TvToNode {
+        session: 99,
+        msg: ToServer::ShareKeys(omega_privacy::secagg::ShareKeys { sealed: Vec::new() }),
+    };
     let (_, err) = l.on_sync(&region(), &DeviceId::new("tv-1").expect("id"), Some(msg), 0);
-    assert!(matches!(err, Some(LearningError::Round(RoundError::UnknownSession(99)))));
+    assert!(matches!(
+        err,
+        Some(LearningError::Round(RoundError::UnknownSession(99)))
+    ));
 }
 
 #[test]
 fn disabled_learning_opens_nothing_and_answers_nothing() {
-    let cfg = LearningConfig { enabled: false, ..config() };
+    let cfg = LearningConfig {
+        enabled: false,
+        ..config()
+    };
     let mut l = Learning::new(cfg, &[region()], Vec::new()).expect("config");
     assert!(!l.wants_round(&region(), 0));
     let (next, err) = l.on_sync(&region(), &DeviceId::new("tv-1").expect("id"), None, 0);
     assert_eq!((next, err), (None, None));
+}
+
+#[test]
+fn k_minus_one_sybils_and_one_victim_never_get_a_sum_folded_or_published() {
+    // The default rounds need t = 26 answers; four attacker devices (k - 1)
+    // and one victim are five: every round fails at its join close, and
+    // nothing about the victim is ever folded or published.
+    let cfg = LearningConfig {
+        interval_ms: 60 * MIN,
+        ..LearningConfig::default()
+    };
+    let mut l = Learning::new(cfg, &[region()], Vec::new()).expect("config");
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut fleet = tvs(5);
+    let mut now = 0;
+    let mut opened = 0;
+    while now < 3 * 24 * 60 * MIN {
+        if l.wants_round(&region(), now) {
+            l.open(&region(), 7, &catalog(), now, &mut rng)
+                .expect("opens");
+            opened += 1;
+        }
+        for tv in &mut fleet {
+            let (next, _) = l.on_sync(&region(), &tv.device, tv.outbox.take(), now);
+            if let Some(NodeToTv::Invite { spec, member }) = next {
+                let (c, keys) = Client::new(spec.session, member, &mut rng).expect("session");
+                tv.client = Some(c);
+                tv.outbox = Some(TvToNode {
+                    session: spec.session.session,
+                    msg: ToServer::AdvertiseKeys(keys),
+                });
+            }
+        }
+        now += 10 * MIN;
+    }
+    assert!(opened > 10, "rounds kept opening: {opened}");
+    let stats = &l.stats()[0];
+    assert_eq!(
+        (stats.rounds.folded, stats.fleet_version),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert!(stats.rounds.failed >= 10, "{stats:?}");
+    assert_eq!(l.fleet_page(&region(), FleetCursor::default()), None);
+    assert!(l.take_changed().is_empty());
 }

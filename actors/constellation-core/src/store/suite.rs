@@ -574,7 +574,11 @@ pub fn region_totals_round_trip<S: PatternStore>(s: &S) {
     t.contributors = 60;
     s.put_region_totals(&region(1), &t).expect("write");
     assert_eq!(s.region_totals(&region(1)).expect("read"), Some(t.clone()));
-    assert_eq!(s.region_totals(&region(2)).expect("read"), None, "per region");
+    assert_eq!(
+        s.region_totals(&region(2)).expect("read"),
+        None,
+        "per region"
+    );
     t.rounds = 3;
     s.put_region_totals(&region(1), &t).expect("write");
     assert_eq!(s.region_totals(&region(1)).expect("read"), Some(t));
@@ -604,7 +608,10 @@ pub fn reopen_keeps_acknowledged_state<S: PatternStore>(mut open: impl FnMut() -
     }
     let s = open();
     let t = s.region_totals(&region(1)).expect("read").expect("kept");
-    assert_eq!((t.rounds, t.titles.get(&content(2)).copied()), (1, Some(7.0)));
+    assert_eq!(
+        (t.rounds, t.titles.get(&content(2)).copied()),
+        (1, Some(7.0))
+    );
     let info = s.device_state(&d).expect("read").expect("device kept");
     assert_eq!(info.state, state(2, 1, 100));
     assert_eq!(s.device_patterns(&d).expect("read"), ps.to_vec());

@@ -313,7 +313,11 @@ impl Node {
             match store.region_totals(r) {
                 Ok(Some(t)) => stored.push((r.clone(), t)),
                 Ok(None) => {}
-                Err(e) => return Err(ActorsError::Config(format!("reading the learned totals of {r}: {e}"))),
+                Err(e) => {
+                    return Err(ActorsError::Config(format!(
+                        "reading the learned totals of {r}: {e}"
+                    )))
+                }
             }
         }
         let learning = Learning::new(config.learning, &regions, stored)
