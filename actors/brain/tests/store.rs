@@ -755,3 +755,83 @@ fn the_privacy_budget_is_stored_and_reported_and_survives_forget() {
     let p = s.privacy_status(now).unwrap();
     assert_eq!((p.budget.epsilon_budget, p.budget.delta), (2.0, 1e-7));
 }
+
+/// A node that answers every sync with a fresh invitation (a new session,
+/// and a new layout every other time) cannot make the TV spend more than its
+/// daily budget: the first release spends it, a release for another layout
+/// is declined, the same layout reuses the pending release at no new cost,
+/// and the ledger survives a restart.
+#[test]
+fn a_node_inviting_on_every_sync_cannot_spend_past_the_budget() {
+    use omega_brain_core::RoundClientError;
+    use omega_privacy::round::{NodeToTv, RoundSpec};
+    use omega_privacy::secagg::{ClientId, Config, ToServer};
+    use omega_privacy::{ContributionLayout, LedgerError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("brain.redb");
+    let (catalog, _) = clustered_catalog(2, 5, 1);
+    let region = omega_protocol::Region::new("eu").unwrap();
+    let invite = |session: u64| {
+        let pairs = if session % 2 == 0 { 3 } else { 4 };
+        let layout = ContributionLayout::new(10, pairs, 2).unwrap();
+        NodeToTv::Invite {
+            spec: RoundSpec {
+                session: Config {
+                    session,
+                    cohort: 20,
+                    threshold: 11,
+                    dim: layout.dimension() as u32,
+                },
+                layout,
+                pair_slots: (0..u32::from(pairs)).collect(),
+                catalog_version: 0,
+            },
+            member: ClientId(0),
+        }
+    };
+    let mut keys_sent = 0;
+    let mut declined = 0;
+    for restart in 0..2 {
+        let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+        if restart == 0 {
+            s.update_catalog(&catalog, &[]).unwrap();
+            for i in 0..6u64 {
+                s.observe(event(&format!("c{}-{}", i % 2, i % 5), 0.95, 1_000 + i))
+                    .unwrap();
+            }
+        }
+        for k in 0..10u64 {
+            let session = restart * 100 + k;
+            let now = 1_000_000 + session * 1000;
+            let p = s
+                .prepare_sync(UploadKind::Delta, region.clone(), now, &mut rand::rng())
+                .unwrap();
+            match (&p.request.round, &p.round_declined) {
+                (Some(r), None) => {
+                    assert!(matches!(r.msg, ToServer::AdvertiseKeys(_)));
+                    keys_sent += 1;
+                }
+                (None, Some(RoundClientError::Ledger(LedgerError::Exhausted { .. }))) => {
+                    declined += 1
+                }
+                (None, None) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+            let answer = SyncAccepted {
+                next_sync_secs: 0,
+                round: Some(invite(session)),
+                ..Default::default()
+            };
+            s.finish_sync(&p, &answer).unwrap();
+            let spent = s.privacy_status(now).unwrap().budget.epsilon_spent;
+            assert!(spent <= 4.0 + 1e-9, "spent {spent}");
+        }
+    }
+    // One release, offered again for its own layout; every other layout
+    // declined once the budget was spent.
+    assert!(
+        keys_sent >= 1 && declined >= 5,
+        "{keys_sent} sent, {declined} declined"
+    );
+}
