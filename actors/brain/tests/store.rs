@@ -773,7 +773,7 @@ fn a_node_inviting_on_every_sync_cannot_spend_past_the_budget() {
     let (catalog, _) = clustered_catalog(2, 5, 1);
     let region = omega_protocol::Region::new("eu").unwrap();
     let invite = |session: u64| {
-        let pairs = if session % 2 == 0 { 3 } else { 4 };
+        let pairs = if session.is_multiple_of(2) { 3 } else { 4 };
         let layout = ContributionLayout::new(10, pairs, 2).unwrap();
         NodeToTv::Invite {
             spec: RoundSpec {
