@@ -119,6 +119,8 @@ struct Ctx {
     brain: Brain,
     cfg: ServerConfig,
     global: Arc<Semaphore>,
+    /// Read only by the `testing` debug ops.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     conns: Arc<Semaphore>,
     #[cfg(feature = "testing")]
     holds: debug::Holds,

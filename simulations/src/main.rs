@@ -19,8 +19,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The README's main job: certificates, real embeddings, a quantized
-    /// pattern delta and a sync over QUIC with mutual TLS, end to end.
+    /// The README's main job: a node with fresh certificates and the
+    /// MovieLens catalog, one TV daemon and a fleet of simulated TVs replaying
+    /// MovieLens users; one private aggregation round; the TV's
+    /// recommendations before and after, and the figures.
     Demo {
         /// all-MiniLM-L6-v2 directory (config.json, tokenizer.json,
         /// model.safetensors), as fetched by scripts/fetch-model.sh.
@@ -30,19 +32,21 @@ enum Command {
             default_value = "models/all-MiniLM-L6-v2"
         )]
         model_dir: PathBuf,
-        /// MovieLens directory (u.item, or movies.csv of newer releases).
+        /// MovieLens directory (u.item + u.data, or movies.csv +
+        /// ratings.csv); a generated catalog and users when it is absent.
         #[arg(
             long,
             env = "OMEGA_DATASET",
             default_value = "../shared/data/movielens/ml-100k"
         )]
         dataset: PathBuf,
-        /// Keep certificates here instead of a temporary directory.
+        /// Keep certificates, stores and demo.log here instead of a
+        /// temporary directory.
         #[arg(long)]
         work_dir: Option<PathBuf>,
-        /// How many titles to embed.
-        #[arg(long, default_value_t = 256)]
-        titles: usize,
+        /// Simulated TVs besides the daemon's (at least 10).
+        #[arg(long, default_value_t = 300)]
+        fleet: usize,
     },
     /// Recommendation quality on a MovieLens data set (../shared/EVALUATION.md):
     /// HR@10 and NDCG@10 of each method, hit rate by confidence band.
@@ -195,13 +199,13 @@ async fn run(cli: Cli) -> Result<()> {
             model_dir,
             dataset,
             work_dir,
-            titles,
+            fleet,
         } => {
             omega_sim::demo::run(omega_sim::demo::DemoOptions {
                 model_dir,
                 dataset,
                 work_dir,
-                titles,
+                fleet,
             })
             .await
         }

@@ -181,6 +181,64 @@ fn parse_rating(line: &str, csv: bool) -> Result<(u64, u64, f32, u64)> {
     Ok((user, item, rating, timestamp))
 }
 
+/// A generated data set for when no MovieLens directory is at hand (the
+/// demo): `titles` titles in 6 genres ("Generated title N"), and `users`
+/// users, each preferring two genres and watching 30–60 titles over a few
+/// weeks, seeded by `seed`. Not for quality figures.
+pub fn generated(titles: usize, users: usize, seed: u64) -> (Vec<CatalogItem>, Vec<UserHistory>) {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    const GENRES: [&str; 6] = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"];
+    let mut rng = StdRng::seed_from_u64(seed);
+    let items: Vec<CatalogItem> = (0..titles)
+        .filter_map(|i| {
+            let genre = GENRES[i % GENRES.len()];
+            Some(CatalogItem {
+                id: omega_protocol::ContentId::new(format!("gen:{}", i + 1)).ok()?,
+                title: format!("Generated title {} ({genre})", i + 1),
+                genres: vec![genre.to_owned()],
+                year: Some(1980 + (i % 40) as u16),
+                description: String::new(),
+            })
+        })
+        .collect();
+    let users = (0..users)
+        .map(|u| {
+            let liked = [
+                rng.random_range(0..GENRES.len()),
+                rng.random_range(0..GENRES.len()),
+            ];
+            let n = rng.random_range(30..=60);
+            let mut t = 880_000_000 + rng.random_range(0..86_400 * 30);
+            let mut interactions: Vec<Interaction> = (0..n)
+                .map(|_| {
+                    let g = if rng.random_bool(0.8) {
+                        liked[rng.random_range(0..2)]
+                    } else {
+                        rng.random_range(0..GENRES.len())
+                    };
+                    // Lower ids of a genre are watched more (a popularity skew).
+                    let per_genre = items.len().div_ceil(GENRES.len()).max(1);
+                    let k = ((rng.random::<f64>().powi(2)) * per_genre as f64) as usize;
+                    let item = (k * GENRES.len() + g).min(items.len().saturating_sub(1));
+                    t += rng.random_range(600..86_400);
+                    Interaction {
+                        item: item as u32,
+                        rating: if rng.random_bool(0.75) { 4.0 } else { 2.0 },
+                        timestamp: t,
+                    }
+                })
+                .collect();
+            interactions.sort_by_key(|x| (x.timestamp, x.item));
+            UserHistory {
+                id: u as u64 + 1,
+                interactions,
+            }
+        })
+        .collect();
+    (items, users)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -278,5 +336,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = read_movies(dir.path()).unwrap_err();
         assert!(err.to_string().contains("neither u.item nor movies.csv"));
+    }
+
+    #[test]
+    fn a_generated_set_is_seeded_and_well_formed() {
+        let (items, users) = generated(60, 12, 7);
+        assert_eq!((items.len(), users.len()), (60, 12));
+        assert_eq!(generated(60, 12, 7).1, users, "same seed, same users");
+        for u in &users {
+            assert!(u.interactions.len() >= 30);
+            assert!(u
+                .interactions
+                .windows(2)
+                .all(|w| w[0].timestamp <= w[1].timestamp));
+            assert!(u
+                .interactions
+                .iter()
+                .all(|x| (x.item as usize) < items.len()));
+        }
     }
 }

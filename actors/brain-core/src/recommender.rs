@@ -15,23 +15,28 @@
 //!    samples) and the mood vector if given.
 //! 2. **Candidates**: the `k × candidate_factor` (at least `min_candidates`)
 //!    nearest items, plus the bucket's trending items and the neighbours of its
-//!    strongest global pattern. Excluded: every title watched, finished or
+//!    strongest global pattern, the fleet's partners of the recent watches
+//!    and its most watched titles ([`crate::fleet`]). Excluded: every title watched, finished or
 //!    abandoned (while its episode is in the ring), and the request's `recent`;
 //!    when that leaves fewer than `k`, the index is searched once more past as
 //!    many neighbours as titles were left out.
 //! 3. **Score** = w_sim·cos(query, item) + w_local·(best cos to a bucket
 //!    pattern × its success rate) + w_global·(best cos to a bucket global
-//!    pattern × success × support weight) + w_trend·(regional trend score),
-//!    on the items' int8 embeddings (see [`crate::CatalogRecord`]) against
-//!    f32 query and pattern vectors.
+//!    pattern × success × support weight) + w_trend·(regional trend score) +
+//!    w_together·(the fleet's watched-together weight with the recent
+//!    watches, weighted like the query, at most 1) + w_popular·(the fleet's
+//!    regional popularity), on the items' int8 embeddings (see
+//!    [`crate::CatalogRecord`]) against f32 query and pattern vectors.
 //! 4. **Diversify** with MMR (λ = `mmr_lambda`) over the best candidates; a
 //!    result's `score` is the MMR value it was picked with (relevance minus
 //!    the diversity penalty), which never rises down the list.
-//! 5. **Explain**: each result names its strongest signal ([`Reason`]) and a
-//!    confidence in 0–1 (score over the sum of the weights, clamped).
+//! 5. **Explain**: each result names its strongest signal ([`Reason`]); the
+//!    fleet's (watched together, then popular in the region) when its part is
+//!    at least a quarter of the score. A confidence in 0–1 (score over the
+//!    sum of the weights in use, clamped).
 //!
 //! Cold start (no recent watch, no local pattern in the bucket, no mood):
-//! trends of the bucket (then of other buckets), then items nearest the
+//! the fleet's most watched titles in the region, then trends of the bucket (then of other buckets), then items nearest the
 //! bucket's global patterns (cosine ≥ [`COLD_GLOBAL_MIN_COSINE`]), then the
 //! catalog in insertion order.
 //!
@@ -526,13 +531,13 @@ pub fn recommend_among(
             3 => Why::Global,
             _ => Why::Habits,
         };
-        // The fleet names the reason when its part of the score is larger
-        // than the similarity's.
-        let why = if cfg.w_together * tog >= (cfg.w_similarity * sim).max(cfg.w_popular * pop)
-            && tog > 0.0
-        {
+        // The fleet names the reason when its part is a material share of
+        // the score (a quarter): similarity is part of every candidate's
+        // score, so the fleet's part is what lifted this one.
+        let material = 0.25 * score.max(f32::MIN_POSITIVE);
+        let why = if tog > 0.0 && cfg.w_together * tog >= material {
             Why::Together(tog_from)
-        } else if cfg.w_popular * pop > cfg.w_similarity * sim && pop > 0.0 {
+        } else if pop > 0.0 && cfg.w_popular * pop >= material {
             Why::Popular
         } else {
             why

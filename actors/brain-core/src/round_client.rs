@@ -214,6 +214,9 @@ pub enum RoundClientError {
         /// The TV's maximum.
         max: u8,
     },
+    /// The round's scale is 0 or above `omega_privacy::round::MAX_SCALE`.
+    #[error("scale {0} is outside 1..=1024")]
+    Scale(u32),
     /// The session's dimension is not the layout's.
     #[error("session dimension {session} differs from the layout's {layout}")]
     DimMismatch {
@@ -312,6 +315,8 @@ pub struct PendingRelease {
     pub layout: ContributionLayout,
     /// The pair slots it was made for.
     pub pair_slots: Vec<u32>,
+    /// The scale it was made for (its entries are 0/scale plus noise).
+    pub scale: u32,
     /// Sessions its masked input was sent in, oldest first (at most
     /// [`MAX_OFFERS`]).
     pub masked_in: Vec<u64>,
@@ -564,6 +569,9 @@ impl RoundClient {
                 max: c.max_window,
             });
         }
+        if spec.scale == 0 || spec.scale > omega_privacy::round::MAX_SCALE {
+            return Err(RoundClientError::Scale(spec.scale));
+        }
         if s.dim as usize != spec.layout.dimension() {
             return Err(RoundClientError::DimMismatch {
                 session: s.dim,
@@ -586,14 +594,17 @@ impl RoundClient {
         let target = self.state.budget.rho_limit()? * self.config.release_share;
         let total = GaussianRelease::for_rho(target, sensitivity)?;
         let t = spec.session.threshold;
-        let share_sigma = total.sigma() / f64::from(t).sqrt();
+        // In the round's units (entries 0/scale): same ratio of noise to
+        // sensitivity, hence the same cost.
+        let scale = spec.scale;
+        let share_sigma = total.sigma() * f64::from(scale) / f64::from(t).sqrt();
         if share_sigma < self.config.min_share_sigma {
             return Err(RoundClientError::ShareTooSmall {
                 share_sigma,
                 min: self.config.min_share_sigma,
             });
         }
-        let share = GaussianRelease::new(share_sigma, sensitivity)?;
+        let share = GaussianRelease::new(share_sigma, sensitivity.saturating_mul(scale))?;
         let mut ledger = self.state.ledger.clone();
         ledger.charge(&self.state.budget, now_ms, total.rho())?;
         let plan = plan_release(
@@ -602,7 +613,12 @@ impl RoundClient {
             &round,
             self.config.min_fraction,
         )?;
-        let noisy = share.release(&plan.contribution)?;
+        let scaled: Vec<i64> = plan
+            .contribution
+            .iter()
+            .map(|v| v * i64::from(scale))
+            .collect();
+        let noisy = share.release(&scaled)?;
         let cost = ReleaseCost {
             at_ms: now_ms,
             threshold: t,
@@ -616,6 +632,7 @@ impl RoundClient {
             cost,
             layout: spec.layout,
             pair_slots: spec.pair_slots.clone(),
+            scale,
             masked_in: Vec::new(),
         };
         Ok((pending, ledger))
@@ -632,11 +649,9 @@ impl RoundClient {
     ) -> Result<TvToNode, RoundClientError> {
         self.check_spec(spec)?;
         let session = spec.session.session;
-        let reusable = self
-            .state
-            .pending
-            .as_ref()
-            .filter(|p| p.layout == spec.layout && p.pair_slots == spec.pair_slots);
+        let reusable = self.state.pending.as_ref().filter(|p| {
+            p.layout == spec.layout && p.pair_slots == spec.pair_slots && p.scale == spec.scale
+        });
         if reusable.is_some_and(|p| p.masked_in.contains(&session)) {
             return Err(RoundClientError::AlreadyMasked(session));
         }

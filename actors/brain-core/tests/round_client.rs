@@ -44,6 +44,7 @@ fn spec(session: u64, cohort: u16, threshold: u16) -> RoundSpec {
         layout,
         pair_slots: vec![5, 1, 3, 0],
         catalog_version: 1,
+        scale: 1,
     }
 }
 
@@ -347,6 +348,7 @@ fn each_member_adds_its_share_of_the_noise_and_status_reports_both_epsilons() {
             layout,
             pair_slots: vec![],
             catalog_version: 1,
+            scale: 1,
         }
     };
     let mut tv = RoundClient::new(

@@ -786,6 +786,7 @@ fn a_node_inviting_on_every_sync_cannot_spend_past_the_budget() {
                 layout,
                 pair_slots: (0..u32::from(pairs)).collect(),
                 catalog_version: 0,
+                scale: 1,
             },
             member: ClientId(0),
         }

@@ -118,8 +118,12 @@ pub struct RoundSum<'a> {
     pub values: &'a [i64],
     /// Contributors whose input is in the sum.
     pub contributors: usize,
-    /// The total noise scale in the sum.
+    /// The total noise scale in the sum, in title units (after dividing
+    /// by `scale`).
     pub sigma: f64,
+    /// Each contribution's entries were 0/`scale` (see omega-privacy's
+    /// `RoundSpec::scale`): the sum is divided by it. 0 is refused.
+    pub scale: u32,
 }
 
 /// A region's accumulated totals.
@@ -185,9 +189,13 @@ impl RegionTotals {
         if round.pair_titles.len() != usize::from(layout.pair_items()) {
             return Err(AggregateError::Layout("pair list length"));
         }
+        if round.scale == 0 {
+            return Err(AggregateError::Layout("scale 0"));
+        }
+        let unit = f64::from(round.scale);
         for (slot, id) in round.slots.iter().enumerate() {
             if let Some(id) = id {
-                *self.titles.entry(id.clone()).or_default() += round.values[slot] as f64;
+                *self.titles.entry(id.clone()).or_default() += round.values[slot] as f64 / unit;
             }
         }
         for e in layout.items() as usize..layout.dimension() {
@@ -201,7 +209,7 @@ impl RegionTotals {
             if a == b {
                 continue;
             }
-            *self.pairs.entry(ordered(a, b)).or_default() += round.values[e] as f64;
+            *self.pairs.entry(ordered(a, b)).or_default() += round.values[e] as f64 / unit;
         }
         self.variance += round.sigma * round.sigma;
         self.rounds += 1;
@@ -296,6 +304,7 @@ mod tests {
             values,
             contributors,
             sigma,
+            scale: 1,
         }
     }
 
@@ -374,6 +383,7 @@ mod tests {
             values: &values,
             contributors: 5,
             sigma: 1.0,
+            scale: 1,
         };
         t.fold(&s, &cfg).expect("folds");
         assert_eq!(t.pairs.len(), 50);

@@ -185,6 +185,8 @@ struct RegionLearning {
     publication: Publication,
     /// The open round's slots (live titles in id order).
     slots: Vec<Option<ContentId>>,
+    /// The catalog version of the open round's slots.
+    catalog_version: u64,
     /// When the last round ended (`None`: none since the node started).
     ended_ms: Option<u64>,
     changed: bool,
@@ -211,6 +213,8 @@ pub struct RegionLearningStats {
     pub fleet_version: u64,
     /// Published titles.
     pub published_titles: usize,
+    /// Published (title, partner) links (each pair counted from both sides).
+    pub published_partners: usize,
     /// Rounds folded into the totals (restarts included).
     pub rounds_folded: u32,
     /// Contributions folded into the totals.
@@ -237,6 +241,7 @@ impl Learning {
                 totals,
                 publication: Publication::default(),
                 slots: Vec::new(),
+                catalog_version: 0,
                 ended_ms: None,
                 changed: false,
             };
@@ -321,21 +326,27 @@ impl Learning {
         })?;
         // `pairs` <= pair_titles: u16.
         let layout = ContributionLayout::new(items, pairs as u16, config.window)?;
-        let session = r
-            .coordinator
-            .open(layout, pair_slots, catalog_version, now_ms, rng)?;
+        let scale = round_scale(&layout, config.rounds.threshold);
+        let session =
+            r.coordinator
+                .open(layout, pair_slots, catalog_version, scale, now_ms, rng)?;
         r.slots = ids.into_iter().map(Some).collect();
+        r.catalog_version = catalog_version;
         Ok(session)
     }
 
     /// One device's sync in `region` at `now_ms`: ticks the region's round
     /// (folding a summed one), then hands the coordinator the device's
     /// message. Returns what the device needs next; a refused message is
-    /// reported beside it and changes nothing.
+    /// reported beside it and changes nothing. A device is invited only when
+    /// it holds the open round's catalog version (`catalog_version`, from
+    /// its request): one still paging the catalog would have to decline, and
+    /// a member that never answers holds the phase until its deadline.
     pub fn on_sync(
         &mut self,
         region: &Region,
         device: &DeviceId,
+        catalog_version: u64,
         msg: Option<TvToNode>,
         now_ms: u64,
     ) -> (Option<NodeToTv>, Option<LearningError>) {
@@ -347,7 +358,8 @@ impl Learning {
             return (None, Some(LearningError::Region(region.clone())));
         };
         r.tick(now_ms, &aggregate);
-        match r.coordinator.on_sync(device, msg, now_ms) {
+        let may_join = catalog_version == r.catalog_version;
+        match r.coordinator.on_sync(device, msg, may_join, now_ms) {
             Ok(next) => {
                 // An answer may close a phase; fold at once if it was the last.
                 r.tick(now_ms, &aggregate);
@@ -419,6 +431,7 @@ impl Learning {
                 phase: r.coordinator.phase().map(|(_, p)| format!("{p:?}")),
                 fleet_version: r.publication.version,
                 published_titles: r.publication.titles.len(),
+                published_partners: r.publication.titles.iter().map(|t| t.partners.len()).sum(),
                 rounds_folded: r.totals.rounds,
                 contributions: r.totals.contributors,
                 sigma: r.totals.sigma(),
@@ -427,15 +440,38 @@ impl Learning {
     }
 }
 
-/// σ of one round's sum: each of the n survivors adds σ_total/√t.
-pub fn round_sigma(layout: &ContributionLayout, threshold: u16, survivors: usize) -> f64 {
-    let budget = Budget::default();
-    let sigma_total = budget
+/// σ_total a TV at the default budget adds (over any t members) for
+/// `layout`, in title units.
+fn default_sigma_total(layout: &ContributionLayout) -> f64 {
+    Budget::default()
         .rho_limit()
         .ok()
         .and_then(|rho| GaussianRelease::for_rho(rho, layout.l2_sensitivity()).ok())
-        .map_or(0.0, |g| g.sigma());
-    sigma_total * (survivors as f64 / f64::from(threshold.max(1))).sqrt()
+        .map_or(0.0, |g| g.sigma())
+}
+
+/// σ of one round's sum in title units: each of the n survivors adds
+/// σ_total/√t.
+pub fn round_sigma(layout: &ContributionLayout, threshold: u16, survivors: usize) -> f64 {
+    default_sigma_total(layout) * (survivors as f64 / f64::from(threshold.max(1))).sqrt()
+}
+
+/// Each member's noise share, in the round's units, that [`round_scale`]
+/// aims at: twice the TVs' default least share (1.0), so that a TV with a
+/// somewhat smaller budget still takes part.
+pub const TARGET_SHARE_SIGMA: f64 = 2.0;
+
+/// The round's scale (omega-privacy's `RoundSpec::scale`): the least
+/// integer that lifts a default TV's noise share σ_total/√t to
+/// [`TARGET_SHARE_SIGMA`] units.
+pub fn round_scale(layout: &ContributionLayout, threshold: u16) -> u32 {
+    let share = default_sigma_total(layout) / f64::from(threshold.max(1)).sqrt();
+    if share <= 0.0 {
+        return 1;
+    }
+    let scale = (TARGET_SHARE_SIGMA / share).ceil();
+    // Bounded by the TV's MAX_SCALE; a share that small means a broken budget.
+    (scale as u32).clamp(1, omega_privacy::round::MAX_SCALE)
 }
 
 impl RegionLearning {

@@ -328,6 +328,7 @@ impl Coordinator {
         layout: ContributionLayout,
         pair_slots: Vec<u32>,
         catalog_version: u64,
+        scale: u32,
         now_ms: u64,
         rng: &mut impl Rng,
     ) -> Result<u64, RoundError> {
@@ -352,6 +353,7 @@ impl Coordinator {
                 layout,
                 pair_slots,
                 catalog_version,
+                scale,
             },
             server,
             phase: Phase::Join,
@@ -366,12 +368,14 @@ impl Coordinator {
     }
 
     /// The one entry a sync calls: takes the device's round message, if
-    /// any, and returns what the device needs next (an invitation, the next
-    /// step, its outcome, or nothing). A refused message changes nothing.
+    /// any, and returns what the device needs next (an invitation — only if
+    /// `may_join` —, the next step, its outcome, or nothing). A refused
+    /// message changes nothing.
     pub fn on_sync(
         &mut self,
         device: &DeviceId,
         msg: Option<TvToNode>,
+        may_join: bool,
         now_ms: u64,
     ) -> Result<Option<NodeToTv>, RoundError> {
         if let Some(msg) = msg {
@@ -394,11 +398,12 @@ impl Coordinator {
                 self.close_phase(now_ms);
             }
         }
-        Ok(self.answer(device))
+        Ok(self.answer(device, may_join))
     }
 
-    /// What `device` needs next, inviting it if the join phase has room.
-    fn answer(&mut self, device: &DeviceId) -> Option<NodeToTv> {
+    /// What `device` needs next, inviting it if the join phase has room and
+    /// it `may_join`.
+    fn answer(&mut self, device: &DeviceId, may_join: bool) -> Option<NodeToTv> {
         if let Some(round) = self.round.as_mut() {
             if let Some(member) = round.members.get(device) {
                 return round.step_for(member);
@@ -411,7 +416,8 @@ impl Coordinator {
             }
         }
         let round = self.round.as_mut()?;
-        if round.phase != Phase::Join || round.next_id >= u32::from(self.config.cohort) {
+        if !may_join || round.phase != Phase::Join || round.next_id >= u32::from(self.config.cohort)
+        {
             return None;
         }
         let member = Member {
@@ -636,6 +642,7 @@ fn fold(
             values: &values,
             contributors: sum.survivors.len(),
             sigma,
+            scale: spec.scale,
         },
         cfg,
     )

@@ -51,16 +51,29 @@ pub fn run<S: PatternStore + ?Sized>(
         return (Err(e), SyncOutcome::Refused);
     }
     let round = req.round.take();
-    let cursor = req.fleet;
+    let held = Held {
+        catalog_version: req.catalog_version,
+        fleet: req.fleet,
+    };
     let region = req.region.clone();
     let forget = req.kind == omega_protocol::SyncKind::Forget;
     let mut result = process(core, store, device, req, now_ms, rng);
     if let (Some(l), Ok((accepted, _)), false) = (learning, result.as_mut(), forget) {
         learn(
-            l, store, device, &region, round, cursor, accepted, now_ms, rng,
+            l, store, device, &region, round, held, accepted, now_ms, rng,
         );
     }
     core.finish(device, now_ms, result)
+}
+
+/// What the device's request says it holds: its catalog version (a round
+/// invites only devices holding the round's) and its fleet cursor.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    /// The device's catalog version.
+    pub catalog_version: u64,
+    /// Where it is in the fleet knowledge.
+    pub fleet: omega_protocol::FleetCursor,
 }
 
 /// The learning part of an accepted sync (see the module docs).
@@ -71,7 +84,7 @@ pub fn learn<S: PatternStore + ?Sized>(
     device: &DeviceId,
     region: &omega_protocol::Region,
     round: Option<omega_protocol::TvToNode>,
-    cursor: omega_protocol::FleetCursor,
+    held: Held,
     accepted: &mut PackedSyncAccepted,
     now_ms: u64,
     rng: &mut impl Rng,
@@ -93,13 +106,13 @@ pub fn learn<S: PatternStore + ?Sized>(
     }
     let (step, page, changed) = {
         let mut l = learning.lock();
-        let (step, refused) = l.on_sync(region, device, round, now_ms);
+        let (step, refused) = l.on_sync(region, device, held.catalog_version, round, now_ms);
         if let Some(e) = refused {
             tracing::debug!(device = %device, error = %e, "round message refused");
         }
         let page = match accepted.catalog {
             Some(_) => None,
-            None => l.fleet_page(region, cursor),
+            None => l.fleet_page(region, held.fleet),
         };
         (step, page, l.take_changed())
     };

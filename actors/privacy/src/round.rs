@@ -34,7 +34,16 @@ pub struct RoundSpec {
     /// title of that version in content-id order (a TV holding another
     /// version declines the round).
     pub catalog_version: u64,
+    /// Each 0/1 entry travels as 0/`scale`, with the noise scaled alike (the
+    /// privacy cost does not change): with many members each one's noise
+    /// share σ/√t would fall below one integer unit, where summed discrete
+    /// Gaussians stop behaving like one; scaled, it stays above. The node
+    /// divides the sum by `scale`. At least 1, at most [`MAX_SCALE`].
+    pub scale: u32,
 }
+
+/// The largest [`RoundSpec::scale`] a TV accepts.
+pub const MAX_SCALE: u32 = 1024;
 
 /// The node's part of a round, carried by a sync's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -56,12 +56,16 @@ fn run_round(
     for _ in 0..200 {
         *now += MIN;
         for (k, tv) in tvs.iter_mut().enumerate() {
-            let (next, err) = l.on_sync(&region(), &tv.device, tv.outbox.take(), *now);
+            let (next, err) = l.on_sync(&region(), &tv.device, 7, tv.outbox.take(), *now);
             assert_eq!(err, None);
             match next {
                 None => {}
                 Some(NodeToTv::Invite { spec, member }) => {
-                    tv.input = inputs(k, &spec.layout);
+                    // Entries travel as 0/scale (no noise in these TVs).
+                    tv.input = inputs(k, &spec.layout)
+                        .into_iter()
+                        .map(|v| v * spec.scale)
+                        .collect();
                     let (c, keys) = Client::new(spec.session, member, rng).expect("session");
                     tv.client = Some(c);
                     tv.outbox = Some(TvToNode {
@@ -244,7 +248,7 @@ fn bad_inputs_are_refused() {
         l.open(&other, 1, &catalog(), 0, &mut rng),
         Err(LearningError::Region(other.clone()))
     );
-    let (next, err) = l.on_sync(&other, &DeviceId::new("tv-1").expect("id"), None, 0);
+    let (next, err) = l.on_sync(&other, &DeviceId::new("tv-1").expect("id"), 7, None, 0);
     assert_eq!((next, err), (None, Some(LearningError::Region(other))));
     assert_eq!(
         l.open(&region(), 1, &[], 0, &mut rng),
@@ -260,7 +264,13 @@ fn bad_inputs_are_refused() {
         session: 99,
         msg: ToServer::ShareKeys(omega_privacy::secagg::ShareKeys { sealed: Vec::new() }),
     };
-    let (_, err) = l.on_sync(&region(), &DeviceId::new("tv-1").expect("id"), Some(msg), 0);
+    let (_, err) = l.on_sync(
+        &region(),
+        &DeviceId::new("tv-1").expect("id"),
+        7,
+        Some(msg),
+        0,
+    );
     assert!(matches!(
         err,
         Some(LearningError::Round(RoundError::UnknownSession(99)))
@@ -275,7 +285,7 @@ fn disabled_learning_opens_nothing_and_answers_nothing() {
     };
     let mut l = Learning::new(cfg, &[region()], Vec::new()).expect("config");
     assert!(!l.wants_round(&region(), 0));
-    let (next, err) = l.on_sync(&region(), &DeviceId::new("tv-1").expect("id"), None, 0);
+    let (next, err) = l.on_sync(&region(), &DeviceId::new("tv-1").expect("id"), 7, None, 0);
     assert_eq!((next, err), (None, None));
 }
 
@@ -300,7 +310,7 @@ fn k_minus_one_sybils_and_one_victim_never_get_a_sum_folded_or_published() {
             opened += 1;
         }
         for tv in &mut fleet {
-            let (next, _) = l.on_sync(&region(), &tv.device, tv.outbox.take(), now);
+            let (next, _) = l.on_sync(&region(), &tv.device, 7, tv.outbox.take(), now);
             if let Some(NodeToTv::Invite { spec, member }) = next {
                 let (c, keys) = Client::new(spec.session, member, &mut rng).expect("session");
                 tv.client = Some(c);
@@ -322,4 +332,21 @@ fn k_minus_one_sybils_and_one_victim_never_get_a_sum_folded_or_published() {
     assert!(stats.rounds.failed >= 10, "{stats:?}");
     assert_eq!(l.fleet_page(&region(), FleetCursor::default()), None);
     assert!(l.take_changed().is_empty());
+}
+
+#[test]
+fn only_a_device_holding_the_rounds_catalog_version_is_invited() {
+    let mut l = Learning::new(config(), &[region()], Vec::new()).expect("config");
+    let mut rng = StdRng::seed_from_u64(4);
+    l.open(&region(), 7, &catalog(), 0, &mut rng)
+        .expect("opens");
+    let d = DeviceId::new("tv-1").expect("id");
+    assert_eq!(
+        l.on_sync(&region(), &d, 6, None, 0),
+        (None, None),
+        "still paging the catalog"
+    );
+    let (next, err) = l.on_sync(&region(), &d, 7, None, 0);
+    assert_eq!(err, None);
+    assert!(matches!(next, Some(NodeToTv::Invite { .. })), "{next:?}");
 }

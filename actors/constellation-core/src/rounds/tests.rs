@@ -69,7 +69,7 @@ impl Tv {
         now: u64,
         rng: &mut StdRng,
     ) -> Result<(), RoundError> {
-        let answer = node.on_sync(&self.device, self.outbox.take(), now)?;
+        let answer = node.on_sync(&self.device, self.outbox.take(), true, now)?;
         self.handle(answer, rng);
         Ok(())
     }
@@ -142,7 +142,7 @@ impl Sim {
 
     fn open(&mut self) -> u64 {
         self.node
-            .open(layout(), vec![0, 1, 2], 1, self.now, &mut self.rng)
+            .open(layout(), vec![0, 1, 2], 1, 1, self.now, &mut self.rng)
             .expect("opens")
     }
 
@@ -220,6 +220,7 @@ impl Sim {
                 values: &values,
                 contributors: tvs.len(),
                 sigma: SIGMA,
+                scale: 1,
             },
             &AggregateConfig::default(),
         )
@@ -255,7 +256,8 @@ fn a_full_round_sums_exactly_and_folds_into_the_totals() {
     let mut sim = Sim::new(config(6, 5), 6);
     let session = sim.open();
     assert_eq!(
-        sim.node.open(layout(), vec![0, 1, 2], 1, 0, &mut sim.rng),
+        sim.node
+            .open(layout(), vec![0, 1, 2], 1, 1, 0, &mut sim.rng),
         Err(RoundError::RoundOpen(session))
     );
     sim.run_round(200);
@@ -332,12 +334,12 @@ fn refused_messages_change_nothing() {
         tv.sync(node, 0, rng).expect("invited");
     }
     let outsider = sim.tvs[6].device.clone();
-    assert_eq!(node.on_sync(&outsider, None, 0), Ok(None), "no room");
+    assert_eq!(node.on_sync(&outsider, None, true, 0), Ok(None), "no room");
 
     // Keys: a stranger's, an unknown session's, then each member's.
     let keys0 = sim.tvs[0].outbox.clone().expect("keys");
     assert_eq!(
-        node.on_sync(&outsider, Some(keys0.clone()), 0),
+        node.on_sync(&outsider, Some(keys0.clone()), true, 0),
         Err(RoundError::NotMember(outsider.clone()))
     );
     let other_session = TvToNode {
@@ -345,14 +347,14 @@ fn refused_messages_change_nothing() {
         ..keys0.clone()
     };
     assert_eq!(
-        node.on_sync(&sim.tvs[0].device, Some(other_session), 0),
+        node.on_sync(&sim.tvs[0].device, Some(other_session), true, 0),
         Err(RoundError::UnknownSession(session ^ 1))
     );
     for tv in &mut sim.tvs[..5] {
         tv.sync(node, MIN, rng).expect("keys");
     }
     assert_eq!(
-        node.on_sync(&sim.tvs[0].device, Some(keys0), MIN),
+        node.on_sync(&sim.tvs[0].device, Some(keys0), true, MIN),
         Err(RoundError::Refused(ServerError::Duplicate(ClientId(0))))
     );
     sim.tvs[5].sync(node, MIN, rng).expect("keys");
@@ -366,7 +368,7 @@ fn refused_messages_change_nothing() {
     // and refused (not addressed to the others of tv-001).
     let shares0 = sim.tvs[0].outbox.clone().expect("shares");
     assert_eq!(
-        node.on_sync(&sim.tvs[1].device, Some(shares0), 3 * MIN),
+        node.on_sync(&sim.tvs[1].device, Some(shares0), true, 3 * MIN),
         Err(RoundError::Refused(ServerError::Addressees(ClientId(1))))
     );
     // An advertisement now is out of phase.
@@ -386,7 +388,7 @@ fn refused_messages_change_nothing() {
         msg: ToServer::AdvertiseKeys(keys),
     };
     assert!(matches!(
-        node.on_sync(&sim.tvs[2].device, Some(stale), 3 * MIN),
+        node.on_sync(&sim.tvs[2].device, Some(stale), true, 3 * MIN),
         Err(RoundError::Refused(ServerError::WrongRound { .. }))
     ));
     assert_eq!(node.phase(), Some((session, Phase::Shares)));
@@ -489,12 +491,13 @@ fn outcomes_are_told_once_kept_for_late_messages_and_expire() {
         included: true,
     });
     assert_eq!(
-        sim.node.on_sync(&tv.device, None, sim.now),
+        sim.node.on_sync(&tv.device, None, true, sim.now),
         Ok(finished.clone())
     );
-    assert_eq!(sim.node.on_sync(&tv.device, None, sim.now), Ok(None));
+    assert_eq!(sim.node.on_sync(&tv.device, None, true, sim.now), Ok(None));
     assert_eq!(
-        sim.node.on_sync(&tv.device, Some(late.clone()), sim.now),
+        sim.node
+            .on_sync(&tv.device, Some(late.clone()), true, sim.now),
         Ok(finished)
     );
     // After the expiry the round is unknown.
@@ -502,7 +505,7 @@ fn outcomes_are_told_once_kept_for_late_messages_and_expire() {
     assert_eq!(sim.node.tick(later), Tick::Idle);
     assert!(sim.node.outcomes.is_empty());
     assert_eq!(
-        sim.node.on_sync(&tv.device, Some(late), later),
+        sim.node.on_sync(&tv.device, Some(late), true, later),
         Err(RoundError::UnknownSession(session))
     );
 }
@@ -521,6 +524,7 @@ fn a_sum_of_fewer_than_k_inputs_is_not_folded() {
         layout,
         pair_slots: vec![0, 1, 2],
         catalog_version: 1,
+        scale: 1,
     };
     let mut sum = Aggregate {
         sum: vec![3; 7],
