@@ -1,5 +1,6 @@
 //! The learning loop end to end over real QUIC with certificates from
-//! omega-certs: TVs with known viewing histories (the TV's own store,
+//! omega-certs: TVs with known viewing histories (MovieLens ml-100k users
+//! 1–6, their first 20 ratings, watch fraction = rating / 5; the TV's own store,
 //! `BrainStore`, on real redb files, building each request exactly as the
 //! sync actor does) sync with a real in-process `omega-node` until an
 //! aggregation round is summed, folded and published, and the published
@@ -12,7 +13,9 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use omega_brain::{BrainStore, StoreConfig};
@@ -25,26 +28,55 @@ use omega_transport::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
 use support::{model_dir, DEADLINE};
 
 const TVS: usize = 6;
-const TITLES: usize = 24;
+/// Ratings of each user replayed.
+const WATCHES: usize = 20;
 
-fn title_id(i: usize) -> String {
-    format!("ml100k:{}", 100 + i)
+/// ml-100k, beside the repository (`OMEGA_SHARED_DIR` or `../shared`).
+fn ml100k() -> PathBuf {
+    std::env::var_os("OMEGA_SHARED_DIR")
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+            PathBuf::from,
+        )
+        .join("data/movielens/ml-100k")
 }
 
-fn title_name(i: usize) -> String {
-    format!("Film number {} ({})", 100 + i, 1980 + i)
+/// Titles by MovieLens number, and for users 1..=TVS their first WATCHES
+/// ratings in time order: (MovieLens number, rating, unix seconds).
+type Histories = (HashMap<u32, String>, Vec<Vec<(u32, f32, u64)>>);
+
+fn histories() -> Histories {
+    let dir = ml100k();
+    let items = std::fs::read(dir.join("u.item")).expect("ml-100k u.item (../shared)");
+    let titles: HashMap<u32, String> = String::from_utf8_lossy(&items)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('|');
+            Some((f.next()?.parse().ok()?, f.next()?.to_owned()))
+        })
+        .collect();
+    let data = std::fs::read_to_string(dir.join("u.data")).expect("ml-100k u.data");
+    let mut users: Vec<Vec<(u32, f32, u64)>> = vec![Vec::new(); TVS];
+    for l in data.lines() {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [u, i, r, t] = f[..] {
+            if (1..=TVS as u64).contains(&u) {
+                users[u as usize - 1].push((i as u32, r as f32, t));
+            }
+        }
+    }
+    for u in &mut users {
+        u.sort_by_key(|&(i, _, t)| (t, i));
+        u.truncate(WATCHES);
+    }
+    (titles, users)
 }
 
-/// TV `tv`'s history: everyone watched 0, 1, 2, 3 in that order (the fleet's
-/// shared taste), then titles of its own; (title index, unix seconds).
-fn history(tv: usize) -> Vec<(usize, u64)> {
-    let mut titles = vec![0, 1, 2, 3];
-    titles.extend([4 + tv, 4 + (tv + 3) % 12, 16 + tv % 8]);
-    titles
-        .into_iter()
-        .enumerate()
-        .map(|(k, t)| (t, 880_000_000 + tv as u64 * 100_000 + k as u64 * 3_600))
-        .collect()
+fn content_id(item: u32) -> String {
+    format!("ml100k:{item}")
 }
 
 /// The postcard varint of `v` (how a u64 travels).
@@ -133,13 +165,17 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
     })
     .await
     .expect("node starts");
-    let items: String = (0..TITLES)
-        .map(|i| {
-            format!(
-                "{{\"id\":\"{}\",\"title\":\"{}\",\"genres\":[\"Drama\"]}}\n",
-                title_id(i),
-                title_name(i)
-            )
+    // The catalog: every title these users watched.
+    let (titles, users) = histories();
+    let mut catalog: Vec<u32> = users.iter().flatten().map(|&(i, _, _)| i).collect();
+    catalog.sort_unstable();
+    catalog.dedup();
+    let items: String = catalog
+        .iter()
+        .map(|&i| {
+            let line =
+                serde_json::json!({"id": content_id(i), "title": titles[&i], "genres": ["Drama"]});
+            format!("{line}\n")
         })
         .collect();
     assert_eq!(
@@ -173,11 +209,11 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
             _dir: dir,
         });
     }
-    for (i, tv) in tvs.iter_mut().enumerate() {
-        for (t, at) in history(i) {
+    for (tv, history) in tvs.iter_mut().zip(&users) {
+        for &(item, rating, at) in history {
             let ctx = ViewingContext::from_unix_utc(at);
-            let ev =
-                ViewingEvent::new(ContentId::new(title_id(t)).unwrap(), 0.95, at, ctx).unwrap();
+            let id = ContentId::new(content_id(item)).unwrap();
+            let ev = ViewingEvent::new(id, rating / 5.0, at, ctx).unwrap();
             tv.store.observe(ev).unwrap();
         }
     }
@@ -231,15 +267,11 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
     let mut masked_inputs = 0;
     for (i, tv) in tvs.iter().enumerate() {
         for frame in &tv.frames {
-            for (t, at) in history(i) {
-                assert!(
-                    !contains(frame, title_id(t).as_bytes()),
-                    "tv {i} sent an id"
-                );
-                assert!(
-                    !contains(frame, title_name(t).as_bytes()),
-                    "tv {i} sent a title"
-                );
+            for &(item, _, at) in &users[i] {
+                let id = content_id(item);
+                assert!(!contains(frame, id.as_bytes()), "tv {i} sent {id}");
+                let title = &titles[&item];
+                assert!(!contains(frame, title.as_bytes()), "tv {i} sent {title}");
                 assert!(!contains(frame, &varint(at)), "tv {i} sent a timestamp");
             }
             let req = decode_request(&frame[4..]).unwrap();
@@ -278,19 +310,17 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
     let sigma = totals.sigma();
     assert!(sigma > 1.0 && sigma < 20.0, "noise scale {sigma}");
     assert_eq!(totals.contributors, TVS as u64);
-    for t in 0..TITLES {
-        let exact = (0..TVS)
-            .filter(|&i| history(i).iter().any(|(h, _)| *h == t))
+    for &item in &catalog {
+        // Successful watches (fraction >= 0.7: ratings 4 and 5) count.
+        let exact = users
+            .iter()
+            .filter(|h| h.iter().any(|&(i, r, _)| i == item && r / 5.0 >= 0.7))
             .count() as f64;
-        let got = totals
-            .titles
-            .get(&ContentId::new(title_id(t)).unwrap())
-            .copied()
-            .unwrap_or(0.0);
+        let id = ContentId::new(content_id(item)).unwrap();
+        let got = totals.titles.get(&id).copied().unwrap_or(0.0);
         assert!(
             (got - exact).abs() <= 6.0 * sigma,
-            "{}: {got} for {exact} watches",
-            title_id(t)
+            "{id}: {got} for {exact} watches"
         );
     }
     // Every TV holds the node's publication.
