@@ -71,8 +71,7 @@ enum Command {
         /// Seed of the user sample.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Methods, comma-separated: pop, itemknn, local (federated is not
-        /// available yet).
+        /// Methods, comma-separated: pop, itemknn, local, federated.
         #[arg(long, value_delimiter = ',', default_values_t = omega_sim::eval::DEFAULT_METHODS.map(String::from))]
         methods: Vec<String>,
         /// all-MiniLM-L6-v2 directory (for local).
@@ -88,6 +87,17 @@ enum Command {
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
+        /// federated: days from the end of an aggregation round to the
+        /// opening of the next.
+        #[arg(long, env = "OMEGA_EVAL_ROUND_INTERVAL_DAYS", default_value_t = omega_sim::eval::federated::FederatedOptions::default().round_interval_days)]
+        round_interval_days: f64,
+        /// federated: most TVs in a round (at most 1000).
+        #[arg(long, env = "OMEGA_EVAL_COHORT", default_value_t = omega_sim::eval::federated::FederatedOptions::default().cohort)]
+        cohort: u16,
+        /// federated: answers every round phase needs (more than half the
+        /// cohort).
+        #[arg(long, env = "OMEGA_EVAL_THRESHOLD", default_value_t = omega_sim::eval::federated::FederatedOptions::default().threshold)]
+        threshold: u16,
     },
     /// Benchmarks (BENCHMARKS.md); release builds only.
     Bench {
@@ -147,6 +157,9 @@ async fn run(cli: Cli) -> Result<()> {
             model_dir,
             cache,
             quiet,
+            round_interval_days,
+            cohort,
+            threshold,
         } => {
             let opts = omega_sim::eval::EvalOptions {
                 dataset,
@@ -157,6 +170,13 @@ async fn run(cli: Cli) -> Result<()> {
                 model_dir,
                 cache_dir: cache,
                 progress: !quiet,
+                federated: omega_sim::eval::federated::FederatedOptions {
+                    round_interval_days,
+                    cohort,
+                    threshold,
+                    seed,
+                    ..Default::default()
+                },
             };
             // CPU-bound: off the async executor.
             let report = tokio::task::spawn_blocking(move || omega_sim::eval::run(&opts)).await??;

@@ -180,21 +180,3 @@ fn eval_reports_every_method_in_the_contracted_json_with_pop_as_computed_by_hand
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(text.contains("HR@10") && text.contains("pop"), "{text}");
 }
-
-#[test]
-fn federated_is_refused_with_a_reason() {
-    let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path());
-    let out = eval(
-        data.path(),
-        &data.path().join("cache"),
-        &["--json", "--methods", "pop,federated"],
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("federated") && err.contains("not implemented yet"),
-        "{err}"
-    );
-    assert!(out.stdout.is_empty());
-}

@@ -28,7 +28,7 @@ use indicatif::ProgressBar;
 use omega_brain::{BrainStore, CatalogIndex, IndexConfig, StoreConfig};
 use omega_brain_core::{
     recommend, recommend_among, BrainState, CandidateSearch, CoreError, RecommendRequest,
-    RecommenderConfig,
+    Recommendation, RecommenderConfig,
 };
 use omega_protocol::embedding::dot;
 use omega_protocol::{CatalogEntry, ContentId, ViewingContext, ViewingEvent};
@@ -50,7 +50,7 @@ pub fn watch_fraction(rating: f32) -> f32 {
 }
 
 /// The viewing event of a training interaction.
-fn event(id: &ContentId, x: &Interaction) -> Result<ViewingEvent> {
+pub(crate) fn event(id: &ContentId, x: &Interaction) -> Result<ViewingEvent> {
     Ok(ViewingEvent::new(
         id.clone(),
         watch_fraction(x.rating),
@@ -59,13 +59,143 @@ fn event(id: &ContentId, x: &Interaction) -> Result<ViewingEvent> {
     )?)
 }
 
-/// The catalog every TV holds, built once in [`Method::train`].
-struct Tvs {
-    entries: Vec<CatalogEntry>,
+/// The catalog every TV holds (the data set's items with their MiniLM
+/// embeddings) and one usearch index over it, shared by all TVs: every TV
+/// holds the same catalog under the same keys (checked per user by the
+/// catalog fingerprint).
+pub(crate) struct SharedCatalog {
+    /// The items in data-set order, with their embeddings.
+    pub entries: Vec<CatalogEntry>,
     index: CatalogIndex,
     fingerprint: u64,
     item_of: HashMap<ContentId, u32>,
-    store: StoreConfig,
+    /// The TVs' store configuration (room for the whole catalog).
+    pub store: StoreConfig,
+}
+
+impl SharedCatalog {
+    /// Embeds the data set's items (cached under `cache_dir`) and indexes
+    /// them under the keys a TV gives them when it takes the catalog in
+    /// data-set order in one update.
+    pub fn build(
+        split: &Split,
+        model_dir: &std::path::Path,
+        cache_dir: &std::path::Path,
+        progress: &ProgressBar,
+    ) -> Result<Self> {
+        let items = &split.dataset.items;
+        let (vectors, _) =
+            super::embeddings::catalog_embeddings(items, model_dir, cache_dir, progress)?;
+        let entries: Vec<CatalogEntry> = items
+            .iter()
+            .zip(vectors)
+            .map(|(item, embedding)| CatalogEntry {
+                item: item.clone(),
+                embedding,
+            })
+            .collect();
+        let store = StoreConfig {
+            max_catalog_items: StoreConfig::default().max_catalog_items.max(entries.len()),
+            ..StoreConfig::default()
+        };
+        let mut template = BrainStore::open_with_backend(
+            redb::backends::InMemoryBackend::new(),
+            "eval-template.redb",
+            store,
+        )?;
+        template.update_catalog(&entries, &[])?;
+        let mut me = Self {
+            entries,
+            index: CatalogIndex::build(&template.state().catalog, IndexConfig::default())
+                .context("building the catalog index")?,
+            fingerprint: 0,
+            item_of: HashMap::new(),
+            store,
+        };
+        me.reindex(&template.state())?;
+        Ok(me)
+    }
+
+    /// Indexes the catalog as `st` holds it (its keys), for TVs that took
+    /// the catalog in another order (from a node's pages).
+    pub fn reindex(&mut self, st: &BrainState) -> Result<()> {
+        self.index = CatalogIndex::build(&st.catalog, IndexConfig::default())
+            .context("building the catalog index")?;
+        self.fingerprint = st.catalog.fingerprint();
+        self.item_of = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Ok((e.item.id.clone(), u32::try_from(i)?)))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    /// The data-set item of a content id.
+    pub fn item_of(&self, id: &ContentId) -> Option<u32> {
+        self.item_of.get(id).copied()
+    }
+
+    /// The TV's top `k` for a user whose test interaction is `test`, as
+    /// [`Self::recommendations`] returns them, as data-set items.
+    pub fn rank(
+        &self,
+        st: &BrainState,
+        test: &Interaction,
+        candidates: Candidates<'_>,
+        k: usize,
+        cfg: &RecommenderConfig,
+    ) -> Result<Vec<Ranked>> {
+        let recs = self.recommendations(st, test, candidates, k, cfg)?;
+        self.ranked(&recs)
+    }
+
+    /// Recommendations as data-set items with the TV's confidence.
+    pub fn ranked(&self, recs: &[Recommendation]) -> Result<Vec<Ranked>> {
+        recs.iter()
+            .map(|r| match self.item_of.get(&r.content_id) {
+                Some(&item) => Ok(Ranked {
+                    item,
+                    confidence: Some(r.confidence),
+                }),
+                None => bail!("the TV recommended {}, not in the catalog", r.content_id),
+            })
+            .collect()
+    }
+
+    /// The TV's `recommend` for a user whose test interaction is `test`: at
+    /// the test's hour and weekday (LOO-full), or the same pipeline
+    /// restricted to `candidates` (LOO-100).
+    pub fn recommendations(
+        &self,
+        st: &BrainState,
+        test: &Interaction,
+        candidates: Candidates<'_>,
+        k: usize,
+        cfg: &RecommenderConfig,
+    ) -> Result<Vec<Recommendation>> {
+        if st.catalog.fingerprint() != self.fingerprint {
+            bail!("a TV's catalog keys differ from the shared index's");
+        }
+        let req = RecommendRequest::new(utc_context(test.timestamp)?, k);
+        let recs = match candidates {
+            Candidates::Unseen => recommend(st, &self.index, &req, None, cfg)?,
+            Candidates::Only(items) => {
+                let keys = items
+                    .iter()
+                    .filter_map(|&i| st.catalog.key_of(&self.entries[i as usize].item.id))
+                    .collect();
+                let search = Among { state: st, keys };
+                let allowed = |id: &ContentId| {
+                    self.item_of
+                        .get(id)
+                        .is_some_and(|i| items.binary_search(i).is_ok())
+                };
+                recommend_among(st, &search, &req, None, cfg, &allowed)?
+            }
+        };
+        Ok(recs)
+    }
 }
 
 /// The `local` method. See the module docs.
@@ -73,7 +203,7 @@ pub struct LocalTv {
     model_dir: PathBuf,
     cache_dir: PathBuf,
     recommender: RecommenderConfig,
-    tvs: Option<Tvs>,
+    tvs: Option<SharedCatalog>,
 }
 
 impl std::fmt::Debug for LocalTv {
@@ -100,16 +230,13 @@ impl LocalTv {
     }
 
     /// One user's TV after replaying the training interactions.
-    fn replay(tvs: &Tvs, train: &[Interaction]) -> Result<BrainStore> {
+    fn replay(tvs: &SharedCatalog, train: &[Interaction]) -> Result<BrainStore> {
         let mut store = BrainStore::open_with_backend(
             redb::backends::InMemoryBackend::new(),
             "eval-tv.redb",
             tvs.store,
         )?;
         store.update_catalog(&tvs.entries, &[])?;
-        if store.state().catalog.fingerprint() != tvs.fingerprint {
-            bail!("a TV's catalog keys differ from the shared index's");
-        }
         for x in train {
             let id = &tvs.entries[x.item as usize].item.id;
             store.observe(event(id, x)?)?;
@@ -142,48 +269,12 @@ impl Method for LocalTv {
     }
 
     fn train(&mut self, split: &Split, progress: &ProgressBar) -> Result<()> {
-        let items = &split.dataset.items;
-        let (vectors, _) = super::embeddings::catalog_embeddings(
-            items,
+        self.tvs = Some(SharedCatalog::build(
+            split,
             &self.model_dir,
             &self.cache_dir,
             progress,
-        )?;
-        let entries: Vec<CatalogEntry> = items
-            .iter()
-            .zip(vectors)
-            .map(|(item, embedding)| CatalogEntry {
-                item: item.clone(),
-                embedding,
-            })
-            .collect();
-        let store = StoreConfig {
-            max_catalog_items: StoreConfig::default().max_catalog_items.max(entries.len()),
-            ..StoreConfig::default()
-        };
-        let mut template = BrainStore::open_with_backend(
-            redb::backends::InMemoryBackend::new(),
-            "eval-template.redb",
-            store,
-        )?;
-        template.update_catalog(&entries, &[])?;
-        let st = template.state();
-        let index = CatalogIndex::build(&st.catalog, IndexConfig::default())
-            .context("building the catalog index")?;
-        let fingerprint = st.catalog.fingerprint();
-        drop(st);
-        let item_of = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Ok((e.item.id.clone(), u32::try_from(i)?)))
-            .collect::<Result<_>>()?;
-        self.tvs = Some(Tvs {
-            entries,
-            index,
-            fingerprint,
-            item_of,
-            store,
-        });
+        )?);
         Ok(())
     }
 
@@ -200,32 +291,7 @@ impl Method for LocalTv {
         let u = &split.users[user];
         let store = Self::replay(tvs, &u.train)?;
         let st = store.state();
-        let req = RecommendRequest::new(utc_context(u.test.timestamp)?, k);
-        let recs = match candidates {
-            Candidates::Unseen => recommend(&st, &tvs.index, &req, None, &self.recommender)?,
-            Candidates::Only(items) => {
-                let keys = items
-                    .iter()
-                    .filter_map(|&i| st.catalog.key_of(&tvs.entries[i as usize].item.id))
-                    .collect();
-                let search = Among { state: &st, keys };
-                let allowed = |id: &ContentId| {
-                    tvs.item_of
-                        .get(id)
-                        .is_some_and(|i| items.binary_search(i).is_ok())
-                };
-                recommend_among(&st, &search, &req, None, &self.recommender, &allowed)?
-            }
-        };
-        recs.iter()
-            .map(|r| match tvs.item_of.get(&r.content_id) {
-                Some(&item) => Ok(Ranked {
-                    item,
-                    confidence: Some(r.confidence),
-                }),
-                None => bail!("the TV recommended {}, not in the catalog", r.content_id),
-            })
-            .collect()
+        tvs.rank(&st, &u.test, candidates, k, &self.recommender)
     }
 }
 

@@ -16,7 +16,9 @@
 //!   interactions (each user's in time order), then returns its top `k` for
 //!   one user at a time. `pop` and `itemknn` ([`baselines`]) are the
 //!   centralized references; `local` ([`local`]) runs each user as a TV with
-//!   the TV brain's own code. `federated` is not here yet.
+//!   the TV brain's own code; `federated` ([`federated`]) runs every user as
+//!   a TV syncing with the real node code in simulated time, and reports
+//!   bytes per device, privacy figures and an attack beside the metrics.
 //! * Confidence: methods that state one (the TV's `confidence`) get hit rate
 //!   by confidence band ([`ConfidenceBands`]): of the recommended slots whose
 //!   confidence falls in a band of 0.2, the share that is the test item.
@@ -27,6 +29,7 @@
 
 pub mod baselines;
 pub mod embeddings;
+pub mod federated;
 pub mod local;
 
 use std::path::PathBuf;
@@ -99,6 +102,8 @@ pub struct EvalOptions {
     pub cache_dir: PathBuf,
     /// Draw progress bars (on stderr).
     pub progress: bool,
+    /// Round sizing of the `federated` method's node.
+    pub federated: federated::FederatedOptions,
 }
 
 /// One user's leave-one-out split.
@@ -201,9 +206,14 @@ pub trait Method: Send + Sync {
         candidates: Candidates<'_>,
         k: usize,
     ) -> Result<Vec<Ranked>>;
+
+    /// Bytes, privacy and round figures, for a method that runs a fleet.
+    fn fleet(&self) -> Option<&federated::FleetReport> {
+        None
+    }
 }
 
-/// The methods by name; `federated` is refused with a message saying why.
+/// The methods by name.
 pub fn method_by_name(name: &str, opts: &EvalOptions) -> Result<Box<dyn Method>> {
     Ok(match name {
         "pop" => Box::new(baselines::Pop::default()),
@@ -212,11 +222,13 @@ pub fn method_by_name(name: &str, opts: &EvalOptions) -> Result<Box<dyn Method>>
             opts.model_dir.clone(),
             opts.cache_dir.clone(),
         )),
-        "federated" => bail!(
-            "method `federated` is not implemented yet: it runs the TVs with sync through the \
-             constellation and arrives separately; available now: pop, itemknn, local"
-        ),
-        other => bail!("unknown method `{other}`: available are pop, itemknn, local"),
+        "federated" => Box::new(federated::Federated::new(
+            opts.model_dir.clone(),
+            opts.cache_dir.clone(),
+            opts.protocol,
+            opts.federated,
+        )),
+        other => bail!("unknown method `{other}`: available are pop, itemknn, local, federated"),
     })
 }
 
@@ -435,6 +447,15 @@ pub struct Report {
     pub seed: u64,
     /// Wall time of the whole evaluation (loading included), seconds.
     pub seconds: f64,
+    /// Bytes up and down per device in the federated run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<federated::BytesReport>,
+    /// The federated run's privacy figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<federated::PrivacyReport>,
+    /// What the federated run's rounds did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<federated::RoundsReport>,
 }
 
 /// Method reports by name, serialized as a JSON object in the order run.
@@ -564,9 +585,11 @@ pub fn run(opts: &EvalOptions) -> Result<Report> {
         Protocol::LooFull => None,
     };
     let mut reports = MethodReports::default();
+    let mut fleet = None;
     for m in &mut methods {
         let r = evaluate(m.as_mut(), &split, &users, loo100.as_deref(), opts.progress)?;
         reports.0.push((m.name().to_string(), r));
+        fleet = fleet.or_else(|| m.fleet().cloned());
     }
     Ok(Report {
         dataset: split.dataset.name.clone(),
@@ -576,6 +599,9 @@ pub fn run(opts: &EvalOptions) -> Result<Report> {
         methods: reports,
         seed: opts.seed,
         seconds: start.elapsed().as_secs_f64(),
+        bytes: fleet.as_ref().map(|f| f.bytes.clone()),
+        privacy: fleet.as_ref().map(|f| f.privacy.clone()),
+        rounds: fleet.map(|f| f.rounds),
     })
 }
 
@@ -599,6 +625,52 @@ pub fn render(r: &Report) -> String {
             "{:<10} {:>7.4} {:>8.4} {:>8.1}",
             name, m.hr10, m.ndcg10, m.seconds
         );
+    }
+    if let (Some(b), Some(p), Some(rd)) = (&r.bytes, &r.privacy, &r.rounds) {
+        let _ = writeln!(
+            s,
+            "\nfederated: rounds every {} days, cohort {} (t = {}): {} opened, {} folded, {} failed, \
+             {} not folded; {} contributions; {} titles published; {} users got fleet reasons \
+             ({} slots); {} rounds declined by TVs; {} sync errors; {:.1} s",
+            rd.interval_days,
+            rd.cohort,
+            rd.threshold,
+            rd.opened,
+            rd.folded,
+            rd.failed,
+            rd.not_folded,
+            rd.contributions,
+            rd.published_titles,
+            rd.users_with_fleet,
+            rd.fleet_reasons,
+            rd.declined,
+            rd.sync_errors,
+            rd.seconds
+        );
+        let _ = writeln!(
+            s,
+            "bytes per device: {:.0} up, {:.0} down, {:.1} syncs ({} elided over the run)",
+            b.up_per_device, b.down_per_device, b.syncs_per_device, b.syncs_elided
+        );
+        let _ = writeln!(
+            s,
+            "privacy: epsilon {:.2} per day (delta {:e}), local epsilon of a release {}; \
+             attack {:.4} ({}) / prior {:.4} = {:.2}",
+            p.epsilon_per_day,
+            p.delta,
+            p.epsilon_local
+                .map_or_else(|| "none".to_string(), |e| format!("{e:.1}")),
+            p.attack_hit_rate,
+            p.attack,
+            p.prior_hit_rate,
+            p.attack_ratio
+        );
+        for (why, n) in &rd.declined_reasons {
+            let _ = writeln!(s, "  declined {n}x: {why}");
+        }
+        for (name, rate) in &p.attacks {
+            let _ = writeln!(s, "  attack {name}: {rate:.4}");
+        }
     }
     for (name, m) in &r.methods.0 {
         let Some(bands) = &m.confidence_bands else {
