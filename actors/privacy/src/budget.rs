@@ -70,6 +70,22 @@ impl Budget {
     /// bisection on OpenDP's conversion, which is increasing in ρ; the
     /// answer errs low).
     pub fn rho_limit(&self) -> Result<f64, BudgetError> {
+        let key = (self.epsilon.to_bits(), self.delta.to_bits());
+        // The bisection runs OpenDP's conversion 60 times (arbitrary
+        // precision): about 0.1 s. Budgets are few; their limits are kept.
+        if let Some(&(_, rho)) = limits().iter().find(|(k, _)| *k == key) {
+            return Ok(rho);
+        }
+        let rho = self.bisect_rho_limit()?;
+        let mut cache = limits();
+        if cache.len() >= MAX_CACHED_LIMITS {
+            cache.clear();
+        }
+        cache.push((key, rho));
+        Ok(rho)
+    }
+
+    fn bisect_rho_limit(&self) -> Result<f64, BudgetError> {
         let (mut lo, mut hi) = (0.0f64, self.epsilon);
         // ε(ρ) ≥ ρ, so ρ = ε is always over the budget.
         for _ in 0..60 {
@@ -82,6 +98,21 @@ impl Budget {
         }
         Ok(lo)
     }
+}
+
+/// Budgets whose [`Budget::rho_limit`] is kept (past it the cache starts
+/// again).
+const MAX_CACHED_LIMITS: usize = 16;
+
+type LimitCache = Vec<((u64, u64), f64)>;
+
+/// The kept limits, by (ε, δ) bits. A poisoned lock (a panic while held)
+/// only means a cache that may be empty: it is used as it is.
+fn limits() -> std::sync::MutexGuard<'static, LimitCache> {
+    static LIMITS: std::sync::Mutex<LimitCache> = std::sync::Mutex::new(Vec::new());
+    LIMITS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The ε of `rho`-zCDP at `delta` (0 for ρ = 0).

@@ -1,0 +1,170 @@
+//! `federated` end to end on a small synthetic fleet: 60 TVs and a 50-title
+//! catalog embedded by the real model, syncing through the real node code
+//! (codec, sync shell, learning, secure aggregation, OpenDP noise) in
+//! simulated time. Also the privacy check on the wire: no request frame a
+//! TV sent holds a content id, title or timestamp of its history.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use omega_brain_core::Reason;
+use omega_protocol::codec;
+use omega_protocol::limits::MAX_REQUEST_FRAME;
+use omega_sim::eval::federated::{Federated, FederatedOptions};
+use omega_sim::eval::{Method, Protocol, Split};
+use omega_sim::movielens::read_dataset;
+
+fn model_dir() -> PathBuf {
+    std::env::var_os("OMEGA_MODEL_DIR").map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../models/all-MiniLM-L6-v2"
+            ))
+        },
+        PathBuf::from,
+    )
+}
+
+const USERS: u64 = 60;
+const DAY: u64 = 86_400;
+const T0: u64 = 1_000_000_000;
+const GENRES: [&str; 5] = ["Comedy", "Drama", "Horror", "Western", "Animation"];
+
+/// 50 titles in 5 clusters of 10 (one genre each). User u belongs to
+/// cluster u % 5: on day 0 it watches title 50, then one title of its
+/// cluster a day, in order, for 10 days; the test (day 11) is the next
+/// title of the cluster. Users with u % 10 == 9 rate everything 2 (no
+/// successful watch: the TV starts cold).
+fn write_dataset(dir: &Path) {
+    let mut movies = String::from("movieId,title,genres\n");
+    for i in 1..=50u64 {
+        let g = GENRES[((i - 1) / 10) as usize];
+        movies.push_str(&format!(
+            "{i},\"A {g} story number {i} (19{:02})\",{g}\n",
+            40 + i
+        ));
+    }
+    std::fs::write(dir.join("movies.csv"), movies).unwrap();
+    let mut ratings = String::from("userId,movieId,rating,timestamp\n");
+    for u in 1..=USERS {
+        let c = u % 5;
+        let rating = if u % 10 == 9 { 2 } else { 5 };
+        let at = |day: u64| T0 + day * DAY + u * 60;
+        ratings.push_str(&format!("{u},50,{rating},{}\n", at(0)));
+        for d in 1..=10u64 {
+            let title = c * 10 + (d + u) % 9 + 1;
+            ratings.push_str(&format!("{u},{title},{rating},{}\n", at(d)));
+        }
+        let test = c * 10 + (11 + u) % 9 + 1;
+        let test = if test == c * 10 + (10 + u) % 9 + 1 {
+            c * 10 + 10
+        } else {
+            test
+        };
+        ratings.push_str(&format!("{u},{test},4,{}\n", at(11) + 3_600));
+    }
+    std::fs::write(dir.join("ratings.csv"), ratings).unwrap();
+}
+
+#[test]
+fn a_small_fleet_learns_through_the_real_node_and_its_frames_hold_no_history() {
+    let data = tempfile::tempdir().unwrap();
+    write_dataset(data.path());
+    let split = Split::new(read_dataset(data.path()).unwrap()).unwrap();
+    let opts = FederatedOptions {
+        round_interval_days: 1.0,
+        keep_frames: 5,
+        ..FederatedOptions::default()
+    };
+    let mut m = Federated::new(
+        model_dir(),
+        data.path().join("cache"),
+        Protocol::LooFull,
+        opts,
+    );
+    m.train(&split, &ProgressBar::hidden()).unwrap();
+    let run = m.result().unwrap();
+    let r = &run.report;
+
+    // Rounds folded, the node published, the TVs read it and used it.
+    assert!(r.rounds.folded >= 1, "{:?}", r.rounds);
+    assert!(r.rounds.published_titles > 0, "{:?}", r.rounds);
+    assert_eq!(r.rounds.sync_errors, 0);
+    assert!(r.rounds.users_with_fleet > 0, "{:?}", r.rounds);
+    let fleet_reasons = run
+        .reasons
+        .iter()
+        .flatten()
+        .filter(|x| {
+            matches!(
+                x,
+                Reason::WatchedTogether { .. } | Reason::PopularInYourRegion
+            )
+        })
+        .count();
+    assert!(fleet_reasons > 0);
+    assert_eq!(run.ranked.len(), USERS as usize);
+    assert!(run.ranked.iter().all(|r| r.len() == 10));
+    // Bytes were counted; the privacy figures are in range.
+    assert!(r.bytes.up_per_device > 0.0 && r.bytes.down_per_device > r.bytes.up_per_device);
+    assert!(
+        (r.privacy.epsilon_per_day - 4.0).abs() < 0.01,
+        "{:?}",
+        r.privacy
+    );
+    assert!(r.privacy.prior_hit_rate > 0.0 && r.privacy.attack_hit_rate > 0.0);
+    assert_eq!(r.privacy.attacks.len(), 4);
+    assert!(r
+        .privacy
+        .epsilon_local
+        .is_some_and(|e| e > r.privacy.epsilon_per_day));
+
+    // The wire: every request frame of the kept TVs decodes, and none holds
+    // a content id, title or timestamp of that TV's history.
+    assert_eq!(run.frames.len(), 5);
+    let mut masked = 0;
+    for (u, frames) in run.frames.iter().enumerate() {
+        let user = &split.users[u];
+        assert!(!frames.is_empty());
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        let mut words: Vec<String> = Vec::new();
+        for x in user.train.iter().chain([&user.test]) {
+            let item = &split.dataset.items[x.item as usize];
+            needles.push(item.id.as_str().as_bytes().to_vec());
+            needles.push(item.title.as_bytes().to_vec());
+            words.push(item.id.as_str().to_string());
+            words.push(item.title.clone());
+            let t = x.timestamp;
+            needles.push(t.to_le_bytes().to_vec());
+            needles.push(t.to_be_bytes().to_vec());
+            needles.push((t as u32).to_le_bytes().to_vec());
+            needles.push((t as u32).to_be_bytes().to_vec());
+            needles.push(postcard::to_stdvec(&t).unwrap());
+            needles.push(postcard::to_stdvec(&(t * 1000)).unwrap());
+        }
+        for f in frames {
+            for n in &needles {
+                assert!(
+                    !f.windows(n.len()).any(|w| w == n.as_slice()),
+                    "user {} frame holds {n:?}",
+                    user.id
+                );
+            }
+            let (body, _) = codec::unframe(f, MAX_REQUEST_FRAME).unwrap();
+            let req = codec::decode_request(body).unwrap();
+            let text = format!("{req:?}");
+            for w in &words {
+                assert!(
+                    !text.contains(w.as_str()),
+                    "user {} request names {w}",
+                    user.id
+                );
+            }
+            assert!(req.delta.added.is_empty() && req.delta.updated.is_empty());
+            masked += usize::from(text.contains("MaskedInput"));
+        }
+    }
+    assert!(masked > 0, "the kept TVs sent masked inputs");
+}
