@@ -30,8 +30,8 @@
 //! k = 5                            # contributors a round needs (>= 5)
 //! z = 3.0                          # publication threshold, in noise units
 //! [learning.rounds]
-//! cohort = 50                      # TVs per round
-//! threshold = 26                   # answers each phase needs (> cohort / 2)
+//! cohort = 200                     # TVs per round
+//! threshold = 105                  # answers each phase needs (> cohort / 2)
 //! join_ms = 2400000                # each phase's deadline (also shares_ms,
 //!                                  # inputs_ms, unmask_ms)
 //! ```

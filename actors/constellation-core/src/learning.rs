@@ -162,6 +162,14 @@ impl LearningConfig {
             "1..=200",
         )?;
         size("window", usize::from(self.window), 1, 8, "1..=8")?;
+        // Every member of a round must be able to hear its outcome.
+        size(
+            "rounds.outcomes",
+            self.rounds.outcomes,
+            usize::from(self.rounds.cohort),
+            usize::MAX,
+            "at least rounds.cohort",
+        )?;
         let mut aggregate = AggregateConfig::new(self.k, self.z)?;
         aggregate.max_titles = self.max_titles;
         aggregate.partners = self.partners;

@@ -94,10 +94,11 @@ const MINUTE_MS: u64 = 60_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoundsConfig {
-    /// n: most TVs invited into one round. Default 50.
+    /// n: most TVs invited into one round. Default 200 (every round adds
+    /// the same noise to the totals, so a round should sum many TVs).
     pub cohort: u16,
     /// t: answers every phase needs, and the shares that rebuild a secret.
-    /// Must be more than n/2 and at least the aggregate's k. Default 26.
+    /// Must be more than n/2 and at least the aggregate's k. Default 105.
     pub threshold: u16,
     /// How long the join phase stays open. Default 40 minutes.
     pub join_ms: u64,
@@ -108,7 +109,9 @@ pub struct RoundsConfig {
     /// How long survivors have to send their unmasking shares. Default 40
     /// minutes.
     pub unmask_ms: u64,
-    /// Most remembered outcomes (past it the oldest is dropped). Default 200.
+    /// Most remembered outcomes (past it the oldest is dropped). The node's
+    /// learning refuses fewer than `cohort` (some members of a round would
+    /// never hear theirs). Default 2,000.
     pub outcomes: usize,
     /// How long an outcome is remembered. Default 3 days.
     pub outcome_ttl_ms: u64,
@@ -117,13 +120,13 @@ pub struct RoundsConfig {
 impl Default for RoundsConfig {
     fn default() -> Self {
         RoundsConfig {
-            cohort: 50,
-            threshold: 26,
+            cohort: 200,
+            threshold: 105,
             join_ms: 40 * MINUTE_MS,
             shares_ms: 40 * MINUTE_MS,
             inputs_ms: 40 * MINUTE_MS,
             unmask_ms: 40 * MINUTE_MS,
-            outcomes: 200,
+            outcomes: 2000,
             outcome_ttl_ms: 3 * 24 * 60 * MINUTE_MS,
         }
     }

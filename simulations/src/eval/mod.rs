@@ -54,7 +54,7 @@ pub const LOO100_NEGATIVES: usize = 99;
 pub const LOO100_SEED: u64 = 42;
 
 /// The methods run when none are named.
-pub const DEFAULT_METHODS: [&str; 3] = ["pop", "itemknn", "local"];
+pub const DEFAULT_METHODS: [&str; 4] = ["pop", "itemknn", "local", "federated"];
 
 /// Width of a confidence band.
 pub const BAND_WIDTH: f32 = 0.2;

@@ -241,6 +241,16 @@ fn bad_inputs_are_refused() {
         Learning::new(bad_page, &[region()], Vec::new()),
         Err(LearningError::Size { .. })
     ));
+    // Every member of a round must be able to hear its outcome.
+    let mut forgetful = config();
+    forgetful.rounds.outcomes = 5;
+    assert!(matches!(
+        Learning::new(forgetful, &[region()], Vec::new()),
+        Err(LearningError::Size {
+            field: "rounds.outcomes",
+            ..
+        })
+    ));
     let mut l = Learning::new(config(), &[region()], Vec::new()).expect("config");
     let other = Region::new("us-east").expect("region");
     assert!(!l.wants_round(&other, 0));
@@ -291,7 +301,7 @@ fn disabled_learning_opens_nothing_and_answers_nothing() {
 
 #[test]
 fn k_minus_one_sybils_and_one_victim_never_get_a_sum_folded_or_published() {
-    // The default rounds need t = 26 answers; four attacker devices (k - 1)
+    // The default rounds need t = 105 answers; four attacker devices (k - 1)
     // and one victim are five: every round fails at its join close, and
     // nothing about the victim is ever folded or published.
     let cfg = LearningConfig {
