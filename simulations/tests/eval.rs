@@ -112,14 +112,30 @@ fn eval_reports_every_method_in_the_contracted_json_with_pop_as_computed_by_hand
     assert!(full["seconds"].as_f64().unwrap() > 0.0);
     let methods = full["methods"].as_object().unwrap();
     let names: Vec<&str> = methods.keys().map(String::as_str).collect();
-    assert_eq!(names.len(), 3);
-    for name in ["pop", "itemknn", "local"] {
+    assert_eq!(names.len(), 4);
+    for name in ["pop", "itemknn", "local", "federated"] {
         let m = &methods[name];
         for key in ["hr10", "ndcg10", "seconds"] {
             let x = m[key].as_f64().unwrap_or(-1.0);
             assert!((0.0..=1e6).contains(&x), "{name}.{key} = {}", m[key]);
         }
         assert!(m["hr10"].as_f64().unwrap() <= 1.0);
+    }
+    // With federated: the privacy and bytes figures EVALUATION.md lists.
+    for key in [
+        "epsilon_per_day",
+        "delta",
+        "attack_hit_rate",
+        "prior_hit_rate",
+        "attack_ratio",
+    ] {
+        assert!(full["privacy"][key].is_number(), "privacy.{key}: {full}");
+    }
+    for key in ["up_per_device", "down_per_device"] {
+        assert!(
+            full["bytes"][key].as_f64().unwrap_or(0.0) > 0.0,
+            "bytes.{key}"
+        );
     }
     let pop = &methods["pop"];
     assert!(close(&pop["hr10"], 0.5), "pop {pop}");
