@@ -3,15 +3,9 @@
 //! QUIC), and says what it did.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+mod support;
 
-fn model_dir() -> PathBuf {
-    std::env::var_os("OMEGA_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2")
-        })
-}
+use support::model_dir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_the_loop_on_a_generated_catalog() {

@@ -3,23 +3,14 @@
 //! whose `pop` figures are computed by hand.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use support::model_dir;
+
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-
-/// The model directory (`OMEGA_MODEL_DIR` or the workspace's `models/`).
-fn model_dir() -> PathBuf {
-    std::env::var_os("OMEGA_MODEL_DIR").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../models/all-MiniLM-L6-v2"
-            ))
-        },
-        PathBuf::from,
-    )
-}
 
 const USERS: u64 = 20;
 const ITEMS: u64 = 40;

@@ -5,7 +5,11 @@
 //! TV sent holds a content id, title or timestamp of its history.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use support::model_dir;
+
+use std::path::Path;
 
 use indicatif::ProgressBar;
 use omega_protocol::codec;
@@ -13,18 +17,6 @@ use omega_protocol::limits::MAX_REQUEST_FRAME;
 use omega_sim::eval::federated::{Federated, FederatedOptions};
 use omega_sim::eval::{Method, Protocol, Split};
 use omega_sim::movielens::read_dataset;
-
-fn model_dir() -> PathBuf {
-    std::env::var_os("OMEGA_MODEL_DIR").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../models/all-MiniLM-L6-v2"
-            ))
-        },
-        PathBuf::from,
-    )
-}
 
 const USERS: u64 = 60;
 const DAY: u64 = 86_400;
