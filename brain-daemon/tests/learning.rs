@@ -6,6 +6,9 @@
 //! aggregation round is summed, folded and published, and the published
 //! fleet knowledge is on every TV and in its recommendations.
 //!
+//! A second test: k − 1 attacker devices and a victim, with real
+//! certificates, never get a round summed at the node's default threshold.
+//!
 //! Every request frame a TV sent is kept and checked: no content id, title
 //! or timestamp of that TV's history is in it, and decoded it carries only
 //! the round's secure-aggregation messages (no patterns).
@@ -127,8 +130,20 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identifying() {
+/// A real node with `node_toml`'s settings and the users' catalog, and
+/// one TV per ml-100k user 1..=TVS holding that user's history, each
+/// connected with its own certificate.
+struct Setup {
+    _certs_dir: tempfile::TempDir,
+    _node_dir: tempfile::TempDir,
+    node: omega_node::RunningNode,
+    titles: HashMap<u32, String>,
+    users: Vec<Vec<(u32, f32, u64)>>,
+    catalog: Vec<u32>,
+    tvs: Vec<Tv>,
+}
+
+async fn setup(node_toml: &str) -> Setup {
     let certs_dir = tempfile::tempdir().unwrap();
     let mut certs = CertDir::init(certs_dir.path().join("certs")).unwrap();
     certs
@@ -138,21 +153,7 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
     for n in &names {
         certs.issue_device(n).unwrap();
     }
-    // A round of all six TVs, threshold 5 = k; a publication threshold of 0
-    // so that six TVs' counts show (privacy does not depend on it).
-    let mut config: omega_node::Config = toml::from_str(
-        r#"
-        rate_limit_interval_secs = 0
-        [learning]
-        pair_titles = 8
-        window = 2
-        z = 0.0
-        [learning.rounds]
-        cohort = 6
-        threshold = 5
-        "#,
-    )
-    .unwrap();
+    let mut config: omega_node::Config = toml::from_str(node_toml).unwrap();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin = "127.0.0.1:0".parse().unwrap();
     let node_dir = tempfile::tempdir().unwrap();
@@ -218,34 +219,76 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
         }
     }
 
+    Setup {
+        _certs_dir: certs_dir,
+        _node_dir: node_dir,
+        node,
+        titles,
+        users,
+        catalog,
+        tvs,
+    }
+}
+
+/// One sync of every TV, each built and applied as its sync actor does;
+/// every request frame is kept on its TV. Returns the round messages sent.
+async fn sync_all(tvs: &mut [Tv], region: &Region) -> usize {
+    let mut sent = 0;
+    for tv in tvs.iter_mut() {
+        let prepared = tv
+            .store
+            .prepare_sync(
+                UploadKind::Delta,
+                region.clone(),
+                now_ms(),
+                &mut rand::rng(),
+            )
+            .unwrap();
+        assert_eq!(prepared.round_declined, None);
+        sent += usize::from(prepared.request.round.is_some());
+        let frame = encode_request(&prepared.request).unwrap();
+        let body = exchange(&tv.conn, &frame, Duration::from_secs(20))
+            .await
+            .expect("exchange");
+        tv.frames.push(frame);
+        let accepted = decode_response(&body).unwrap().expect("accepted");
+        tv.store.finish_sync(&prepared, &accepted).unwrap();
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identifying() {
+    // A round of all six TVs, threshold 5 = k; a publication threshold of 0
+    // so that six TVs' counts show (privacy does not depend on it).
+    let Setup {
+        node,
+        titles,
+        users,
+        catalog,
+        mut tvs,
+        ..
+    } = setup(
+        r#"
+        rate_limit_interval_secs = 0
+        [learning]
+        pair_titles = 8
+        window = 2
+        z = 0.0
+        [learning.rounds]
+        cohort = 6
+        threshold = 5
+        "#,
+    )
+    .await;
+
     // Sync round robin, each TV as its sync actor would, until the round is
     // folded and every TV holds the published knowledge.
     let region = Region::new("eu-west").unwrap();
     let start = Instant::now();
-    let mut steps = Vec::new();
+    let mut steps = 0;
     loop {
-        for tv in tvs.iter_mut() {
-            let prepared = tv
-                .store
-                .prepare_sync(
-                    UploadKind::Delta,
-                    region.clone(),
-                    now_ms(),
-                    &mut rand::rng(),
-                )
-                .unwrap();
-            assert_eq!(prepared.round_declined, None);
-            if let Some(r) = &prepared.request.round {
-                steps.push(std::mem::discriminant(&r.msg));
-            }
-            let frame = encode_request(&prepared.request).unwrap();
-            let body = exchange(&tv.conn, &frame, Duration::from_secs(20))
-                .await
-                .expect("exchange");
-            tv.frames.push(frame);
-            let accepted = decode_response(&body).unwrap().expect("accepted");
-            tv.store.finish_sync(&prepared, &accepted).unwrap();
-        }
+        steps += sync_all(&mut tvs, &region).await;
         let learned = node.node().learning_stats();
         let folded = learned.iter().any(|r| r.rounds.folded >= 1);
         let everywhere = tvs.iter().all(|tv| {
@@ -261,7 +304,7 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
         );
     }
     // Every TV went through the four steps of the round.
-    assert!(steps.len() >= 4 * TVS, "{} round messages", steps.len());
+    assert!(steps >= 4 * TVS, "{steps} round messages");
 
     // What each TV sent: nothing of its history, and only round messages.
     let mut masked_inputs = 0;
@@ -346,5 +389,39 @@ async fn tvs_learn_from_the_fleet_through_a_real_node_and_upload_nothing_identif
         recs.iter().all(|r| r.reason == Reason::PopularInYourRegion),
         "{recs:?}"
     );
+    node.shutdown().await;
+}
+
+/// k − 1 attacker devices and one victim (k = 5, all with real
+/// certificates) sync with a node at its default rounds (t = 105): the
+/// victim takes part, but no round is ever summed, folded or published, and
+/// the victim's masked input never leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k_minus_one_sybils_and_a_victim_never_get_a_round_folded() {
+    let Setup { node, mut tvs, .. } = setup("rate_limit_interval_secs = 0\n").await;
+    tvs.truncate(5);
+    let region = Region::new("eu-west").unwrap();
+    let mut sent = 0;
+    for _ in 0..20 {
+        sent += sync_all(&mut tvs, &region).await;
+    }
+    assert!(sent >= 5, "the TVs joined the round ({sent} messages)");
+    let learned = &node.node().learning_stats()[0];
+    assert_eq!(
+        (learned.rounds.folded, learned.fleet_version),
+        (0, 0),
+        "{learned:?}"
+    );
+    assert_eq!(node.node().learned_totals(&region).unwrap().rounds, 0);
+    let victim = &tvs[4];
+    assert_eq!(victim.store.state().fleet.version, 0);
+    for frame in &victim.frames {
+        let req = decode_request(&frame[4..]).unwrap();
+        assert!(
+            !req.round
+                .is_some_and(|r| matches!(r.msg, ToServer::MaskedInput(_))),
+            "a masked input left the victim"
+        );
+    }
     node.shutdown().await;
 }
