@@ -167,7 +167,7 @@ pub fn decode_wire_request(body: &[u8]) -> Result<WireRequest, CodecError> {
 
 /// Decodes and validates a request frame body.
 pub fn decode_request(body: &[u8]) -> Result<SyncRequest, CodecError> {
-    Ok(SyncRequest::try_from(&decode_wire_request(body)?)?)
+    Ok(SyncRequest::try_from(decode_wire_request(body)?)?)
 }
 
 /// Encodes a response as a complete frame.
@@ -193,7 +193,7 @@ pub fn decode_wire_response(body: &[u8]) -> Result<WireResponse, CodecError> {
 /// embeddings in their wire form (the node's entry point: nothing is
 /// dequantized).
 pub fn decode_packed_request(body: &[u8]) -> Result<PackedSyncRequest, CodecError> {
-    Ok(PackedSyncRequest::try_from(&decode_wire_request(body)?)?)
+    Ok(PackedSyncRequest::try_from(decode_wire_request(body)?)?)
 }
 
 /// Encodes a response whose embeddings are already in wire form (the node's
@@ -207,5 +207,5 @@ pub fn encode_packed_response(r: &PackedSyncResponse) -> Result<Vec<u8>, CodecEr
 
 /// Decodes and validates a response frame body.
 pub fn decode_response(body: &[u8]) -> Result<SyncResponse, CodecError> {
-    Ok(SyncResponse::try_from(&decode_wire_response(body)?)?)
+    Ok(SyncResponse::try_from(decode_wire_response(body)?)?)
 }

@@ -281,6 +281,18 @@ impl WireRequest {
     }
 }
 
+/// Converts a decoded request, moving its round message (up to a 137 KB
+/// masked input) instead of copying it.
+impl<E: TernaryForm> TryFrom<WireRequest> for SyncRequest<E> {
+    type Error = DomainError;
+    fn try_from(mut w: WireRequest) -> Result<Self, DomainError> {
+        let round = w.round.take();
+        let mut r = SyncRequest::try_from(&w)?;
+        r.round = round;
+        Ok(r)
+    }
+}
+
 impl<E: TernaryForm> TryFrom<&WireRequest> for SyncRequest<E> {
     type Error = DomainError;
     fn try_from(w: &WireRequest) -> Result<Self, DomainError> {
@@ -649,6 +661,23 @@ fn page_from_wire<C: I8Form>(w: &WireCatalogPage) -> Result<CatalogPage<C>, Doma
             .collect::<Result<_, _>>()?,
         more: w.more,
     })
+}
+
+/// Converts a decoded response, moving its round message instead of
+/// copying it.
+impl<G: TernaryForm, C: I8Form> TryFrom<WireResponse> for SyncResponse<G, C> {
+    type Error = DomainError;
+    fn try_from(mut w: WireResponse) -> Result<Self, DomainError> {
+        let round = match &mut w.outcome {
+            WireOutcome::Accepted(a) => a.round.take(),
+            WireOutcome::Rejected(_) => None,
+        };
+        let mut r = SyncResponse::try_from(&w)?;
+        if let Ok(a) = &mut r {
+            a.round = round.map(|b| *b);
+        }
+        Ok(r)
+    }
 }
 
 impl<G: TernaryForm, C: I8Form> TryFrom<&WireResponse> for SyncResponse<G, C> {
