@@ -200,11 +200,15 @@ fn a_round_sums_the_noisy_releases_and_an_included_release_advances_the_watermar
         .noisy
         .iter()
         .any(|&v| v != 0 && v != 1)));
+    // The charge and the masked input changed what a TV must store.
+    assert!(c.tvs.iter_mut().all(|tv| tv.client.take_unsaved()));
+    assert!(!c.tvs[0].client.take_unsaved(), "said once");
     c.finished(1, true);
-    for tv in &c.tvs {
+    for tv in &mut c.tvs {
         assert!(tv.client.state().pending().is_none());
         assert_eq!(tv.client.state().released_upto(), Some(4));
         assert_eq!(tv.client.session(), None);
+        assert!(tv.client.take_unsaved(), "the watermark moved");
     }
 }
 
@@ -319,7 +323,13 @@ fn invitations_outside_the_tvs_bounds_are_declined_and_change_nothing() {
         invite(wide),
         Err(RoundClientError::WindowTooLarge { got: 9, max: 8 })
     ));
+    for scale in [0, omega_privacy::round::MAX_SCALE + 1] {
+        let mut scaled = spec(5, 12, 10);
+        scaled.scale = scale;
+        assert_eq!(invite(scaled), Err(RoundClientError::Scale(scale)));
+    }
     assert!(c.sent.is_empty());
+    assert!(!c.tvs[0].client.take_unsaved(), "nothing to store");
     let st = c.tvs[0].client.state();
     assert!(st.ledger().charges().is_empty() && st.pending().is_none());
     // A step for a round the TV is not in.

@@ -406,3 +406,121 @@ fn the_encoder_refuses_a_catalog_item_the_decoder_would_refuse() {
     // One genre too many: refused when encoding, not by every TV decoding it.
     assert!(encode_response(&page(MAX_GENRES + 1)).is_err());
 }
+
+fn fleet_page(total: f32, offset: u32, total_titles: u32) -> FleetPage {
+    FleetPage {
+        version: 3,
+        offset,
+        total_titles,
+        titles: vec![FleetTitle {
+            id: ContentId::new("ml100k:50").unwrap(),
+            total,
+            partners: vec![(ContentId::new("ml100k:181").unwrap(), 12.5)],
+        }],
+    }
+}
+
+fn accepted_with(fleet: FleetPage, round: Option<NodeToTv>) -> SyncResponse {
+    Ok(SyncAccepted {
+        fleet: Some(fleet),
+        round,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn round_messages_and_fleet_pages_round_trip_and_bad_ones_are_refused() {
+    use omega_privacy::round::RoundSpec;
+    use omega_privacy::secagg::{ClientId, Config, MaskedInput, ToServer};
+    use omega_privacy::ContributionLayout;
+
+    // A masked input travels unchanged, and so does an invitation.
+    let masked = TvToNode {
+        session: 7,
+        msg: ToServer::MaskedInput(MaskedInput {
+            masked: (0..5000u32)
+                .map(|v| v.wrapping_mul(2_654_435_761))
+                .collect(),
+        }),
+    };
+    let mut req = omega_protocol::SyncRequest::<Embedding> {
+        kind: SyncKind::Delta,
+        base_version: 0,
+        pattern_version: 0,
+        global_version: 0,
+        catalog_version: 4,
+        region: Region::new("eu-west").unwrap(),
+        delta: PatternDelta::default(),
+        round: Some(masked),
+        fleet: FleetCursor {
+            version: 3,
+            offset: 200,
+        },
+    };
+    let frame = encode_request(&req).unwrap();
+    assert_eq!(decode_request(&frame[4..]).unwrap(), req);
+    let layout = ContributionLayout::new(10, 3, 2).unwrap();
+    let invite = NodeToTv::Invite {
+        spec: RoundSpec {
+            session: Config {
+                session: 7,
+                cohort: 20,
+                threshold: 11,
+                dim: layout.dimension() as u32,
+            },
+            layout,
+            pair_slots: vec![0, 4, 9],
+            catalog_version: 4,
+            scale: 3,
+        },
+        member: ClientId(2),
+    };
+    let answer = accepted_with(fleet_page(40.0, 0, 1), Some(invite));
+    let frame = encode_response(&answer).unwrap();
+    assert_eq!(decode_response(&frame[4..]).unwrap(), answer);
+
+    // A layout of no titles (the node is not trusted) does not decode.
+    let layout_bytes = postcard::to_stdvec(&layout).unwrap();
+    let zero_items = postcard::to_stdvec(&(0u32, 3u16, 2u8)).unwrap();
+    assert!(postcard::from_bytes::<ContributionLayout>(&layout_bytes).is_ok());
+    assert!(postcard::from_bytes::<ContributionLayout>(&zero_items).is_err());
+
+    // Fleet totals must be finite and positive; a page must fit its version.
+    for total in [f32::NAN, f32::INFINITY, 0.0, -1.0] {
+        assert!(
+            matches!(
+                encode_response(&accepted_with(fleet_page(total, 0, 1), None)),
+                Err(CodecError::Invalid(DomainError::OutOfRange { .. }))
+            ),
+            "{total} encoded"
+        );
+        let mut wire = omega_protocol::wire::WireResponse::try_from_domain(&accepted_with(
+            fleet_page(1.0, 0, 1),
+            None,
+        ))
+        .unwrap();
+        if let omega_protocol::wire::WireOutcome::Accepted(a) = &mut wire.outcome {
+            a.fleet.as_mut().unwrap().titles.0[0].total = total;
+        }
+        let body = postcard::to_stdvec(&wire).unwrap();
+        assert!(
+            matches!(decode_response(&body), Err(CodecError::Invalid(_))),
+            "{total} decoded"
+        );
+    }
+    let past_the_end = encode_response(&accepted_with(fleet_page(1.0, 5, 5), None)).unwrap();
+    assert!(matches!(
+        decode_response(&past_the_end[4..]),
+        Err(CodecError::Invalid(DomainError::OutOfRange { .. }))
+    ));
+    // More partners than a page may carry are refused before allocating.
+    let mut page = fleet_page(1.0, 0, 1);
+    page.titles[0].partners =
+        vec![(ContentId::new("ml100k:1").unwrap(), 1.0); MAX_FLEET_PARTNERS + 1];
+    assert!(matches!(
+        encode_response(&accepted_with(page, None)),
+        Err(CodecError::Invalid(DomainError::TooMany { .. }))
+    ));
+    req.round = None;
+    assert!(encode_request(&req).is_ok());
+}
