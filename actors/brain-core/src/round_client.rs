@@ -434,6 +434,9 @@ pub struct RoundClient {
     config: RoundClientConfig,
     state: PrivacyState,
     current: Option<Current>,
+    /// Whether `state` changed since [`RoundClient::take_unsaved`] last
+    /// said so (the caller stores it then, instead of comparing copies).
+    unsaved: bool,
 }
 
 impl std::fmt::Debug for RoundClient {
@@ -486,13 +489,21 @@ impl RoundClient {
             config,
             state,
             current: None,
+            unsaved: false,
         })
     }
 
-    /// The persistent state (store it after every call that returned `Ok`,
-    /// before sending the reply).
+    /// The persistent state (store it after every call that changed it,
+    /// [`Self::take_unsaved`], before sending the reply).
     pub fn state(&self) -> &PrivacyState {
         &self.state
+    }
+
+    /// Whether the persistent state changed since the last call (a call
+    /// that only repeats an answer, or is declined before any charge,
+    /// changes nothing); clears the flag.
+    pub fn take_unsaved(&mut self) -> bool {
+        std::mem::take(&mut self.unsaved)
     }
 
     /// The session in progress, if any.
@@ -507,6 +518,7 @@ impl RoundClient {
     pub fn forget(&mut self) {
         self.current = None;
         self.state = self.state.forgotten();
+        self.unsaved = true;
     }
 
     /// Handles one message from the node: the reply to send, if any.
@@ -666,6 +678,7 @@ impl RoundClient {
             self.state.ledger = ledger;
             self.state.last_cost = Some(pending.cost);
             self.state.pending = Some(pending);
+            self.unsaved = true;
         }
         let reply = TvToNode {
             session,
@@ -710,6 +723,7 @@ impl RoundClient {
                     pending.masked_in.remove(0);
                 }
                 pending.masked_in.push(session);
+                self.unsaved = true;
                 ToServer::MaskedInput(masked)
             }
             ToClient::Survivors(s) => ToServer::Unmask(cur.client.unmask(s)?),
@@ -735,6 +749,7 @@ impl RoundClient {
         } else {
             pending.masked_in.retain(|&s| s != session);
         }
+        self.unsaved = true;
         Ok(())
     }
 

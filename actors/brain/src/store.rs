@@ -951,7 +951,6 @@ impl BrainStore {
         let Some(msg) = self.round_inbox.clone() else {
             return Ok((None, None));
         };
-        let before = self.rounds.state().clone();
         let answer = {
             let st = self.state.read();
             let slots = match &msg {
@@ -960,7 +959,7 @@ impl BrainStore {
             };
             slots.and_then(|slots| self.rounds.on_node(msg, &st, &slots, now_ms, rng))
         };
-        if *self.rounds.state() != before {
+        if self.rounds.take_unsaved() {
             let bytes = enc("blobs", self.rounds.state())?;
             let stored = self.write(|txn| {
                 txn.open_table(BLOBS)
@@ -1064,6 +1063,8 @@ impl BrainStore {
         self.next_episode = 0;
         self.forget.asked = asked;
         self.rounds.forget();
+        // Stored above, in the rewrite's commit.
+        self.rounds.take_unsaved();
         self.round_inbox = None;
         let mut st = self.state.write();
         st.clear_episodes();
