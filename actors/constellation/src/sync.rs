@@ -89,10 +89,13 @@ pub fn learn<S: PatternStore + ?Sized>(
     now_ms: u64,
     rng: &mut impl Rng,
 ) {
-    if learning.lock().wants_round(region, now_ms) {
+    // One lock on the common path; a due round reads the catalog unlocked
+    // (another shard may open it meanwhile: `open` refuses the second).
+    let mut l = learning.lock();
+    if l.wants_round(region, now_ms) {
+        drop(l);
         match live_catalog(store) {
             Ok(Some((version, ids))) if !ids.is_empty() => {
-                // Another shard may have opened it meanwhile: refused then.
                 match learning.lock().open(region, version, &ids, now_ms, rng) {
                     Ok(session) => {
                         tracing::info!(%region, session, titles = ids.len(), "aggregation round opened")
@@ -103,19 +106,18 @@ pub fn learn<S: PatternStore + ?Sized>(
             Ok(_) => tracing::debug!(%region, "no catalog to open a round over"),
             Err(e) => tracing::error!(%region, error = %e, "catalog read for a round failed"),
         }
+        l = learning.lock();
     }
-    let (step, page, changed) = {
-        let mut l = learning.lock();
-        let (step, refused) = l.on_sync(region, device, held.catalog_version, round, now_ms);
-        if let Some(e) = refused {
-            tracing::debug!(device = %device, error = %e, "round message refused");
-        }
-        let page = match accepted.catalog {
-            Some(_) => None,
-            None => l.fleet_page(region, held.fleet),
-        };
-        (step, page, l.take_changed())
+    let (step, refused) = l.on_sync(region, device, held.catalog_version, round, now_ms);
+    if let Some(e) = refused {
+        tracing::debug!(device = %device, error = %e, "round message refused");
+    }
+    let page = match accepted.catalog {
+        Some(_) => None,
+        None => l.fleet_page(region, held.fleet),
     };
+    let changed = l.take_changed();
+    drop(l);
     for (r, totals) in changed {
         if let Err(e) = store.put_region_totals(&r, &totals) {
             // Kept in memory and published; stored again after the next fold.
