@@ -33,6 +33,7 @@
 //! device_key = "certs/device.key"
 //! node_ca = "certs/node-ca.crt"
 //! # crl = "certs/node-ca.crl"     # optional revocation list of the node CA
+//! device_ca = "certs/device-ca.crt" # checks the other members of aggregation rounds
 //! region = "eu-west"              # sent with each sync (the node must allow it; omega_protocol::DEFAULT_REGION)
 //! interval_min_secs = 300         # the TV's own interval: random in [min, max]
 //! interval_max_secs = 900
@@ -252,6 +253,9 @@ pub struct SyncSection {
     pub node_ca: PathBuf,
     /// Node CA revocation list.
     pub crl: Option<PathBuf>,
+    /// Device CA certificate: every member of an aggregation round must
+    /// hold a device certificate it issued.
+    pub device_ca: PathBuf,
     /// Region sent with each sync.
     pub region: String,
     /// Own interval, lower end.
@@ -287,6 +291,7 @@ impl Default for SyncSection {
             device_key: "certs/device.key".into(),
             node_ca: "certs/node-ca.crt".into(),
             crl: None,
+            device_ca: "certs/device-ca.crt".into(),
             region: omega_protocol::DEFAULT_REGION.into(),
             interval_min_secs: s.interval_min_secs,
             interval_max_secs: s.interval_max_secs,
@@ -352,6 +357,7 @@ impl SyncSection {
             device_key: data_dir.join(&self.device_key),
             node_ca: data_dir.join(&self.node_ca),
             crl: self.crl.as_ref().map(|c| data_dir.join(c)),
+            device_ca: data_dir.join(&self.device_ca),
             region,
             schedule: self.schedule(),
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),

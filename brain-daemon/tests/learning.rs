@@ -19,14 +19,16 @@ mod support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use omega_brain::{BrainStore, StoreConfig};
+use omega_brain::{BrainStore, RoundCredentials, StoreConfig};
 use omega_brain_core::{Reason, RecommendRequest, RecommenderConfig, UploadKind};
 use omega_certs::{CaKind, CertDir};
 use omega_privacy::secagg::ToServer;
 use omega_protocol::codec::{decode_request, decode_response, encode_request};
 use omega_protocol::{ContentId, Region, ViewingContext, ViewingEvent};
+use omega_transport::attest::{DeviceAttestor, DeviceVerifier};
 use omega_transport::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
 use support::{model_dir, DEADLINE};
 
@@ -102,6 +104,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 struct Tv {
     store: BrainStore,
+    credentials: RoundCredentials,
     conn: quinn::Connection,
     frames: Vec<Vec<u8>>,
     _dir: tempfile::TempDir,
@@ -186,10 +189,15 @@ async fn setup(node_toml: &str) -> Setup {
 
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let anchor = TrustAnchor::from_files(&certs.ca_cert_path(CaKind::Node), None).unwrap();
+    let device_ca = TrustAnchor::from_files(&certs.ca_cert_path(CaKind::Device), None).unwrap();
     let mut tvs = Vec::new();
     for n in &names {
         let identity =
             TlsIdentity::from_files(&certs.device_cert_path(n), &certs.device_key_path(n)).unwrap();
+        let credentials = RoundCredentials {
+            attestor: Arc::new(DeviceAttestor::new(&identity).unwrap()),
+            verifier: DeviceVerifier::new(&device_ca).unwrap(),
+        };
         let conn = endpoint
             .connect_with(
                 client_config(identity, &anchor).unwrap(),
@@ -201,10 +209,13 @@ async fn setup(node_toml: &str) -> Setup {
             .expect("handshake");
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = StoreConfig::default();
+        // Six TVs: rounds this small are declined by default.
         cfg.rounds.min_threshold = 5;
+        cfg.rounds.min_split_colluders = 1;
         let (store, _) = BrainStore::open(dir.path().join("brain.redb"), cfg).unwrap();
         tvs.push(Tv {
             store,
+            credentials,
             conn,
             frames: Vec::new(),
             _dir: dir,
@@ -241,6 +252,7 @@ async fn sync_all(tvs: &mut [Tv], region: &Region) -> usize {
                 UploadKind::Delta,
                 region.clone(),
                 now_ms(),
+                tv.credentials.auth(),
                 &mut rand::rng(),
             )
             .unwrap();

@@ -44,11 +44,12 @@ impl Pki {
     fn sync_section(&self, nodes: &[SocketAddr], extra: &str) -> String {
         let nodes: Vec<String> = nodes.iter().map(|a| format!("\"{a}\"")).collect();
         format!(
-            "[sync]\nnodes = [{}]\ndevice_cert = {:?}\ndevice_key = {:?}\nnode_ca = {:?}\nregion = \"eu-west\"\n{extra}",
+            "[sync]\nnodes = [{}]\ndevice_cert = {:?}\ndevice_key = {:?}\nnode_ca = {:?}\ndevice_ca = {:?}\nregion = \"eu-west\"\n{extra}",
             nodes.join(", "),
             self.certs.device_cert_path("tv-1"),
             self.certs.device_key_path("tv-1"),
             self.certs.ca_cert_path(CaKind::Node),
+            self.certs.ca_cert_path(CaKind::Device),
         )
     }
 }

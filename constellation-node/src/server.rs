@@ -23,6 +23,7 @@ use tokio::sync::{watch, Semaphore};
 
 use omega_constellation::actors::{Node, TextEmbedder};
 use omega_constellation::store::{PatternStore, RedbStore};
+use omega_transport::attest::DeviceVerifier;
 use omega_transport::quic::{server_config, TlsIdentity, TrustAnchor};
 
 use crate::admin::{self, AdminState};
@@ -176,8 +177,11 @@ impl RunningNode {
         let crl = opts.certs_dir.join("device-ca.crl");
         let anchor = TrustAnchor::from_files(&ca, crl.is_file().then_some(crl.as_path()))?;
         let (server_cfg, _revocation) = server_config(identity, &anchor)?;
+        // The same device CA vouches for the round members' signed keys.
+        let verifier = DeviceVerifier::new(&anchor)?;
 
-        let node = Arc::new(Node::start(Arc::clone(&store), embedder, node_config).await?);
+        let node =
+            Arc::new(Node::start(Arc::clone(&store), embedder, verifier, node_config).await?);
         let weak_store = Arc::downgrade(&store);
         drop(store);
 

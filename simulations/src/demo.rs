@@ -26,16 +26,19 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use omega_brain::store::{BrainStore, StoreConfig};
+use omega_brain::store::{BrainStore, RoundCredentials, StoreConfig};
 use omega_brain::BrainError;
 use omega_brain_core::UploadKind;
 use omega_certs::{CaKind, CertDir};
+use omega_privacy::secagg::Verifier;
 use omega_protocol::codec::{decode_response, encode_request};
 use omega_protocol::{CatalogItem, ContentId, Region, ViewingEvent, DEFAULT_REGION};
+use omega_transport::attest::{DeviceAttestor, DeviceVerifier};
 use omega_transport::quic::{self, TlsIdentity, TrustAnchor};
 use serde_json::{json, Value};
 
@@ -126,9 +129,16 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     let region = Region::new(DEFAULT_REGION)?;
     let mut sims = Vec::with_capacity(fleet);
     let bar = bar(fleet as u64, "TVs connected and loaded");
+    // One verifier for the simulated TVs: it remembers what it checked, so
+    // a member list is checked once, not once per TV.
+    let verifier: Arc<dyn Verifier> = DeviceVerifier::new(&TrustAnchor::from_files(
+        &certs.ca_cert_path(CaKind::Device),
+        None,
+    )?)?;
     for (k, user) in users.iter().skip(1).take(fleet).enumerate() {
         sims.push(
             SimTv::start(
+                &verifier,
                 &certs,
                 &format!("tv-{k:04}"),
                 node.quic_addr(),
@@ -269,9 +279,15 @@ async fn start_node(
     work: &Path,
     fleet: usize,
 ) -> Result<omega_node::RunningNode> {
-    // One round over the whole fleet (and the daemon's TV): threshold 60 %.
+    // One round over the whole fleet (and the daemon's TV): threshold 60 %,
+    // and high enough that splitting the survivors would take 10 devices of
+    // the node's own (2t − n + 1), else the TVs decline (their
+    // `min_split_colluders`).
     let cohort = fleet + 1;
-    let threshold = (cohort * 3).div_ceil(5).max(10);
+    let threshold = (cohort * 3)
+        .div_ceil(5)
+        .max((cohort + 9).div_ceil(2))
+        .max(10);
     // Phases close as soon as every member answered; a TV that does not
     // answer (one that declines a round, e.g. its budget spent) holds a
     // phase for 20 s at most (the default is 40 minutes, for TVs that sync
@@ -339,10 +355,11 @@ impl Tv {
         let data = work.join("tv");
         std::fs::create_dir_all(&data)?;
         let cfg: DaemonConfig = toml::from_str(&format!(
-            "[sync]\nnodes = [\"{node}\"]\ndevice_cert = {:?}\ndevice_key = {:?}\nnode_ca = {:?}\nregion = \"{DEFAULT_REGION}\"\ninterval_min_secs = 3000\ninterval_max_secs = 3000\nmax_catalog_pages = 50\n",
+            "[sync]\nnodes = [\"{node}\"]\ndevice_cert = {:?}\ndevice_key = {:?}\nnode_ca = {:?}\ndevice_ca = {:?}\nregion = \"{DEFAULT_REGION}\"\ninterval_min_secs = 3000\ninterval_max_secs = 3000\nmax_catalog_pages = 50\n",
             certs.device_cert_path("tv-living-room"),
             certs.device_key_path("tv-living-room"),
             certs.ca_cert_path(CaKind::Node),
+            certs.ca_cert_path(CaKind::Device),
         ))
         .context("the TV's configuration")?;
         cfg.validate()?;
@@ -502,6 +519,8 @@ async fn run_round(
 /// QUIC connection with its own certificate.
 struct SimTv {
     store: BrainStore,
+    /// Its device certificate's key and the device CA, for round keys.
+    credentials: RoundCredentials,
     /// Added to the wall clock for the TV's ledger (a simulated later day).
     clock_offset_ms: u64,
     /// The second half of its history, watched after the first round.
@@ -515,6 +534,7 @@ struct SimTv {
 
 impl SimTv {
     async fn start(
+        verifier: &Arc<dyn Verifier>,
         certs: &CertDir,
         name: &str,
         node: SocketAddr,
@@ -524,6 +544,10 @@ impl SimTv {
         let identity =
             TlsIdentity::from_files(&certs.device_cert_path(name), &certs.device_key_path(name))?;
         let anchor = TrustAnchor::from_files(&certs.ca_cert_path(CaKind::Node), None)?;
+        let credentials = RoundCredentials {
+            attestor: Arc::new(DeviceAttestor::new(&identity)?),
+            verifier: Arc::clone(verifier),
+        };
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
         endpoint.set_default_client_config(quic::client_config(identity, &anchor)?);
         let conn = tokio::time::timeout(WAIT, endpoint.connect(node, "localhost")?)
@@ -540,6 +564,7 @@ impl SimTv {
         let half = user.interactions.len() / 2;
         let mut tv = SimTv {
             store,
+            credentials,
             clock_offset_ms: 0,
             later: user.interactions[half..].to_vec(),
             conn,
@@ -580,9 +605,14 @@ impl SimTv {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis() as u64
             + self.clock_offset_ms;
-        let prepared =
-            self.store
-                .prepare_sync(UploadKind::Delta, region.clone(), now, &mut rand::rng())?;
+        let auth = self.credentials.auth();
+        let prepared = self.store.prepare_sync(
+            UploadKind::Delta,
+            region.clone(),
+            now,
+            auth,
+            &mut rand::rng(),
+        )?;
         if let Some(e) = &prepared.round_declined {
             tracing::info!(error = %e, "a fleet TV declined a round message");
         }

@@ -64,11 +64,13 @@ fn a_small_fleet_learns_through_the_real_node_and_its_frames_hold_no_history() {
     let data = tempfile::tempdir().unwrap();
     write_dataset(data.path());
     let split = Split::new(read_dataset(data.path()).unwrap()).unwrap();
-    // One round can hold the whole fleet of 60.
+    // One round can hold the whole fleet of 60; a split of the survivors
+    // would take 2·35 − 60 + 1 = 11 devices of the node's own (TVs decline
+    // rounds where it takes fewer than 10).
     let opts = FederatedOptions {
         round_interval_days: 1.0,
         cohort: 60,
-        threshold: 31,
+        threshold: 35,
         keep_frames: 5,
         ..FederatedOptions::default()
     };
@@ -88,7 +90,7 @@ fn a_small_fleet_learns_through_the_real_node_and_its_frames_hold_no_history() {
     // are checked over QUIC in brain-daemon's learning test and by the demo.
     assert!(r.rounds.folded >= 1, "{:?}", r.rounds);
     assert_eq!(r.rounds.sync_errors, 0);
-    assert!(r.rounds.contributions >= 31, "{:?}", r.rounds);
+    assert!(r.rounds.contributions >= 35, "{:?}", r.rounds);
     assert_eq!(run.ranked.len(), USERS as usize);
     assert!(run.ranked.iter().all(|r| r.len() == 10));
     // Bytes were counted; the privacy figures are in range.

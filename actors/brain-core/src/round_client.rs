@@ -10,11 +10,18 @@
 //!   least σ_total; one release then costs the viewer ρ = Δ²/(2σ_total²) of
 //!   zero-concentrated DP, charged in the TV's 24-hour ledger (by default one
 //!   release spends the whole daily budget, ε = 4 at δ = 10⁻⁶).
-//! * **Local** (if the node and every other member collude, or the node
-//!   invents members — keys are not signed yet, see omega-privacy's
-//!   `secagg`): only this TV's own share of the noise, σ_total/√t, protects
-//!   the viewer, i.e. ρ_local = t·ρ, a much larger ε. [`RoundClient::status`]
-//!   reports both.
+//!   Every member's keys are signed with its device certificate and checked
+//!   by every TV ([`RoundAuth`]), so the node cannot invent members; it can
+//!   only bring real devices of its own. With c of them among the survivors
+//!   the sum still carries (t − c)/t of the noise variance; with
+//!   c ≥ 2t − n + 1 it could split the survivors and unmask one input, so
+//!   the TV declines rounds where that takes fewer than
+//!   [`RoundClientConfig::min_split_colluders`] devices (11 at the node's
+//!   default n = 200, t = 105).
+//! * **Local** (if the node and t − 1 members collude, or past that split):
+//!   only this TV's own share of the noise, σ_total/√t, protects the viewer,
+//!   i.e. ρ_local = t·ρ, a much larger ε. [`RoundClient::status`] reports
+//!   both.
 //!
 //! The sum of t independent discrete Gaussians of variance σ_total²/t is not
 //! exactly one discrete Gaussian of variance σ_total²; Kairouz, Liu & Steinke
@@ -59,7 +66,9 @@
 use std::collections::HashMap;
 
 use omega_privacy::round::{NodeToTv, RoundSpec, TvToNode};
-use omega_privacy::secagg::{self, Client, ClientError, ConfigError, ToClient, ToServer};
+use omega_privacy::secagg::{
+    self, Attestor, Client, ClientError, ConfigError, ToClient, ToServer, Verifier,
+};
 use omega_privacy::{
     Budget, BudgetError, BudgetStatus, ContributionLayout, GaussianRelease, LayoutError, Ledger,
     LedgerError, MechanismError,
@@ -102,6 +111,26 @@ pub struct RoundClientConfig {
     /// Smallest noise share σ_total/√t accepted (default 1.0; see the module
     /// docs on summing discrete Gaussians).
     pub min_share_sigma: f64,
+    /// Fewest devices of its own a node must bring into a cohort to split
+    /// the survivors and unmask one input (2t − n + 1 for cohort n and
+    /// threshold t); rounds below it are declined (default 10).
+    pub min_split_colluders: u16,
+}
+
+/// What vouches for this TV's round keys and checks the other members'
+/// (in production: its device certificate and key, and the device CA).
+#[derive(Clone, Copy)]
+pub struct RoundAuth<'a> {
+    /// Signs this TV's advertised keys.
+    pub attestor: &'a dyn Attestor,
+    /// Checks every member's signed keys.
+    pub verifier: &'a dyn Verifier,
+}
+
+impl std::fmt::Debug for RoundAuth<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoundAuth").finish_non_exhaustive()
+    }
 }
 
 impl Default for RoundClientConfig {
@@ -114,6 +143,7 @@ impl Default for RoundClientConfig {
             min_fraction: SUCCESS_THRESHOLD,
             release_share: 1.0,
             min_share_sigma: 1.0,
+            min_split_colluders: 10,
         }
     }
 }
@@ -186,6 +216,16 @@ pub enum RoundClientError {
     #[error("threshold {got} is below the minimum {min}")]
     ThresholdTooLow {
         /// The round's threshold.
+        got: u16,
+        /// The TV's minimum.
+        min: u16,
+    },
+    /// A node with this few devices of its own in the cohort could split
+    /// the survivors and unmask one input (2t − n + 1 is below the TV's
+    /// minimum).
+    #[error("a split of this round takes {got} colluding devices, the minimum is {min}")]
+    SplitTooEasy {
+        /// 2t − n + 1.
         got: u16,
         /// The TV's minimum.
         min: u16,
@@ -526,13 +566,15 @@ impl RoundClient {
     /// `brain` gives the episodes and `slots` the catalog slot of each title
     /// (as the node assigned them); `rng` must be a CSPRNG (production: OS
     /// seeded) — it makes the secure-aggregation keys; the noise is drawn by
-    /// OpenDP from its own OS-seeded generator.
+    /// OpenDP from its own OS-seeded generator. `auth` signs this TV's keys
+    /// and checks the other members'.
     pub fn on_node(
         &mut self,
         msg: NodeToTv,
         brain: &BrainState,
         slots: &HashMap<ContentId, u32>,
         now_ms: u64,
+        auth: RoundAuth<'_>,
         rng: &mut impl CryptoRng,
     ) -> Result<Option<TvToNode>, RoundClientError> {
         if let Some(cur) = &self.current {
@@ -542,10 +584,10 @@ impl RoundClient {
         }
         match msg {
             NodeToTv::Invite { spec, member } => {
-                let reply = self.invite(&spec, member, brain, slots, now_ms, rng)?;
+                let reply = self.invite(&spec, member, brain, slots, now_ms, auth, rng)?;
                 Ok(Some(reply))
             }
-            NodeToTv::Step { session, msg } => self.step(session, msg, rng).map(Some),
+            NodeToTv::Step { session, msg } => self.step(session, msg, auth, rng).map(Some),
             NodeToTv::Finished { session, included } => {
                 self.finished(session, included)?;
                 Ok(None)
@@ -561,6 +603,14 @@ impl RoundClient {
             return Err(RoundClientError::ThresholdTooLow {
                 got: s.threshold,
                 min: c.min_threshold,
+            });
+        }
+        let split = (2 * u32::from(s.threshold) + 1).saturating_sub(u32::from(s.cohort));
+        let split = u16::try_from(split).unwrap_or(u16::MAX);
+        if split < c.min_split_colluders {
+            return Err(RoundClientError::SplitTooEasy {
+                got: split,
+                min: c.min_split_colluders,
             });
         }
         if s.cohort > c.max_cohort {
@@ -650,6 +700,8 @@ impl RoundClient {
         Ok((pending, ledger))
     }
 
+    // `on_node`'s inputs, passed through.
+    #[allow(clippy::too_many_arguments)]
     fn invite(
         &mut self,
         spec: &RoundSpec,
@@ -657,6 +709,7 @@ impl RoundClient {
         brain: &BrainState,
         slots: &HashMap<ContentId, u32>,
         now_ms: u64,
+        auth: RoundAuth<'_>,
         rng: &mut impl CryptoRng,
     ) -> Result<TvToNode, RoundClientError> {
         self.check_spec(spec)?;
@@ -671,7 +724,7 @@ impl RoundClient {
             Some(_) => None,
             None => Some(self.make_release(spec, brain, slots, now_ms)?),
         };
-        let (client, keys) = Client::new(spec.session, member, rng)?;
+        let (client, keys) = Client::new(spec.session, member, auth.attestor, rng)?;
         if let Some((pending, ledger)) = fresh {
             // Charged before anything leaves; a pending release for another
             // layout is dropped (its charge stays, its watches go again).
@@ -702,6 +755,7 @@ impl RoundClient {
         &mut self,
         session: u64,
         msg: ToClient,
+        auth: RoundAuth<'_>,
         rng: &mut impl CryptoRng,
     ) -> Result<TvToNode, RoundClientError> {
         let cur = self
@@ -710,7 +764,9 @@ impl RoundClient {
             .filter(|c| c.session == session)
             .ok_or(RoundClientError::UnknownSession(session))?;
         let out = match &msg {
-            ToClient::Members(list) => ToServer::ShareKeys(cur.client.share_keys(list, rng)?),
+            ToClient::Members(list) => {
+                ToServer::ShareKeys(cur.client.share_keys(list, auth.verifier, rng)?)
+            }
             ToClient::Shares(shares) => {
                 let pending = self
                     .state

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 
 use omega_brain_core::round_client::{
-    PrivacyState, RoundClient, RoundClientConfig, RoundClientError,
+    PrivacyState, RoundAuth, RoundClient, RoundClientConfig, RoundClientError,
 };
 use omega_brain_core::{BrainState, Episode};
 use omega_privacy::ledger::WINDOW_MS;
 use omega_privacy::round::{NodeToTv, RoundSpec, TvToNode};
+use omega_privacy::secagg::attest::testing::{Registry, TestAttestor};
 use omega_privacy::secagg::{ClientId, Config, Server, ToClient, ToServer};
 use omega_privacy::{Budget, ContributionLayout, GaussianRelease, LedgerError};
 use omega_protocol::{ContentId, ViewingContext, ViewingEvent};
@@ -66,6 +67,8 @@ fn brain(tv: usize) -> BrainState {
 struct Tv {
     client: RoundClient,
     brain: BrainState,
+    /// Its device credential.
+    attestor: TestAttestor,
 }
 
 struct Cohort {
@@ -74,14 +77,18 @@ struct Cohort {
     rng: ChaCha20Rng,
     /// Everything the TVs sent.
     sent: Vec<TvToNode>,
+    /// The trusted device credentials.
+    pki: Registry,
 }
 
 impl Cohort {
     fn new(n: usize, config: RoundClientConfig) -> Cohort {
+        let pki = Registry::new();
         let tvs = (0..n)
             .map(|k| Tv {
                 client: RoundClient::new(config, PrivacyState::new(Budget::default())).unwrap(),
                 brain: brain(k),
+                attestor: pki.attestor(&format!("tv-{k}"), true),
             })
             .collect();
         Cohort {
@@ -89,6 +96,7 @@ impl Cohort {
             slots: slots(),
             rng: ChaCha20Rng::seed_from_u64(7),
             sent: Vec::new(),
+            pki,
         }
     }
 
@@ -99,9 +107,13 @@ impl Cohort {
         now: u64,
     ) -> Result<Option<TvToNode>, RoundClientError> {
         let tv = &mut self.tvs[k];
+        let auth = RoundAuth {
+            attestor: &tv.attestor,
+            verifier: &self.pki,
+        };
         let out = tv
             .client
-            .on_node(msg, &tv.brain, &self.slots, now, &mut self.rng)?;
+            .on_node(msg, &tv.brain, &self.slots, now, auth, &mut self.rng)?;
         self.sent.extend(out.clone());
         Ok(out)
     }
@@ -167,7 +179,7 @@ impl Cohort {
     }
 
     fn pending_sum(&self) -> Vec<i64> {
-        let mut sum = vec![0i64; spec(0, 12, 10).layout.dimension()];
+        let mut sum = vec![0i64; spec(0, 12, 11).layout.dimension()];
         for tv in &self.tvs {
             let p = tv.client.state().pending().expect("a pending release");
             for (s, v) in sum.iter_mut().zip(&p.noisy) {
@@ -188,7 +200,7 @@ impl Cohort {
 #[test]
 fn a_round_sums_the_noisy_releases_and_an_included_release_advances_the_watermark() {
     let mut c = Cohort::new(12, RoundClientConfig::default());
-    let sum = c.round(&spec(1, 12, 10), NOW, true).unwrap();
+    let sum = c.round(&spec(1, 12, 11), NOW, true).unwrap();
     assert_eq!(sum, c.pending_sum());
     assert_eq!(c.charges(), vec![1; 12], "charged once each");
     // The noise is really there: the noisy releases are not the 0/1 vectors.
@@ -215,7 +227,7 @@ fn a_round_sums_the_noisy_releases_and_an_included_release_advances_the_watermar
 #[test]
 fn a_release_not_included_is_offered_again_unchanged_and_free() {
     let mut c = Cohort::new(11, RoundClientConfig::default());
-    assert!(c.round(&spec(1, 12, 10), NOW, false).is_none());
+    assert!(c.round(&spec(1, 12, 11), NOW, false).is_none());
     let first: Vec<Vec<i64>> = c
         .tvs
         .iter()
@@ -226,7 +238,7 @@ fn a_release_not_included_is_offered_again_unchanged_and_free() {
 
     // An hour later, a new round with the same layout: no new charge (the
     // budget, spent whole by the first, would refuse one), the same vectors.
-    let sum = c.round(&spec(2, 12, 10), NOW + 3_600_000, true).unwrap();
+    let sum = c.round(&spec(2, 12, 11), NOW + 3_600_000, true).unwrap();
     assert_eq!(c.charges(), vec![1; 11]);
     let again: Vec<Vec<i64>> = c
         .tvs
@@ -305,7 +317,12 @@ fn invitations_outside_the_tvs_bounds_are_declined_and_change_nothing() {
         invite(spec(1, 6, 5)),
         Err(RoundClientError::ThresholdTooLow { got: 5, min: 10 })
     );
-    let mut wrong_dim = spec(2, 12, 10);
+    // t barely above n/2: 2t − n + 1 = 2 devices of the node's own would do.
+    assert_eq!(
+        invite(spec(6, 19, 10)),
+        Err(RoundClientError::SplitTooEasy { got: 2, min: 10 })
+    );
+    let mut wrong_dim = spec(2, 12, 11);
     wrong_dim.session.dim = 13;
     assert_eq!(
         invite(wrong_dim),
@@ -314,17 +331,17 @@ fn invitations_outside_the_tvs_bounds_are_declined_and_change_nothing() {
             layout: 12
         })
     );
-    let mut bad_pairs = spec(3, 12, 10);
+    let mut bad_pairs = spec(3, 12, 11);
     bad_pairs.pair_slots = vec![5, 1, 3, 5];
     assert_eq!(invite(bad_pairs), Err(RoundClientError::PairSlots));
-    let mut wide = spec(4, 12, 10);
+    let mut wide = spec(4, 12, 11);
     wide.layout = ContributionLayout::new(6, 4, 9).unwrap();
     assert!(matches!(
         invite(wide),
         Err(RoundClientError::WindowTooLarge { got: 9, max: 8 })
     ));
     for scale in [0, omega_privacy::round::MAX_SCALE + 1] {
-        let mut scaled = spec(5, 12, 10);
+        let mut scaled = spec(5, 12, 11);
         scaled.scale = scale;
         assert_eq!(invite(scaled), Err(RoundClientError::Scale(scale)));
     }
@@ -351,7 +368,7 @@ fn each_member_adds_its_share_of_the_noise_and_status_reports_both_epsilons() {
         RoundSpec {
             session: Config {
                 session: 9,
-                cohort: 12,
+                cohort: 10,
                 threshold: 10,
                 dim: 20_000,
             },
@@ -367,12 +384,18 @@ fn each_member_adds_its_share_of_the_noise_and_status_reports_both_epsilons() {
     )
     .unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let pki = Registry::new();
+    let attestor = pki.attestor("tv-4", true);
     let mut invite = |window: u8, tv: &mut RoundClient| {
         let msg = NodeToTv::Invite {
             spec: spec_of(window),
             member: ClientId(4),
         };
-        tv.on_node(msg, &BrainState::default(), &slots(), NOW, &mut rng)
+        let auth = RoundAuth {
+            attestor: &attestor,
+            verifier: &pki,
+        };
+        tv.on_node(msg, &BrainState::default(), &slots(), NOW, auth, &mut rng)
     };
     // Window 1 (sensitivity 2): σ_total ≈ 2.5, a share of 0.8 is too small
     // for the shares' sum to pass for one discrete Gaussian.
@@ -417,7 +440,7 @@ fn each_member_adds_its_share_of_the_noise_and_status_reports_both_epsilons() {
 #[test]
 fn what_a_tv_sends_is_the_secagg_messages_and_nothing_of_its_history() {
     let mut c = Cohort::new(12, RoundClientConfig::default());
-    c.round(&spec(1, 12, 10), NOW, true).unwrap();
+    c.round(&spec(1, 12, 11), NOW, true).unwrap();
     assert_eq!(c.sent.len(), 12 * 4, "four messages per TV");
     let ids: Vec<Vec<u8>> = (0..TITLES)
         .map(|k| title(k).as_str().as_bytes().to_vec())
@@ -494,4 +517,71 @@ fn a_new_layout_drops_the_pending_release_without_advancing_and_its_charge_stays
     let st = c.tvs[0].client.state();
     assert!(st.pending().is_none() && c.tvs[0].client.session().is_none());
     assert_eq!(st.ledger().charges().len(), 2);
+}
+
+/// A node that adds members of its own making to the list (keys it holds
+/// the secrets of, under a certificate nobody issued, or a real TV's
+/// certificate twice): every TV declines before sharing anything.
+#[test]
+fn a_member_list_with_invented_members_is_declined_and_nothing_is_shared() {
+    use omega_privacy::secagg::{attest, AdvertiseKeys, Attestor, ClientError, MemberKeys};
+    let mut c = Cohort::new(11, RoundClientConfig::default());
+    let spec = spec(1, 12, 11);
+    let mut server = Server::new(spec.session).unwrap();
+    for k in 0..11 {
+        let invite = NodeToTv::Invite {
+            spec: spec.clone(),
+            member: ClientId(k as u32),
+        };
+        let out = c.send(k, invite, NOW).unwrap().unwrap();
+        server.receive(ClientId(k as u32), out.msg).unwrap();
+    }
+    let honest = server.close_keys().unwrap();
+    let invented_id = ClientId(11);
+    let (channel_pk, mask_pk) = ([7; 32], [9; 32]);
+    let statement = attest::statement(1, invented_id, &channel_pk, &mask_pk);
+    let signers = [
+        c.pki.attestor("node-made-up", false),
+        // tv-3's certificate, used for a second member.
+        c.pki.attestor("tv-3", true),
+    ];
+    for signer in signers {
+        let mut list = honest.clone();
+        list.members.push(MemberKeys {
+            id: invented_id,
+            keys: AdvertiseKeys {
+                channel_pk,
+                mask_pk,
+                attestation: signer.attest(&statement).unwrap(),
+            },
+        });
+        let sent_before = c.sent.len();
+        for k in 0..11 {
+            let r = c.send(
+                k,
+                NodeToTv::Step {
+                    session: 1,
+                    msg: ToClient::Members(list.clone()),
+                },
+                NOW,
+            );
+            assert!(
+                matches!(
+                    r,
+                    Err(RoundClientError::Client(
+                        ClientError::Unattested { member, .. }
+                    )) if member == invented_id
+                ) || matches!(
+                    r,
+                    Err(RoundClientError::Client(ClientError::DuplicateIdentity(_)))
+                ),
+                "{r:?}"
+            );
+        }
+        assert_eq!(c.sent.len(), sent_before, "no shares left any TV");
+    }
+    // The honest list still goes through.
+    for k in 0..11 {
+        c.step(&mut server, k, 1, ToClient::Members(honest.clone()));
+    }
 }

@@ -34,5 +34,6 @@ pub use omega_brain_core::{
 };
 pub use state::SharedState;
 pub use store::{
-    BrainStore, ObserveOutcome, OpenOutcome, PreparedSync, StoreConfig, SyncApplied, SyncFinished,
+    BrainStore, ObserveOutcome, OpenOutcome, PreparedSync, RoundCredentials, StoreConfig,
+    SyncApplied, SyncFinished,
 };

@@ -52,6 +52,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use omega_brain_core::delta::{self, DeltaConfig, DeltaPlan};
 use omega_brain_core::fleet::PageApplied;
@@ -59,7 +60,8 @@ use omega_brain_core::patterns::{
     item_fingerprint, LocalPattern, PatternConfig, PatternOp, Tombstone,
 };
 use omega_brain_core::round_client::{
-    catalog_slots, PrivacyState, PrivacyStatus, RoundClient, RoundClientConfig, RoundClientError,
+    catalog_slots, PrivacyState, PrivacyStatus, RoundAuth, RoundClient, RoundClientConfig,
+    RoundClientError,
 };
 use omega_brain_core::state::{BrainState, CatalogRecord, Episode, Versions};
 use omega_brain_core::sync::{
@@ -67,6 +69,7 @@ use omega_brain_core::sync::{
 };
 use omega_brain_core::CoreError;
 use omega_brain_core::UploadKind;
+use omega_privacy::secagg::{Attestor, Verifier};
 use omega_privacy::Budget;
 use omega_protocol::{
     CatalogEntry, ContentId, GlobalPattern, NodeToTv, PatternDelta, PatternId, Region,
@@ -240,6 +243,33 @@ pub struct BrainStore {
 struct ForgetQueue {
     asked: u64,
     acked: u64,
+}
+
+/// What signs this TV's round keys and checks the other members' (lent to
+/// the round client as a [`RoundAuth`]): in the daemon, the device
+/// certificate and key and the device CA (`omega_transport::attest`).
+#[derive(Clone)]
+pub struct RoundCredentials {
+    /// Signs this TV's advertised keys.
+    pub attestor: Arc<dyn Attestor>,
+    /// Checks every member's.
+    pub verifier: Arc<dyn Verifier>,
+}
+
+impl RoundCredentials {
+    /// Borrowed for one round step.
+    pub fn auth(&self) -> RoundAuth<'_> {
+        RoundAuth {
+            attestor: self.attestor.as_ref(),
+            verifier: self.verifier.as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RoundCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoundCredentials").finish_non_exhaustive()
+    }
 }
 
 /// A sync request ready to send, and what to do with its answer
@@ -900,18 +930,19 @@ impl BrainStore {
     /// `kind` says), else [`Self::upload_for_sync`]'s upload, with the global
     /// and catalog versions held, the fleet cursor and `region`; and the
     /// answer to the node's last round message, made by the round client at
-    /// `now_ms` (ms since the epoch; `rng` a CSPRNG for its keys) and its
-    /// privacy state stored before the request is returned. A message the
-    /// TV declines is reported in [`PreparedSync::round_declined`] and
-    /// nothing of the round is sent.
+    /// `now_ms` (ms since the epoch; `auth` signs and checks round keys;
+    /// `rng` a CSPRNG for its keys) and its privacy state stored before the
+    /// request is returned. A message the TV declines is reported in
+    /// [`PreparedSync::round_declined`] and nothing of the round is sent.
     pub fn prepare_sync(
         &mut self,
         kind: UploadKind,
         region: Region,
         now_ms: u64,
+        auth: RoundAuth<'_>,
         rng: &mut impl CryptoRng,
     ) -> Result<PreparedSync, BrainError> {
-        let (round, round_declined) = self.answer_round(now_ms, rng)?;
+        let (round, round_declined) = self.answer_round(now_ms, auth, rng)?;
         let (versions, fleet) = {
             let st = self.state.read();
             (st.versions, st.fleet.cursor())
@@ -946,6 +977,7 @@ impl BrainStore {
     fn answer_round(
         &mut self,
         now_ms: u64,
+        auth: RoundAuth<'_>,
         rng: &mut impl CryptoRng,
     ) -> Result<(Option<TvToNode>, Option<RoundClientError>), BrainError> {
         let Some(msg) = self.round_inbox.clone() else {
@@ -957,7 +989,7 @@ impl BrainStore {
                 NodeToTv::Invite { spec, .. } => catalog_slots(spec, &st),
                 _ => Ok(HashMap::new()),
             };
-            slots.and_then(|slots| self.rounds.on_node(msg, &st, &slots, now_ms, rng))
+            slots.and_then(|slots| self.rounds.on_node(msg, &st, &slots, now_ms, auth, rng))
         };
         if self.rounds.take_unsaved() {
             let bytes = enc("blobs", self.rounds.state())?;

@@ -4,9 +4,25 @@
 #[path = "../../brain-core/tests/support/mod.rs"]
 mod support;
 
+use std::sync::OnceLock;
+
+use omega_brain_core::round_client::RoundAuth;
+use omega_privacy::secagg::attest::testing::{Registry, TestAttestor};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// This TV's round credential and the trusted ones (a stand-in for the
+/// device certificate and CA).
+fn auth() -> RoundAuth<'static> {
+    static PKI: OnceLock<Registry> = OnceLock::new();
+    static ME: OnceLock<TestAttestor> = OnceLock::new();
+    let pki = PKI.get_or_init(Registry::new);
+    RoundAuth {
+        attestor: ME.get_or_init(|| pki.attestor("tv-store-test", true)),
+        verifier: pki,
+    }
+}
 
 use omega_brain::store::{BrainStore, OpenOutcome, StoreConfig};
 use omega_brain::{BrainError, CoreError, PatternConfig};
@@ -587,14 +603,14 @@ fn the_sync_upload_carries_no_pattern_data() {
     let region = omega_protocol::Region::new("eu").unwrap();
     for kind in [UploadKind::Delta, UploadKind::Snapshot] {
         let p = s
-            .prepare_sync(kind, region.clone(), 0, &mut rand::rng())
+            .prepare_sync(kind, region.clone(), 0, auth(), &mut rand::rng())
             .unwrap();
         assert!(p.request.delta.is_empty(), "{kind:?}");
         assert_eq!(p.request.pattern_version, 0, "views do not move versions");
         assert_eq!(p.forget_generation, None);
     }
     assert_eq!(
-        s.prepare_sync(UploadKind::Snapshot, region, 0, &mut rand::rng())
+        s.prepare_sync(UploadKind::Snapshot, region, 0, auth(), &mut rand::rng())
             .unwrap()
             .request
             .kind,
@@ -612,8 +628,14 @@ fn forget_queues_a_tombstone_until_a_node_accepts_it() {
         assert_eq!(s.forget_pending(), None);
         s.forget().unwrap();
         assert_eq!(s.forget_pending(), Some(1));
-        s.prepare_sync(UploadKind::Delta, region.clone(), 0, &mut rand::rng())
-            .unwrap()
+        s.prepare_sync(
+            UploadKind::Delta,
+            region.clone(),
+            0,
+            auth(),
+            &mut rand::rng(),
+        )
+        .unwrap()
     };
     assert_eq!(sent.request.kind, SyncKind::Forget);
     assert!(sent.request.delta.is_empty());
@@ -621,7 +643,13 @@ fn forget_queues_a_tombstone_until_a_node_accepts_it() {
     let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
     assert_eq!(s.forget_pending(), Some(1));
     let again = s
-        .prepare_sync(UploadKind::Snapshot, region.clone(), 0, &mut rand::rng())
+        .prepare_sync(
+            UploadKind::Snapshot,
+            region.clone(),
+            0,
+            auth(),
+            &mut rand::rng(),
+        )
         .unwrap();
     assert_eq!(again.request.kind, SyncKind::Forget);
     // A second forget while the first is in flight: accepting the first does
@@ -639,7 +667,13 @@ fn forget_queues_a_tombstone_until_a_node_accepts_it() {
     assert!(!fin.forget_acknowledged);
     assert_eq!(s.state().versions.global, 2, "the download applies");
     let second = s
-        .prepare_sync(UploadKind::Delta, region.clone(), 0, &mut rand::rng())
+        .prepare_sync(
+            UploadKind::Delta,
+            region.clone(),
+            0,
+            auth(),
+            &mut rand::rng(),
+        )
         .unwrap();
     assert_eq!(second.forget_generation, Some(2));
     let fin = s.finish_sync(&second, &SyncAccepted::default()).unwrap();
@@ -649,7 +683,7 @@ fn forget_queues_a_tombstone_until_a_node_accepts_it() {
     let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
     assert_eq!(s.forget_pending(), None, "cleared durably");
     assert_eq!(
-        s.prepare_sync(UploadKind::Delta, region, 0, &mut rand::rng())
+        s.prepare_sync(UploadKind::Delta, region, 0, auth(), &mut rand::rng())
             .unwrap()
             .request
             .kind,
@@ -666,6 +700,7 @@ fn finish_sync_refuses_an_acknowledgement_the_tv_never_sent() {
             UploadKind::Delta,
             omega_protocol::Region::new("eu").unwrap(),
             0,
+            auth(),
             &mut rand::rng(),
         )
         .unwrap();
@@ -779,7 +814,7 @@ fn a_node_inviting_on_every_sync_cannot_spend_past_the_budget() {
             spec: RoundSpec {
                 session: Config {
                     session,
-                    cohort: 20,
+                    cohort: 12,
                     threshold: 11,
                     dim: layout.dimension() as u32,
                 },
@@ -806,7 +841,13 @@ fn a_node_inviting_on_every_sync_cannot_spend_past_the_budget() {
             let session = restart * 100 + k;
             let now = 1_000_000 + session * 1000;
             let p = s
-                .prepare_sync(UploadKind::Delta, region.clone(), now, &mut rand::rng())
+                .prepare_sync(
+                    UploadKind::Delta,
+                    region.clone(),
+                    now,
+                    auth(),
+                    &mut rand::rng(),
+                )
                 .unwrap();
             match (&p.request.round, &p.round_declined) {
                 (Some(r), None) => {

@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use omega_privacy::round::{NodeToTv, TvToNode};
+use omega_privacy::secagg::Verifier;
 use omega_privacy::{Budget, ContributionLayout, GaussianRelease};
 use omega_protocol::{limits, ContentId, DeviceId, FleetCursor, FleetPage, FleetTitle, Region};
 use rand::Rng;
@@ -201,11 +202,21 @@ struct RegionLearning {
 }
 
 /// What the node has learned, per region, and the rounds in progress.
-#[derive(Debug)]
 pub struct Learning {
     config: LearningConfig,
     aggregate: AggregateConfig,
     regions: BTreeMap<Region, RegionLearning>,
+    /// Checks the members' signed keys (the device CA).
+    verifier: Arc<dyn Verifier>,
+}
+
+impl std::fmt::Debug for Learning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Learning")
+            .field("config", &self.config)
+            .field("regions", &self.regions)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The counters of one region, for the node's stats.
@@ -233,11 +244,13 @@ pub struct RegionLearningStats {
 
 impl Learning {
     /// A learner for `regions`, starting from the totals stored earlier
-    /// (regions not in `regions` are ignored).
+    /// (regions not in `regions` are ignored); `verifier` checks the round
+    /// members' signed keys (the device CA).
     pub fn new(
         config: LearningConfig,
         regions: &[Region],
         stored: Vec<(Region, RegionTotals)>,
+        verifier: Arc<dyn Verifier>,
     ) -> Result<Self, LearningError> {
         let aggregate = config.check()?;
         let mut stored: BTreeMap<Region, RegionTotals> = stored.into_iter().collect();
@@ -262,6 +275,7 @@ impl Learning {
             config,
             aggregate,
             regions: out,
+            verifier,
         })
     }
 
@@ -367,7 +381,10 @@ impl Learning {
         };
         r.tick(now_ms, &aggregate);
         let may_join = catalog_version == r.catalog_version;
-        match r.coordinator.on_sync(device, msg, may_join, now_ms) {
+        match r
+            .coordinator
+            .on_sync(device, msg, may_join, self.verifier.as_ref(), now_ms)
+        {
             Ok(next) => {
                 // An answer may close a phase; fold at once if it was the last.
                 r.tick(now_ms, &aggregate);

@@ -56,6 +56,11 @@
 //! own id, so a device cannot answer for another, and one that is not a
 //! member is refused ([`RoundError::NotMember`]). Duplicate, out-of-phase or
 //! malformed messages are refused with a typed error and change nothing.
+//! Advertised keys must be signed by the sender's own credential (checked
+//! with the caller's [`Verifier`]: a trusted device certificate whose id is
+//! the sender's), else they are refused ([`RoundError::Unattested`]): every
+//! TV checks every member's signature and would abandon a round listing
+//! one bad advertisement.
 //!
 //! # Bounds
 //!
@@ -78,8 +83,8 @@ use std::collections::BTreeMap;
 
 use omega_privacy::round::{NodeToTv, RoundSpec, TvToNode};
 use omega_privacy::secagg::{
-    Aggregate, ClientId, Config, ConfigError, MemberList, Server, ServerError, SharesForYou,
-    Survivors, ToClient,
+    attest, Aggregate, ClientId, Config, ConfigError, MemberList, Server, ServerError,
+    SharesForYou, Survivors, ToClient, ToServer, Verifier,
 };
 use omega_privacy::ContributionLayout;
 use omega_protocol::{ContentId, DeviceId};
@@ -178,6 +183,15 @@ pub enum RoundError {
     /// The server refused the message (wrong phase, duplicate, bad shape).
     #[error("refused: {0}")]
     Refused(#[from] ServerError),
+    /// Advertised keys whose attestation does not verify, or vouches for
+    /// another identity than the sending device.
+    #[error("keys of {device} are not attested by it: {reason}")]
+    Unattested {
+        /// The sender.
+        device: DeviceId,
+        /// Why.
+        reason: String,
+    },
     /// [`Coordinator::finish`] was called without a summed round.
     #[error("no summed round to finish")]
     NotSummed,
@@ -372,13 +386,15 @@ impl Coordinator {
 
     /// The one entry a sync calls: takes the device's round message, if
     /// any, and returns what the device needs next (an invitation — only if
-    /// `may_join` —, the next step, its outcome, or nothing). A refused
-    /// message changes nothing.
+    /// `may_join` —, the next step, its outcome, or nothing). Advertised
+    /// keys are checked with `verifier` first. A refused message changes
+    /// nothing.
     pub fn on_sync(
         &mut self,
         device: &DeviceId,
         msg: Option<TvToNode>,
         may_join: bool,
+        verifier: &dyn Verifier,
         now_ms: u64,
     ) -> Result<Option<NodeToTv>, RoundError> {
         if let Some(msg) = msg {
@@ -395,6 +411,17 @@ impl Coordinator {
             let Some(member) = round.members.get_mut(device) else {
                 return Err(RoundError::NotMember(device.clone()));
             };
+            if let ToServer::AdvertiseKeys(keys) = &msg.msg {
+                let unattested = |reason: String| RoundError::Unattested {
+                    device: device.clone(),
+                    reason,
+                };
+                let identity = attest::verify_keys(msg.session, member.id, keys, verifier)
+                    .map_err(|e| unattested(e.to_string()))?;
+                if identity != device.as_str() {
+                    return Err(unattested(format!("signed by {identity}")));
+                }
+            }
             round.server.receive(member.id, msg.msg)?;
             member.answered = true;
             if round.all_answered(self.config.cohort) {
@@ -652,4 +679,4 @@ fn fold(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

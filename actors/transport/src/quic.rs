@@ -62,6 +62,9 @@ pub enum TlsError {
     /// mutual handshake; reported rather than assumed).
     #[error("the peer presented no certificate")]
     NoPeerCertificate,
+    /// The device key or CA cannot be used for round attestations.
+    #[error("attestation setup: {0}")]
+    Attest(String),
     /// The peer's certificate has no usable common name for a device id.
     #[error("peer certificate does not carry a valid device id: {0}")]
     BadIdentity(#[source] omega_certs::CertError),

@@ -65,21 +65,25 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
-use omega_brain::BrainStore;
+use omega_brain::{BrainStore, RoundCredentials};
 use omega_brain_core::{Reason, RecommenderConfig, UploadKind};
+use omega_certs::{CaKind, CertificateAuthority, Validity};
 use omega_constellation::store::{MemoryStore, PatternStore};
 use omega_constellation::sync::{
     self as node_sync, Learning, LearningConfig, SyncConfig, SyncCore,
 };
 use omega_constellation_core::rounds::RoundsConfig;
-use omega_privacy::secagg::{from_ring, ToServer};
+use omega_privacy::secagg::{from_ring, ToServer, Verifier};
 use omega_privacy::Budget;
 use omega_protocol::codec;
 use omega_protocol::limits::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
 use omega_protocol::{CatalogEntry, ContentId, DeviceId, NodeToTv, Region, SyncRequest};
+use omega_transport::attest::{DeviceAttestor, DeviceVerifier};
+use omega_transport::quic::TrustAnchor;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -325,6 +329,8 @@ struct FoldedRound {
 struct Tv {
     user: usize,
     device: DeviceId,
+    /// Its device certificate's key and the device CA.
+    credentials: RoundCredentials,
     store: BrainStore,
     keys: StdRng,
     jitter: StdRng,
@@ -574,6 +580,11 @@ struct Sim<'a> {
     epsilon_local: Option<f64>,
     /// Catalog slot → data-set item.
     slot_items: Vec<u32>,
+    /// Issues each TV's device certificate when it is switched on.
+    device_ca: CertificateAuthority,
+    /// Checks round members' signed keys for every TV (each attestation
+    /// once: it remembers what it accepted).
+    verifier: Arc<dyn Verifier>,
 }
 
 impl<'a> Sim<'a> {
@@ -601,6 +612,11 @@ impl<'a> Sim<'a> {
             ..SyncConfig::default()
         })?;
         let interval_ms = (opts.round_interval_days * DAY_MS as f64) as u64;
+        let device_ca = CertificateAuthority::generate(CaKind::Device)?;
+        let verifier: Arc<dyn Verifier> = DeviceVerifier::new(&TrustAnchor::from_pem(
+            device_ca.cert_pem().as_bytes(),
+            &[],
+        )?)?;
         let learning = Learning::new(
             LearningConfig {
                 rounds: RoundsConfig {
@@ -615,6 +631,7 @@ impl<'a> Sim<'a> {
             },
             std::slice::from_ref(&region),
             Vec::new(),
+            Arc::clone(&verifier),
         )?;
         let mut ids: Vec<&ContentId> = catalog.entries.iter().map(|e| &e.item.id).collect();
         ids.sort();
@@ -663,6 +680,8 @@ impl<'a> Sim<'a> {
             epsilon_local: None,
             sync_errors: 0,
             slot_items,
+            device_ca,
+            verifier,
         })
     }
 
@@ -722,9 +741,21 @@ impl<'a> Sim<'a> {
             self.catalog.store,
         )?;
         let seed = self.opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ user.id;
+        let device = DeviceId::new(format!("tv-{}", user.id))?;
+        let cert = self
+            .device_ca
+            .issue_device(device.as_str(), Validity::days_from_now(30))?;
+        let credentials = RoundCredentials {
+            attestor: Arc::new(DeviceAttestor::from_pem(
+                cert.cert_pem.as_bytes(),
+                cert.key_pem.as_bytes(),
+            )?),
+            verifier: Arc::clone(&self.verifier),
+        };
         self.tvs[u] = Some(Tv {
             user: u,
-            device: DeviceId::new(format!("tv-{}", user.id))?,
+            device,
+            credentials,
             store,
             keys: StdRng::seed_from_u64(seed),
             jitter: StdRng::seed_from_u64(seed ^ 0x6a69_7474_6572),
@@ -848,9 +879,14 @@ impl<'a> Sim<'a> {
         let prepared: Vec<_> = tvs
             .par_iter_mut()
             .map(|(t, tv)| -> Result<_> {
-                let p =
-                    tv.store
-                        .prepare_sync(UploadKind::Delta, region.clone(), *t, &mut tv.keys)?;
+                let auth = tv.credentials.auth();
+                let p = tv.store.prepare_sync(
+                    UploadKind::Delta,
+                    region.clone(),
+                    *t,
+                    auth,
+                    &mut tv.keys,
+                )?;
                 let frame = codec::encode_request(&p.request)?;
                 Ok((p, frame))
             })

@@ -34,12 +34,14 @@ use super::{
     ActorError, CatalogUpdate, HistoryEntry, MemoryView, Reply, Shared, Stats, StoreRecovery,
 };
 use crate::index::{CatalogIndex, IndexLoad};
-use crate::store::{BrainStore, ObserveOutcome, OpenOutcome, PreparedSync, SyncFinished};
+use crate::store::{
+    BrainStore, ObserveOutcome, OpenOutcome, PreparedSync, RoundCredentials, SyncFinished,
+};
 
 pub(crate) enum MemoryMsg {
     Observe(ViewingEvent, Reply<ObserveOutcome>),
     /// The next sync request (see [`BrainStore::prepare_sync`]).
-    PrepareSync(UploadKind, Region, Reply<PreparedSync>),
+    PrepareSync(UploadKind, Region, RoundCredentials, Reply<PreparedSync>),
     /// A node's acceptance of a prepared request (see
     /// [`BrainStore::finish_sync`]); catalog changes go to the index.
     FinishSync(Box<PreparedSync>, Box<SyncAccepted>, Reply<SyncFinished>),
@@ -170,12 +172,15 @@ impl Actor for Memory {
                 .await?;
                 let _ = reply.send(r.map_err(ActorError::from));
             }
-            MemoryMsg::PrepareSync(kind, region, reply) => {
+            MemoryMsg::PrepareSync(kind, region, credentials, reply) => {
                 // Blocking: answering a round message may store the privacy
-                // state (a redb commit) before the request leaves.
+                // state (a redb commit) and check a member list's signatures
+                // before the request leaves.
                 let r = blocking(st, move |i| {
                     let now = super::sync::now_ms();
-                    i.store.prepare_sync(kind, region, now, &mut rand::rng())
+                    let auth = credentials.auth();
+                    i.store
+                        .prepare_sync(kind, region, now, auth, &mut rand::rng())
                 })
                 .await?;
                 let _ = reply.send(r.map_err(ActorError::from));

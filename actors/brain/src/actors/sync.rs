@@ -36,6 +36,7 @@ use std::time::Duration;
 use omega_brain_core::{Outcome, Schedule, ScheduleConfig, UploadKind};
 use omega_protocol::codec::{decode_response, encode_request, FRAME_HEADER};
 use omega_protocol::{Region, SyncAccepted, SyncError, SyncKind};
+use omega_transport::attest::{DeviceAttestor, DeviceVerifier};
 use omega_transport::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::rngs::StdRng;
@@ -43,7 +44,7 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use super::{ask, memory::MemoryMsg, ActorError, ChildKind, Reply, Shared};
-use crate::store::PreparedSync;
+use crate::store::{PreparedSync, RoundCredentials};
 
 /// Resolved node addresses kept per attempt.
 pub const MAX_ADDRESSES: usize = 16;
@@ -67,6 +68,9 @@ pub struct SyncConfig {
     /// An optional revocation list of the node CA (PEM; a missing file means
     /// none).
     pub crl: Option<PathBuf>,
+    /// The device CA certificate (PEM): every member of an aggregation
+    /// round must hold a device certificate it issued.
+    pub device_ca: PathBuf,
     /// The region sent with each sync.
     pub region: Region,
     /// The schedule's bounds.
@@ -189,6 +193,8 @@ pub(crate) struct SyncState {
     preferred: Option<SocketAddr>,
     generation: u64,
     rng: StdRng,
+    /// Signs this TV's round keys, checks the other members'.
+    credentials: RoundCredentials,
 }
 
 /// The name of a round step, for reports.
@@ -411,8 +417,9 @@ impl SyncState {
     async fn run(&mut self, kind: UploadKind, report: &mut SyncReport) -> Outcome {
         let memory = self.shared.memory.get();
         let region = self.cfg.region.clone();
+        let credentials = self.credentials.clone();
         let prepared: PreparedSync = match ask(memory, ChildKind::Memory, |r| {
-            MemoryMsg::PrepareSync(kind, region, r)
+            MemoryMsg::PrepareSync(kind, region, credentials, r)
         })
         .await
         {
@@ -535,6 +542,10 @@ impl Actor for SyncActor {
             })?;
         let identity = TlsIdentity::from_files(&cfg.device_cert, &cfg.device_key)?;
         let anchor = TrustAnchor::from_files(&cfg.node_ca, cfg.crl.as_deref())?;
+        let credentials = RoundCredentials {
+            attestor: Arc::new(DeviceAttestor::new(&identity)?),
+            verifier: DeviceVerifier::new(&TrustAnchor::from_files(&cfg.device_ca, None)?)?,
+        };
         let client = client_config(identity, &anchor)?;
         let mut st = SyncState {
             shared: shared.clone(),
@@ -545,6 +556,7 @@ impl Actor for SyncActor {
             preferred: None,
             generation: 0,
             rng: StdRng::from_os_rng(),
+            credentials,
         };
         let now = now_ms();
         let next = {

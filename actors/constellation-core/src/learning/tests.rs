@@ -1,6 +1,8 @@
 //! The learner driven by real secure-aggregation clients in simulated time.
 
 use omega_privacy::secagg::{Client, ToClient, ToServer};
+
+use crate::rounds::tests::{client, pki};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -66,7 +68,7 @@ fn run_round(
                         .into_iter()
                         .map(|v| v * spec.scale)
                         .collect();
-                    let (c, keys) = Client::new(spec.session, member, rng).expect("session");
+                    let (c, keys) = client(&tv.device, spec.session, member, rng);
                     tv.client = Some(c);
                     tv.outbox = Some(TvToNode {
                         session: spec.session.session,
@@ -77,7 +79,7 @@ fn run_round(
                     let c = tv.client.as_mut().expect("member");
                     let reply = match msg {
                         ToClient::Members(list) => {
-                            ToServer::ShareKeys(c.share_keys(&list, rng).expect("share"))
+                            ToServer::ShareKeys(c.share_keys(&list, pki(), rng).expect("share"))
                         }
                         ToClient::Shares(inbox) => {
                             ToServer::MaskedInput(c.masked_input(&inbox, &tv.input).expect("mask"))
@@ -116,7 +118,8 @@ fn tvs(n: usize) -> Vec<Tv> {
 
 #[test]
 fn a_round_opens_folds_publishes_and_the_next_pairs_the_most_watched_titles() {
-    let mut l = Learning::new(config(), &[region()], Vec::new()).expect("config");
+    let mut l =
+        Learning::new(config(), &[region()], Vec::new(), Arc::new(pki().clone())).expect("config");
     let mut rng = StdRng::seed_from_u64(1);
     let mut now = 0;
     assert!(l.wants_round(&region(), now));
@@ -221,7 +224,8 @@ fn a_round_opens_folds_publishes_and_the_next_pairs_the_most_watched_titles() {
 
     // A restart from the stored totals publishes the same version.
     let stored = l.take_changed();
-    let again = Learning::new(config(), &[region()], stored).expect("config");
+    let again =
+        Learning::new(config(), &[region()], stored, Arc::new(pki().clone())).expect("config");
     assert_eq!(again.publication(&region()), l.publication(&region()));
 }
 
@@ -230,7 +234,7 @@ fn bad_inputs_are_refused() {
     let mut rng = StdRng::seed_from_u64(2);
     let bad_k = LearningConfig { k: 4, ..config() };
     assert!(matches!(
-        Learning::new(bad_k, &[region()], Vec::new()),
+        Learning::new(bad_k, &[region()], Vec::new(), Arc::new(pki().clone())),
         Err(LearningError::Aggregate(_))
     ));
     let bad_page = LearningConfig {
@@ -238,20 +242,21 @@ fn bad_inputs_are_refused() {
         ..config()
     };
     assert!(matches!(
-        Learning::new(bad_page, &[region()], Vec::new()),
+        Learning::new(bad_page, &[region()], Vec::new(), Arc::new(pki().clone())),
         Err(LearningError::Size { .. })
     ));
     // Every member of a round must be able to hear its outcome.
     let mut forgetful = config();
     forgetful.rounds.outcomes = 5;
     assert!(matches!(
-        Learning::new(forgetful, &[region()], Vec::new()),
+        Learning::new(forgetful, &[region()], Vec::new(), Arc::new(pki().clone())),
         Err(LearningError::Size {
             field: "rounds.outcomes",
             ..
         })
     ));
-    let mut l = Learning::new(config(), &[region()], Vec::new()).expect("config");
+    let mut l =
+        Learning::new(config(), &[region()], Vec::new(), Arc::new(pki().clone())).expect("config");
     let other = Region::new("us-east").expect("region");
     assert!(!l.wants_round(&other, 0));
     assert_eq!(
@@ -293,7 +298,8 @@ fn disabled_learning_opens_nothing_and_answers_nothing() {
         enabled: false,
         ..config()
     };
-    let mut l = Learning::new(cfg, &[region()], Vec::new()).expect("config");
+    let mut l =
+        Learning::new(cfg, &[region()], Vec::new(), Arc::new(pki().clone())).expect("config");
     assert!(!l.wants_round(&region(), 0));
     let (next, err) = l.on_sync(&region(), &DeviceId::new("tv-1").expect("id"), 7, None, 0);
     assert_eq!((next, err), (None, None));
@@ -308,7 +314,8 @@ fn k_minus_one_sybils_and_one_victim_never_get_a_sum_folded_or_published() {
         interval_ms: 60 * MIN,
         ..LearningConfig::default()
     };
-    let mut l = Learning::new(cfg, &[region()], Vec::new()).expect("config");
+    let mut l =
+        Learning::new(cfg, &[region()], Vec::new(), Arc::new(pki().clone())).expect("config");
     let mut rng = StdRng::seed_from_u64(3);
     let mut fleet = tvs(5);
     let mut now = 0;
@@ -322,7 +329,7 @@ fn k_minus_one_sybils_and_one_victim_never_get_a_sum_folded_or_published() {
         for tv in &mut fleet {
             let (next, _) = l.on_sync(&region(), &tv.device, 7, tv.outbox.take(), now);
             if let Some(NodeToTv::Invite { spec, member }) = next {
-                let (c, keys) = Client::new(spec.session, member, &mut rng).expect("session");
+                let (c, keys) = client(&tv.device, spec.session, member, &mut rng);
                 tv.client = Some(c);
                 tv.outbox = Some(TvToNode {
                     session: spec.session.session,
@@ -346,7 +353,8 @@ fn k_minus_one_sybils_and_one_victim_never_get_a_sum_folded_or_published() {
 
 #[test]
 fn only_a_device_holding_the_rounds_catalog_version_is_invited() {
-    let mut l = Learning::new(config(), &[region()], Vec::new()).expect("config");
+    let mut l =
+        Learning::new(config(), &[region()], Vec::new(), Arc::new(pki().clone())).expect("config");
     let mut rng = StdRng::seed_from_u64(4);
     l.open(&region(), 7, &catalog(), 0, &mut rng)
         .expect("opens");

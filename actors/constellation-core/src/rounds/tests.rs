@@ -2,11 +2,31 @@
 //! in simulated time: each TV syncs on its own schedule, answers every step
 //! on its next sync, and leaves when a test says.
 
-use omega_privacy::secagg::{Client, MaskedInput, ToServer};
+use omega_privacy::secagg::attest::testing::Registry;
+use omega_privacy::secagg::{AdvertiseKeys, Attestor, Client, MaskedInput, ToServer};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::*;
+
+/// The trusted device credentials of every test (a device's key is made on
+/// first use and kept).
+pub(crate) fn pki() -> &'static Registry {
+    static PKI: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    PKI.get_or_init(Registry::new)
+}
+
+/// A secure-aggregation client for `device`, its keys signed with the
+/// device's credential.
+pub(crate) fn client(
+    device: &DeviceId,
+    config: Config,
+    member: ClientId,
+    rng: &mut StdRng,
+) -> (Client, AdvertiseKeys) {
+    let attestor = pki().attestor(device.as_str(), true);
+    Client::new(config, member, &attestor, rng).expect("session")
+}
 
 const MIN: u64 = MINUTE_MS;
 
@@ -69,7 +89,7 @@ impl Tv {
         now: u64,
         rng: &mut StdRng,
     ) -> Result<(), RoundError> {
-        let answer = node.on_sync(&self.device, self.outbox.take(), true, now)?;
+        let answer = node.on_sync(&self.device, self.outbox.take(), true, pki(), now)?;
         self.handle(answer, rng);
         Ok(())
     }
@@ -78,7 +98,7 @@ impl Tv {
         match answer {
             None => {}
             Some(NodeToTv::Invite { spec, member }) => {
-                let (client, keys) = Client::new(spec.session, member, rng).expect("session");
+                let (client, keys) = client(&self.device, spec.session, member, rng);
                 self.client = Some(client);
                 self.send(spec.session.session, ToServer::AdvertiseKeys(keys));
             }
@@ -87,7 +107,7 @@ impl Tv {
                 let client = self.client.as_mut().expect("a member");
                 let reply = match msg {
                     ToClient::Members(list) => {
-                        ToServer::ShareKeys(client.share_keys(&list, rng).expect("share"))
+                        ToServer::ShareKeys(client.share_keys(&list, pki(), rng).expect("share"))
                     }
                     ToClient::Shares(inbox) => {
                         ToServer::MaskedInput(client.masked_input(&inbox, &input).expect("mask"))
@@ -334,12 +354,16 @@ fn refused_messages_change_nothing() {
         tv.sync(node, 0, rng).expect("invited");
     }
     let outsider = sim.tvs[6].device.clone();
-    assert_eq!(node.on_sync(&outsider, None, true, 0), Ok(None), "no room");
+    assert_eq!(
+        node.on_sync(&outsider, None, true, pki(), 0),
+        Ok(None),
+        "no room"
+    );
 
     // Keys: a stranger's, an unknown session's, then each member's.
     let keys0 = sim.tvs[0].outbox.clone().expect("keys");
     assert_eq!(
-        node.on_sync(&outsider, Some(keys0.clone()), true, 0),
+        node.on_sync(&outsider, Some(keys0.clone()), true, pki(), 0),
         Err(RoundError::NotMember(outsider.clone()))
     );
     let other_session = TvToNode {
@@ -347,14 +371,36 @@ fn refused_messages_change_nothing() {
         ..keys0.clone()
     };
     assert_eq!(
-        node.on_sync(&sim.tvs[0].device, Some(other_session), true, 0),
+        node.on_sync(&sim.tvs[0].device, Some(other_session), true, pki(), 0),
         Err(RoundError::UnknownSession(session ^ 1))
     );
+    // tv-005's keys signed by another device, or by a key nobody issued:
+    // every TV would abandon a list holding them, so the node refuses them.
+    let Some(ToServer::AdvertiseKeys(keys5)) = sim.tvs[5].outbox.clone().map(|m| m.msg) else {
+        panic!("tv-005 was invited")
+    };
+    let statement = attest::statement(session, ClientId(5), &keys5.channel_pk, &keys5.mask_pk);
+    for signer in [
+        pki().attestor("tv-004", true),
+        pki().attestor("tv-005", false),
+    ] {
+        let forged = TvToNode {
+            session,
+            msg: ToServer::AdvertiseKeys(AdvertiseKeys {
+                attestation: signer.attest(&statement).expect("sign"),
+                ..keys5.clone()
+            }),
+        };
+        assert!(matches!(
+            node.on_sync(&sim.tvs[5].device, Some(forged), true, pki(), 0),
+            Err(RoundError::Unattested { .. })
+        ));
+    }
     for tv in &mut sim.tvs[..5] {
         tv.sync(node, MIN, rng).expect("keys");
     }
     assert_eq!(
-        node.on_sync(&sim.tvs[0].device, Some(keys0), true, MIN),
+        node.on_sync(&sim.tvs[0].device, Some(keys0), true, pki(), MIN),
         Err(RoundError::Refused(ServerError::Duplicate(ClientId(0))))
     );
     sim.tvs[5].sync(node, MIN, rng).expect("keys");
@@ -368,11 +414,12 @@ fn refused_messages_change_nothing() {
     // and refused (not addressed to the others of tv-001).
     let shares0 = sim.tvs[0].outbox.clone().expect("shares");
     assert_eq!(
-        node.on_sync(&sim.tvs[1].device, Some(shares0), true, 3 * MIN),
+        node.on_sync(&sim.tvs[1].device, Some(shares0), true, pki(), 3 * MIN),
         Err(RoundError::Refused(ServerError::Addressees(ClientId(1))))
     );
     // An advertisement now is out of phase.
-    let (_, keys) = Client::new(
+    let (_, keys) = client(
+        &sim.tvs[2].device,
         Config {
             session,
             cohort: 6,
@@ -381,14 +428,13 @@ fn refused_messages_change_nothing() {
         },
         ClientId(2),
         rng,
-    )
-    .expect("client");
+    );
     let stale = TvToNode {
         session,
         msg: ToServer::AdvertiseKeys(keys),
     };
     assert!(matches!(
-        node.on_sync(&sim.tvs[2].device, Some(stale), true, 3 * MIN),
+        node.on_sync(&sim.tvs[2].device, Some(stale), true, pki(), 3 * MIN),
         Err(RoundError::Refused(ServerError::WrongRound { .. }))
     ));
     assert_eq!(node.phase(), Some((session, Phase::Shares)));
@@ -491,13 +537,16 @@ fn outcomes_are_told_once_kept_for_late_messages_and_expire() {
         included: true,
     });
     assert_eq!(
-        sim.node.on_sync(&tv.device, None, true, sim.now),
+        sim.node.on_sync(&tv.device, None, true, pki(), sim.now),
         Ok(finished.clone())
     );
-    assert_eq!(sim.node.on_sync(&tv.device, None, true, sim.now), Ok(None));
+    assert_eq!(
+        sim.node.on_sync(&tv.device, None, true, pki(), sim.now),
+        Ok(None)
+    );
     assert_eq!(
         sim.node
-            .on_sync(&tv.device, Some(late.clone()), true, sim.now),
+            .on_sync(&tv.device, Some(late.clone()), true, pki(), sim.now),
         Ok(finished)
     );
     // After the expiry the round is unknown.
@@ -505,7 +554,7 @@ fn outcomes_are_told_once_kept_for_late_messages_and_expire() {
     assert_eq!(sim.node.tick(later), Tick::Idle);
     assert!(sim.node.outcomes.is_empty());
     assert_eq!(
-        sim.node.on_sync(&tv.device, Some(late), true, later),
+        sim.node.on_sync(&tv.device, Some(late), true, pki(), later),
         Err(RoundError::UnknownSession(session))
     );
 }

@@ -43,6 +43,7 @@ use crate::federation::{FederationConfig, FederationError};
 use crate::store::{PatternStore, StoreError};
 use crate::sync::{InFlight, Learning, LearningConfig, Permit, SyncConfig, SyncOutcome};
 use omega_constellation_core::learning::RegionLearningStats;
+use omega_privacy::secagg::Verifier;
 
 pub mod catalog;
 pub mod federation;
@@ -252,10 +253,13 @@ pub type SyncResult = (PackedSyncResponse, SyncOutcome);
 
 impl Node {
     /// Starts the actor tree over `store`. Catalog imports need `embedder`
-    /// (without one they fail with [`CatalogError::NoModel`]).
+    /// (without one they fail with [`CatalogError::NoModel`]); the learning
+    /// rounds check the members' signed keys with `verifier` (the device
+    /// CA, see `omega_transport::attest::DeviceVerifier`).
     pub async fn start(
         store: Arc<dyn PatternStore>,
         embedder: Option<Arc<dyn TextEmbedder>>,
+        verifier: Arc<dyn Verifier>,
         config: NodeConfig,
     ) -> Result<Self, ActorsError> {
         config.validate()?;
@@ -263,7 +267,7 @@ impl Node {
         let stopping = Arc::new(AtomicBool::new(false));
         let has_embedder = embedder.is_some();
         let restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let learning = Self::learning(&config, store.as_ref())?;
+        let learning = Self::learning(&config, store.as_ref(), verifier)?;
         let args = supervisor::SupervisorArgs {
             learning: learning.clone(),
             store: Arc::clone(&store),
@@ -303,6 +307,7 @@ impl Node {
     fn learning(
         config: &NodeConfig,
         store: &dyn PatternStore,
+        verifier: Arc<dyn Verifier>,
     ) -> Result<Option<Arc<parking_lot::Mutex<Learning>>>, ActorsError> {
         if !config.learning.enabled {
             return Ok(None);
@@ -320,7 +325,7 @@ impl Node {
                 }
             }
         }
-        let learning = Learning::new(config.learning, &regions, stored)
+        let learning = Learning::new(config.learning, &regions, stored, verifier)
             .map_err(|e| ActorsError::Config(format!("learning: {e}")))?;
         Ok(Some(Arc::new(parking_lot::Mutex::new(learning))))
     }

@@ -13,6 +13,7 @@
 use rand::CryptoRng;
 use zeroize::Zeroizing;
 
+use super::attest::{self, AttestError, Attestor, Verifier};
 use super::crypto::{self, KeyPair, Sign, CIPHERTEXT_LEN};
 use super::messages::{
     AdvertiseKeys, HeldShare, MaskedInput, MemberKeys, MemberList, Sealed, ShareKeys, SharesForYou,
@@ -53,6 +54,24 @@ pub enum ClientError {
     /// A member's public key is of small order (agreement would be known).
     #[error("member {0} advertised a small-order key")]
     LowOrderKey(ClientId),
+    /// A member's keys are not vouched for by a trusted credential: the
+    /// server may have invented it.
+    #[error("member {member} is not attested: {error}")]
+    Unattested {
+        /// The member.
+        member: ClientId,
+        /// Why.
+        error: AttestError,
+    },
+    /// Two members are the same identity (one credential, two member ids).
+    #[error("member {0} repeats another member's identity")]
+    DuplicateIdentity(ClientId),
+    /// The session's configuration is invalid.
+    #[error(transparent)]
+    Config(ConfigError),
+    /// This client could not sign its own keys.
+    #[error("cannot attest this client's keys: {0}")]
+    Attest(AttestError),
     /// A ciphertext comes from a non-member, or from this client itself.
     #[error("ciphertext from {0}, who is not another member")]
     UnknownSender(ClientId),
@@ -152,18 +171,21 @@ fn strictly_increasing(ids: impl Iterator<Item = ClientId>) -> bool {
 impl Client {
     /// A client for member `id` of a session: makes its channel and mask key
     /// pairs from `rng` (production: an OS-seeded CSPRNG) and returns the
-    /// round-0 message advertising them.
+    /// round-0 message advertising them, signed by `attestor`.
     pub fn new(
         config: Config,
         id: ClientId,
+        attestor: &dyn Attestor,
         rng: &mut impl CryptoRng,
-    ) -> Result<(Client, AdvertiseKeys), ConfigError> {
-        config.validate()?;
+    ) -> Result<(Client, AdvertiseKeys), ClientError> {
+        config.validate().map_err(ClientError::Config)?;
         let channel = KeyPair::generate(rng);
         let mask = KeyPair::generate(rng);
+        let statement = attest::statement(config.session, id, &channel.public, &mask.public);
         let keys = AdvertiseKeys {
             channel_pk: channel.public,
             mask_pk: mask.public,
+            attestation: attestor.attest(&statement).map_err(ClientError::Attest)?,
         };
         let client = Client {
             config,
@@ -195,12 +217,15 @@ impl Client {
         }
     }
 
-    /// Round 1: checks the member list U1, then Shamir-shares a fresh
-    /// self-mask seed and the mask secret key among U1 (threshold t) and
-    /// seals each other member's pair of shares for it.
+    /// Round 1: checks the member list U1 (its size, order, this client's
+    /// keys, and every other member's attestation with `verifier`: trusted,
+    /// and no identity twice), then Shamir-shares a fresh self-mask seed and
+    /// the mask secret key among U1 (threshold t) and seals each other
+    /// member's pair of shares for it.
     pub fn share_keys(
         &mut self,
         list: &MemberList,
+        verifier: &dyn Verifier,
         rng: &mut impl CryptoRng,
     ) -> Result<ShareKeys, ClientError> {
         let State::Advertised { channel, mask } = &self.state else {
@@ -219,18 +244,28 @@ impl Client {
         if !strictly_increasing(members.iter().map(|m| m.id)) {
             return Err(ClientError::NotSorted);
         }
-        let own_keys = AdvertiseKeys {
-            channel_pk: channel.public,
-            mask_pk: mask.public,
-        };
         let me = members
             .binary_search_by_key(&self.id, |m| m.id)
             .map_err(|_| ClientError::NotListed)?;
-        if members[me].keys != own_keys {
+        let own = &members[me].keys;
+        if own.channel_pk != channel.public || own.mask_pk != mask.public {
             return Err(ClientError::NotListed);
         }
-
         let session = self.config.session;
+        let mut identities = std::collections::HashSet::with_capacity(members.len());
+        for m in members {
+            let identity =
+                attest::verify_keys(session, m.id, &m.keys, verifier).map_err(|error| {
+                    ClientError::Unattested {
+                        member: m.id,
+                        error,
+                    }
+                })?;
+            if !identities.insert(identity) {
+                return Err(ClientError::DuplicateIdentity(m.id));
+            }
+        }
+
         let mut shared_channels = Vec::with_capacity(members.len() - 1);
         let mut pair_seeds = Vec::with_capacity(members.len() - 1);
         for m in members.iter().filter(|m| m.id != self.id) {

@@ -11,16 +11,20 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::attest::Attestation;
 use super::shamir::Share;
 use super::ClientId;
 
-/// Round 0, client → server: the client's two X25519 public keys.
+/// Round 0, client → server: the client's two X25519 public keys, signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdvertiseKeys {
     /// Public key of the channel key pair (encrypts shares between clients).
     pub channel_pk: [u8; 32],
     /// Public key of the mask key pair (agrees the pair masks).
     pub mask_pk: [u8; 32],
+    /// Who advertises them: a credential and a signature over
+    /// [`statement`](super::attest::statement).
+    pub attestation: Attestation,
 }
 
 /// One cohort member's advertised keys, as the server relays them.

@@ -27,20 +27,23 @@
 //!
 //! # Assumptions and known limits
 //!
-//! * **Semi-honest server**: it follows the protocol but may read everything
-//!   it handles. At most t − 1 members collude with it (they see their own
-//!   shares); with t or more the secrets of others can be rebuilt.
-//! * **No signatures yet.** Advertised keys are not signed, so a server may
-//!   invent cohort members whose keys are its own. It then receives their
-//!   shares of every honest member's self-mask seed and mask key; with t of
-//!   them it can rebuild both for any client and unmask that client's input
-//!   (with fewer, it can add honest members' answers by lying about who
-//!   dropped). This is a known limit of this version, not of the protocol:
-//!   the fix is to sign each [`AdvertiseKeys`]
-//!   with the device's certificate key (omega-certs) and have clients check
-//!   every member's signature and the cohort's minimum size before round 1
-//!   (Bonawitz's "active adversary" variant, which also adds a consistency
-//!   round).
+//! * **Signed keys** ([`attest`]): every member signs its advertised keys
+//!   with its device certificate's key, and every client checks every
+//!   member's signature and certificate, and that no certificate appears
+//!   twice, before round 1. A server cannot invent members; the members it
+//!   lists are real devices.
+//! * **The server**: it may read everything it handles and lie about who
+//!   dropped out (double masking and the survivor check above keep that
+//!   useless), and it may run real devices of its own in the cohort. At most
+//!   t − 1 members may collude with it (they see their own shares); with t or
+//!   more the secrets of others can be rebuilt. With c colluding members among
+//!   the n members of U2, the b/s split (showing some honest clients a U3
+//!   with the victim, the others one without, to collect t shares of both its
+//!   secrets) needs 2(t − c) ≤ n − c − 1 honest answers, so c ≥ 2t − n + 1
+//!   (11 at n = 200, t = 105): the margin of t over n/2 is what bounds a
+//!   server with devices of its own. There is no consistency round (Bonawitz's active
+//!   variant signs U3 as well); the noise each TV adds assumes t − 1 others
+//!   are honest (see `omega_brain_core::round_client`).
 //! * The self-mask seed's reconstruction cannot be checked (there are no
 //!   commitments); a reconstructed mask secret key is checked against the
 //!   advertised public key. Bad shares from a member make the sum wrong or
@@ -71,6 +74,7 @@
 //! words, and at the end rebuilds |U2| secrets (O(n·t)) and expands
 //! |U3|·(1 + dropped) masks of D words.
 
+pub mod attest;
 mod client;
 mod crypto;
 mod messages;
@@ -82,6 +86,7 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
+pub use attest::{AttestError, Attestation, Attestor, Verifier};
 pub use client::{Client, ClientError};
 pub use crypto::CIPHERTEXT_LEN;
 pub use messages::{
@@ -200,7 +205,8 @@ impl Config {
     pub fn max_message_bytes(&self) -> usize {
         let n = usize::from(self.cohort);
         let per_member = 5 + 1 + CIPHERTEXT_LEN; // id, length, ciphertext
-        let largest = (per_member * n).max(4 * self.dim as usize).max(69 * n);
+        let listed = 69 + 2 * 3 + attest::MAX_CREDENTIAL_BYTES + attest::MAX_SIGNATURE_BYTES;
+        let largest = (per_member * n).max(4 * self.dim as usize).max(listed * n);
         largest + 16 // envelope tag and length prefixes
     }
 

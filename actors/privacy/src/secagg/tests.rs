@@ -8,7 +8,47 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+use super::attest::testing::Registry;
 use super::*;
+
+/// The trusted identities of every test (each client gets a fresh one).
+fn pki() -> &'static Registry {
+    static PKI: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    PKI.get_or_init(Registry::new)
+}
+
+/// Keys as member `id` of `session` advertises them, signed by a fresh
+/// trusted `identity`.
+fn signed_keys(
+    session: u64,
+    id: ClientId,
+    channel_pk: [u8; 32],
+    mask_pk: [u8; 32],
+    identity: &str,
+) -> AdvertiseKeys {
+    let statement = attest::statement(session, id, &channel_pk, &mask_pk);
+    let attestation = pki()
+        .attestor(identity, true)
+        .attest(&statement)
+        .expect("sign");
+    AdvertiseKeys {
+        channel_pk,
+        mask_pk,
+        attestation,
+    }
+}
+
+/// A client for member `id` with a fresh trusted identity.
+fn new_client(
+    cfg: Config,
+    id: ClientId,
+    rng: &mut ChaCha20Rng,
+) -> Result<(Client, AdvertiseKeys), ClientError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let attestor = pki().attestor(&format!("tv-{n}"), true);
+    Client::new(cfg, id, &attestor, rng)
+}
 
 fn config(cohort: u16, threshold: u16, dim: u32) -> Config {
     Config {
@@ -77,7 +117,7 @@ impl Cohort {
         let mut clients = BTreeMap::new();
         let mut keys = Vec::new();
         for id in ids(inputs.len()) {
-            let (c, k) = Client::new(cfg, id, &mut rng).expect("config");
+            let (c, k) = new_client(cfg, id, &mut rng).expect("config");
             clients.insert(id, c);
             keys.push((id, ToServer::AdvertiseKeys(k)));
         }
@@ -99,7 +139,7 @@ impl Cohort {
         self.clients
             .iter_mut()
             .map(|(id, c)| {
-                let m = c.share_keys(list, rng).expect("share");
+                let m = c.share_keys(list, pki(), rng).expect("share");
                 (*id, ToServer::ShareKeys(m))
             })
             .collect()
@@ -451,7 +491,7 @@ fn clients_check_the_member_list() {
     };
     let mut clients = Vec::new();
     for id in ids(4) {
-        let (c, keys) = Client::new(cfg, id, &mut rng).expect("config");
+        let (c, keys) = new_client(cfg, id, &mut rng).expect("config");
         list.members.push(MemberKeys { id, keys });
         clients.push(c);
     }
@@ -461,35 +501,39 @@ fn clients_check_the_member_list() {
     let mut small = list.clone();
     small.members.truncate(2);
     assert!(matches!(
-        c.share_keys(&small, &mut rng),
+        c.share_keys(&small, pki(), &mut rng),
         Err(ClientError::CohortSize { got: 2, .. })
     ));
     let mut unsorted = list.clone();
     unsorted.members.swap(1, 2);
     assert_eq!(
-        c.share_keys(&unsorted, &mut rng),
+        c.share_keys(&unsorted, pki(), &mut rng),
         Err(ClientError::NotSorted)
     );
     let mut dup = list.clone();
     dup.members[2] = dup.members[1].clone();
-    assert_eq!(c.share_keys(&dup, &mut rng), Err(ClientError::NotSorted));
+    assert_eq!(
+        c.share_keys(&dup, pki(), &mut rng),
+        Err(ClientError::NotSorted)
+    );
     let mut without = list.clone();
     without.members.remove(0);
     assert_eq!(
-        c.share_keys(&without, &mut rng),
+        c.share_keys(&without, pki(), &mut rng),
         Err(ClientError::NotListed)
     );
     let mut swapped_keys = list.clone();
     swapped_keys.members[0].keys.mask_pk = swapped_keys.members[1].keys.mask_pk;
     assert_eq!(
-        c.share_keys(&swapped_keys, &mut rng),
+        c.share_keys(&swapped_keys, pki(), &mut rng),
         Err(ClientError::NotListed)
     );
+    // A small-order key, properly signed: refused for what it is.
     let mut low = list.clone();
-    low.members[3].keys.mask_pk = [0; 32];
     let low_id = low.members[3].id;
+    low.members[3].keys = signed_keys(42, low_id, [9; 32], [0; 32], "tv-low");
     assert_eq!(
-        c.share_keys(&low, &mut rng),
+        c.share_keys(&low, pki(), &mut rng),
         Err(ClientError::LowOrderKey(low_id))
     );
     // Wrong rounds before and after.
@@ -497,23 +541,112 @@ fn clients_check_the_member_list() {
         c.masked_input(&SharesForYou { sealed: vec![] }, &[0; 4]),
         Err(ClientError::WrongRound { .. })
     ));
-    let msg = c.share_keys(&list, &mut rng).expect("valid list");
+    let msg = c.share_keys(&list, pki(), &mut rng).expect("valid list");
     assert_eq!(msg.sealed.len(), 3);
     assert!(msg.sealed.iter().all(|s| s.peer != me));
     assert!(matches!(
-        c.share_keys(&list, &mut rng),
+        c.share_keys(&list, pki(), &mut rng),
         Err(ClientError::WrongRound { .. })
     ));
+}
+
+#[test]
+fn clients_refuse_members_without_a_trusted_attestation() {
+    let cfg = config(5, 3, 4);
+    let mut rng = ChaCha20Rng::seed_from_u64(19);
+    let mut list = MemberList {
+        members: Vec::new(),
+    };
+    let mut clients = Vec::new();
+    for id in ids(4) {
+        let (c, keys) = new_client(cfg, id, &mut rng).expect("config");
+        list.members.push(MemberKeys { id, keys });
+        clients.push(c);
+    }
+    let c = &mut clients[0];
+    let other = list.members[2].id;
+    let unattested = |r: Result<ShareKeys, ClientError>| match r {
+        Err(ClientError::Unattested { member, error }) => Some((member, error)),
+        _ => None,
+    };
+
+    // A member the server made up: keys signed by an identity nobody issued.
+    let mut invented = list.clone();
+    let statement = attest::statement(42, other, &[7; 32], &[8; 32]);
+    invented.members[2].keys = AdvertiseKeys {
+        channel_pk: [7; 32],
+        mask_pk: [8; 32],
+        attestation: pki()
+            .attestor("made-up", false)
+            .attest(&statement)
+            .expect("sign"),
+    };
+    let (member, error) = unattested(c.share_keys(&invented, pki(), &mut rng)).expect("refused");
+    assert_eq!(member, other);
+    assert!(matches!(error, AttestError::Credential(_)), "{error:?}");
+
+    // A real member's attestation over keys the server swapped in.
+    let mut swapped = list.clone();
+    swapped.members[2].keys.mask_pk = [5; 32];
+    assert_eq!(
+        unattested(c.share_keys(&swapped, pki(), &mut rng)),
+        Some((other, AttestError::Signature))
+    );
+
+    // Keys signed for another session, or for another member id.
+    let k = &list.members[2].keys;
+    for (session, id) in [(43, other), (42, ClientId(999))] {
+        let mut replayed = list.clone();
+        replayed.members[2].keys.attestation =
+            signed_keys(session, id, k.channel_pk, k.mask_pk, "tv-replay").attestation;
+        assert_eq!(
+            unattested(c.share_keys(&replayed, pki(), &mut rng)),
+            Some((other, AttestError::Signature))
+        );
+    }
+
+    // One identity behind two member ids (a Sybil from one credential).
+    let mut twice = list.clone();
+    let twin = pki().attestor("tv-twice", true);
+    for k in [2, 3] {
+        let (id, channel_pk, mask_pk) = (list.members[k].id, [k as u8; 32], [k as u8 + 10; 32]);
+        twice.members[k].keys = AdvertiseKeys {
+            channel_pk,
+            mask_pk,
+            attestation: twin
+                .attest(&attest::statement(42, id, &channel_pk, &mask_pk))
+                .expect("sign"),
+        };
+    }
+    assert_eq!(
+        c.share_keys(&twice, pki(), &mut rng),
+        Err(ClientError::DuplicateIdentity(list.members[3].id))
+    );
+
+    // An oversized credential costs no verification.
+    let mut big = list.clone();
+    big.members[2].keys.attestation.credential = vec![0; attest::MAX_CREDENTIAL_BYTES + 1];
+    assert_eq!(
+        unattested(c.share_keys(&big, pki(), &mut rng)),
+        Some((
+            other,
+            AttestError::TooLarge(attest::MAX_CREDENTIAL_BYTES + 1)
+        ))
+    );
+
+    // Nothing was revealed: the client still takes the honest list.
+    let msg = c.share_keys(&list, pki(), &mut rng).expect("valid list");
+    assert_eq!(msg.sealed.len(), 3);
 }
 
 #[test]
 fn the_server_refuses_small_order_keys_and_a_full_cohort() {
     let mut server = Server::new(config(3, 2, 1)).expect("config");
     let mut rng = ChaCha20Rng::seed_from_u64(23);
-    let (_, good) = Client::new(config(3, 2, 1), ClientId(0), &mut rng).expect("config");
+    let (_, good) = new_client(config(3, 2, 1), ClientId(0), &mut rng).expect("config");
     let bad = AdvertiseKeys {
-        channel_pk: good.channel_pk,
         mask_pk: [0; 32],
+        ..good.clone()
     };
     assert_eq!(
         server.receive_keys(ClientId(9), bad),
@@ -602,12 +735,13 @@ fn messages_round_trip_through_postcard_within_the_bound() {
     };
     let (mut cohort, keys) = Cohort::new(cfg, &x, 20);
     let mut server = Server::new(cfg).expect("config");
-    through(&mut server, keys, 64);
+    let attested = 6 + attest::MAX_CREDENTIAL_BYTES + attest::MAX_SIGNATURE_BYTES;
+    through(&mut server, keys, 64 + attested);
     let ToClient::Members(list) = check_client(ToClient::Members(server.close_keys().expect("U1")))
     else {
         panic!("members")
     };
-    assert!(encoded_len(&list) <= 69 * 6 + 1);
+    assert!(encoded_len(&list) <= (69 + attested) * 6 + 1);
     through(&mut server, cohort.share(&list), 102 * 5 + 1);
     let inboxes = server
         .close_shares()
@@ -681,12 +815,22 @@ fn arb_message() -> impl Strategy<Value = ToServer> {
         .prop_map(|(peer, ciphertext)| Sealed { peer, ciphertext });
     let held = || (arb_id(), arb_share()).prop_map(|(owner, share)| HeldShare { owner, share });
     prop_oneof![
-        (any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(channel_pk, mask_pk)| {
-            ToServer::AdvertiseKeys(AdvertiseKeys {
-                channel_pk,
-                mask_pk,
-            })
-        }),
+        (
+            any::<[u8; 32]>(),
+            any::<[u8; 32]>(),
+            prop::collection::vec(any::<u8>(), 0..80),
+            prop::collection::vec(any::<u8>(), 0..80)
+        )
+            .prop_map(|(channel_pk, mask_pk, credential, signature)| {
+                ToServer::AdvertiseKeys(AdvertiseKeys {
+                    channel_pk,
+                    mask_pk,
+                    attestation: Attestation {
+                        credential,
+                        signature,
+                    },
+                })
+            }),
         prop::collection::vec(sealed, 0..6)
             .prop_map(|sealed| ToServer::ShareKeys(ShareKeys { sealed })),
         prop::collection::vec(any::<u32>(), 0..10)
@@ -749,12 +893,12 @@ proptest! {
         let mut list = MemberList { members: Vec::new() };
         let mut clients = Vec::new();
         for id in ids(5) {
-            let (c, keys) = Client::new(cfg, id, &mut rng).expect("config");
+            let (c, keys) = new_client(cfg, id, &mut rng).expect("config");
             list.members.push(MemberKeys { id, keys });
             clients.push(c);
         }
         let client = &mut clients[1];
-        client.share_keys(&list, &mut rng).expect("share");
+        client.share_keys(&list, pki(), &mut rng).expect("share");
         for inbox in inboxes {
             let mut sealed: Vec<Sealed> = inbox
                 .into_iter()
