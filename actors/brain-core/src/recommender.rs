@@ -32,8 +32,15 @@
 //!    the diversity penalty), which never rises down the list.
 //! 5. **Explain**: each result names its strongest signal ([`Reason`]); the
 //!    fleet's (watched together, then popular in the region) when its part is
-//!    at least a quarter of the score. A confidence in 0–1 (score over the
-//!    sum of the weights in use, clamped).
+//!    at least a quarter of the score.
+//! 6. **Confidence** (0–1): where the title's relevance stands between the
+//!    median scored candidate (0) and the best one (1), times how much the TV
+//!    knows of the viewer's taste — (recent watches + 1) / (window + 1), 1
+//!    with a full window. A cold start knows nothing of the viewer: its
+//!    confidence is at most 0.2 (the region's popularity). It orders titles
+//!    within an answer and across answers by how much evidence backs them;
+//!    it is not a calibrated probability (`omega-sim eval` reports hit rate
+//!    by confidence band).
 //!
 //! Cold start (no recent watch, no local pattern in the bucket, no mood):
 //! the fleet's most watched titles in the region, then trends of the bucket (then of other buckets), then items nearest the
@@ -258,7 +265,7 @@ pub struct Recommendation {
     /// The value the title was ranked with: never higher than the previous
     /// title's (not comparable across requests).
     pub score: f32,
-    /// 0–1.
+    /// 0–1: how well the title is supported (see the module docs, step 6).
     pub confidence: f32,
     /// Why.
     pub reason: Reason,
@@ -464,15 +471,6 @@ pub fn recommend_among(
     keys.sort_unstable();
     keys.dedup();
 
-    let wsum = cfg.w_similarity
-        + cfg.w_local
-        + cfg.w_global
-        + cfg.w_trend
-        + if state.fleet.is_empty() {
-            0.0
-        } else {
-            cfg.w_together + cfg.w_popular
-        };
     let score_key = |key: u64| -> Option<Cand<'_>> {
         let rec = state.catalog.by_key(key)?;
         let id = &rec.item.id;
@@ -547,7 +545,7 @@ pub fn recommend_among(
             title: rec.item.title.as_str(),
             emb,
             score,
-            confidence: (score / wsum).clamp(0.0, 1.0),
+            confidence: 0.0, // set once every candidate is scored
             why,
         })
     };
@@ -564,8 +562,27 @@ pub fn recommend_among(
         }
     }
     cands.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(b.id)));
+    set_confidence(&mut cands, recent.len(), cfg.recent_window);
     cands.truncate((k * 5).max(50));
     Ok(mmr(cands, k, cfg.mmr_lambda, &recent))
+}
+
+/// Each candidate's confidence (module docs, step 6), over `cands` sorted
+/// by score, best first.
+fn set_confidence(cands: &mut [Cand<'_>], recent: usize, window: usize) {
+    let (Some(top), Some(median)) = (cands.first(), cands.get(cands.len() / 2)) else {
+        return;
+    };
+    let (top, median) = (top.score, median.score);
+    let known = (recent.min(window) as f32 + 1.0) / (window as f32 + 1.0);
+    for c in cands.iter_mut() {
+        let standing = if top > median {
+            ((c.score - median) / (top - median)).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        c.confidence = standing * known;
+    }
 }
 
 /// Keeps the `n` largest by `f` (ties: original order), in descending order.
@@ -672,7 +689,8 @@ fn cold_start(
     excluded: &dyn Fn(&ContentId) -> bool,
 ) -> Result<Vec<Recommendation>, CoreError> {
     let mut out: Vec<Recommendation> = Vec::with_capacity(k);
-    let push = |out: &mut Vec<Recommendation>, id: &ContentId, confidence: f32, reason: Reason| {
+    // Nothing is known of the viewer: confidence is a fifth of the score.
+    let push = |out: &mut Vec<Recommendation>, id: &ContentId, score: f32, reason: Reason| {
         if out.len() >= k || excluded(id) || out.iter().any(|r| &r.content_id == id) {
             return;
         }
@@ -680,8 +698,8 @@ fn cold_start(
             out.push(Recommendation {
                 content_id: id.clone(),
                 title: rec.item.title.clone(),
-                score: confidence,
-                confidence: confidence.clamp(0.0, 1.0),
+                score,
+                confidence: (0.2 * score).clamp(0.0, 0.2),
                 reason,
             });
         }

@@ -313,3 +313,34 @@ fn recommend_among_keeps_to_the_allowed_titles_and_otherwise_matches_recommend()
     assert_eq!(restricted.len(), 5);
     assert!(restricted.iter().all(|r| only_c3(&r.content_id)));
 }
+
+/// Confidence: 1 for the best-supported title of a viewer with a full
+/// window of recent watches, falling with the title's standing, lower for
+/// a viewer the TV knows less of, and at most 0.2 on a cold start.
+#[test]
+fn confidence_follows_standing_and_what_the_tv_knows() {
+    let cfg = RecommenderConfig {
+        mmr_lambda: 1.0,
+        ..RecommenderConfig::default()
+    };
+    let (mut full, _) = state(6, 15);
+    for i in 0..cfg.recent_window {
+        watch(&mut full, &format!("c2-{i}"), 0.95, i as u64);
+    }
+    let out = rec(&full, &req(10), None, &cfg);
+    assert_eq!(out[0].confidence, 1.0, "{out:?}");
+    let conf: Vec<f32> = out.iter().map(|r| r.confidence).collect();
+    assert!(conf.windows(2).all(|w| w[0] >= w[1]), "{conf:?}");
+    assert!(conf[9] < conf[0], "{conf:?}");
+
+    let (mut one, _) = state(6, 15);
+    watch(&mut one, "c2-0", 0.95, 0);
+    let out_one = rec(&one, &req(10), None, &cfg);
+    let known = 2.0 / (cfg.recent_window as f32 + 1.0);
+    assert!((out_one[0].confidence - known).abs() < 1e-6, "{out_one:?}");
+
+    let (cold, _) = state(6, 15);
+    let out_cold = rec(&cold, &req(10), None, &cfg);
+    assert!(!out_cold.is_empty());
+    assert!(out_cold.iter().all(|r| r.confidence <= 0.2), "{out_cold:?}");
+}
