@@ -98,6 +98,12 @@ enum Command {
         /// cohort).
         #[arg(long, env = "OMEGA_EVAL_THRESHOLD", default_value_t = omega_sim::eval::federated::FederatedOptions::default().threshold)]
         threshold: u16,
+        /// federated, ablation: after each folded round, replace the node's
+        /// totals with the exact counts over every TV's watches so far (no
+        /// noise, nothing hidden), to measure what the privacy mechanisms
+        /// cost.
+        #[arg(long)]
+        exact_fleet: bool,
     },
     /// Benchmarks (BENCHMARKS.md); release builds only.
     Bench {
@@ -160,6 +166,7 @@ async fn run(cli: Cli) -> Result<()> {
             round_interval_days,
             cohort,
             threshold,
+            exact_fleet,
         } => {
             let opts = omega_sim::eval::EvalOptions {
                 dataset,
@@ -175,6 +182,7 @@ async fn run(cli: Cli) -> Result<()> {
                     cohort,
                     threshold,
                     seed,
+                    exact_fleet,
                     ..Default::default()
                 },
             };

@@ -436,6 +436,18 @@ impl Learning {
         self.regions.get(region).map(|r| &r.totals)
     }
 
+    /// Replaces `region`'s totals and publishes them as a new fleet version
+    /// (totals restored from elsewhere; the simulator's exact-totals
+    /// ablation). An unknown region is ignored.
+    pub fn replace_totals(&mut self, region: &Region, totals: RegionTotals) {
+        let aggregate = self.aggregate;
+        if let Some(r) = self.regions.get_mut(region) {
+            r.totals = totals;
+            r.publish(&aggregate);
+            r.changed = true;
+        }
+    }
+
     /// The totals changed since the last call, to store.
     pub fn take_changed(&mut self) -> Vec<(Region, RegionTotals)> {
         self.regions

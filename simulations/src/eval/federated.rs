@@ -76,12 +76,15 @@ use omega_constellation::store::{MemoryStore, PatternStore};
 use omega_constellation::sync::{
     self as node_sync, Learning, LearningConfig, SyncConfig, SyncCore,
 };
+use omega_constellation_core::aggregate::RegionTotals;
 use omega_constellation_core::rounds::RoundsConfig;
 use omega_privacy::secagg::{from_ring, ToServer, Verifier};
 use omega_privacy::Budget;
 use omega_protocol::codec;
 use omega_protocol::limits::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
-use omega_protocol::{CatalogEntry, ContentId, DeviceId, NodeToTv, Region, SyncRequest};
+use omega_protocol::{
+    CatalogEntry, ContentId, DeviceId, NodeToTv, Region, SyncRequest, SUCCESS_THRESHOLD,
+};
 use omega_transport::attest::{DeviceAttestor, DeviceVerifier};
 use omega_transport::quic::TrustAnchor;
 use parking_lot::Mutex;
@@ -90,7 +93,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::local::{event, SharedCatalog};
+use super::local::{event, watch_fraction, SharedCatalog};
 use super::{loo100_candidates, Candidates, Method, Protocol, Ranked, Split, K};
 
 const MINUTE_MS: u64 = 60_000;
@@ -122,6 +125,11 @@ pub struct FederatedOptions {
     pub seed: u64,
     /// Keep every request frame of the first this many users' TVs (tests).
     pub keep_frames: usize,
+    /// Ablation, to measure what the privacy mechanisms cost: after each
+    /// folded round the node's totals are replaced by the exact counts over
+    /// every TV's successful watches so far (no noise, every TV, nothing
+    /// hidden), which the same TVs then rank with.
+    pub exact_fleet: bool,
 }
 
 impl Default for FederatedOptions {
@@ -142,6 +150,7 @@ impl Default for FederatedOptions {
             threshold: 105,
             seed: 42,
             keep_frames: 0,
+            exact_fleet: false,
         }
     }
 }
@@ -733,6 +742,67 @@ impl<'a> Sim<'a> {
         })
     }
 
+    /// The exact-fleet ablation's totals at `now_ms`: every user's
+    /// successful training watches so far, each title once per user, and
+    /// pairs of the most watched titles within the window, once per user.
+    fn exact_totals(&self, now_ms: u64) -> RegionTotals {
+        let cfg = LearningConfig::default();
+        let window = usize::from(cfg.window);
+        let seqs: Vec<Vec<u32>> = self
+            .split
+            .users
+            .iter()
+            .map(|u| {
+                u.train
+                    .iter()
+                    .filter(|x| {
+                        x.timestamp.saturating_mul(1000) <= now_ms
+                            && watch_fraction(x.rating) >= SUCCESS_THRESHOLD
+                    })
+                    .map(|x| x.item)
+                    .collect()
+            })
+            .collect();
+        let mut titles: HashMap<u32, f64> = HashMap::new();
+        for seq in &seqs {
+            let distinct: std::collections::BTreeSet<u32> = seq.iter().copied().collect();
+            for item in distinct {
+                *titles.entry(item).or_default() += 1.0;
+            }
+        }
+        let mut ranked: Vec<(u32, f64)> = titles.iter().map(|(&i, &n)| (i, n)).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let paired: std::collections::BTreeSet<u32> = ranked
+            .iter()
+            .take(usize::from(cfg.pair_titles))
+            .map(|&(i, _)| i)
+            .collect();
+        let id = |item: u32| self.catalog.entries[item as usize].item.id.clone();
+        let mut pairs: BTreeMap<(ContentId, ContentId), f64> = BTreeMap::new();
+        for seq in &seqs {
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, &b) in seq.iter().enumerate() {
+                for &a in &seq[i.saturating_sub(window)..i] {
+                    if a != b && paired.contains(&a) && paired.contains(&b) {
+                        seen.insert((a.min(b), a.max(b)));
+                    }
+                }
+            }
+            for (a, b) in seen {
+                let (x, y) = (id(a), id(b));
+                let key = if x <= y { (x, y) } else { (y, x) };
+                *pairs.entry(key).or_default() += 1.0;
+            }
+        }
+        RegionTotals {
+            titles: titles.into_iter().map(|(i, n)| (id(i), n)).collect(),
+            pairs,
+            variance: 0.0,
+            rounds: u32::try_from(self.node.folded).unwrap_or(u32::MAX),
+            contributors: seqs.iter().filter(|s| !s.is_empty()).count() as u64,
+        }
+    }
+
     fn switch_on(&mut self, u: usize, t: u64) -> Result<()> {
         let user = &self.split.users[u];
         let store = BrainStore::open_with_backend(
@@ -894,7 +964,15 @@ impl<'a> Sim<'a> {
         // The node, one at a time in time order.
         let mut answers = Vec::with_capacity(tvs.len());
         for ((t, tv), (_, frame)) in tvs.iter().zip(&prepared) {
+            let folded = self.node.folded;
             answers.push(self.node.answer(&tv.device, frame, *t)?);
+            if self.opts.exact_fleet && self.node.folded > folded {
+                let exact = self.exact_totals(*t);
+                self.node
+                    .learning
+                    .lock()
+                    .replace_totals(&self.node.region, exact);
+            }
         }
         // The TVs apply their answers, in parallel.
         let slots = self.slot_items.len();
