@@ -46,10 +46,13 @@
 //! ones get [`StoreError::Conflict`] for one of them.
 //!
 //! The trait is blocking; the store owns a small tokio runtime (two workers)
-//! for the async driver and `block_on`s it in each call, which works from
-//! plain threads and `spawn_blocking` threads (not from async tasks, which
-//! the trait forbids). Dropping the store shuts the runtime down in the
-//! background, so a drop inside an async context does not panic.
+//! for the async driver and `block_on`s it in each call: directly from plain
+//! threads, inside `block_in_place` from a multi-threaded runtime's threads
+//! (`spawn_blocking` ones, and workers of callers that break the trait's
+//! rule and call from async code: the node's startup reads the learned
+//! totals that way), and from a scoped thread inside a current-thread
+//! runtime. Dropping the store shuts its runtime down in the background, so a
+//! drop inside an async context does not panic.
 //!
 //! Deployment note: a sync of [`MAX_PATTERNS_PER_DEVICE`] patterns or a
 //! publication of [`MAX_GLOBALS_PER_REGION`](omega_constellation_core::store::MAX_GLOBALS_PER_REGION) globals is one batch of up to
@@ -159,6 +162,47 @@ impl ScyllaOptions {
             credentials: None,
         }
     }
+}
+
+/// Where the tests' database is: `OMEGA_TEST_CQL` (host:port), or `None`
+/// after printing (once) that the test is skipped. With `OMEGA_REQUIRE_CQL=1`
+/// (CI) a missing address panics instead: the tests must not pass unrun.
+#[cfg(feature = "testing")]
+pub fn cql_test_target() -> Option<String> {
+    let required = std::env::var("OMEGA_REQUIRE_CQL").is_ok_and(|v| v == "1");
+    match std::env::var("OMEGA_TEST_CQL") {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+        _ if required => panic!(
+            "OMEGA_REQUIRE_CQL=1 but OMEGA_TEST_CQL is not set \
+             (scripts/cassandra.sh start; export OMEGA_TEST_CQL=127.0.0.1:9042)"
+        ),
+        _ => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                println!(
+                    "skipped: OMEGA_TEST_CQL not set \
+                     (scripts/cassandra.sh start; export OMEGA_TEST_CQL=127.0.0.1:9042)"
+                );
+            });
+            None
+        }
+    }
+}
+
+/// Options for a keyspace at `addr` that no other test or run uses.
+#[cfg(feature = "testing")]
+pub fn fresh_test_options(addr: &str) -> ScyllaOptions {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let ks = format!(
+        "omega_t{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    ScyllaOptions::new(vec![addr.to_owned()], ks)
 }
 
 /// A consistency level by its CQL name (`LOCAL_QUORUM`, `QUORUM`, `ONE`, …).
@@ -642,13 +686,29 @@ impl ScyllaStore {
         })
     }
 
-    fn run<'a, T, F>(&'a self, f: impl FnOnce(&'a Inner) -> F) -> Result<T, StoreError>
+    fn run<'a, T, F>(&'a self, f: impl FnOnce(&'a Inner) -> F + Send) -> Result<T, StoreError>
     where
-        F: Future<Output = Result<T, StoreError>> + 'a,
+        T: Send,
+        F: Future<Output = Result<T, StoreError>> + Send + 'a,
     {
-        match (&self.rt, &self.inner) {
-            (Some(rt), Some(inner)) => rt.block_on(f(inner)),
-            _ => Err(StoreError::backend("run", "the store is closed")),
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let (Some(rt), Some(inner)) = (&self.rt, &self.inner) else {
+            return Err(StoreError::backend("run", "the store is closed"));
+        };
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            // A plain thread.
+            Err(_) => rt.block_on(f(inner)),
+            // A worker or blocking thread of a multi-threaded runtime:
+            // block_in_place leaves the runtime's context (a worker hands its
+            // other tasks over), so block_on may start.
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| rt.block_on(f(inner))),
+            // Inside a current-thread runtime: a scoped thread outside it.
+            Ok(_) => std::thread::scope(|scope| {
+                scope
+                    .spawn(|| rt.block_on(f(inner)))
+                    .join()
+                    .unwrap_or_else(|_| Err(StoreError::backend("run", "the store call panicked")))
+            }),
         }
     }
 }

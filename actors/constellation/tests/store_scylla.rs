@@ -10,50 +10,15 @@
 #[path = "common/store_ops.rs"]
 mod store_ops;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use omega_constellation::store::suite::{self, device, pattern, region, state};
 use omega_constellation::store::{
-    DeviceSync, PatternStore, ScyllaOptions, ScyllaStore, StoreError, SCYLLA_FORMAT,
+    cql_test_target as target, fresh_test_options as fresh_options, DeviceSync, PatternStore,
+    ScyllaOptions, ScyllaStore, StoreError, SCYLLA_FORMAT,
 };
 use proptest::prelude::*;
 use store_ops::op;
-
-const SKIPPED: &str =
-    "skipped: OMEGA_TEST_CQL not set (scripts/cassandra.sh start; export OMEGA_TEST_CQL=127.0.0.1:9042)";
-
-/// The database's address, or `None` (after saying so) when the tests skip.
-fn target() -> Option<String> {
-    let required = std::env::var("OMEGA_REQUIRE_CQL").is_ok_and(|v| v == "1");
-    match std::env::var("OMEGA_TEST_CQL") {
-        Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
-        _ if required => panic!(
-            "OMEGA_REQUIRE_CQL=1 but OMEGA_TEST_CQL is not set (scripts/cassandra.sh start; export OMEGA_TEST_CQL=127.0.0.1:9042)"
-        ),
-        _ => {
-            // Once per test binary (the proptest asks once per case).
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| println!("{SKIPPED}"));
-            None
-        }
-    }
-}
-
-/// Options for a keyspace no other test (or run) uses.
-fn fresh_options(addr: &str) -> ScyllaOptions {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let ks = format!(
-        "omega_t{}_{}_{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    ScyllaOptions::new(vec![addr.to_owned()], ks)
-}
 
 /// An empty store in a fresh keyspace, dropped with the store.
 fn fresh(addr: &str) -> ScyllaStore {
@@ -232,4 +197,25 @@ async fn works_from_spawn_blocking_inside_a_runtime() {
     .await
     .unwrap();
     drop(store);
+}
+
+/// Calls from async code break the trait's rule (the node's startup does it
+/// once); they block the calling thread, as the redb store does, but do not
+/// panic on either runtime flavor.
+#[test]
+fn a_call_from_async_code_blocks_but_does_not_panic() {
+    let Some(addr) = target() else { return };
+    let store = fresh(&addr);
+    for multi in [false, true] {
+        let rt = if multi {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+        } else {
+            tokio::runtime::Builder::new_current_thread().build()
+        }
+        .unwrap();
+        let n = rt.block_on(async { store.catalog_version().unwrap() });
+        assert_eq!(n, 0, "multi-threaded: {multi}");
+    }
 }
