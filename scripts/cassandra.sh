@@ -167,15 +167,11 @@ XML
 }
 
 start() {
-  local pid
-  if pid=$(running_pid); then
-    if v=$(cql_release_version); then
-      echo "Cassandra $v already running (pid $pid), CQL on 127.0.0.1:$port"
-      return 0
-    fi
-    echo "Cassandra process $pid is running but CQL does not answer yet; waiting"
-  else
-    if v=$(cql_release_version); then
+  if status; then
+    return 0
+  fi
+  if ! running_pid >/dev/null; then
+    if cql_release_version >/dev/null; then
       echo "error: something else answers CQL on 127.0.0.1:$port (not started by this script)" >&2
       return 1
     fi

@@ -257,6 +257,36 @@ pub struct DeviceSync<'a> {
     pub removals: &'a [PatternId],
 }
 
+impl DeviceSync<'_> {
+    /// The device's patterns by id after this sync, from its `current` ones
+    /// (ignored when `reset`): removals, then upserts. Refuses with
+    /// [`StoreError::LimitExceeded`] past [`MAX_PATTERNS_PER_DEVICE`].
+    pub fn apply_to(
+        &self,
+        current: impl IntoIterator<Item = StoredPattern>,
+    ) -> Result<std::collections::BTreeMap<PatternId, StoredPattern>, StoreError> {
+        let mut mine: std::collections::BTreeMap<PatternId, StoredPattern> = if self.reset {
+            std::collections::BTreeMap::new()
+        } else {
+            current.into_iter().map(|p| (p.id, p)).collect()
+        };
+        for id in self.removals {
+            mine.remove(id);
+        }
+        for p in self.upserts {
+            mine.insert(p.id, p.clone());
+        }
+        if mine.len() > MAX_PATTERNS_PER_DEVICE as usize {
+            return Err(StoreError::LimitExceeded {
+                what: "patterns per device",
+                len: mine.len(),
+                max: MAX_PATTERNS_PER_DEVICE as usize,
+            });
+        }
+        Ok(mine)
+    }
+}
+
 /// A region's published globals as the store holds them (`E`: the wire form,
 /// or [`Embedding`](omega_protocol::Embedding) once federation decoded them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

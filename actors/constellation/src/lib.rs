@@ -11,6 +11,7 @@
 //!   actors, the federation timer and the catalog importer.
 
 pub mod actors;
+mod record;
 mod redb_store;
 mod scylla_store;
 pub mod sync;

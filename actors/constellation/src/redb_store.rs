@@ -23,7 +23,9 @@ use std::ops::Bound;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
+
+use crate::record::{dec, enc};
 
 use omega_protocol::limits::MAX_CATALOG_PAGE;
 use omega_protocol::{
@@ -73,17 +75,6 @@ struct RegionMeta {
 struct CatalogRecord {
     version: u64,
     entry: Option<PackedCatalogEntry>,
-}
-
-fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_allocvec(v).map_err(|e| StoreError::backend("encode", e))
-}
-
-fn dec<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-        what,
-        message: e.to_string(),
-    })
 }
 
 /// Maps any redb error of operation `op` to [`StoreError::DiskFull`] when

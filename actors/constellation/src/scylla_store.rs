@@ -54,7 +54,8 @@
 //! runtime. Dropping the store shuts its runtime down in the background, so a
 //! drop inside an async context does not panic.
 //!
-//! Deployment note: a sync of [`MAX_PATTERNS_PER_DEVICE`] patterns or a
+//! Deployment note: a sync of
+//! [`MAX_PATTERNS_PER_DEVICE`](omega_constellation_core::store::MAX_PATTERNS_PER_DEVICE) patterns or a
 //! publication of [`MAX_GLOBALS_PER_REGION`](omega_constellation_core::store::MAX_GLOBALS_PER_REGION) globals is one batch of up to
 //! about 150 KB; the cluster's `batch_size_fail_threshold` must allow it
 //! (ScyllaDB's default 1 MiB does; Cassandra's 50 KiB does not, see
@@ -76,7 +77,8 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlValue, Row};
-use serde::{de::DeserializeOwned, Serialize};
+
+use crate::record::{dec, enc};
 
 use omega_protocol::limits::MAX_CATALOG_PAGE;
 use omega_protocol::{
@@ -88,7 +90,7 @@ use omega_constellation_core::aggregate::RegionTotals;
 use omega_constellation_core::store::{
     check_publish, clamp_page, plan_publish, DeviceInfo, DeviceState, DeviceSync, GlobalRecord,
     GlobalsChange, PatternCursor, PatternStore, RegionGlobals, RegionPattern, RegionPatternPage,
-    StoreError, StoredPattern, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
+    StoreError, StoredPattern, MAX_SCAN_PAGE,
 };
 
 /// The schema (migration 1) with `{keyspace}` and `{replication}` to fill.
@@ -266,17 +268,6 @@ pub fn schema_statements(keyspace: &str, replication: &str) -> Vec<String> {
                 .replace("{replication}", replication)
         })
         .collect()
-}
-
-fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_allocvec(v).map_err(|e| StoreError::backend("encode", e))
-}
-
-fn dec<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-        what,
-        message: e.to_string(),
-    })
 }
 
 fn corrupt(what: &'static str) -> impl Fn(String) -> StoreError {
@@ -929,24 +920,7 @@ impl Inner {
     ) -> Result<u32, StoreError> {
         let op = "apply_device_sync";
         let old = self.read_device(device, true).await?;
-        let mut mine: BTreeMap<PatternId, StoredPattern> = if sync.reset {
-            BTreeMap::new()
-        } else {
-            old.patterns.iter().map(|p| (p.id, p.clone())).collect()
-        };
-        for id in sync.removals {
-            mine.remove(id);
-        }
-        for p in sync.upserts {
-            mine.insert(p.id, p.clone());
-        }
-        if mine.len() > MAX_PATTERNS_PER_DEVICE as usize {
-            return Err(StoreError::LimitExceeded {
-                what: "patterns per device",
-                len: mine.len(),
-                max: MAX_PATTERNS_PER_DEVICE as usize,
-            });
-        }
+        let mine = sync.apply_to(old.patterns.iter().cloned())?;
         let region = &sync.state.region;
         let marker_ok = match &old.state {
             Some(s) if &s.region == region && !sync.reset => {
