@@ -535,13 +535,17 @@ pub struct ScyllaStore {
 impl Drop for ScyllaStore {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
-            // Not from inside an async context, where block_on would panic.
-            if self.drop_keyspace && tokio::runtime::Handle::try_current().is_err() {
-                if let Some(inner) = &self.inner {
-                    let cql = format!("DROP KEYSPACE IF EXISTS {}", self.keyspace);
-                    if let Err(e) = rt.block_on(inner.session.query_unpaged(cql, &[])) {
-                        tracing::warn!(keyspace = %self.keyspace, error = %e, "keyspace not dropped");
-                    }
+            if let (true, Some(inner)) = (self.drop_keyspace, &self.inner) {
+                let cql = format!("DROP KEYSPACE IF EXISTS {}", self.keyspace);
+                let dropped = block_on_own(&rt, async {
+                    inner
+                        .session
+                        .query_unpaged(cql, &[])
+                        .await
+                        .map_err(be("drop keyspace"))
+                });
+                if let Err(e) = dropped {
+                    tracing::warn!(keyspace = %self.keyspace, error = %e, "keyspace not dropped");
                 }
             }
             {
@@ -656,8 +660,8 @@ impl ScyllaStore {
         &self.keyspace
     }
 
-    /// Drops the keyspace (all its data) when the store is dropped outside
-    /// an async context (tests' fresh keyspaces).
+    /// Drops the keyspace (all its data) when the store is dropped (tests'
+    /// fresh keyspaces).
     #[cfg(feature = "testing")]
     pub fn dropping_keyspace(mut self) -> Self {
         self.drop_keyspace = true;
@@ -677,30 +681,37 @@ impl ScyllaStore {
         })
     }
 
-    fn run<'a, T, F>(&'a self, f: impl FnOnce(&'a Inner) -> F + Send) -> Result<T, StoreError>
+    fn run<'a, T, F>(&'a self, f: impl FnOnce(&'a Inner) -> F) -> Result<T, StoreError>
     where
         T: Send,
         F: Future<Output = Result<T, StoreError>> + Send + 'a,
     {
-        use tokio::runtime::{Handle, RuntimeFlavor};
         let (Some(rt), Some(inner)) = (&self.rt, &self.inner) else {
             return Err(StoreError::backend("run", "the store is closed"));
         };
-        match Handle::try_current().map(|h| h.runtime_flavor()) {
-            // A plain thread.
-            Err(_) => rt.block_on(f(inner)),
-            // A worker or blocking thread of a multi-threaded runtime:
-            // block_in_place leaves the runtime's context (a worker hands its
-            // other tasks over), so block_on may start.
-            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| rt.block_on(f(inner))),
-            // Inside a current-thread runtime: a scoped thread outside it.
-            Ok(_) => std::thread::scope(|scope| {
-                scope
-                    .spawn(|| rt.block_on(f(inner)))
-                    .join()
-                    .unwrap_or_else(|_| Err(StoreError::backend("run", "the store call panicked")))
-            }),
-        }
+        block_on_own(rt, f(inner))
+    }
+}
+
+/// Runs `fut` to completion on the store's own runtime `rt` from whatever
+/// thread calls: directly from a plain thread; inside `block_in_place` from
+/// a multi-threaded runtime's threads (it leaves that runtime's context, so
+/// `block_on` may start); from a scoped thread inside a current-thread
+/// runtime.
+fn block_on_own<T: Send>(
+    rt: &tokio::runtime::Runtime,
+    fut: impl Future<Output = Result<T, StoreError>> + Send,
+) -> Result<T, StoreError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Err(_) => rt.block_on(fut),
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| rt.block_on(fut)),
+        Ok(_) => std::thread::scope(|scope| {
+            scope
+                .spawn(|| rt.block_on(fut))
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::backend("run", "the store call panicked")))
+        }),
     }
 }
 
