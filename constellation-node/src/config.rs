@@ -22,6 +22,17 @@
 //! federation_key_file = "/etc/omega/federation-key"  # 32 hex digits; default: random per start
 //! admin_token_file = "/etc/omega/admin-token"
 //!
+//! [store]                          # where the node keeps its data
+//! kind = "redb"                    # "redb": DATA_DIR/constellation.redb (default);
+//!                                  # "scylla": a shared ScyllaDB/Cassandra cluster
+//! contact_points = ["127.0.0.1:9042"]
+//! keyspace = "omega"
+//! replication = { class = "NetworkTopologyStrategy", dc1 = "3" }
+//! consistency = "LOCAL_QUORUM"
+//! request_timeout_ms = 5000
+//! username = "omega"               # optional login; the password is read
+//! password_file = "/etc/omega/scylla-password"  # from this file (first line)
+//!
 //! [learning]                       # private aggregation rounds (issue 14)
 //! enabled = true
 //! interval_ms = 86400000           # from a region's round end to its next
@@ -36,6 +47,7 @@
 //!                                  # inputs_ms, unmask_ms)
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,6 +56,7 @@ use serde::Deserialize;
 
 use omega_constellation::actors::{CatalogOptions, NodeConfig};
 use omega_constellation::federation::{FederationConfig, FederationError, OrderKey};
+use omega_constellation::store::{parse_consistency, Credentials, ScyllaOptions};
 use omega_constellation::sync::{LearningConfig, SyncConfig};
 use omega_protocol::Region;
 
@@ -153,6 +166,96 @@ pub struct Config {
     /// private aggregation rounds (omega-constellation-core's
     /// `LearningConfig`; every field has a default).
     pub learning: LearningConfig,
+    /// The `[store]` section: redb (default) or ScyllaDB.
+    pub store: StoreConfig,
+}
+
+/// Which store the node opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded redb file `DATA_DIR/constellation.redb` (one per node).
+    #[default]
+    Redb,
+    /// A ScyllaDB or Cassandra cluster the nodes share.
+    Scylla,
+}
+
+/// The `[store]` section (the ScyllaDB fields matter for `kind = "scylla"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `redb` or `scylla`. Default `redb`.
+    pub kind: StoreKind,
+    /// `host:port` of some cluster nodes. Default `["127.0.0.1:9042"]`.
+    pub contact_points: Vec<String>,
+    /// The keyspace, created with the schema at first start. Default `omega`.
+    pub keyspace: String,
+    /// The keyspace's replication map (used when it is created). Default
+    /// `{ class = "SimpleStrategy", replication_factor = "1" }`, for a
+    /// single development node; production clusters name
+    /// NetworkTopologyStrategy and a factor per datacenter.
+    pub replication: BTreeMap<String, String>,
+    /// Consistency of reads and writes (`LOCAL_QUORUM`, `QUORUM`,
+    /// `LOCAL_ONE`, …). Default `LOCAL_QUORUM`.
+    pub consistency: String,
+    /// Timeout of every database request, in milliseconds. Default 5,000.
+    pub request_timeout_ms: u64,
+    /// Login role; `None` for a cluster without authentication. Default none.
+    pub username: Option<String>,
+    /// File holding the password (first line); required with `username`.
+    /// Default none.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let defaults = ScyllaOptions::new(vec!["127.0.0.1:9042".into()], "omega");
+        Self {
+            kind: StoreKind::Redb,
+            contact_points: defaults.contact_points,
+            keyspace: defaults.keyspace,
+            replication: defaults.replication,
+            consistency: "LOCAL_QUORUM".into(),
+            request_timeout_ms: defaults.request_timeout.as_millis() as u64,
+            username: None,
+            password_file: None,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The ScyllaDB store's options, the password read from `password_file`.
+    pub fn scylla_options(&self) -> Result<ScyllaOptions, ConfigError> {
+        let mut opts = ScyllaOptions::new(self.contact_points.clone(), self.keyspace.clone());
+        opts.replication = self.replication.clone();
+        opts.consistency = parse_consistency(&self.consistency).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "store.consistency {:?} is not a consistency level",
+                self.consistency
+            ))
+        })?;
+        opts.request_timeout = Duration::from_millis(self.request_timeout_ms.max(1));
+        opts.credentials = match (&self.username, &self.password_file) {
+            (None, None) => None,
+            (Some(username), Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(Credentials {
+                    username: username.clone(),
+                    password: text.lines().next().unwrap_or("").to_owned(),
+                })
+            }
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "store.username and store.password_file go together".into(),
+                ))
+            }
+        };
+        Ok(opts)
+    }
 }
 
 impl Default for Config {
@@ -191,6 +294,7 @@ impl Default for Config {
             catalog_max_items: catalog.max_items_per_import,
             admin_body_limit: 64 * 1024 * 1024,
             learning: node.learning,
+            store: StoreConfig::default(),
         }
     }
 }
@@ -342,6 +446,54 @@ mod tests {
             .expect("parse")
             .node_config()
             .is_err());
+    }
+
+    #[test]
+    fn the_store_is_redb_by_default_and_scylla_when_configured() {
+        let c = Config::default();
+        assert_eq!(c.store.kind, StoreKind::Redb);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("password");
+        std::fs::write(&secret, "s3cret\nignored\n").expect("write");
+        let c = Config::from_toml(&format!(
+            "[store]\nkind = \"scylla\"\ncontact_points = [\"10.0.0.1:9042\"]\nkeyspace = \"omega_eu\"\n\
+             replication = {{ class = \"NetworkTopologyStrategy\", dc1 = \"3\" }}\n\
+             consistency = \"quorum\"\nrequest_timeout_ms = 250\nusername = \"omega\"\npassword_file = {:?}\n",
+            secret.display().to_string()
+        ))
+        .expect("parse");
+        assert_eq!(c.store.kind, StoreKind::Scylla);
+        let o = c.store.scylla_options().expect("valid");
+        assert_eq!(o.contact_points, vec!["10.0.0.1:9042".to_string()]);
+        assert_eq!(o.keyspace, "omega_eu");
+        assert_eq!(o.replication.get("dc1").map(String::as_str), Some("3"));
+        assert_eq!(
+            o.consistency,
+            omega_constellation::store::parse_consistency("QUORUM").expect("known")
+        );
+        assert_eq!(o.request_timeout, Duration::from_millis(250));
+        let creds = o.credentials.expect("login");
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("omega", "s3cret")
+        );
+        assert!(
+            !format!("{creds:?}").contains("s3cret"),
+            "the password is not logged"
+        );
+        // A bad level, a user without a password file, an unknown key.
+        let bad = Config::from_toml("[store]\nconsistency = \"SERIAL\"").expect("parse");
+        assert!(matches!(
+            bad.store.scylla_options(),
+            Err(ConfigError::Invalid(_))
+        ));
+        let bad = Config::from_toml("[store]\nusername = \"omega\"").expect("parse");
+        assert!(matches!(
+            bad.store.scylla_options(),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(Config::from_toml("[store]\npassword = \"x\"").is_err());
+        assert!(Config::from_toml("[store]\nkind = \"postgres\"").is_err());
     }
 
     #[test]

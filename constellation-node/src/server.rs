@@ -2,7 +2,8 @@
 //! together by [`RunningNode::start`] and stopped by
 //! [`RunningNode::shutdown`].
 //!
-//! Files: the store is `DATA_DIR/constellation.redb`; the node identity is
+//! Files: the store is `DATA_DIR/constellation.redb`, or the ScyllaDB
+//! keyspace of the configuration's `[store]` section; the node identity is
 //! `CERTS/nodes/<node_name>.crt|.key`; devices are checked against
 //! `CERTS/device-ca.crt` and its revocation list `CERTS/device-ca.crl` (if
 //! present).
@@ -22,12 +23,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 
 use omega_constellation::actors::{Node, TextEmbedder};
-use omega_constellation::store::{PatternStore, RedbStore};
+use omega_constellation::store::{PatternStore, RedbStore, ScyllaStore};
 use omega_transport::attest::DeviceVerifier;
 use omega_transport::quic::{server_config, TlsIdentity, TrustAnchor};
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreKind};
 use crate::listener::{self, ListenerContext};
 use crate::telemetry;
 
@@ -131,17 +132,30 @@ impl RunningNode {
             path: opts.data_dir.clone(),
             message: e.to_string(),
         })?;
-        let store_path = opts.data_dir.join(STORE_FILE);
+        let store_path = match config.store.kind {
+            StoreKind::Redb => opts.data_dir.join(STORE_FILE),
+            StoreKind::Scylla => PathBuf::from(format!(
+                "scylla:{}/{}",
+                config.store.contact_points.join(","),
+                config.store.keyspace
+            )),
+        };
         let store: Arc<dyn PatternStore> = {
             let path = store_path.clone();
-            let store = tokio::task::spawn_blocking(move || RedbStore::open(path))
-                .await
-                .map_err(|e| ServeError::Path {
-                    what: "store",
-                    path: store_path.clone(),
-                    message: e.to_string(),
-                })??;
-            Arc::new(store)
+            let scylla = match config.store.kind {
+                StoreKind::Redb => None,
+                StoreKind::Scylla => Some(config.store.scylla_options()?),
+            };
+            let joined = tokio::task::spawn_blocking(move || match scylla {
+                None => RedbStore::open(path).map(|s| Arc::new(s) as Arc<dyn PatternStore>),
+                Some(o) => ScyllaStore::open(&o).map(|s| Arc::new(s) as Arc<dyn PatternStore>),
+            })
+            .await;
+            joined.map_err(|e| ServeError::Path {
+                what: "store",
+                path: store_path.clone(),
+                message: e.to_string(),
+            })??
         };
 
         let embedder = match &opts.model_dir {

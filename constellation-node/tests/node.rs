@@ -8,6 +8,8 @@ mod support;
 
 use std::path::PathBuf;
 
+use omega_node::Config;
+
 use omega_protocol::codec::encode_request;
 use omega_protocol::*;
 use support::*;
@@ -97,12 +99,38 @@ async fn devices_receive_global_patterns_built_from_the_others_uploads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_keeps_every_acknowledged_state() {
+    restart_keeps_acknowledged_state(test_config()).await;
+}
+
+/// The same with the node's store in ScyllaDB (a Cassandra at
+/// `OMEGA_TEST_CQL`, a fresh keyspace): the second node reads what the first
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_scylla_keeps_every_acknowledged_state_across_restart() {
+    use omega_constellation::store::{cql_test_target, fresh_test_options, ScyllaStore};
+    let Some(addr) = cql_test_target() else {
+        return;
+    };
+    let opts = fresh_test_options(&addr);
+    let mut config = test_config();
+    config.store.kind = omega_node::config::StoreKind::Scylla;
+    config.store.contact_points = opts.contact_points.clone();
+    config.store.keyspace = opts.keyspace.clone();
+    restart_keeps_acknowledged_state(config).await;
+    tokio::task::spawn_blocking(move || {
+        drop(ScyllaStore::open(&opts).unwrap().dropping_keyspace())
+    })
+    .await
+    .unwrap();
+}
+
+async fn restart_keeps_acknowledged_state(config: Config) {
     let pki = Pki::new();
     let data = tempfile::tempdir().unwrap();
     let cert = pki.device("tv-restart");
     let endpoint = client_endpoint();
 
-    let node = start(&pki, data.path(), test_config(), None).await;
+    let node = start(&pki, data.path(), config.clone(), None).await;
     let conn = connect(&endpoint, &pki, &cert, node.quic_addr()).await;
     assert_eq!(
         accepted(sync(&conn, &snapshot(1, 1)).await).acked_version,
@@ -113,8 +141,8 @@ async fn a_restarted_node_keeps_every_acknowledged_state() {
     conn.close(0u32.into(), b"bye");
     assert!(node.shutdown().await, "clean shutdown closes the store");
 
-    // Same data directory, new process state.
-    let node = start(&pki, data.path(), test_config(), None).await;
+    // Same data directory (or keyspace), new process state.
+    let node = start(&pki, data.path(), config, None).await;
     let conn = connect(&endpoint, &pki, &cert, node.quic_addr()).await;
     let a = accepted(sync(&conn, &delta(2, 3, vec![pattern(1, 3)])).await);
     assert_eq!(a.acked_version, 3, "the acked base survived the restart");

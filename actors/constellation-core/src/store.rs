@@ -135,6 +135,14 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// Another writer changed the same device (or catalog counter) between
+    /// this operation's read and its write (a store shared by several nodes);
+    /// nothing was applied. The caller may re-read and retry.
+    #[error("{op}: a concurrent write changed the record first")]
+    Conflict {
+        /// The store operation that was refused.
+        op: &'static str,
+    },
     /// A fault injected by `FailingStore` (tests only); nothing was applied.
     #[cfg(any(test, feature = "testing"))]
     #[error("injected failure of write #{write}")]
@@ -247,6 +255,36 @@ pub struct DeviceSync<'a> {
     pub upserts: &'a [StoredPattern],
     /// Pattern ids to delete (unknown ids are ignored).
     pub removals: &'a [PatternId],
+}
+
+impl DeviceSync<'_> {
+    /// The device's patterns by id after this sync, from its `current` ones
+    /// (ignored when `reset`): removals, then upserts. Refuses with
+    /// [`StoreError::LimitExceeded`] past [`MAX_PATTERNS_PER_DEVICE`].
+    pub fn apply_to(
+        &self,
+        current: impl IntoIterator<Item = StoredPattern>,
+    ) -> Result<std::collections::BTreeMap<PatternId, StoredPattern>, StoreError> {
+        let mut mine: std::collections::BTreeMap<PatternId, StoredPattern> = if self.reset {
+            std::collections::BTreeMap::new()
+        } else {
+            current.into_iter().map(|p| (p.id, p)).collect()
+        };
+        for id in self.removals {
+            mine.remove(id);
+        }
+        for p in self.upserts {
+            mine.insert(p.id, p.clone());
+        }
+        if mine.len() > MAX_PATTERNS_PER_DEVICE as usize {
+            return Err(StoreError::LimitExceeded {
+                what: "patterns per device",
+                len: mine.len(),
+                max: MAX_PATTERNS_PER_DEVICE as usize,
+            });
+        }
+        Ok(mine)
+    }
 }
 
 /// A region's published globals as the store holds them (`E`: the wire form,
@@ -409,6 +447,113 @@ pub fn check_publish(
         });
     }
     Ok(())
+}
+
+/// One global id's stored record: the version of its last change and the
+/// pattern, or `None` for a tombstone (a withdrawn id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GlobalRecord {
+    /// The global version that last changed it.
+    pub changed: u64,
+    /// The pattern; `None` once withdrawn.
+    pub pattern: Option<PackedGlobalPattern>,
+}
+
+/// What [`plan_publish`] decided a publication writes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PublishPlan {
+    /// Records to write (new or changed patterns, new tombstones).
+    pub writes: Vec<(u64, GlobalRecord)>,
+    /// Tombstones to delete (the oldest past [`MAX_GLOBAL_TOMBSTONES`]).
+    pub pruned: Vec<u64>,
+    /// The region's tombstone floor after the publication.
+    pub floor: u64,
+    /// The region's largest global id after the publication.
+    pub max_id: u64,
+}
+
+/// Plans publishing `patterns` as `version` over the region's stored
+/// `records` (by id), `floor` and `max_id`, for stores that persist records
+/// one by one: patterns equal to the stored ones keep their change version,
+/// missing live ids become tombstones, the oldest tombstones past
+/// [`MAX_GLOBAL_TOMBSTONES`] are pruned (raising the floor). The caller has
+/// checked the arguments ([`check_publish`]) and the version.
+pub fn plan_publish(
+    records: &std::collections::BTreeMap<u64, GlobalRecord>,
+    floor: u64,
+    max_id: u64,
+    version: u64,
+    patterns: &[PackedGlobalPattern],
+) -> PublishPlan {
+    let mut plan = PublishPlan {
+        floor,
+        max_id,
+        ..PublishPlan::default()
+    };
+    let new_ids: std::collections::BTreeSet<u64> = patterns.iter().map(|p| p.id).collect();
+    for (id, rec) in records {
+        if rec.pattern.is_some() && !new_ids.contains(id) {
+            let tomb = GlobalRecord {
+                changed: version,
+                pattern: None,
+            };
+            plan.writes.push((*id, tomb));
+        }
+    }
+    for p in patterns {
+        let unchanged =
+            matches!(records.get(&p.id), Some(GlobalRecord { pattern: Some(old), .. }) if old == p);
+        if !unchanged {
+            let rec = GlobalRecord {
+                changed: version,
+                pattern: Some(p.clone()),
+            };
+            plan.writes.push((p.id, rec));
+        }
+        plan.max_id = plan.max_id.max(p.id);
+    }
+    let mut after = records.clone();
+    after.extend(plan.writes.iter().cloned());
+    let mut tombstones: Vec<(u64, u64)> = after
+        .iter()
+        .filter(|(_, rec)| rec.pattern.is_none())
+        .map(|(id, rec)| (rec.changed, *id))
+        .collect();
+    tombstones.sort_unstable();
+    let excess = tombstones.len().saturating_sub(MAX_GLOBAL_TOMBSTONES);
+    for (changed, id) in tombstones.into_iter().take(excess) {
+        plan.pruned.push(id);
+        plan.floor = plan.floor.max(changed);
+    }
+    plan
+}
+
+/// [`PatternStore::globals_since`] over a region's stored state: its
+/// `version`, tombstone `floor`, `trends` and `records` by id.
+pub fn globals_change(
+    version: u64,
+    floor: u64,
+    trends: Vec<TrendSignal>,
+    records: &std::collections::BTreeMap<u64, GlobalRecord>,
+    since: u64,
+) -> GlobalsChange {
+    let mut change = GlobalsChange {
+        version,
+        trends,
+        ..GlobalsChange::default()
+    };
+    if since == version {
+        return change;
+    }
+    change.reset = since == 0 || since > version || since < floor;
+    for (id, rec) in records {
+        match &rec.pattern {
+            Some(p) if change.reset || rec.changed > since => change.patterns.push(p.clone()),
+            None if !change.reset && rec.changed > since => change.removed.push(*id),
+            _ => {}
+        }
+    }
+    change
 }
 
 /// `limit` clamped to `1..=max` (page sizes of the scans).

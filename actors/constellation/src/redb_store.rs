@@ -23,7 +23,9 @@ use std::ops::Bound;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
+
+use crate::record::{dec, enc};
 
 use omega_protocol::limits::MAX_CATALOG_PAGE;
 use omega_protocol::{
@@ -33,9 +35,9 @@ use omega_protocol::{
 
 use omega_constellation_core::aggregate::RegionTotals;
 use omega_constellation_core::store::{
-    check_publish, clamp_page, DeviceInfo, DeviceSync, GlobalsChange, PatternCursor, PatternStore,
-    RegionGlobals, RegionPattern, RegionPatternPage, StoreError, StoredPattern,
-    MAX_GLOBAL_TOMBSTONES, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
+    check_publish, clamp_page, globals_change, plan_publish, DeviceInfo, DeviceSync, GlobalRecord,
+    GlobalsChange, PatternCursor, PatternStore, RegionGlobals, RegionPattern, RegionPatternPage,
+    StoreError, StoredPattern, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
 };
 
 const DEVICES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("devices");
@@ -70,26 +72,9 @@ struct RegionMeta {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct GlobalRecord {
-    changed: u64,
-    pattern: Option<PackedGlobalPattern>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 struct CatalogRecord {
     version: u64,
     entry: Option<PackedCatalogEntry>,
-}
-
-fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_allocvec(v).map_err(|e| StoreError::backend("encode", e))
-}
-
-fn dec<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-        what,
-        message: e.to_string(),
-    })
 }
 
 /// Maps any redb error of operation `op` to [`StoreError::DiskFull`] when
@@ -480,52 +465,17 @@ impl PatternStore for RedbStore {
                 let rec: GlobalRecord = dec("global pattern", v.value())?;
                 existing.insert(k.value().1, rec);
             }
-            let new_ids: std::collections::BTreeSet<u64> = new.iter().map(|p| p.id).collect();
-            let mut writes: Vec<(u64, GlobalRecord)> = Vec::new();
-            for (id, rec) in &existing {
-                if rec.pattern.is_some() && !new_ids.contains(id) {
-                    writes.push((
-                        *id,
-                        GlobalRecord {
-                            changed: version,
-                            pattern: None,
-                        },
-                    ));
-                }
-            }
-            for p in new {
-                let unchanged = matches!(
-                    existing.get(&p.id),
-                    Some(GlobalRecord { pattern: Some(old), .. }) if old == p
-                );
-                if !unchanged {
-                    writes.push((
-                        p.id,
-                        GlobalRecord {
-                            changed: version,
-                            pattern: Some(p.clone()),
-                        },
-                    ));
-                }
-                meta.max_id = meta.max_id.max(p.id);
-            }
-            for (id, rec) in writes {
+            let plan = plan_publish(&existing, meta.floor, meta.max_id, version, new);
+            for (id, rec) in &plan.writes {
                 globals
-                    .insert((r, id), enc(&rec)?.as_slice())
+                    .insert((r, *id), enc(rec)?.as_slice())
                     .map_err(be(op))?;
-                existing.insert(id, rec);
             }
-            let mut tombstones: Vec<(u64, u64)> = existing
-                .iter()
-                .filter(|(_, rec)| rec.pattern.is_none())
-                .map(|(id, rec)| (rec.changed, *id))
-                .collect();
-            tombstones.sort_unstable();
-            let excess = tombstones.len().saturating_sub(MAX_GLOBAL_TOMBSTONES);
-            for (changed, id) in tombstones.into_iter().take(excess) {
-                globals.remove((r, id)).map_err(be(op))?;
-                meta.floor = meta.floor.max(changed);
+            for id in &plan.pruned {
+                globals.remove((r, *id)).map_err(be(op))?;
             }
+            meta.floor = plan.floor;
+            meta.max_id = plan.max_id;
             meta.version = version;
             meta.trends = trends.to_vec();
             metas.insert(r, enc(&meta)?.as_slice()).map_err(be(op))?;
@@ -559,28 +509,19 @@ impl PatternStore for RedbStore {
         let r = region.as_str();
         let txn = self.read_txn(op)?;
         let meta = read_meta(&txn.open_table(REGION_META).map_err(be(op))?, region)?;
-        let mut change = GlobalsChange {
-            version: meta.version,
-            trends: meta.trends,
-            ..GlobalsChange::default()
-        };
-        if since == meta.version {
-            return Ok(change);
-        }
-        change.reset = since == 0 || since > meta.version || since < meta.floor;
         let globals = txn.open_table(GLOBALS).map_err(be(op))?;
+        let mut records = std::collections::BTreeMap::new();
         for row in globals.range((r, 0)..=(r, u64::MAX)).map_err(be(op))? {
             let (k, v) = row.map_err(be(op))?;
-            let rec: GlobalRecord = dec("global pattern", v.value())?;
-            match rec.pattern {
-                Some(p) if change.reset || rec.changed > since => change.patterns.push(p),
-                None if !change.reset && rec.changed > since => {
-                    change.removed.push(k.value().1);
-                }
-                _ => {}
-            }
+            records.insert(k.value().1, dec("global pattern", v.value())?);
         }
-        Ok(change)
+        Ok(globals_change(
+            meta.version,
+            meta.floor,
+            meta.trends,
+            &records,
+            since,
+        ))
     }
 
     fn upsert_catalog(&self, entries: &[PackedCatalogEntry]) -> Result<u64, StoreError> {

@@ -20,7 +20,7 @@ use omega_protocol::{
 use super::{
     check_publish, clamp_page, DeviceInfo, DeviceState, DeviceSync, GlobalsChange, PatternCursor,
     PatternStore, RegionGlobals, RegionPattern, RegionPatternPage, StoreError, StoredPattern,
-    MAX_GLOBAL_TOMBSTONES, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
+    MAX_GLOBAL_TOMBSTONES, MAX_SCAN_PAGE,
 };
 use omega_protocol::limits::MAX_CATALOG_PAGE;
 
@@ -95,28 +95,7 @@ impl PatternStore for MemoryStore {
         sync: DeviceSync<'_>,
     ) -> Result<u32, StoreError> {
         let mut inner = self.lock();
-        let mut mine: BTreeMap<PatternId, StoredPattern> = if sync.reset {
-            BTreeMap::new()
-        } else {
-            inner
-                .device_patterns(device)
-                .into_iter()
-                .map(|p| (p.id, p))
-                .collect()
-        };
-        for id in sync.removals {
-            mine.remove(id);
-        }
-        for p in sync.upserts {
-            mine.insert(p.id, p.clone());
-        }
-        if mine.len() > MAX_PATTERNS_PER_DEVICE as usize {
-            return Err(StoreError::LimitExceeded {
-                what: "patterns per device",
-                len: mine.len(),
-                max: MAX_PATTERNS_PER_DEVICE as usize,
-            });
-        }
+        let mine = sync.apply_to(inner.device_patterns(device))?;
         let count = mine.len() as u32;
         inner.patterns.retain(|(d, _), _| d != device);
         for (id, p) in mine {

@@ -267,7 +267,13 @@ impl Node {
         let stopping = Arc::new(AtomicBool::new(false));
         let has_embedder = embedder.is_some();
         let restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let learning = Self::learning(&config, store.as_ref(), verifier)?;
+        // The stored totals are read off the executor (the store blocks).
+        let learning = {
+            let (config, store) = (config.clone(), Arc::clone(&store));
+            tokio::task::spawn_blocking(move || Self::learning(&config, store.as_ref(), verifier))
+                .await
+                .map_err(|e| ActorsError::Config(format!("reading the learned totals: {e}")))??
+        };
         let args = supervisor::SupervisorArgs {
             learning: learning.clone(),
             store: Arc::clone(&store),
