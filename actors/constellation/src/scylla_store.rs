@@ -49,9 +49,8 @@
 //! for the async driver and `block_on`s it in each call: directly from plain
 //! threads, inside `block_in_place` from a multi-threaded runtime's threads
 //! (`spawn_blocking` ones, and workers of callers that break the trait's
-//! rule and call from async code: the node's startup reads the learned
-//! totals that way), and from a scoped thread inside a current-thread
-//! runtime. Dropping the store shuts its runtime down in the background, so a
+//! rule and call from async code), and from a scoped thread inside a
+//! current-thread runtime. Dropping the store shuts its runtime down in the background, so a
 //! drop inside an async context does not panic.
 //!
 //! Deployment note: a sync of
