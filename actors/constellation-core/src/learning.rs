@@ -128,6 +128,13 @@ pub enum LearningError {
     },
 }
 
+/// Largest cohort whose member list, with the largest attestations a
+/// member may attach, fits an answer frame with room to spare.
+pub const MAX_LISTED_COHORT: usize = (limits::MAX_RESPONSE_FRAME - 64 * 1024)
+    / (80
+        + omega_privacy::secagg::attest::MAX_CREDENTIAL_BYTES
+        + omega_privacy::secagg::attest::MAX_SIGNATURE_BYTES);
+
 /// Request bytes kept for everything but the masked input (ids, lengths).
 const FRAME_SLACK: usize = 4096;
 
@@ -163,6 +170,15 @@ impl LearningConfig {
             "1..=200",
         )?;
         size("window", usize::from(self.window), 1, 8, "1..=8")?;
+        // The member list (each member's signed keys and certificate) must
+        // fit one answer frame.
+        size(
+            "rounds.cohort",
+            usize::from(self.rounds.cohort),
+            1,
+            MAX_LISTED_COHORT,
+            "1..=819 (the member list must fit an answer frame)",
+        )?;
         // Every member of a round must be able to hear its outcome.
         size(
             "rounds.outcomes",

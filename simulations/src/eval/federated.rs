@@ -117,7 +117,7 @@ pub const REGION: &str = "eu-west";
 pub struct FederatedOptions {
     /// Days from the end of a round to the opening of the next.
     pub round_interval_days: f64,
-    /// Most TVs in a round (n, at most 1000).
+    /// Most TVs in a round (n, at most 819).
     pub cohort: u16,
     /// Answers every phase needs (t, more than n/2).
     pub threshold: u16,

@@ -255,6 +255,18 @@ fn bad_inputs_are_refused() {
             ..
         })
     ));
+    // A member list of 900 signed members would not fit an answer frame.
+    let mut crowded = config();
+    crowded.rounds.cohort = 900;
+    crowded.rounds.threshold = 600;
+    crowded.rounds.outcomes = 2000;
+    assert!(matches!(
+        Learning::new(crowded, &[region()], Vec::new(), Arc::new(pki().clone())),
+        Err(LearningError::Size {
+            field: "rounds.cohort",
+            ..
+        })
+    ));
     let mut l =
         Learning::new(config(), &[region()], Vec::new(), Arc::new(pki().clone())).expect("config");
     let other = Region::new("us-east").expect("region");
