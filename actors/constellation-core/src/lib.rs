@@ -5,6 +5,8 @@
 //!   well as redb), its record types and errors, and [`store::MemoryStore`],
 //!   the in-memory reference model. With the `testing` feature: the shared
 //!   store test suite and a fault-injecting wrapper.
+//! * [`cluster`]: membership and the federation lease of nodes sharing one
+//!   store ([`cluster::ClusterStore`]), their timing and an in-memory model.
 //! * [`shard`]: devices → virtual shards (stable hash) → owning node
 //!   (rendezvous hashing over the membership).
 //! * [`sync`]: the sync decisions: validation, the per-device rate limit
@@ -25,6 +27,7 @@
 //! except through an injected RNG.
 
 pub mod aggregate;
+pub mod cluster;
 pub mod federation;
 pub mod learning;
 pub mod rounds;
