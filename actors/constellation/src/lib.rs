@@ -6,7 +6,8 @@
 //!   embedded [`store::RedbStore`] and the shared [`store::ScyllaStore`].
 //! * [`sync`]: the core's sync decisions and [`sync::run`], the shell that
 //!   performs the reads and the write they name against a store.
-//! * [`shard`], [`federation`]: the core's shard map and federation.
+//! * [`shard`], [`federation`], [`cluster`]: the core's shard map, federation,
+//!   and cluster membership and lease (implemented by [`store::ScyllaStore`]).
 //! * [`actors`]: the thin actor shell (ractor): a node supervisor, shard
 //!   actors, the federation timer and the catalog importer.
 
@@ -16,7 +17,7 @@ mod redb_store;
 mod scylla_store;
 pub mod sync;
 
-pub use omega_constellation_core::{federation, shard};
+pub use omega_constellation_core::{cluster, federation, shard};
 
 /// The node's storage: the core's interface and types, the redb store and
 /// the ScyllaDB/Cassandra store.

@@ -45,6 +45,10 @@
 //! written changes become visible). Catalog writes are rare; two concurrent
 //! ones get [`StoreError::Conflict`] for one of them.
 //!
+//! Cluster: the store is also the [`ClusterStore`] of the nodes sharing
+//! it: heartbeats in `members` (`USING TTL`), the federation lease in
+//! `leases` (lightweight transactions with a TTL; see the impl).
+//!
 //! The trait is blocking; the store owns a small tokio runtime (two workers)
 //! for the async driver and `block_on`s it in each call: directly from plain
 //! threads, inside `block_in_place` from a multi-threaded runtime's threads
@@ -86,6 +90,7 @@ use omega_protocol::{
 };
 
 use omega_constellation_core::aggregate::RegionTotals;
+use omega_constellation_core::cluster::{check_args, ClusterStore, Lease, Member, MAX_MEMBERS};
 use omega_constellation_core::store::{
     check_publish, clamp_page, plan_publish, DeviceInfo, DeviceState, DeviceSync, GlobalRecord,
     GlobalsChange, PatternCursor, PatternStore, RegionGlobals, RegionPattern, RegionPatternPage,
@@ -345,6 +350,12 @@ struct Statements {
     meta_read_serial: PreparedStatement,
     meta_alloc: PreparedStatement,
     meta_commit: PreparedStatement,
+    member_put: PreparedStatement,
+    members_read: PreparedStatement,
+    lease_read: PreparedStatement,
+    lease_insert: PreparedStatement,
+    lease_update: PreparedStatement,
+    lease_delete: PreparedStatement,
 }
 
 impl Statements {
@@ -363,6 +374,11 @@ impl Statements {
         ))
         .await?;
         meta_read_serial.set_consistency(Consistency::LocalSerial);
+        let mut lease_read = read(format!(
+            "SELECT holder, expires_ms FROM {ks}.leases WHERE name = ?"
+        ))
+        .await?;
+        lease_read.set_consistency(Consistency::LocalSerial);
         Ok(Self {
             dev_head: read(format!(
                 "SELECT wts, pattern_version, region, last_sync_ms, pattern_id FROM {ks}.devices WHERE device = ?"
@@ -481,6 +497,27 @@ impl Statements {
             .await?,
             meta_commit: cas(format!(
                 "UPDATE {ks}.catalog_meta SET committed = ?, live = ? WHERE name = 'catalog' IF committed = ?"
+            ))
+            .await?,
+            member_put: write(format!(
+                "INSERT INTO {ks}.members (bucket, node, addr, heartbeat_ms, expires_ms) VALUES (0, ?, ?, ?, ?) USING TTL ?"
+            ))
+            .await?,
+            members_read: read(format!(
+                "SELECT node, addr, heartbeat_ms, expires_ms FROM {ks}.members WHERE bucket = 0"
+            ))
+            .await?,
+            lease_read,
+            lease_insert: cas(format!(
+                "INSERT INTO {ks}.leases (name, holder, expires_ms) VALUES (?, ?, ?) IF NOT EXISTS USING TTL ?"
+            ))
+            .await?,
+            lease_update: cas(format!(
+                "UPDATE {ks}.leases USING TTL ? SET holder = ?, expires_ms = ? WHERE name = ? IF holder = ? AND expires_ms = ?"
+            ))
+            .await?,
+            lease_delete: cas(format!(
+                "DELETE FROM {ks}.leases WHERE name = ? IF holder = ?"
             ))
             .await?,
         })
@@ -1634,6 +1671,167 @@ impl PatternStore for ScyllaStore {
     }
 }
 
+/// A TTL in milliseconds as CQL's whole seconds: rounded up, plus one,
+/// because the database counts a TTL from the current second rounded down
+/// (a row must not vanish before its `expires_ms`; the conditions on
+/// `expires_ms` judge expiry to the millisecond).
+fn ttl_secs(ttl_ms: u64) -> i32 {
+    i32::try_from(ttl_ms.div_ceil(1000) + 1).unwrap_or(i32::MAX)
+}
+
+/// Lease rounds [`ClusterStore::try_lease`] tries before it answers with the
+/// lease as it reads it (each lost round means another node changed it).
+const LEASE_ROUNDS: usize = 3;
+
+impl Inner {
+    /// The lease row at LOCAL_SERIAL (sees every committed transaction).
+    async fn read_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        let mut lease = None;
+        self.scan(
+            "read lease",
+            "lease",
+            &self.st.lease_read,
+            &(name,),
+            |r: (Option<String>, Option<i64>)| {
+                if let (Some(holder), Some(exp)) = r {
+                    lease = Some(Lease {
+                        name: name.to_owned(),
+                        holder,
+                        expires_ms: exp as u64,
+                    });
+                }
+                Ok(false)
+            },
+        )
+        .await?;
+        Ok(lease)
+    }
+}
+
+/// Membership and the lease (see the module docs of
+/// [`omega_constellation_core::cluster`]): heartbeats are plain writes
+/// `USING TTL`; the lease is taken with `IF NOT EXISTS` when free and with
+/// `IF holder = <read> AND expires_ms = <read>` to renew or take over an
+/// expired one, so two nodes racing for it get one winner.
+impl ClusterStore for ScyllaStore {
+    fn heartbeat(
+        &self,
+        node: &str,
+        addr: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        check_args(&[node, addr], Some(ttl_ms))?;
+        let expires = now_ms.saturating_add(ttl_ms);
+        self.run(|i| async move {
+            i.session
+                .execute_unpaged(
+                    &i.st.member_put,
+                    (node, addr, now_ms as i64, expires as i64, ttl_secs(ttl_ms)),
+                )
+                .await
+                .map_err(be("heartbeat"))?;
+            Ok(())
+        })
+    }
+
+    fn members(&self, now_ms: u64) -> Result<Vec<Member>, StoreError> {
+        self.run(|i| async move {
+            let mut out = Vec::new();
+            i.scan(
+                "members",
+                "member",
+                &i.st.members_read,
+                &(),
+                |r: (String, Option<String>, Option<i64>, Option<i64>)| {
+                    let expires_ms = r.3.unwrap_or(0) as u64;
+                    if expires_ms > now_ms {
+                        out.push(Member {
+                            node: r.0,
+                            addr: r.1.unwrap_or_default(),
+                            heartbeat_ms: r.2.unwrap_or(0) as u64,
+                            expires_ms,
+                        });
+                    }
+                    Ok(out.len() < MAX_MEMBERS)
+                },
+            )
+            .await?;
+            Ok(out)
+        })
+    }
+
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<Lease, StoreError> {
+        check_args(&[name, holder], Some(ttl_ms))?;
+        let op = "try lease";
+        let expires = now_ms.saturating_add(ttl_ms);
+        let ours = Lease {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            expires_ms: expires,
+        };
+        self.run(|i| async move {
+            for _ in 0..LEASE_ROUNDS {
+                let res = match i.read_lease(name).await? {
+                    Some(l) if l.holder != holder && now_ms < l.expires_ms => return Ok(l),
+                    None => i
+                        .session
+                        .execute_unpaged(
+                            &i.st.lease_insert,
+                            (name, holder, expires as i64, ttl_secs(ttl_ms)),
+                        )
+                        .await
+                        .map_err(be(op))?,
+                    Some(l) => i
+                        .session
+                        .execute_unpaged(
+                            &i.st.lease_update,
+                            (
+                                ttl_secs(ttl_ms),
+                                holder,
+                                expires as i64,
+                                name,
+                                l.holder.as_str(),
+                                l.expires_ms as i64,
+                            ),
+                        )
+                        .await
+                        .map_err(be(op))?,
+                };
+                if Inner::applied(op, res)? {
+                    return Ok(ours);
+                }
+            }
+            // Lost every round to other writers: answer with what stands.
+            match i.read_lease(name).await? {
+                Some(l) => Ok(l),
+                None => Err(StoreError::Conflict { op }),
+            }
+        })
+    }
+
+    fn lease(&self, name: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        self.run(|i| async move { Ok(i.read_lease(name).await?.filter(|l| now_ms < l.expires_ms)) })
+    }
+
+    fn release(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+        self.run(|i| async move {
+            let res = i
+                .session
+                .execute_unpaged(&i.st.lease_delete, (name, holder))
+                .await
+                .map_err(be("release lease"))?;
+            Inner::applied("release lease", res)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1695,6 +1893,8 @@ mod tests {
             .iter()
             .all(|x| !x.contains('{') || x.starts_with("CREATE KEYSPACE")));
         assert!(s.iter().any(|x| x.contains("ks.catalog_meta")));
-        assert_eq!(s.len(), 10);
+        assert!(s.iter().any(|x| x.contains("ks.members")));
+        assert!(s.iter().any(|x| x.contains("ks.leases")));
+        assert_eq!(s.len(), 12);
     }
 }

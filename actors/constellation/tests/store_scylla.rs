@@ -12,6 +12,7 @@ mod store_ops;
 
 use std::time::Instant;
 
+use omega_constellation::cluster::{self, ClusterStore, FEDERATION_LEASE};
 use omega_constellation::store::suite::{self, device, pattern, region, state};
 use omega_constellation::store::{
     cql_test_target as target, fresh_test_options as fresh_options, DeviceSync, PatternStore,
@@ -218,4 +219,109 @@ fn a_call_from_async_code_blocks_but_does_not_panic() {
         let n = rt.block_on(async { store.catalog_version().unwrap() });
         assert_eq!(n, 0, "multi-threaded: {multi}");
     }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Two stores on one keyspace: two nodes of a cluster.
+fn two_nodes(addr: &str) -> (Box<ScyllaStore>, Box<ScyllaStore>) {
+    let opts = fresh_options(addr);
+    let a = ScyllaStore::open(&opts).unwrap().dropping_keyspace();
+    let b = ScyllaStore::open(&opts).unwrap();
+    (Box::new(a), Box::new(b))
+}
+
+#[test]
+fn scylla_cluster_passes_the_cluster_suite_across_two_nodes() {
+    let Some(addr) = target() else { return };
+    cluster::suite::run_all(|| two_nodes(&addr), wall_ms);
+}
+
+/// Real TTLs: the holder stops renewing, the row expires in the database and
+/// the other node takes the lease (polled with a deadline, no fixed sleep);
+/// the stopped node's heartbeat row disappears the same way.
+#[test]
+fn the_other_node_takes_the_lease_once_the_holder_stops_renewing() {
+    let Some(addr) = target() else { return };
+    let (a, b) = two_nodes(&addr);
+    let ttl = 2_000;
+    a.heartbeat("node-a", "127.0.0.1:1", wall_ms(), ttl)
+        .unwrap();
+    b.heartbeat("node-b", "127.0.0.1:2", wall_ms(), 60_000)
+        .unwrap();
+    let first = a
+        .try_lease(FEDERATION_LEASE, "node-a", wall_ms(), ttl)
+        .unwrap();
+    assert_eq!(first.holder, "node-a");
+    let stopped_at = wall_ms();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    let taken = loop {
+        let l = b
+            .try_lease(FEDERATION_LEASE, "node-b", wall_ms(), ttl)
+            .unwrap();
+        if l.holder == "node-b" {
+            break wall_ms();
+        }
+        assert_eq!(l.holder, "node-a", "only a or b");
+        assert!(Instant::now() < deadline, "b never took the lease");
+        // Poll (each try is a Paxos round); the deadline bounds the wait.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        taken >= first.expires_ms,
+        "taken at {taken}, before a's lease expired at {}",
+        first.expires_ms
+    );
+    assert!(
+        taken - stopped_at < 10_000,
+        "taken {} ms after a stopped",
+        taken - stopped_at
+    );
+    let again = a
+        .try_lease(FEDERATION_LEASE, "node-a", wall_ms(), ttl)
+        .unwrap();
+    assert_eq!(
+        again.holder, "node-b",
+        "a cannot take it back while b holds it"
+    );
+    let members: Vec<String> = b
+        .members(wall_ms())
+        .unwrap()
+        .into_iter()
+        .map(|m| m.node)
+        .collect();
+    assert_eq!(members, ["node-b"], "a's heartbeat expired");
+}
+
+/// Two nodes racing to publish the same region version: exactly one
+/// publication applies (the version is the condition of the transaction).
+#[test]
+fn two_nodes_cannot_publish_the_same_global_version() {
+    let Some(addr) = target() else { return };
+    let (a, b) = two_nodes(&addr);
+    let r = region(1);
+    let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+        let ha = s.spawn(|| a.publish_globals(&r, 1, &[suite::global(1, 1)], &[]));
+        let hb = s.spawn(|| b.publish_globals(&r, 1, &[suite::global(2, 2)], &[]));
+        vec![ha.join().unwrap(), hb.join().unwrap()]
+    });
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 1, "one publication applies: {results:?}");
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(
+                e,
+                StoreError::Conflict { .. } | StoreError::StaleVersion { .. }
+            ),
+            "the loser is refused: {e:?}"
+        );
+    }
+    let g = a.region_globals(&r).unwrap();
+    assert_eq!(g.version, 1);
+    assert_eq!(g.patterns.len(), 1, "one publication's patterns, not a mix");
 }
