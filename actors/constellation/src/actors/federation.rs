@@ -7,6 +7,15 @@
 //! triggers are serialized by the actor; [`super::Node::trigger_federation`]
 //! lets one wait at a time.
 //!
+//! In a cluster ([`FederationArgs::cluster`]) the actor also keeps the
+//! node's membership: every [`LeaseTiming::renew_every_ms`] a second timer
+//! writes the node's heartbeat and takes or renews the federation lease
+//! ([`FEDERATION_LEASE`]); a timer-driven run happens only while this node
+//! holds it, so the cluster federates once per interval. On-demand runs
+//! (an operator's trigger) run on any node. A holder that loses the lease
+//! in the middle of a run cannot publish a global version twice: each
+//! publication is conditional on the region's version.
+//!
 //! After a run the actor also counts the devices and patterns held (one
 //! streaming pass over each region, memory independent of its size) and the
 //! regions' global versions, for the node's gauges and stats.
@@ -19,6 +28,7 @@ use serde::Serialize;
 
 use omega_protocol::Region;
 
+use crate::cluster::{ClusterStore, Lease, LeaseTiming, FEDERATION_LEASE};
 use crate::federation::{run, FederationConfig, FederationError};
 use crate::store::PatternStore;
 
@@ -69,6 +79,24 @@ pub enum FederationMsg {
     Trigger(Option<RpcReplyPort<Result<FederationSummary, FederationError>>>),
     /// The last run's summary.
     Last(RpcReplyPort<Option<FederationSummary>>),
+    /// The cluster timer fired: heartbeat, take or renew the lease, re-arm.
+    Heartbeat,
+    /// The lease as this node saw it at its last attempt (`None`: not in a
+    /// cluster, or no attempt succeeded yet).
+    Lease(RpcReplyPort<Option<Lease>>),
+}
+
+/// How a node takes part in a cluster sharing one store.
+#[derive(Debug, Clone)]
+pub struct ClusterMembership {
+    /// The shared membership and lease.
+    pub store: Arc<dyn ClusterStore>,
+    /// This node's name (unique in the cluster).
+    pub node: String,
+    /// Where devices reach this node (`host:port`).
+    pub addr: String,
+    /// Heartbeat period and TTLs.
+    pub timing: LeaseTiming,
 }
 
 /// Start-up arguments of the federation actor.
@@ -80,6 +108,9 @@ pub struct FederationArgs {
     pub config: FederationConfig,
     /// Time between timer-driven runs.
     pub interval: Duration,
+    /// Membership and the lease; `None` for a node alone on its store (it
+    /// always runs).
+    pub cluster: Option<ClusterMembership>,
 }
 
 /// The federation actor's state.
@@ -87,6 +118,7 @@ pub struct FederationArgs {
 pub struct FederationState {
     args: FederationArgs,
     last: Option<FederationSummary>,
+    lease: Option<Lease>,
 }
 
 /// The federation actor (see the module docs).
@@ -178,6 +210,48 @@ impl FederationActor {
     }
 }
 
+impl FederationActor {
+    /// Whether a timer-driven run may start: alone on the store, or holding
+    /// the lease now.
+    fn may_run(state: &FederationState) -> bool {
+        match &state.args.cluster {
+            None => true,
+            Some(c) => state
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.held_by(&c.node, super::now_ms())),
+        }
+    }
+
+    /// One heartbeat and one lease attempt, off the executor. A failure is
+    /// logged; the lease as last seen stays and lapses by its expiry.
+    async fn heartbeat(
+        state: &mut FederationState,
+        c: &ClusterMembership,
+    ) -> Result<(), ActorProcessingErr> {
+        let c = c.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let now = super::now_ms();
+            c.store
+                .heartbeat(&c.node, &c.addr, now, c.timing.member_ttl_ms)?;
+            c.store
+                .try_lease(FEDERATION_LEASE, &c.node, now, c.timing.lease_ttl_ms)
+        })
+        .await?;
+        match result {
+            Ok(lease) => {
+                let was = state.lease.as_ref().map(|l| l.holder.clone());
+                if was.as_deref() != Some(lease.holder.as_str()) {
+                    tracing::info!(holder = %lease.holder, "federation lease holder");
+                }
+                state.lease = Some(lease);
+            }
+            Err(e) => tracing::warn!(error = %e, "cluster heartbeat or lease attempt failed"),
+        }
+        Ok(())
+    }
+}
+
 impl Actor for FederationActor {
     type Msg = FederationMsg;
     type State = FederationState;
@@ -189,7 +263,11 @@ impl Actor for FederationActor {
         args: FederationArgs,
     ) -> Result<FederationState, ActorProcessingErr> {
         args.config.validate()?;
-        Ok(FederationState { args, last: None })
+        Ok(FederationState {
+            args,
+            last: None,
+            lease: None,
+        })
     }
 
     async fn post_start(
@@ -198,6 +276,9 @@ impl Actor for FederationActor {
         state: &mut FederationState,
     ) -> Result<(), ActorProcessingErr> {
         myself.send_after(state.args.interval, || FederationMsg::Tick);
+        if state.args.cluster.is_some() {
+            myself.send_message(FederationMsg::Heartbeat)?;
+        }
         Ok(())
     }
 
@@ -209,8 +290,13 @@ impl Actor for FederationActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             FederationMsg::Tick => {
-                // A failed run is logged and counted; the next tick retries.
-                let _ = Self::run(state, "timer").await?;
+                if Self::may_run(state) {
+                    // A failed run is logged and counted; the next tick retries.
+                    let _ = Self::run(state, "timer").await?;
+                } else {
+                    metrics::counter!(names::FEDERATION_RUNS, "result" => "standby").increment(1);
+                    tracing::debug!(lease = ?state.lease, "federation: another node holds the lease");
+                }
                 myself.send_after(state.args.interval, || FederationMsg::Tick);
             }
             FederationMsg::Trigger(reply) => {
@@ -222,7 +308,116 @@ impl Actor for FederationActor {
             FederationMsg::Last(reply) => {
                 let _ = reply.send(state.last.clone());
             }
+            FederationMsg::Heartbeat => {
+                if let Some(c) = state.args.cluster.clone() {
+                    Self::heartbeat(state, &c).await?;
+                    let every = Duration::from_millis(c.timing.renew_every_ms);
+                    myself.send_after(every, || FederationMsg::Heartbeat);
+                }
+            }
+            FederationMsg::Lease(reply) => {
+                let _ = reply.send(state.lease.clone());
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::MemoryCluster;
+    use crate::store::MemoryStore;
+    use std::time::Instant;
+
+    const INTERVAL_MS: u64 = 3_000;
+
+    async fn start(
+        node: &str,
+        store: &Arc<MemoryStore>,
+        cluster: &Arc<MemoryCluster>,
+    ) -> ActorRef<FederationMsg> {
+        let args = FederationArgs {
+            store: Arc::clone(store) as Arc<dyn PatternStore>,
+            config: FederationConfig::default(),
+            interval: Duration::from_millis(INTERVAL_MS),
+            cluster: Some(ClusterMembership {
+                store: Arc::clone(cluster) as Arc<dyn ClusterStore>,
+                node: node.to_owned(),
+                addr: format!("{node}:4433"),
+                timing: LeaseTiming::new(INTERVAL_MS, 1_000).expect("timing"),
+            }),
+        };
+        Actor::spawn(None, FederationActor, args)
+            .await
+            .expect("spawn")
+            .0
+    }
+
+    async fn lease(actor: &ActorRef<FederationMsg>) -> Option<Lease> {
+        match actor.call(FederationMsg::Lease, None).await {
+            Ok(ractor::rpc::CallResult::Success(l)) => l,
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+
+    async fn last(actor: &ActorRef<FederationMsg>) -> Option<FederationSummary> {
+        match actor.call(FederationMsg::Last, None).await {
+            Ok(ractor::rpc::CallResult::Success(l)) => l,
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+
+    /// Polls `f` every 50 ms until it is true or `secs` pass.
+    async fn until<F: std::future::Future<Output = bool>>(secs: u64, mut f: impl FnMut() -> F) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f().await {
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Two nodes on one store: one holds the lease and runs on its timer, the
+    /// other stands by; when the holder stops, the other takes the lease
+    /// within the timing's bound and runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_lease_holder_runs_and_another_takes_over() {
+        let store = Arc::new(MemoryStore::new());
+        let cluster = Arc::new(MemoryCluster::new());
+        let a = start("node-a", &store, &cluster).await;
+        until(5, || async {
+            lease(&a).await.is_some_and(|l| l.holder == "node-a")
+        })
+        .await;
+        let b = start("node-b", &store, &cluster).await;
+        until(5, || async { lease(&b).await.is_some() }).await;
+        assert_eq!(lease(&b).await.map(|l| l.holder).as_deref(), Some("node-a"));
+        until(10, || async { last(&a).await.is_some() }).await;
+        assert_eq!(last(&b).await, None, "the standby node did not run");
+        let members = cluster.members(super::super::now_ms()).expect("members");
+        assert_eq!(members.len(), 2, "both heartbeat: {members:?}");
+
+        let stopped = Instant::now();
+        a.stop(None);
+        until(15, || async {
+            lease(&b).await.is_some_and(|l| l.holder == "node-b")
+        })
+        .await;
+        let bound = LeaseTiming::new(INTERVAL_MS, 1_000)
+            .expect("t")
+            .takeover_bound_ms();
+        assert!(
+            stopped.elapsed() <= Duration::from_millis(bound + 1_000),
+            "took over after {:?}",
+            stopped.elapsed()
+        );
+        until(10, || async {
+            last(&b).await.is_some_and(|s| s.trigger == "timer")
+        })
+        .await;
+        b.stop(None);
     }
 }

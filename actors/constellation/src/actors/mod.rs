@@ -54,7 +54,9 @@ pub use catalog::{
     CatalogActor, CatalogError, CatalogMsg, CatalogOptions, ImportFormat, ImportReport,
     TextEmbedder,
 };
-pub use federation::{FederationActor, FederationMsg, FederationSummary, RegionSummary};
+pub use federation::{
+    ClusterMembership, FederationActor, FederationMsg, FederationSummary, RegionSummary,
+};
 pub use shard::{ShardActor, ShardMsg, SyncJob};
 pub use supervisor::{NodeSupervisor, SupervisorMsg};
 
@@ -62,7 +64,8 @@ pub use supervisor::{NodeSupervisor, SupervisorMsg};
 pub mod names {
     /// Histogram: seconds one federation run took.
     pub const FEDERATION_DURATION: &str = "omega_federation_duration_seconds";
-    /// Counter: federation runs, label `result` = `ok` | `error`.
+    /// Counter: federation runs, label `result` = `ok` | `error` |
+    /// `standby` (a timer run skipped: another node holds the lease).
     pub const FEDERATION_RUNS: &str = "omega_federation_runs_total";
     /// Gauge: devices holding patterns (as of the last federation run).
     pub const DEVICES: &str = "omega_devices";
@@ -147,6 +150,9 @@ pub struct NodeConfig {
     pub restart_window: Duration,
     /// What the node learns from the fleet's private aggregation rounds.
     pub learning: LearningConfig,
+    /// Membership and the federation lease when nodes share the store;
+    /// default `None` (alone on its store: federation always runs here).
+    pub cluster: Option<ClusterMembership>,
 }
 
 impl Default for NodeConfig {
@@ -163,6 +169,7 @@ impl Default for NodeConfig {
             max_restarts: 20,
             restart_window: Duration::from_secs(60),
             learning: LearningConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -194,6 +201,15 @@ impl NodeConfig {
             .validate()
             .map_err(|e| ActorsError::Config(e.to_string()))?;
         self.federation.validate()?;
+        if let Some(c) = &self.cluster {
+            let interval = u64::try_from(self.federation_interval.as_millis()).unwrap_or(u64::MAX);
+            if c.timing.lease_ttl_ms != interval {
+                return bad(format!(
+                    "the lease TTL ({} ms) must be the federation interval ({interval} ms)",
+                    c.timing.lease_ttl_ms
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -464,6 +480,19 @@ impl Node {
                 timeout,
             }),
             Ok(_) | Err(_) => Err(ActorsError::Unavailable("federation")),
+        }
+    }
+
+    /// The federation lease as this node saw it last (`None` when not in a
+    /// cluster or before its first attempt).
+    pub async fn lease(&self) -> Option<crate::cluster::Lease> {
+        let actor = self.routes.federation.get()?;
+        match actor
+            .call(FederationMsg::Lease, Some(Duration::from_secs(5)))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            _ => None,
         }
     }
 

@@ -126,6 +126,7 @@ async fn spawn_child(
                     store: Arc::clone(&args.store),
                     config: args.config.federation.clone(),
                     interval: args.config.federation_interval,
+                    cluster: args.config.cluster.clone(),
                 },
                 supervisor,
             )
