@@ -6,6 +6,7 @@
 //! | GET | `/ready` | – | 200 when every actor runs and the listener accepts, 503 otherwise |
 //! | GET | `/metrics` | – | Prometheus text |
 //! | GET | `/api/v1/stats` | – | JSON: node, in-flight, connections, catalog, regions, last federation |
+//! | GET | `/api/v1/cluster` | – | JSON: members, the federation lease, this node's last federation, store health |
 //! | GET | `/api/v1/patterns/global?region=R` | – | JSON: region R's global version, patterns, trends |
 //! | POST | `/api/v1/content` | bearer | one JSON `CatalogItem` → import report |
 //! | POST | `/api/v1/content/import[?format=F]` | bearer | body in format F: `jsonl` (default), `movielens-u-item`, `movies-csv` → import report |
@@ -69,6 +70,7 @@ pub fn router(state: AdminState, body_limit: usize) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/patterns/global", get(global_patterns))
         .route("/api/v1/content", post(add_content))
         .route("/api/v1/content/import", post(import_content))
@@ -135,6 +137,11 @@ async fn ready(State(state): State<AdminState>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }
+}
+
+/// Always 200: the answer says what of the store could not be read.
+async fn cluster(State(state): State<AdminState>) -> Response {
+    Json(state.node.cluster_status().await).into_response()
 }
 
 async fn metrics_text(State(state): State<AdminState>) -> Response {

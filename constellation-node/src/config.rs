@@ -33,6 +33,11 @@
 //! username = "omega"               # optional login; the password is read
 //! password_file = "/etc/omega/scylla-password"  # from this file (first line)
 //!
+//! [cluster]                        # nodes sharing a kind = "scylla" store
+//! heartbeat_secs = 5               # heartbeat and lease attempt period
+//!                                  # (at most federation_interval_secs / 3)
+//! advertise = "10.0.0.5:4433"      # address announced to members (default: listen)
+//!
 //! [learning]                       # private aggregation rounds (issue 14)
 //! enabled = true
 //! interval_ms = 86400000           # from a region's round end to its next
@@ -55,6 +60,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use omega_constellation::actors::{CatalogOptions, NodeConfig};
+use omega_constellation::cluster::LeaseTiming;
 use omega_constellation::federation::{FederationConfig, FederationError, OrderKey};
 use omega_constellation::store::{parse_consistency, Credentials, ScyllaOptions};
 use omega_constellation::sync::{LearningConfig, SyncConfig};
@@ -168,6 +174,31 @@ pub struct Config {
     pub learning: LearningConfig,
     /// The `[store]` section: redb (default) or ScyllaDB.
     pub store: StoreConfig,
+    /// The `[cluster]` section: membership and the federation lease, used
+    /// with `kind = "scylla"` (a redb node is alone on its store).
+    pub cluster: ClusterConfig,
+}
+
+/// The `[cluster]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Seconds between a node's heartbeats and federation lease attempts;
+    /// at most a third of `federation_interval_secs`. A member's heartbeat
+    /// lives three periods; the lease one federation interval. Default 5.
+    pub heartbeat_secs: u64,
+    /// The `host:port` announced to the other members. Default none: the
+    /// QUIC `listen` address.
+    pub advertise: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 5,
+            advertise: None,
+        }
+    }
 }
 
 /// Which store the node opens.
@@ -295,6 +326,7 @@ impl Default for Config {
             admin_body_limit: 64 * 1024 * 1024,
             learning: node.learning,
             store: StoreConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -351,8 +383,22 @@ impl Config {
         })
     }
 
-    /// The actor tree's configuration (validated).
+    /// The cluster's heartbeat and lease timing, from
+    /// `federation_interval_secs` and `[cluster] heartbeat_secs`.
+    pub fn lease_timing(&self) -> Result<LeaseTiming, ConfigError> {
+        LeaseTiming::new(
+            self.federation_interval_secs.saturating_mul(1000),
+            self.cluster.heartbeat_secs.saturating_mul(1000),
+        )
+        .map_err(|e| ConfigError::Invalid(format!("[cluster]: {e}")))
+    }
+
+    /// The actor tree's configuration (validated; the cluster membership,
+    /// which needs the opened store, is left for the caller).
     pub fn node_config(&self) -> Result<NodeConfig, ConfigError> {
+        if self.store.kind == StoreKind::Scylla {
+            self.lease_timing()?;
+        }
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "max_connections must be at least 1".into(),
@@ -446,6 +492,28 @@ mod tests {
             .expect("parse")
             .node_config()
             .is_err());
+    }
+
+    #[test]
+    fn the_cluster_heartbeat_must_fit_the_federation_interval() {
+        let c = Config::from_toml(
+            "federation_interval_secs = 60\n[store]\nkind = \"scylla\"\n\
+             [cluster]\nheartbeat_secs = 20\nadvertise = \"10.0.0.5:4433\"\n",
+        )
+        .expect("parse");
+        assert_eq!(c.cluster.advertise.as_deref(), Some("10.0.0.5:4433"));
+        let t = c.lease_timing().expect("valid");
+        assert_eq!((t.lease_ttl_ms, t.renew_every_ms), (60_000, 20_000));
+        assert!(c.node_config().is_ok());
+        let mut slow = c.clone();
+        slow.cluster.heartbeat_secs = 21;
+        assert!(
+            slow.node_config().is_err(),
+            "more than a third of the interval"
+        );
+        slow.store.kind = StoreKind::Redb;
+        assert!(slow.node_config().is_ok(), "a redb node has no cluster");
+        assert_eq!(Config::default().cluster.heartbeat_secs, 5);
     }
 
     #[test]

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Semaphore};
 
-use omega_constellation::actors::{Node, TextEmbedder};
+use omega_constellation::actors::{ClusterMembership, Node, TextEmbedder};
+use omega_constellation::cluster::ClusterStore;
 use omega_constellation::store::{PatternStore, RedbStore, ScyllaStore};
 use omega_transport::attest::DeviceVerifier;
 use omega_transport::quic::{server_config, TlsIdentity, TrustAnchor};
@@ -140,15 +141,23 @@ impl RunningNode {
                 config.store.keyspace
             )),
         };
-        let store: Arc<dyn PatternStore> = {
+        // A shared store is also the cluster's membership and lease.
+        type Opened = (Arc<dyn PatternStore>, Option<Arc<dyn ClusterStore>>);
+        let (store, cluster): Opened = {
             let path = store_path.clone();
             let scylla = match config.store.kind {
                 StoreKind::Redb => None,
                 StoreKind::Scylla => Some(config.store.scylla_options()?),
             };
             let joined = tokio::task::spawn_blocking(move || match scylla {
-                None => RedbStore::open(path).map(|s| Arc::new(s) as Arc<dyn PatternStore>),
-                Some(o) => ScyllaStore::open(&o).map(|s| Arc::new(s) as Arc<dyn PatternStore>),
+                None => RedbStore::open(path).map(|s| (Arc::new(s) as Arc<dyn PatternStore>, None)),
+                Some(o) => ScyllaStore::open(&o).map(|s| {
+                    let s = Arc::new(s);
+                    (
+                        Arc::clone(&s) as Arc<dyn PatternStore>,
+                        Some(s as Arc<dyn ClusterStore>),
+                    )
+                }),
             })
             .await;
             joined.map_err(|e| ServeError::Path {
@@ -157,6 +166,19 @@ impl RunningNode {
                 message: e.to_string(),
             })??
         };
+        let mut node_config = node_config;
+        if let Some(cluster) = cluster {
+            node_config.cluster = Some(ClusterMembership {
+                store: cluster,
+                node: config.node_name.clone(),
+                addr: config
+                    .cluster
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| config.listen.to_string()),
+                timing: config.lease_timing()?,
+            });
+        }
 
         let embedder = match &opts.model_dir {
             Some(dir) => {

@@ -80,6 +80,12 @@ async fn devices_receive_global_patterns_built_from_the_others_uploads() {
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(stats["devices"], 6, "{stats}");
     assert_eq!(stats["node"], "node-1");
+    let (status, body) = http(admin, "GET", "/api/v1/cluster", None, b"").await;
+    assert_eq!(status, 200, "{body}");
+    let c: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(c["clustered"], false, "a redb node is alone: {c}");
+    assert_eq!(c["store"]["ok"], true, "{c}");
+    assert_eq!(c["last_federation"]["devices"], 6, "{c}");
     let (status, metrics) = http(admin, "GET", "/metrics", None, b"").await;
     assert_eq!(status, 200);
     for name in [
@@ -117,6 +123,71 @@ async fn a_node_on_scylla_keeps_every_acknowledged_state_across_restart() {
     config.store.contact_points = opts.contact_points.clone();
     config.store.keyspace = opts.keyspace.clone();
     restart_keeps_acknowledged_state(config).await;
+    tokio::task::spawn_blocking(move || {
+        drop(ScyllaStore::open(&opts).unwrap().dropping_keyspace())
+    })
+    .await
+    .unwrap();
+}
+
+/// Two nodes on one keyspace: both appear in `/api/v1/cluster` on either,
+/// with the one lease holder (the first node: it took the lease at start and
+/// renews it; the lease lasts the federation interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_scylla_see_each_other_and_one_lease_holder() {
+    use omega_constellation::store::{cql_test_target, fresh_test_options, ScyllaStore};
+    let Some(addr) = cql_test_target() else {
+        return;
+    };
+    let mut pki = Pki::new();
+    pki.certs
+        .issue_node("node-2", &["localhost".into(), "127.0.0.1".into()])
+        .unwrap();
+    let opts = fresh_test_options(&addr);
+    let mut config = test_config();
+    config.store.kind = omega_node::config::StoreKind::Scylla;
+    config.store.contact_points = opts.contact_points.clone();
+    config.store.keyspace = opts.keyspace.clone();
+    config.cluster.heartbeat_secs = 1;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let n1 = start(&pki, d1.path(), config.clone(), None).await;
+    let admin1 = n1.admin_addr();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = |admin| async move {
+        let (status, body) = http(admin, "GET", "/api/v1/cluster", None, b"").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    while status(admin1).await["lease"]["holder"] != "node-1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node-1 never took the lease"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    config.node_name = "node-2".into();
+    let n2 = start(&pki, d2.path(), config, None).await;
+    let admin2 = n2.admin_addr();
+    let c = loop {
+        let c = status(admin2).await;
+        if c["members"].as_array().is_some_and(|m| m.len() == 2) {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "members never reached 2: {c}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(c["clustered"], true);
+    assert_eq!(c["node"], "node-2");
+    assert_eq!(c["members"][0]["node"], "node-1", "{c}");
+    assert_eq!(c["members"][1]["node"], "node-2", "{c}");
+    assert_eq!(c["lease"]["holder"], "node-1", "one holder: {c}");
+    assert_eq!(c["store"]["ok"], true, "{c}");
+    assert_eq!(status(admin1).await["lease"]["holder"], "node-1");
+    assert!(n2.shutdown().await, "clean shutdown");
+    assert!(n1.shutdown().await, "clean shutdown");
     tokio::task::spawn_blocking(move || {
         drop(ScyllaStore::open(&opts).unwrap().dropping_keyspace())
     })

@@ -264,6 +264,36 @@ pub struct Node {
     learning: Option<Arc<parking_lot::Mutex<Learning>>>,
 }
 
+/// A cheap store read's outcome.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoreHealth {
+    /// The read succeeded.
+    pub ok: bool,
+    /// How long it took, milliseconds.
+    pub latency_ms: f64,
+    /// The error, when it failed.
+    pub error: Option<String>,
+}
+
+/// What [`Node::cluster_status`] reports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClusterStatus {
+    /// This node's cluster name (`None`: alone on its store).
+    pub node: Option<String>,
+    /// Whether the node shares its store with a cluster.
+    pub clustered: bool,
+    /// Live members, by name (empty when alone or unreadable).
+    pub members: Vec<crate::cluster::Member>,
+    /// The federation lease, if held.
+    pub lease: Option<crate::cluster::Lease>,
+    /// Why the membership or lease could not be read.
+    pub cluster_error: Option<String>,
+    /// This node's last federation run since it started.
+    pub last_federation: Option<FederationSummary>,
+    /// The store's health.
+    pub store: StoreHealth,
+}
+
 /// Answer of a shard: the response and what happened.
 pub type SyncResult = (PackedSyncResponse, SyncOutcome);
 
@@ -493,6 +523,60 @@ impl Node {
         {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
             _ => None,
+        }
+    }
+
+    /// The cluster as the store holds it (members, the federation lease),
+    /// this node's last federation run and a cheap store read's health,
+    /// read off the executor. Store failures are reported in the answer.
+    pub async fn cluster_status(&self) -> ClusterStatus {
+        let last_federation = self.last_federation().await;
+        let store = Arc::clone(&self.store);
+        let cluster = self.config.cluster.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let health = match store.catalog_version() {
+                Ok(_) => StoreHealth {
+                    ok: true,
+                    latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    error: None,
+                },
+                Err(e) => StoreHealth {
+                    ok: false,
+                    latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    error: Some(e.to_string()),
+                },
+            };
+            let now = now_ms();
+            let (members, lease, error) = match &cluster {
+                None => (Vec::new(), None, None),
+                Some(c) => match (
+                    c.store.members(now),
+                    c.store.lease(crate::cluster::FEDERATION_LEASE, now),
+                ) {
+                    (Ok(m), Ok(l)) => (m, l, None),
+                    (Err(e), _) | (_, Err(e)) => (Vec::new(), None, Some(e.to_string())),
+                },
+            };
+            (health, members, lease, error)
+        })
+        .await;
+        let (store, members, lease, cluster_error) = read.unwrap_or_else(|e| {
+            let health = StoreHealth {
+                ok: false,
+                latency_ms: 0.0,
+                error: Some(e.to_string()),
+            };
+            (health, Vec::new(), None, Some(e.to_string()))
+        });
+        ClusterStatus {
+            node: self.config.cluster.as_ref().map(|c| c.node.clone()),
+            clustered: self.config.cluster.is_some(),
+            members,
+            lease,
+            cluster_error,
+            last_federation,
+            store,
         }
     }
 
