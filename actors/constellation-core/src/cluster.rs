@@ -219,6 +219,15 @@ impl MemoryCluster {
     }
 }
 
+/// The refusal of one more entry past a limit of `max` (`len` held).
+fn one_too_many(what: &'static str, len: usize, max: usize) -> StoreError {
+    StoreError::LimitExceeded {
+        what,
+        len: len + 1,
+        max,
+    }
+}
+
 impl ClusterStore for MemoryCluster {
     fn heartbeat(
         &self,
@@ -231,11 +240,11 @@ impl ClusterStore for MemoryCluster {
         let mut g = self.inner.lock();
         g.members.retain(|_, m| m.expires_ms > now_ms);
         if !g.members.contains_key(node) && g.members.len() >= MAX_MEMBERS {
-            return Err(StoreError::LimitExceeded {
-                what: "cluster members",
-                len: g.members.len() + 1,
-                max: MAX_MEMBERS,
-            });
+            return Err(one_too_many(
+                "cluster members",
+                g.members.len(),
+                MAX_MEMBERS,
+            ));
         }
         let member = Member {
             node: node.to_owned(),
@@ -271,11 +280,7 @@ impl ClusterStore for MemoryCluster {
                 return Ok(l.clone());
             }
         } else if g.leases.len() >= MAX_LEASES {
-            return Err(StoreError::LimitExceeded {
-                what: "leases",
-                len: g.leases.len() + 1,
-                max: MAX_LEASES,
-            });
+            return Err(one_too_many("leases", g.leases.len(), MAX_LEASES));
         }
         let lease = Lease {
             name: name.to_owned(),

@@ -513,19 +513,6 @@ impl Node {
         }
     }
 
-    /// The federation lease as this node saw it last (`None` when not in a
-    /// cluster or before its first attempt).
-    pub async fn lease(&self) -> Option<crate::cluster::Lease> {
-        let actor = self.routes.federation.get()?;
-        match actor
-            .call(FederationMsg::Lease, Some(Duration::from_secs(5)))
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(r)) => r,
-            _ => None,
-        }
-    }
-
     /// The cluster as the store holds it (members, the federation lease),
     /// this node's last federation run and a cheap store read's health,
     /// read off the executor. Store failures are reported in the answer.
