@@ -14,7 +14,8 @@
 //! holds it, so the cluster federates once per interval. On-demand runs
 //! (an operator's trigger) run on any node. A holder that loses the lease
 //! in the middle of a run cannot publish a global version twice: each
-//! publication is conditional on the region's version.
+//! publication is conditional on the region's version. A holder that stops
+//! releases the lease.
 //!
 //! After a run the actor also counts the devices and patterns held (one
 //! streaming pass over each region, memory independent of its size) and the
@@ -282,6 +283,28 @@ impl Actor for FederationActor {
         Ok(())
     }
 
+    /// A stopping holder gives the lease up, so another node takes it at
+    /// its next attempt instead of after the TTL (a failure is logged: the
+    /// lease then lapses by its expiry).
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut FederationState,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(c) = state.args.cluster.clone() else {
+            return Ok(());
+        };
+        if !Self::may_run(state) {
+            return Ok(());
+        }
+        let released =
+            tokio::task::spawn_blocking(move || c.store.release(FEDERATION_LEASE, &c.node)).await?;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "the federation lease was not released");
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
@@ -402,6 +425,13 @@ mod tests {
 
         let stopped = Instant::now();
         a.stop(None);
+        // Released at stop: gone within 1 s, while a lease renewed at most
+        // 1 s before the stop still had 2 s of its 3 s TTL to run.
+        until(1, || async {
+            let l = cluster.lease(FEDERATION_LEASE, super::super::now_ms());
+            l.expect("lease").is_none_or(|l| l.holder != "node-a")
+        })
+        .await;
         until(15, || async {
             lease(&b).await.is_some_and(|l| l.holder == "node-b")
         })
