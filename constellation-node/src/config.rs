@@ -46,7 +46,7 @@
 //! k = 5                            # contributors a round needs (>= 5)
 //! z = 3.0                          # publication threshold, in noise units
 //! [learning.rounds]
-//! cohort = 200                     # TVs per round (at most 819: the signed member list fits an answer)
+//! cohort = 200                     # TVs per round (at most 822: the signed member list fits an answer)
 //! threshold = 105                  # answers each phase needs (> cohort / 2)
 //! join_ms = 2400000                # each phase's deadline (also shares_ms,
 //!                                  # inputs_ms, unmask_ms)

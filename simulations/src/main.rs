@@ -91,7 +91,7 @@ enum Command {
         /// opening of the next.
         #[arg(long, env = "OMEGA_EVAL_ROUND_INTERVAL_DAYS", default_value_t = omega_sim::eval::federated::FederatedOptions::default().round_interval_days)]
         round_interval_days: f64,
-        /// federated: most TVs in a round (at most 819: the signed member list
+        /// federated: most TVs in a round (at most 822: the signed member list
         /// fills an answer frame).
         #[arg(long, env = "OMEGA_EVAL_COHORT", default_value_t = omega_sim::eval::federated::FederatedOptions::default().cohort)]
         cohort: u16,

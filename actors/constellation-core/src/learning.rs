@@ -130,10 +130,10 @@ pub enum LearningError {
 
 /// Largest cohort whose member list, with the largest attestations a
 /// member may attach, fits an answer frame with room to spare.
-pub const MAX_LISTED_COHORT: usize = (limits::MAX_RESPONSE_FRAME - 64 * 1024)
-    / (80
-        + omega_privacy::secagg::attest::MAX_CREDENTIAL_BYTES
-        + omega_privacy::secagg::attest::MAX_SIGNATURE_BYTES);
+pub const MAX_LISTED_COHORT: usize =
+    (limits::MAX_RESPONSE_FRAME - 64 * 1024) / omega_privacy::secagg::MAX_LISTED_MEMBER_BYTES;
+// The refusal below names the figure.
+const _: () = assert!(MAX_LISTED_COHORT == 822);
 
 /// Request bytes kept for everything but the masked input (ids, lengths).
 const FRAME_SLACK: usize = 4096;
@@ -177,7 +177,7 @@ impl LearningConfig {
             usize::from(self.rounds.cohort),
             1,
             MAX_LISTED_COHORT,
-            "1..=819 (the member list must fit an answer frame)",
+            "1..=822 (the member list must fit an answer frame)",
         )?;
         // Every member of a round must be able to hear its outcome.
         size(

@@ -95,6 +95,11 @@ pub use messages::{
 };
 pub use server::{Aggregate, Server, ServerError};
 
+/// Most bytes one member takes in a [`MemberList`] (postcard): its id and
+/// both keys (69), two length prefixes, and the largest attestation.
+pub const MAX_LISTED_MEMBER_BYTES: usize =
+    69 + 2 * 3 + attest::MAX_CREDENTIAL_BYTES + attest::MAX_SIGNATURE_BYTES;
+
 /// Largest cohort (members of U1). The server's round-1 storage grows as n².
 pub const MAX_COHORT: u16 = 1000;
 /// Largest vector dimension: 2²¹ entries (8 MiB masked), above the largest
@@ -205,8 +210,9 @@ impl Config {
     pub fn max_message_bytes(&self) -> usize {
         let n = usize::from(self.cohort);
         let per_member = 5 + 1 + CIPHERTEXT_LEN; // id, length, ciphertext
-        let listed = 69 + 2 * 3 + attest::MAX_CREDENTIAL_BYTES + attest::MAX_SIGNATURE_BYTES;
-        let largest = (per_member * n).max(4 * self.dim as usize).max(listed * n);
+        let largest = (per_member * n)
+            .max(4 * self.dim as usize)
+            .max(MAX_LISTED_MEMBER_BYTES * n);
         largest + 16 // envelope tag and length prefixes
     }
 

@@ -38,6 +38,20 @@ fn signed_keys(
     }
 }
 
+/// `n` clients (ids from [`ids`]) and the member list of their keys.
+fn listed(cfg: Config, n: usize, rng: &mut ChaCha20Rng) -> (Vec<Client>, MemberList) {
+    let mut list = MemberList {
+        members: Vec::new(),
+    };
+    let mut clients = Vec::new();
+    for id in ids(n) {
+        let (c, keys) = new_client(cfg, id, rng).expect("config");
+        list.members.push(MemberKeys { id, keys });
+        clients.push(c);
+    }
+    (clients, list)
+}
+
 /// A client for member `id` with a fresh trusted identity.
 fn new_client(
     cfg: Config,
@@ -486,15 +500,7 @@ fn tampered_or_misaddressed_ciphertexts_are_rejected() {
 fn clients_check_the_member_list() {
     let cfg = config(5, 3, 4);
     let mut rng = ChaCha20Rng::seed_from_u64(18);
-    let mut list = MemberList {
-        members: Vec::new(),
-    };
-    let mut clients = Vec::new();
-    for id in ids(4) {
-        let (c, keys) = new_client(cfg, id, &mut rng).expect("config");
-        list.members.push(MemberKeys { id, keys });
-        clients.push(c);
-    }
+    let (mut clients, list) = listed(cfg, 4, &mut rng);
     let c = &mut clients[0];
     let me = c.id();
 
@@ -554,15 +560,7 @@ fn clients_check_the_member_list() {
 fn clients_refuse_members_without_a_trusted_attestation() {
     let cfg = config(5, 3, 4);
     let mut rng = ChaCha20Rng::seed_from_u64(19);
-    let mut list = MemberList {
-        members: Vec::new(),
-    };
-    let mut clients = Vec::new();
-    for id in ids(4) {
-        let (c, keys) = new_client(cfg, id, &mut rng).expect("config");
-        list.members.push(MemberKeys { id, keys });
-        clients.push(c);
-    }
+    let (mut clients, list) = listed(cfg, 4, &mut rng);
     let c = &mut clients[0];
     let other = list.members[2].id;
     let unattested = |r: Result<ShareKeys, ClientError>| match r {
@@ -735,13 +733,12 @@ fn messages_round_trip_through_postcard_within_the_bound() {
     };
     let (mut cohort, keys) = Cohort::new(cfg, &x, 20);
     let mut server = Server::new(cfg).expect("config");
-    let attested = 6 + attest::MAX_CREDENTIAL_BYTES + attest::MAX_SIGNATURE_BYTES;
-    through(&mut server, keys, 64 + attested);
+    through(&mut server, keys, MAX_LISTED_MEMBER_BYTES - 5);
     let ToClient::Members(list) = check_client(ToClient::Members(server.close_keys().expect("U1")))
     else {
         panic!("members")
     };
-    assert!(encoded_len(&list) <= (69 + attested) * 6 + 1);
+    assert!(encoded_len(&list) <= MAX_LISTED_MEMBER_BYTES * 6 + 1);
     through(&mut server, cohort.share(&list), 102 * 5 + 1);
     let inboxes = server
         .close_shares()
@@ -890,13 +887,7 @@ proptest! {
     ) {
         let cfg = config(5, 3, 4);
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let mut list = MemberList { members: Vec::new() };
-        let mut clients = Vec::new();
-        for id in ids(5) {
-            let (c, keys) = new_client(cfg, id, &mut rng).expect("config");
-            list.members.push(MemberKeys { id, keys });
-            clients.push(c);
-        }
+        let (mut clients, list) = listed(cfg, 5, &mut rng);
         let client = &mut clients[1];
         client.share_keys(&list, pki(), &mut rng).expect("share");
         for inbox in inboxes {
