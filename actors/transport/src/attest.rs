@@ -24,7 +24,9 @@ use std::time::SystemTime;
 use omega_privacy::secagg::{AttestError, Attestation, Attestor, Verifier};
 use parking_lot::Mutex;
 use ring::digest::{Context, SHA256};
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, TrustAnchor as PkiTrustAnchor, UnixTime,
+};
 use rustls::sign::{Signer, SigningKey};
 use rustls::SignatureScheme;
 use webpki::{
@@ -89,7 +91,7 @@ impl Attestor for DeviceAttestor {
 
 /// Checks attestations against the device CA (and its revocation lists).
 pub struct DeviceVerifier {
-    cas: Vec<CertificateDer<'static>>,
+    anchors: Vec<PkiTrustAnchor<'static>>,
     crls: Vec<CertRevocationList<'static>>,
     accepted: Mutex<HashMap<[u8; 32], String>>,
 }
@@ -97,7 +99,7 @@ pub struct DeviceVerifier {
 impl std::fmt::Debug for DeviceVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceVerifier")
-            .field("cas", &self.cas.len())
+            .field("cas", &self.anchors.len())
             .field("crls", &self.crls.len())
             .finish_non_exhaustive()
     }
@@ -106,11 +108,13 @@ impl std::fmt::Debug for DeviceVerifier {
 impl DeviceVerifier {
     /// Trusting the device CA `anchor` (its CRLs included).
     pub fn new(anchor: &TrustAnchor) -> Result<Arc<Self>, TlsError> {
-        // Each CA must make a trust anchor; checked once here.
-        for ca in &anchor.cas {
-            anchor_from_trusted_cert(ca)
-                .map_err(|e| TlsError::Attest(format!("device CA: {e}")))?;
-        }
+        // Parsed once: every check chains to these.
+        let anchors = anchor
+            .cas
+            .iter()
+            .map(|ca| anchor_from_trusted_cert(ca).map(|a| a.to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Attest(format!("device CA: {e}")))?;
         let crls = anchor
             .crls
             .iter()
@@ -121,7 +125,7 @@ impl DeviceVerifier {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Self {
-            cas: anchor.cas.clone(),
+            anchors,
             crls,
             accepted: Mutex::new(HashMap::new()),
         }))
@@ -142,12 +146,6 @@ impl DeviceVerifier {
         let bad = |e: webpki::Error| AttestError::Credential(e.to_string());
         let der = CertificateDer::from(a.credential.as_slice());
         let cert = EndEntityCert::try_from(&der).map_err(bad)?;
-        let anchors = self
-            .cas
-            .iter()
-            .map(anchor_from_trusted_cert)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(bad)?;
         let crls: Vec<&CertRevocationList<'static>> = self.crls.iter().collect();
         let revocation = match RevocationOptionsBuilder::new(&crls) {
             Ok(b) => Some(
@@ -164,7 +162,7 @@ impl DeviceVerifier {
         );
         cert.verify_for_usage(
             &[webpki::ring::ECDSA_P256_SHA256],
-            &anchors,
+            &self.anchors,
             &[],
             now,
             KeyUsage::client_auth(),
