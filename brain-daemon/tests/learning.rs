@@ -252,7 +252,7 @@ async fn sync_all(tvs: &mut [Tv], region: &Region) -> usize {
                 UploadKind::Delta,
                 region.clone(),
                 now_ms(),
-                tv.credentials.auth(),
+                &tv.credentials,
                 &mut rand::rng(),
             )
             .unwrap();

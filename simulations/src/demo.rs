@@ -605,12 +605,11 @@ impl SimTv {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis() as u64
             + self.clock_offset_ms;
-        let auth = self.credentials.auth();
         let prepared = self.store.prepare_sync(
             UploadKind::Delta,
             region.clone(),
             now,
-            auth,
+            &self.credentials,
             &mut rand::rng(),
         )?;
         if let Some(e) = &prepared.round_declined {

@@ -11,7 +11,7 @@
 //!   zero-concentrated DP, charged in the TV's 24-hour ledger (by default one
 //!   release spends the whole daily budget, ε = 4 at δ = 10⁻⁶).
 //!   Every member's keys are signed with its device certificate and checked
-//!   by every TV ([`RoundAuth`]), so the node cannot invent members; it can
+//!   by every TV ([`RoundCredentials`]), so the node cannot invent members; it can
 //!   only bring real devices of its own. With c of them among the survivors
 //!   the sum still carries (t − c)/t of the noise variance; with
 //!   c ≥ 2t − n + 1 it could split the survivors and unmask one input, so
@@ -64,6 +64,7 @@
 //!   returned `Ok`, before sending its reply).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use omega_privacy::round::{NodeToTv, RoundSpec, TvToNode};
 use omega_privacy::secagg::{
@@ -118,18 +119,19 @@ pub struct RoundClientConfig {
 }
 
 /// What vouches for this TV's round keys and checks the other members'
-/// (in production: its device certificate and key, and the device CA).
-#[derive(Clone, Copy)]
-pub struct RoundAuth<'a> {
+/// (in the daemon: its device certificate and key, and the device CA,
+/// `omega_transport::attest`).
+#[derive(Clone)]
+pub struct RoundCredentials {
     /// Signs this TV's advertised keys.
-    pub attestor: &'a dyn Attestor,
+    pub attestor: Arc<dyn Attestor>,
     /// Checks every member's signed keys.
-    pub verifier: &'a dyn Verifier,
+    pub verifier: Arc<dyn Verifier>,
 }
 
-impl std::fmt::Debug for RoundAuth<'_> {
+impl std::fmt::Debug for RoundCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoundAuth").finish_non_exhaustive()
+        f.debug_struct("RoundCredentials").finish_non_exhaustive()
     }
 }
 
@@ -574,7 +576,7 @@ impl RoundClient {
         brain: &BrainState,
         slots: &HashMap<ContentId, u32>,
         now_ms: u64,
-        auth: RoundAuth<'_>,
+        auth: &RoundCredentials,
         rng: &mut impl CryptoRng,
     ) -> Result<Option<TvToNode>, RoundClientError> {
         if let Some(cur) = &self.current {
@@ -709,7 +711,7 @@ impl RoundClient {
         brain: &BrainState,
         slots: &HashMap<ContentId, u32>,
         now_ms: u64,
-        auth: RoundAuth<'_>,
+        auth: &RoundCredentials,
         rng: &mut impl CryptoRng,
     ) -> Result<TvToNode, RoundClientError> {
         self.check_spec(spec)?;
@@ -724,7 +726,7 @@ impl RoundClient {
             Some(_) => None,
             None => Some(self.make_release(spec, brain, slots, now_ms)?),
         };
-        let (client, keys) = Client::new(spec.session, member, auth.attestor, rng)?;
+        let (client, keys) = Client::new(spec.session, member, auth.attestor.as_ref(), rng)?;
         if let Some((pending, ledger)) = fresh {
             // Charged before anything leaves; a pending release for another
             // layout is dropped (its charge stays, its watches go again).
@@ -755,7 +757,7 @@ impl RoundClient {
         &mut self,
         session: u64,
         msg: ToClient,
-        auth: RoundAuth<'_>,
+        auth: &RoundCredentials,
         rng: &mut impl CryptoRng,
     ) -> Result<TvToNode, RoundClientError> {
         let cur = self
@@ -765,7 +767,7 @@ impl RoundClient {
             .ok_or(RoundClientError::UnknownSession(session))?;
         let out = match &msg {
             ToClient::Members(list) => {
-                ToServer::ShareKeys(cur.client.share_keys(list, auth.verifier, rng)?)
+                ToServer::ShareKeys(cur.client.share_keys(list, auth.verifier.as_ref(), rng)?)
             }
             ToClient::Shares(shares) => {
                 let pending = self

@@ -4,14 +4,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use omega_brain_core::round_client::{
-    PrivacyState, RoundAuth, RoundClient, RoundClientConfig, RoundClientError,
+    PrivacyState, RoundClient, RoundClientConfig, RoundClientError, RoundCredentials,
 };
 use omega_brain_core::{BrainState, Episode};
 use omega_privacy::ledger::WINDOW_MS;
 use omega_privacy::round::{NodeToTv, RoundSpec, TvToNode};
-use omega_privacy::secagg::attest::testing::{Registry, TestAttestor};
+use omega_privacy::secagg::attest::testing::Registry;
 use omega_privacy::secagg::{ClientId, Config, Server, ToClient, ToServer};
 use omega_privacy::{Budget, ContributionLayout, GaussianRelease, LedgerError};
 use omega_protocol::{ContentId, ViewingContext, ViewingEvent};
@@ -67,8 +68,8 @@ fn brain(tv: usize) -> BrainState {
 struct Tv {
     client: RoundClient,
     brain: BrainState,
-    /// Its device credential.
-    attestor: TestAttestor,
+    /// Its device credential and the trusted ones.
+    credentials: RoundCredentials,
 }
 
 struct Cohort {
@@ -88,7 +89,10 @@ impl Cohort {
             .map(|k| Tv {
                 client: RoundClient::new(config, PrivacyState::new(Budget::default())).unwrap(),
                 brain: brain(k),
-                attestor: pki.attestor(&format!("tv-{k}"), true),
+                credentials: RoundCredentials {
+                    attestor: Arc::new(pki.attestor(&format!("tv-{k}"), true)),
+                    verifier: Arc::new(pki.clone()),
+                },
             })
             .collect();
         Cohort {
@@ -107,13 +111,14 @@ impl Cohort {
         now: u64,
     ) -> Result<Option<TvToNode>, RoundClientError> {
         let tv = &mut self.tvs[k];
-        let auth = RoundAuth {
-            attestor: &tv.attestor,
-            verifier: &self.pki,
-        };
-        let out = tv
-            .client
-            .on_node(msg, &tv.brain, &self.slots, now, auth, &mut self.rng)?;
+        let out = tv.client.on_node(
+            msg,
+            &tv.brain,
+            &self.slots,
+            now,
+            &tv.credentials,
+            &mut self.rng,
+        )?;
         self.sent.extend(out.clone());
         Ok(out)
     }
@@ -385,17 +390,23 @@ fn each_member_adds_its_share_of_the_noise_and_status_reports_both_epsilons() {
     .unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(3);
     let pki = Registry::new();
-    let attestor = pki.attestor("tv-4", true);
+    let credentials = RoundCredentials {
+        attestor: Arc::new(pki.attestor("tv-4", true)),
+        verifier: Arc::new(pki.clone()),
+    };
     let mut invite = |window: u8, tv: &mut RoundClient| {
         let msg = NodeToTv::Invite {
             spec: spec_of(window),
             member: ClientId(4),
         };
-        let auth = RoundAuth {
-            attestor: &attestor,
-            verifier: &pki,
-        };
-        tv.on_node(msg, &BrainState::default(), &slots(), NOW, auth, &mut rng)
+        tv.on_node(
+            msg,
+            &BrainState::default(),
+            &slots(),
+            NOW,
+            &credentials,
+            &mut rng,
+        )
     };
     // Window 1 (sensitivity 2): σ_total ≈ 2.5, a share of 0.8 is too small
     // for the shares' sum to pass for one discrete Gaussian.

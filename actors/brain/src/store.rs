@@ -52,16 +52,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use omega_brain_core::delta::{self, DeltaConfig, DeltaPlan};
 use omega_brain_core::fleet::PageApplied;
 use omega_brain_core::patterns::{
     item_fingerprint, LocalPattern, PatternConfig, PatternOp, Tombstone,
 };
+/// What signs this TV's round keys and checks the other members'.
+pub use omega_brain_core::round_client::RoundCredentials;
 use omega_brain_core::round_client::{
-    catalog_slots, PrivacyState, PrivacyStatus, RoundAuth, RoundClient, RoundClientConfig,
-    RoundClientError,
+    catalog_slots, PrivacyState, PrivacyStatus, RoundClient, RoundClientConfig, RoundClientError,
 };
 use omega_brain_core::state::{BrainState, CatalogRecord, Episode, Versions};
 use omega_brain_core::sync::{
@@ -69,7 +69,6 @@ use omega_brain_core::sync::{
 };
 use omega_brain_core::CoreError;
 use omega_brain_core::UploadKind;
-use omega_privacy::secagg::{Attestor, Verifier};
 use omega_privacy::Budget;
 use omega_protocol::{
     CatalogEntry, ContentId, GlobalPattern, NodeToTv, PatternDelta, PatternId, Region,
@@ -243,33 +242,6 @@ pub struct BrainStore {
 struct ForgetQueue {
     asked: u64,
     acked: u64,
-}
-
-/// What signs this TV's round keys and checks the other members' (lent to
-/// the round client as a [`RoundAuth`]): in the daemon, the device
-/// certificate and key and the device CA (`omega_transport::attest`).
-#[derive(Clone)]
-pub struct RoundCredentials {
-    /// Signs this TV's advertised keys.
-    pub attestor: Arc<dyn Attestor>,
-    /// Checks every member's.
-    pub verifier: Arc<dyn Verifier>,
-}
-
-impl RoundCredentials {
-    /// Borrowed for one round step.
-    pub fn auth(&self) -> RoundAuth<'_> {
-        RoundAuth {
-            attestor: self.attestor.as_ref(),
-            verifier: self.verifier.as_ref(),
-        }
-    }
-}
-
-impl std::fmt::Debug for RoundCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoundCredentials").finish_non_exhaustive()
-    }
 }
 
 /// A sync request ready to send, and what to do with its answer
@@ -939,7 +911,7 @@ impl BrainStore {
         kind: UploadKind,
         region: Region,
         now_ms: u64,
-        auth: RoundAuth<'_>,
+        auth: &RoundCredentials,
         rng: &mut impl CryptoRng,
     ) -> Result<PreparedSync, BrainError> {
         let (round, round_declined) = self.answer_round(now_ms, auth, rng)?;
@@ -977,7 +949,7 @@ impl BrainStore {
     fn answer_round(
         &mut self,
         now_ms: u64,
-        auth: RoundAuth<'_>,
+        auth: &RoundCredentials,
         rng: &mut impl CryptoRng,
     ) -> Result<(Option<TvToNode>, Option<RoundClientError>), BrainError> {
         let Some(msg) = self.round_inbox.clone() else {

@@ -6,22 +6,23 @@ mod support;
 
 use std::sync::OnceLock;
 
-use omega_brain_core::round_client::RoundAuth;
-use omega_privacy::secagg::attest::testing::{Registry, TestAttestor};
+use omega_brain::RoundCredentials;
+use omega_privacy::secagg::attest::testing::Registry;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// This TV's round credential and the trusted ones (a stand-in for the
 /// device certificate and CA).
-fn auth() -> RoundAuth<'static> {
-    static PKI: OnceLock<Registry> = OnceLock::new();
-    static ME: OnceLock<TestAttestor> = OnceLock::new();
-    let pki = PKI.get_or_init(Registry::new);
-    RoundAuth {
-        attestor: ME.get_or_init(|| pki.attestor("tv-store-test", true)),
-        verifier: pki,
-    }
+fn auth() -> &'static RoundCredentials {
+    static AUTH: OnceLock<RoundCredentials> = OnceLock::new();
+    AUTH.get_or_init(|| {
+        let pki = Registry::new();
+        RoundCredentials {
+            attestor: Arc::new(pki.attestor("tv-store-test", true)),
+            verifier: Arc::new(pki),
+        }
+    })
 }
 
 use omega_brain::store::{BrainStore, OpenOutcome, StoreConfig};

@@ -117,7 +117,7 @@ pub const REGION: &str = "eu-west";
 pub struct FederatedOptions {
     /// Days from the end of a round to the opening of the next.
     pub round_interval_days: f64,
-    /// Most TVs in a round (n, at most 819).
+    /// Most TVs in a round (n, at most 822).
     pub cohort: u16,
     /// Answers every phase needs (t, more than n/2).
     pub threshold: u16,
@@ -949,12 +949,11 @@ impl<'a> Sim<'a> {
         let prepared: Vec<_> = tvs
             .par_iter_mut()
             .map(|(t, tv)| -> Result<_> {
-                let auth = tv.credentials.auth();
                 let p = tv.store.prepare_sync(
                     UploadKind::Delta,
                     region.clone(),
                     *t,
-                    auth,
+                    &tv.credentials,
                     &mut tv.keys,
                 )?;
                 let frame = codec::encode_request(&p.request)?;

@@ -178,9 +178,8 @@ impl Actor for Memory {
                 // before the request leaves.
                 let r = blocking(st, move |i| {
                     let now = super::sync::now_ms();
-                    let auth = credentials.auth();
                     i.store
-                        .prepare_sync(kind, region, now, auth, &mut rand::rng())
+                        .prepare_sync(kind, region, now, &credentials, &mut rand::rng())
                 })
                 .await?;
                 let _ = reply.send(r.map_err(ActorError::from));
