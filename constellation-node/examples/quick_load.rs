@@ -85,14 +85,7 @@ async fn async_main() {
     certs
         .issue_node("node-1", &["localhost".into(), "127.0.0.1".into()])
         .unwrap();
-    let model = std::env::var_os("OMEGA_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../models/all-MiniLM-L6-v2"
-            ))
-        });
+    let model = omega_embed::default_model_dir();
     let model = model.join("model.safetensors").is_file().then_some(model);
     let node = RunningNode::start(ServeOptions {
         data_dir: tmp.path().join("data"),

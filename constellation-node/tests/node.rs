@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use omega_node::Config;
 
 use omega_protocol::codec::encode_request;
@@ -383,16 +381,7 @@ async fn a_failed_shard_actor_is_restarted() {
     assert!(node.shutdown().await);
 }
 
-fn model_dir() -> PathBuf {
-    std::env::var_os("OMEGA_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../models/all-MiniLM-L6-v2"
-            ))
-        })
-}
+use omega_embed::default_model_dir as model_dir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_content_is_embedded_and_paged_to_tvs() {

@@ -4,7 +4,6 @@
 #[path = "../../brain-core/tests/support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use omega_brain::actors::{Brain, BrainConfig};
@@ -12,9 +11,7 @@ use omega_brain::RecommendRequest;
 use omega_protocol::ContentId;
 use support::{cid, clustered_catalog, evening, event};
 
-fn model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
-}
+use omega_embed::default_model_dir as model_dir;
 
 fn query(recent: &[&str], k: usize) -> RecommendRequest {
     RecommendRequest {

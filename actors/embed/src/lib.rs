@@ -117,6 +117,21 @@
 //! `model.rs` (the forward pass) and `kernels.rs` (the fused kernels) say what was
 //! changed from candle's stock BERT and why.
 
+/// The model directory tools and tests default to: `OMEGA_MODEL_DIR`, else
+/// `models/all-MiniLM-L6-v2` at the workspace root (where
+/// `scripts/fetch-model.sh` puts it).
+pub fn default_model_dir() -> PathBuf {
+    std::env::var_os("OMEGA_MODEL_DIR").map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../models/all-MiniLM-L6-v2"
+            ))
+        },
+        PathBuf::from,
+    )
+}
+
 mod kernels;
 mod model;
 

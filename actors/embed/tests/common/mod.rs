@@ -6,10 +6,7 @@ use std::path::PathBuf;
 /// root (where `scripts/fetch-model.sh` puts it). Fails loudly when it is missing, so
 /// that a machine without the model does not pass the tests by skipping them.
 pub fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("OMEGA_MODEL_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2"),
-        PathBuf::from,
-    );
+    let dir = omega_embed::default_model_dir();
     assert!(
         dir.join("model.safetensors").is_file(),
         "model not found in {}: run scripts/fetch-model.sh (or set OMEGA_MODEL_DIR)",
