@@ -76,7 +76,7 @@ use omega_constellation::store::{MemoryStore, PatternStore};
 use omega_constellation::sync::{
     self as node_sync, Learning, LearningConfig, SyncConfig, SyncCore,
 };
-use omega_constellation_core::aggregate::RegionTotals;
+use omega_constellation_core::aggregate::{AggregateConfig, RegionTotals, RoundSum};
 use omega_constellation_core::rounds::RoundsConfig;
 use omega_privacy::secagg::{from_ring, ToServer, Verifier};
 use omega_privacy::Budget;
@@ -743,11 +743,12 @@ impl<'a> Sim<'a> {
     }
 
     /// The exact-fleet ablation's totals at `now_ms`: every user's
-    /// successful training watches so far, each title once per user, and
-    /// pairs of the most watched titles within the window, once per user.
-    fn exact_totals(&self, now_ms: u64) -> RegionTotals {
+    /// successful training watches so far, encoded as the TVs encode a
+    /// release (`ContributionLayout::build`: each title once, pairs of the
+    /// most watched titles within the window) and folded as a round without
+    /// noise (`RegionTotals::fold`).
+    fn exact_totals(&self, now_ms: u64) -> Result<RegionTotals> {
         let cfg = LearningConfig::default();
-        let window = usize::from(cfg.window);
         let seqs: Vec<Vec<u32>> = self
             .split
             .users
@@ -763,44 +764,60 @@ impl<'a> Sim<'a> {
                     .collect()
             })
             .collect();
-        let mut titles: HashMap<u32, f64> = HashMap::new();
+        // The pair titles: the most watched, each counted once per user.
+        let items = self.catalog.entries.len();
+        let mut watched = vec![0u32; items];
         for seq in &seqs {
             let distinct: std::collections::BTreeSet<u32> = seq.iter().copied().collect();
             for item in distinct {
-                *titles.entry(item).or_default() += 1.0;
+                watched[item as usize] += 1;
             }
         }
-        let mut ranked: Vec<(u32, f64)> = titles.iter().map(|(&i, &n)| (i, n)).collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let paired: std::collections::BTreeSet<u32> = ranked
-            .iter()
-            .take(usize::from(cfg.pair_titles))
-            .map(|&(i, _)| i)
+        let mut ranked: Vec<u32> = (0..items as u32)
+            .filter(|&i| watched[i as usize] > 0)
             .collect();
+        ranked.sort_by_key(|&i| (std::cmp::Reverse(watched[i as usize]), i));
+        ranked.truncate(usize::from(cfg.pair_titles));
+        let mut pair_of = vec![None; items];
+        for (p, &i) in ranked.iter().enumerate() {
+            pair_of[i as usize] = Some(p as u16);
+        }
+        let layout = omega_privacy::ContributionLayout::new(
+            u32::try_from(items)?,
+            ranked.len() as u16,
+            cfg.window,
+        )?;
+        let mut values = vec![0i64; layout.dimension()];
+        for seq in seqs.iter().filter(|s| !s.is_empty()) {
+            let watches: Vec<omega_privacy::Watch> = seq
+                .iter()
+                .map(|&i| omega_privacy::Watch {
+                    slot: i,
+                    pair: pair_of[i as usize],
+                })
+                .collect();
+            for (v, x) in values.iter_mut().zip(layout.build(&[], &watches)?) {
+                *v += x;
+            }
+        }
         let id = |item: u32| self.catalog.entries[item as usize].item.id.clone();
-        let mut pairs: BTreeMap<(ContentId, ContentId), f64> = BTreeMap::new();
-        for seq in &seqs {
-            let mut seen = std::collections::BTreeSet::new();
-            for (i, &b) in seq.iter().enumerate() {
-                for &a in &seq[i.saturating_sub(window)..i] {
-                    if a != b && paired.contains(&a) && paired.contains(&b) {
-                        seen.insert((a.min(b), a.max(b)));
-                    }
-                }
-            }
-            for (a, b) in seen {
-                let (x, y) = (id(a), id(b));
-                let key = if x <= y { (x, y) } else { (y, x) };
-                *pairs.entry(key).or_default() += 1.0;
-            }
-        }
-        RegionTotals {
-            titles: titles.into_iter().map(|(i, n)| (id(i), n)).collect(),
-            pairs,
-            variance: 0.0,
-            rounds: u32::try_from(self.node.folded).unwrap_or(u32::MAX),
-            contributors: seqs.iter().filter(|s| !s.is_empty()).count() as u64,
-        }
+        let slots: Vec<Option<ContentId>> = (0..items as u32).map(|i| Some(id(i))).collect();
+        let pair_titles: Vec<ContentId> = ranked.iter().map(|&i| id(i)).collect();
+        let mut totals = RegionTotals::default();
+        totals.fold(
+            &RoundSum {
+                layout: &layout,
+                slots: &slots,
+                pair_titles: &pair_titles,
+                values: &values,
+                contributors: seqs.iter().filter(|s| !s.is_empty()).count(),
+                sigma: 0.0,
+                scale: 1,
+            },
+            &AggregateConfig::default(),
+        )?;
+        totals.rounds = u32::try_from(self.node.folded).unwrap_or(u32::MAX);
+        Ok(totals)
     }
 
     fn switch_on(&mut self, u: usize, t: u64) -> Result<()> {
@@ -966,7 +983,7 @@ impl<'a> Sim<'a> {
             let folded = self.node.folded;
             answers.push(self.node.answer(&tv.device, frame, *t)?);
             if self.opts.exact_fleet && self.node.folded > folded {
-                let exact = self.exact_totals(*t);
+                let exact = self.exact_totals(*t)?;
                 self.node
                     .learning
                     .lock()
