@@ -33,6 +33,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use omega_brain::store::{BrainStore, RoundCredentials, StoreConfig};
 use omega_brain::BrainError;
+use omega_brain_core::round_client::RoundClientConfig;
 use omega_brain_core::UploadKind;
 use omega_certs::{CaKind, CertDir};
 use omega_privacy::secagg::Verifier;
@@ -86,8 +87,9 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
 
     let (items, users) = data(&opts.dataset, opts.fleet + 1)?;
     let fleet = opts.fleet.min(users.len().saturating_sub(1));
-    if fleet < 10 {
-        bail!("the fleet needs at least 10 TVs (the TVs' least round threshold); got {fleet}");
+    let least = usize::from(RoundClientConfig::default().min_threshold);
+    if fleet < least {
+        bail!("the fleet needs at least {least} TVs (the TVs' least round threshold); got {fleet}");
     }
 
     println!("\n1. Certificates");
@@ -280,14 +282,10 @@ async fn start_node(
     fleet: usize,
 ) -> Result<omega_node::RunningNode> {
     // One round over the whole fleet (and the daemon's TV): threshold 60 %,
-    // and high enough that splitting the survivors would take 10 devices of
-    // the node's own (2t − n + 1), else the TVs decline (their
-    // `min_split_colluders`).
+    // and no less than the TVs accept (else they decline).
     let cohort = fleet + 1;
-    let threshold = (cohort * 3)
-        .div_ceil(5)
-        .max((cohort + 9).div_ceil(2))
-        .max(10);
+    let least = RoundClientConfig::default().least_threshold(u16::try_from(cohort)?);
+    let threshold = (cohort * 3).div_ceil(5).max(usize::from(least));
     // Phases close as soon as every member answered; a TV that does not
     // answer (one that declines a round, e.g. its budget spent) holds a
     // phase for 20 s at most (the default is 40 minutes, for TVs that sync

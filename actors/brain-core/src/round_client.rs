@@ -180,6 +180,15 @@ pub enum RoundConfigError {
 }
 
 impl RoundClientConfig {
+    /// The smallest threshold a TV with this configuration accepts for a
+    /// cohort of `cohort`: at least `min_threshold`, and enough that a split
+    /// of the survivors (2t − n + 1 devices) takes `min_split_colluders`.
+    pub fn least_threshold(&self, cohort: u16) -> u16 {
+        let split = (u32::from(cohort) + u32::from(self.min_split_colluders)).saturating_sub(1);
+        let t = u16::try_from(split.div_ceil(2)).unwrap_or(u16::MAX);
+        t.max(self.min_threshold)
+    }
+
     /// Checks the bounds.
     pub fn validate(&self) -> Result<(), RoundConfigError> {
         if self.min_threshold < 2

@@ -596,3 +596,31 @@ fn a_member_list_with_invented_members_is_declined_and_nothing_is_shared() {
         c.step(&mut server, k, 1, ToClient::Members(honest.clone()));
     }
 }
+
+/// The least threshold a default TV accepts: the split bound or the least
+/// threshold, whichever is higher; one below it is declined.
+#[test]
+fn the_least_threshold_is_what_a_tv_accepts() {
+    let cfg = RoundClientConfig::default();
+    let least: Vec<u16> = [11, 13, 60, 200]
+        .iter()
+        .map(|&n| cfg.least_threshold(n))
+        .collect();
+    assert_eq!(least, vec![10, 11, 35, 105]);
+    let mut c = Cohort::new(1, cfg);
+    for t in [11, 10] {
+        let r = c.send(
+            0,
+            NodeToTv::Invite {
+                spec: spec(t.into(), 13, t),
+                member: ClientId(0),
+            },
+            NOW,
+        );
+        assert_eq!(
+            matches!(r, Err(RoundClientError::SplitTooEasy { .. })),
+            t < 11,
+            "{t}: {r:?}"
+        );
+    }
+}
