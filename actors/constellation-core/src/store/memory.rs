@@ -151,6 +151,9 @@ impl PatternStore for MemoryStore {
         Ok(RegionPatternPage::new(rows, more))
     }
 
+    // Written out here rather than through `plan_publish`, which the real
+    // stores share: the reference model stays independent of what the
+    // property tests check against it.
     fn publish_globals(
         &self,
         region: &Region,
