@@ -233,6 +233,44 @@ async fn the_tv_syncs_with_a_real_node_past_a_dead_address() {
     node.shutdown().await;
 }
 
+/// A TV given no address, only a DNS name (`localhost:PORT`: the resolver's
+/// loopback addresses, one of which may be ::1 where nothing listens), finds
+/// the real node behind it and syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tv_syncs_with_a_node_it_knows_by_a_dns_name() {
+    let pki = Pki::new();
+    let node_dir = tempfile::tempdir().unwrap();
+    let node = omega_node::RunningNode::start(omega_node::ServeOptions {
+        data_dir: node_dir.path().to_owned(),
+        model_dir: None,
+        certs_dir: pki.certs.dir().to_owned(),
+        config: omega_node::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
+            rate_limit_interval_secs: 0,
+            ..omega_node::Config::default()
+        },
+        admin_token: None,
+    })
+    .await
+    .expect("node starts");
+    let dir = tempfile::tempdir().unwrap();
+    let dns = format!("localhost:{}", node.quic_addr().port());
+    let cfg = pki.sync_section(
+        &[],
+        &format!(
+            "dns = \"{dns}\"\nconnect_timeout_secs = 1\ninterval_min_secs = 3000\ninterval_max_secs = 3000\n"
+        ),
+    );
+    let d = start_daemon(dir.path(), &cfg);
+    assert_eq!(stats(&d)["sync"]["enabled"], json!(true));
+    let r = ok(&d, json!({"id": 2, "op": "sync.now"}));
+    assert_eq!(r["outcome"], "ok", "{r}");
+    assert_eq!(r["node"], json!(node.quic_addr().to_string()), "{r}");
+    assert_eq!(stats(&d)["sync"]["syncs_ok"], json!(1));
+    node.shutdown().await;
+}
+
 async fn admin_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -10,6 +10,8 @@
 //! * [`admin`]: the admin HTTP API (health, readiness, metrics, stats,
 //!   content import, federation trigger, global patterns).
 //! * [`telemetry`]: the Prometheus recorder and metric names.
+//! * [`migrate`]: copying the embedded store into an empty ScyllaDB store
+//!   (`omega-node migrate`).
 //!
 //! The logic (sync, federation, catalog, store) is in `omega-constellation`;
 //! its actor tree is `omega_constellation::actors`.
@@ -17,6 +19,7 @@
 pub mod admin;
 pub mod config;
 pub mod listener;
+pub mod migrate;
 pub mod server;
 pub mod telemetry;
 

@@ -35,6 +35,48 @@ enum Command {
     /// accepting, lets in-flight syncs finish (drain_timeout_secs), and
     /// closes the store.
     Serve(ServeArgs),
+    /// Copies the embedded store (DATA_DIR/constellation.redb) into the
+    /// ScyllaDB store that --config names (`[store] kind = "scylla"`),
+    /// which must be empty. Stop every node first. Prints what was copied
+    /// as JSON (omega_node::migrate says what moves and what does not).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    /// Directory of the embedded store to copy from.
+    #[arg(long, env = "OMEGA_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The nodes' TOML configuration: its `[store]` section is the target,
+    /// its `regions` are looked up for learned totals.
+    #[arg(long, env = "OMEGA_CONFIG")]
+    config: PathBuf,
+}
+
+fn migrate(args: MigrateArgs) -> Result<()> {
+    use omega_constellation::store::{RedbStore, ScyllaStore};
+    let config = Config::from_file(&args.config)?;
+    if config.store.kind != omega_node::config::StoreKind::Scylla {
+        bail!(
+            "{}: [store] kind must be \"scylla\" (the target)",
+            args.config.display()
+        );
+    }
+    let regions = config
+        .regions
+        .iter()
+        .map(|r| omega_protocol::Region::new(r).with_context(|| format!("region {r:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    let source = args.data_dir.join(omega_node::server::STORE_FILE);
+    if !source.is_file() {
+        bail!("no embedded store at {}", source.display());
+    }
+    let from = RedbStore::open(&source)
+        .with_context(|| format!("opening {} (is a node still running?)", source.display()))?;
+    let to = ScyllaStore::open(&config.store.scylla_options()?).context("opening the target")?;
+    let report = omega_node::migrate::copy_store(&from, &to, &regions)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,18 +195,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
 fn main() -> Result<()> {
     // Before any other thread exists: candle's thread count (omega-embed docs).
     omega_embed::configure_candle_threads(None);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let args = match cli.command {
+        // Its report goes to stdout, so the log goes to stderr; the stores
+        // block on their own runtimes.
+        Command::Migrate(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            return migrate(args);
+        }
+        Command::Serve(args) => args,
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
-    }
+    runtime.block_on(serve(args))
 }

@@ -209,7 +209,21 @@ pub async fn http(
     token: Option<&str>,
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    try_http(addr, method, path, token, body)
+        .await
+        .expect("admin API reachable")
+}
+
+/// [`http`], or `None` when nothing accepts the connection (a node not
+/// started yet, or killed).
+pub async fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -218,13 +232,13 @@ pub async fn http(
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
+    s.write_all(head.as_bytes()).await.ok()?;
+    s.write_all(body).await.ok()?;
     let mut buf = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
         .await
         .expect("http answer in time")
-        .unwrap();
+        .ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status: u16 = headers
@@ -240,7 +254,7 @@ pub async fn http(
     } else {
         body.to_string()
     };
-    (status, body)
+    Some((status, body))
 }
 
 fn dechunk(mut s: &str) -> String {
