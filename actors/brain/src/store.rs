@@ -54,7 +54,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use omega_brain_core::delta::{self, DeltaConfig, DeltaPlan};
-use omega_brain_core::fleet::PageApplied;
+use omega_brain_core::fleet::{FleetKnowledge, PageApplied};
 use omega_brain_core::patterns::{
     item_fingerprint, LocalPattern, PatternConfig, PatternOp, Tombstone,
 };
@@ -433,7 +433,13 @@ impl BrainStore {
             .get(FLEET_BLOB)
             .map_err(classify)?
         {
-            state.fleet = dec("blobs", f.value()).map_err(damaged)?;
+            // A copy of what the node publishes: one this build cannot read
+            // (written by another version) is dropped and paged again from
+            // the start at the next sync, not taken for damage.
+            state.fleet = dec("blobs", f.value()).unwrap_or_else(|error| {
+                tracing::warn!(%error, "fleet knowledge not readable: paging it again");
+                FleetKnowledge::default()
+            });
         }
         let mut privacy = match rtxn
             .open_table(BLOBS)

@@ -246,6 +246,36 @@ fn global_patterns_follow_syncs_and_their_limit() {
 }
 
 #[test]
+fn fleet_knowledge_another_version_wrote_is_paged_again_not_taken_for_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("brain.redb");
+    {
+        let (mut s, _) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+        s.observe(event("a", 0.9, 1)).unwrap();
+    }
+    {
+        // What an older build's fleet knowledge looks like to this one.
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let blobs: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("blobs");
+            let mut t = txn.open_table(blobs).unwrap();
+            t.insert("fleet", [7u8, 1, 2].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (s, outcome) = BrainStore::open(&path, StoreConfig::default()).unwrap();
+    assert_eq!(outcome, OpenOutcome::Opened, "the file is not moved aside");
+    assert_eq!(s.state().episodes.len(), 1, "the history is kept");
+    assert!(s.state().fleet.is_empty());
+    assert_eq!(
+        s.state().fleet.cursor(),
+        Default::default(),
+        "paged from the start"
+    );
+}
+
+#[test]
 fn damaged_file_is_moved_aside_and_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("brain.redb");

@@ -212,6 +212,11 @@ pub struct RoundsReport {
     pub contributions: u64,
     /// Titles published at the end.
     pub published_titles: usize,
+    /// (Title, partner) links published at the end, each pair counted
+    /// from both sides.
+    pub published_partners: usize,
+    /// The noise scale of the totals at the end, in title units.
+    pub sigma: f64,
     /// Users whose recommendations were made with fleet knowledge.
     pub users_with_fleet: usize,
     /// Recommended slots whose reason is the fleet's ("watched together"
@@ -1092,6 +1097,8 @@ impl<'a> Sim<'a> {
             not_folded: stats.rounds.not_folded,
             contributions: stats.contributions,
             published_titles: stats.published_titles,
+            published_partners: stats.published_partners,
+            sigma: stats.sigma,
             users_with_fleet: self
                 .reasons
                 .iter()

@@ -630,7 +630,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             s,
             "\nfederated: rounds every {} days, cohort {} (t = {}): {} opened, {} folded, {} failed, \
-             {} not folded; {} contributions; {} titles published; {} users got fleet reasons \
+             {} not folded; {} contributions; {} titles and {} partner links published (noise {:.1}); {} users got fleet reasons \
              ({} slots); {} rounds declined by TVs; {} sync errors; {:.1} s",
             rd.interval_days,
             rd.cohort,
@@ -641,6 +641,8 @@ pub fn render(r: &Report) -> String {
             rd.not_folded,
             rd.contributions,
             rd.published_titles,
+            rd.published_partners,
+            rd.sigma,
             rd.users_with_fleet,
             rd.fleet_reasons,
             rd.declined,
