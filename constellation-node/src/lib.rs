@@ -10,6 +10,7 @@
 //! * [`admin`]: the admin HTTP API (health, readiness, metrics, stats,
 //!   content import, federation trigger, global patterns).
 //! * [`telemetry`]: the Prometheus recorder and metric names.
+//! * [`secrets`]: private-file checks and the admin bearer tokens.
 //!
 //! The logic (sync, federation, catalog, store) is in `omega-constellation`;
 //! its actor tree is `omega_constellation::actors`.
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod config;
 pub mod listener;
+pub mod secrets;
 pub mod server;
 pub mod telemetry;
 

@@ -2,11 +2,14 @@
 //! together by [`RunningNode::start`] and stopped by
 //! [`RunningNode::shutdown`].
 //!
-//! Files: the store is `DATA_DIR/constellation.redb`, or the ScyllaDB
-//! keyspace of the configuration's `[store]` section; the node identity is
-//! `CERTS/nodes/<node_name>.crt|.key`; devices are checked against
-//! `CERTS/device-ca.crt` and its revocation list `CERTS/device-ca.crl` (if
-//! present).
+//! Files: the store is `DATA_DIR/constellation.redb` (created 0600, and
+//! made 0600 if an older node left it wider; a new data directory is
+//! created 0700), or the ScyllaDB keyspace of the configuration's `[store]`
+//! section; the node identity is `CERTS/nodes/<node_name>.crt|.key`;
+//! devices are checked against `CERTS/device-ca.crt` and its revocation
+//! list `CERTS/device-ca.crl` (if present). The node refuses to start when
+//! its private key or a token file gives group or others any access
+//! ([`crate::secrets`]).
 //!
 //! Shutdown order: the listener stops accepting connections and streams;
 //! in-flight syncs finish (at most the drain timeout); connections close;
@@ -15,6 +18,7 @@
 //! be reopened at once.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -28,9 +32,10 @@ use omega_constellation::store::{PatternStore, RedbStore, ScyllaStore};
 use omega_transport::attest::DeviceVerifier;
 use omega_transport::quic::{server_config, TlsIdentity, TrustAnchor};
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, HostAllowList};
 use crate::config::{Config, ConfigError, StoreKind};
 use crate::listener::{self, ListenerContext};
+use crate::secrets::{self, BearerToken, SecretError};
 use crate::telemetry;
 
 /// The store's file name inside the data directory.
@@ -63,6 +68,10 @@ pub enum ServeError {
         /// The loader's error.
         message: String,
     },
+    /// A private key or token file is exposed, unreadable, or a token too
+    /// short.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// TLS material could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] omega_transport::quic::TlsError),
@@ -90,7 +99,10 @@ pub struct ServeOptions {
     pub certs_dir: PathBuf,
     /// The configuration (file values already overridden by the command line).
     pub config: Config,
-    /// The admin bearer token; `None` disables mutating endpoints.
+    /// The admin bearer token given in-process (tests, embedding programs;
+    /// at least [`secrets::MIN_TOKEN_BYTES`] bytes). `None`: the token of
+    /// `config.admin_token_file`, and without that file every admin
+    /// endpoint except `/health` and `/ready` is refused.
     pub admin_token: Option<String>,
 }
 
@@ -120,6 +132,17 @@ fn load_model(dir: &Path) -> Result<Arc<dyn TextEmbedder>, ServeError> {
     Ok(Arc::new(e))
 }
 
+/// Creates `path` with mode 0600 if missing (redb initializes an empty
+/// file), and narrows an existing file to 0600.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 impl RunningNode {
     /// Opens the store, loads the model, starts the actors, binds the QUIC
     /// and admin sockets and starts serving.
@@ -128,13 +151,36 @@ impl RunningNode {
         let node_config = config.node_config()?;
         let prometheus = telemetry::prometheus();
 
-        std::fs::create_dir_all(&opts.data_dir).map_err(|e| ServeError::Path {
-            what: "data directory",
-            path: opts.data_dir.clone(),
-            message: e.to_string(),
-        })?;
+        let admin_token = match (&opts.admin_token, &config.admin_token_file) {
+            (Some(t), _) => Some(BearerToken::new(t, "admin token")?),
+            (None, Some(path)) => Some(secrets::read_token_file(path, "admin token file")?),
+            (None, None) => None,
+        };
+        let metrics_token = config
+            .metrics_token_file
+            .as_deref()
+            .map(|path| secrets::read_token_file(path, "metrics token file"))
+            .transpose()?;
+
+        let path_error = |what: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |e: std::io::Error| ServeError::Path {
+                what,
+                path,
+                message: e.to_string(),
+            }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&opts.data_dir)
+            .map_err(path_error("data directory", &opts.data_dir))?;
         let store_path = match config.store.kind {
-            StoreKind::Redb => opts.data_dir.join(STORE_FILE),
+            StoreKind::Redb => {
+                let path = opts.data_dir.join(STORE_FILE);
+                create_private_file(&path).map_err(path_error("store", &path))?;
+                path
+            }
             StoreKind::Scylla => PathBuf::from(format!(
                 "scylla:{}/{}",
                 config.store.contact_points.join(","),
@@ -208,6 +254,7 @@ impl RunningNode {
             .certs_dir
             .join("nodes")
             .join(format!("{}.key", config.node_name));
+        secrets::check_private(&node_key, "node private key")?;
         let identity = TlsIdentity::from_files(&node_cert, &node_key)?;
         let ca = opts.certs_dir.join("device-ca.crt");
         let crl = opts.certs_dir.join("device-ca.crl");
@@ -267,15 +314,19 @@ impl RunningNode {
             shutdown_rx.clone(),
         ));
 
-        if opts.admin_token.is_none() {
+        if admin_token.is_none() {
             tracing::warn!(
                 "no admin token configured (--admin-token-file, OMEGA_ADMIN_TOKEN_FILE or \
-                 OMEGA_ADMIN_TOKEN): mutating admin endpoints are refused"
+                 admin_token_file): every admin endpoint but /health and /ready is refused"
             );
         }
         let state = AdminState {
             node: Arc::clone(&node),
-            token: opts.admin_token.map(Arc::from),
+            token: admin_token,
+            metrics_token,
+            hosts: Arc::new(HostAllowList::new(admin_addr, &config.admin_allowed_hosts)),
+            import_limit: config.admin_import_limit,
+            import_gate: Arc::new(Semaphore::new(1)),
             prometheus,
             listening: Arc::clone(&listening),
             node_name: Arc::from(config.node_name.as_str()),

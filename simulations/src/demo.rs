@@ -308,7 +308,7 @@ async fn start_node(
     .context("starting omega-node")
 }
 
-const ADMIN_TOKEN: &str = "demo-admin-token-not-secret";
+const ADMIN_TOKEN: &str = "demo-admin-token-not-secret-0123456789";
 
 async fn import_catalog(admin: SocketAddr, items: &[CatalogItem]) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
