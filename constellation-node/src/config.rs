@@ -20,6 +20,7 @@
 //! max_pattern_samples = 1000       # a pattern's samples are clamped to this
 //! max_device_share = 0.2           # largest share of a global's weight one device carries
 //! federation_key_file = "/etc/omega/federation-key"  # 32 hex digits; default: random per start
+//! crl_poll_ms = 10000              # re-read CERTS/device-ca.crl (SIGHUP: at once)
 //! admin_token_file = "/etc/omega/admin-token"     # >= 32 bytes, mode 0600 (or 0400)
 //! metrics_token_file = "/etc/omega/metrics-token" # optional: a token good for /metrics only
 //! admin_allowed_hosts = ["admin.example.net"]     # Host names besides loopback and `admin`'s IP
@@ -175,6 +176,10 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Seconds to let in-flight syncs finish at shutdown. Default 10.
     pub drain_timeout_secs: u64,
+    /// Milliseconds between reads of the device CRL file; a changed file is
+    /// reloaded (SIGHUP reloads at once) and the open connections of newly
+    /// revoked devices are closed. Default 10,000.
+    pub crl_poll_ms: u64,
     /// Catalog items per model call. Default 32.
     pub catalog_batch_size: usize,
     /// A catalog progress log line every this many items. Default 256.
@@ -342,6 +347,7 @@ impl Default for Config {
             admin_allowed_hosts: Vec::new(),
             request_timeout_ms: 10_000,
             drain_timeout_secs: 10,
+            crl_poll_ms: 10_000,
             catalog_batch_size: catalog.batch_size,
             catalog_progress_every: catalog.progress_every,
             catalog_max_items: catalog.max_items_per_import,
@@ -381,6 +387,11 @@ impl Config {
     /// How long a device has to send its request.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms.max(1))
+    }
+
+    /// How often the CRL file is read.
+    pub fn crl_poll(&self) -> Duration {
+        Duration::from_millis(self.crl_poll_ms.max(1))
     }
 
     /// How long shutdown waits for in-flight syncs.

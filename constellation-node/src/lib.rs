@@ -10,6 +10,7 @@
 //! * [`admin`]: the admin HTTP API (health, readiness, metrics, stats,
 //!   content import, federation trigger, global patterns).
 //! * [`telemetry`]: the Prometheus recorder and metric names.
+//! * [`revocation`]: the device CRL, required, reloaded, failing closed.
 //! * [`secrets`]: private-file checks and the admin bearer tokens.
 //!
 //! The logic (sync, federation, catalog, store) is in `omega-constellation`;
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod config;
 pub mod listener;
+pub mod revocation;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;

@@ -7,7 +7,9 @@
 //! created 0700), or the ScyllaDB keyspace of the configuration's `[store]`
 //! section; the node identity is `CERTS/nodes/<node_name>.crt|.key`;
 //! devices are checked against `CERTS/device-ca.crt` and its revocation
-//! list `CERTS/device-ca.crl` (if present). The node refuses to start when
+//! list `CERTS/device-ca.crl`, which must exist and be unexpired and is
+//! reloaded while the node runs ([`crate::revocation`]). The node refuses
+//! to start when
 //! its private key or a token file gives group or others any access
 //! ([`crate::secrets`]).
 //!
@@ -30,11 +32,12 @@ use omega_constellation::actors::{ClusterMembership, Node, TextEmbedder};
 use omega_constellation::cluster::ClusterStore;
 use omega_constellation::store::{PatternStore, RedbStore, ScyllaStore};
 use omega_transport::attest::DeviceVerifier;
-use omega_transport::quic::{server_config, TlsIdentity, TrustAnchor};
+use omega_transport::quic::{server_config, TlsIdentity};
 
 use crate::admin::{self, AdminState, HostAllowList};
 use crate::config::{Config, ConfigError, StoreKind};
 use crate::listener::{self, ListenerContext};
+use crate::revocation::{self, CrlError};
 use crate::secrets::{self, BearerToken, SecretError};
 use crate::telemetry;
 
@@ -72,6 +75,9 @@ pub enum ServeError {
     /// short.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// The device revocation list is missing, expired or unreadable.
+    #[error(transparent)]
+    Crl(#[from] CrlError),
     /// TLS material could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] omega_transport::quic::TlsError),
@@ -117,6 +123,7 @@ pub struct RunningNode {
     shutdown_tx: watch::Sender<bool>,
     listening: Arc<AtomicBool>,
     accept_task: tokio::task::JoinHandle<()>,
+    crl_task: tokio::task::JoinHandle<()>,
     admin_task: tokio::task::JoinHandle<()>,
     drain_timeout: Duration,
 }
@@ -258,8 +265,12 @@ impl RunningNode {
         let identity = TlsIdentity::from_files(&node_cert, &node_key)?;
         let ca = opts.certs_dir.join("device-ca.crt");
         let crl = opts.certs_dir.join("device-ca.crl");
-        let anchor = TrustAnchor::from_files(&ca, crl.is_file().then_some(crl.as_path()))?;
-        let (server_cfg, _revocation) = server_config(identity, &anchor)?;
+        let anchor = revocation::load_anchor(&ca, &crl)?;
+        let crl_loaded = std::fs::read(&crl).map_err(|source| CrlError::Read {
+            path: crl.clone(),
+            source,
+        })?;
+        let (server_cfg, revocation_handle) = server_config(identity, &anchor)?;
         // The same device CA vouches for the round members' signed keys.
         let verifier = DeviceVerifier::new(&anchor)?;
 
@@ -307,10 +318,29 @@ impl RunningNode {
             node: Arc::clone(&node),
             connections: Arc::clone(&connections),
             request_timeout: config.request_timeout(),
+            open: Default::default(),
         });
         let accept_task = tokio::spawn(listener::accept_loop(
             endpoint.clone(),
+            Arc::clone(&ctx),
+            shutdown_rx.clone(),
+        ));
+        // Registered before `start` returns: a SIGHUP from then on reloads
+        // (an unhandled SIGHUP would end the process).
+        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: the CRL is reloaded on file change only");
+                None
+            }
+        };
+        let crl_task = tokio::spawn(revocation::watch(
+            hangup,
+            crl,
+            crl_loaded,
+            revocation_handle,
             ctx,
+            config.crl_poll(),
             shutdown_rx.clone(),
         ));
 
@@ -360,6 +390,7 @@ impl RunningNode {
             shutdown_tx,
             listening,
             accept_task,
+            crl_task,
             admin_task,
             drain_timeout: config.drain_timeout(),
         })
@@ -396,6 +427,7 @@ impl RunningNode {
             accept.abort();
             clean = false;
         }
+        self.crl_task.abort();
         self.endpoint.close(0u32.into(), b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         let mut admin = self.admin_task;
