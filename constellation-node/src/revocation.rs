@@ -8,6 +8,8 @@
 //! * While running ([`watch`]): the file is read every `crl_poll_ms` and
 //!   reloaded when its bytes change, and reloaded on SIGHUP. A file that does
 //!   not parse or is expired is refused (logged) and the list in force stays.
+//! * A CA private key in the certificate directory is warned about at start
+//!   ([`ca_keys_in`]).
 //! * After each reload every open connection's certificate is verified again
 //!   ([`close_revoked`]); a connection that fails (its device was revoked)
 //!   is closed with [`CLOSE_REVOKED`].
@@ -58,6 +60,18 @@ pub enum CrlError {
     /// The CA certificate or the list does not parse.
     #[error("the device CA or its revocation list: {0}")]
     Tls(#[from] TlsError),
+}
+
+/// The CA private keys (`device-ca.key`, `node-ca.key`) lying in `certs`:
+/// a node needs only the CA certificates, the CRLs and its own key, and one
+/// compromised node holding a CA key could mint devices and nodes. The node
+/// logs a loud warning for each at start.
+pub fn ca_keys_in(certs: &Path) -> Vec<PathBuf> {
+    ["device-ca.key", "node-ca.key"]
+        .iter()
+        .map(|name| certs.join(name))
+        .filter(|p| p.exists())
+        .collect()
 }
 
 /// Refuses a list whose (earliest) `nextUpdate` is at or before now.
@@ -165,5 +179,22 @@ pub async fn watch(
                 last = pem;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_keys_in_the_certificate_directory_are_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(ca_keys_in(dir.path()).is_empty());
+        std::fs::write(dir.path().join("device-ca.crt"), "x").expect("write");
+        std::fs::write(dir.path().join("device-ca.key"), "x").expect("write");
+        assert_eq!(
+            ca_keys_in(dir.path()),
+            vec![dir.path().join("device-ca.key")]
+        );
     }
 }

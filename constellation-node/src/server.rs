@@ -265,6 +265,14 @@ impl RunningNode {
         let identity = TlsIdentity::from_files(&node_cert, &node_key)?;
         let ca = opts.certs_dir.join("device-ca.crt");
         let crl = opts.certs_dir.join("device-ca.crl");
+        for key in revocation::ca_keys_in(&opts.certs_dir) {
+            tracing::warn!(
+                key = %key.display(),
+                "A CA PRIVATE KEY IS IN THIS NODE'S CERTIFICATE DIRECTORY: whoever takes this \
+                 node can mint devices or nodes. Give the node only the CA certificates, the \
+                 CRLs and its own key; keep CA keys offline."
+            );
+        }
         let anchor = revocation::load_anchor(&ca, &crl)?;
         let crl_loaded = std::fs::read(&crl).map_err(|source| CrlError::Read {
             path: crl.clone(),
