@@ -3,6 +3,8 @@
 //!
 //! ```toml
 //! # Unix socket; default <data-dir>/brain.sock (the --socket flag wins).
+//! # The socket is created 0660 (owner and group may connect); the data
+//! # directory is 0700, so apps of other users need a socket outside it.
 //! # socket = "/run/omega/brain.sock"
 //! max_connections = 64            # past it: accept, send too_many_connections, close
 //! max_in_flight_per_connection = 8 # past it: the connection is not read (backpressure)
@@ -12,6 +14,17 @@
 //! debug_ops = false               # enables debug.* ops (only in a `testing` build)
 //! mood_cache = 256                # mood vectors kept (LRU)
 //! log = "info"                    # tracing filter (RUST_LOG wins)
+//! # catalog_import_dir = "/var/lib/omega/import" # catalog.import `path`s must be regular
+//! #                               # files inside it; default none: `path` is refused
+//! catalog_import_max_bytes = 268435456 # largest file catalog.import reads
+//!
+//! [access]                        # roles from the peer's SO_PEERCRED (server docs)
+//! system_uids = []                # every op; the daemon's own uid and root are
+//! system_gids = []                # system unless listed as app
+//! app_uids = []                   # recommend, observe, stats, health
+//! app_gids = []                   # anyone unlisted: every op answered `forbidden`
+//! observe_per_sec = 5.0           # per connection: token bucket refill ...
+//! observe_burst = 100             # ... and size; past it: rate_limited
 //!
 //! [store]
 //! max_episodes = 1000
@@ -72,6 +85,9 @@ use omega_brain::ScheduleConfig;
 use omega_protocol::Region;
 use serde::Deserialize;
 
+use crate::access::AccessPolicy;
+use crate::server::ServerConfig;
+
 /// Errors reading the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -119,6 +135,15 @@ pub struct DaemonConfig {
     pub mood_cache: usize,
     /// Default tracing filter.
     pub log: String,
+    /// The directory `catalog.import` may read `path`s from (relative
+    /// paths are taken inside it; symlinks are resolved and must stay
+    /// inside; only regular files). Default none: `path` imports answer
+    /// `not_available` (`lines` works).
+    pub catalog_import_dir: Option<PathBuf>,
+    /// Largest file `catalog.import` reads, bytes. Default 256 MiB.
+    pub catalog_import_max_bytes: u64,
+    /// Who may do what on the socket.
+    pub access: AccessSection,
     /// Store limits.
     pub store: StoreSection,
     /// Inference limits.
@@ -141,11 +166,80 @@ impl Default for DaemonConfig {
             debug_ops: false,
             mood_cache: 256,
             log: "info".into(),
+            catalog_import_dir: None,
+            catalog_import_max_bytes: 256 * 1024 * 1024,
+            access: AccessSection::default(),
             store: StoreSection::default(),
             inference: InferenceSection::default(),
             sync: SyncSection::default(),
             privacy: PrivacySection::default(),
         }
+    }
+}
+
+/// `[access]`: the roles of the socket's peers by uid and gid (see
+/// [`crate::access`]) and the per-connection observe rate.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessSection {
+    /// Uids with every op. Default empty (the daemon's own uid and root
+    /// are system anyway, unless listed in `app_uids`).
+    pub system_uids: Vec<u32>,
+    /// Uids with `recommend`, `observe`, `stats`, `health`. Default empty.
+    pub app_uids: Vec<u32>,
+    /// Gids (the peer's primary group) with every op. Default empty.
+    pub system_gids: Vec<u32>,
+    /// Gids with the app ops. Default empty.
+    pub app_gids: Vec<u32>,
+    /// Observes a connection gets per second once its burst is spent
+    /// (> 0). Default 5.
+    pub observe_per_sec: f64,
+    /// Observes a connection may send back to back (≥ 1). Default 100.
+    pub observe_burst: u32,
+}
+
+impl Default for AccessSection {
+    fn default() -> Self {
+        Self {
+            system_uids: Vec::new(),
+            app_uids: Vec::new(),
+            system_gids: Vec::new(),
+            app_gids: Vec::new(),
+            observe_per_sec: 5.0,
+            observe_burst: 100,
+        }
+    }
+}
+
+impl AccessSection {
+    /// The policy, with `own_uid` the daemon's effective uid.
+    pub fn policy(&self, own_uid: u32) -> AccessPolicy {
+        AccessPolicy {
+            system_uids: self.system_uids.iter().copied().collect(),
+            app_uids: self.app_uids.iter().copied().collect(),
+            system_gids: self.system_gids.iter().copied().collect(),
+            app_gids: self.app_gids.iter().copied().collect(),
+            own_uid,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(format!("access: {m}"));
+        if !(self.observe_per_sec.is_finite() && self.observe_per_sec > 0.0) {
+            return Err(bad("observe_per_sec must be above 0".into()));
+        }
+        if self.observe_burst == 0 {
+            return Err(bad("observe_burst must be at least 1".into()));
+        }
+        for (list, other, what) in [
+            (&self.system_uids, &self.app_uids, "uid"),
+            (&self.system_gids, &self.app_gids, "gid"),
+        ] {
+            if let Some(id) = list.iter().find(|id| other.contains(id)) {
+                return Err(bad(format!("{what} {id} is listed as both system and app")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -423,6 +517,12 @@ impl DaemonConfig {
             }
         }
         self.sync.validate()?;
+        self.access.validate()?;
+        if self.catalog_import_max_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "catalog_import_max_bytes must be at least 1".into(),
+            ));
+        }
         self.privacy.budget()?;
         self.privacy
             .rounds
@@ -434,6 +534,26 @@ impl DaemonConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The socket server's configuration: the socket at `socket`, the
+    /// import directory taken under `data_dir` when relative, the access
+    /// policy with the daemon's effective uid.
+    pub fn server_config(&self, socket: PathBuf, data_dir: &Path) -> ServerConfig {
+        ServerConfig {
+            socket,
+            max_connections: self.max_connections,
+            max_in_flight_per_connection: self.max_in_flight_per_connection,
+            max_in_flight: self.max_in_flight,
+            max_request_bytes: self.max_request_bytes,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            debug_ops: self.debug_ops,
+            access: self.access.policy(rustix::process::geteuid().as_raw()),
+            observe_per_sec: self.access.observe_per_sec,
+            observe_burst: self.access.observe_burst,
+            import_dir: self.catalog_import_dir.as_ref().map(|d| data_dir.join(d)),
+            import_max_bytes: self.catalog_import_max_bytes,
+        }
     }
 
     /// The actors' configuration.
@@ -485,6 +605,32 @@ mod tests {
         );
         assert_eq!(c.max_request_bytes, 65536);
         assert!(toml::from_str::<DaemonConfig>("max_conections = 3").is_err());
+    }
+
+    #[test]
+    fn access_lists_and_rates_are_checked() {
+        let c: DaemonConfig = toml::from_str(
+            "catalog_import_dir = \"import\"\n[access]\napp_uids = [1000]\nsystem_gids = [20]\nobserve_per_sec = 0.5\nobserve_burst = 3\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let s = c.server_config("/s".into(), Path::new("/d"));
+        assert_eq!(s.import_dir, Some(PathBuf::from("/d/import")));
+        assert_eq!((s.observe_per_sec, s.observe_burst), (0.5, 3));
+        assert_eq!(s.access.role(1000, 20), crate::access::Role::App);
+        assert_eq!(s.access.role(1001, 20), crate::access::Role::System);
+        for broken in [
+            "[access]\nobserve_per_sec = 0\n",
+            "[access]\nobserve_per_sec = -1\n",
+            "[access]\nobserve_burst = 0\n",
+            "[access]\napp_uids = [5]\nsystem_uids = [5]\n",
+            "[access]\napp_gids = [5]\nsystem_gids = [5]\n",
+            "catalog_import_max_bytes = 0\n",
+        ] {
+            let c: DaemonConfig = toml::from_str(broken).unwrap();
+            assert!(c.validate().is_err(), "{broken}");
+        }
+        assert!(toml::from_str::<DaemonConfig>("[access]\nuids = [1]\n").is_err());
     }
 
     #[test]

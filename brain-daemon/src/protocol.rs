@@ -10,12 +10,15 @@
 //!
 //! # Operations
 //!
+//! Every op needs a role ([`crate::access`]): `recommend`, `observe`,
+//! `stats` and `health` the `app` role; the others the `system` role.
+//!
 //! | op | fields | result |
 //! | --- | --- | --- |
 //! | `recommend` | `hour` 0–23, `weekday` 0–6 (0 = Monday) (both default to the current UTC time), `recent` [content id] (newest first, ≤ 50), `mood` string (≤ 512 bytes), `k` 1–100 (default 10) | `{"items": [{"content_id", "title", "score", "confidence", "reason": {"kind", ...}, "reason_text"}]}` |
 //! | `observe` | `content_id`, `fraction` 0–1, `at` unix seconds (default now), `hour`, `weekday` (default: from `at`, UTC) | `{"seq", "patterns_changed", "known_item", "duplicate"}`, sent after the durable commit; episodes are kept in `at` order whatever the arrival order, and the same `content_id` at the same `at` again is `duplicate: true` and changes nothing |
 //! | `catalog.upsert` | `items`: [{`id`, `title`, `genres`, `year`, `description`}] | `{"upserted", "catalog_items"}` (embedded by the model, all or nothing) |
-//! | `catalog.import` | `path` (a JSON-lines file of items, read by the daemon) or `lines` (the same text inline) | `{"imported", "upserted", "catalog_items"}` (committed in chunks of 512 items) |
+//! | `catalog.import` | `path` (a JSON-lines file of items, read by the daemon: a regular file inside `catalog_import_dir`, relative paths taken there; `forbidden` for anything outside or missing, `not_available` without the directory) or `lines` (the same text inline) | `{"imported", "upserted", "catalog_items"}` (committed in chunks of 512 items) |
 //! | `stats` | – | counters: `episodes`, `last_episode_seq`, `local_patterns`, `global_patterns`, `trends`, `catalog_items`, `index_items`, versions, `forget_pending`, and `sync`: `{"enabled", "last_success_ms", "last_error": {"kind", "message", "at_ms"}, "next_attempt_ms", "next_kind", "syncs_ok", "syncs_failed", "bytes_up", "bytes_down", "snapshots_today", "snapshots_refused", "node"}` (bytes: request and response frames, totals), and `privacy`: `{"budget": {"epsilon_budget", "delta", "epsilon_spent", "epsilon_left", "releases", "renews_at_ms"}, "released_upto", "pending", "pending_upto", "in_session", "last", "epsilon_central", "epsilon_local"}` (the daily budget over the last 24 hours; `epsilon_local`: what the TV's own noise share alone guarantees) |
 //! | `history` | `limit` 1–1000 (default 100) | `{"episodes": [{"seq", "content_id", "fraction", "at", "hour", "weekday"}]}` newest first |
 //! | `health` | – | `model` (loading/ready/failed), `store` (opened/created/recovered/down), `store_recovered`, `index` (loaded/rebuilt), `index_rebuilt_reason`, `running`, `restarts`, `last_failures` |
@@ -46,6 +49,8 @@
 //! | `catalog_full` | the catalog limit would be exceeded; nothing was changed | stays open |
 //! | `not_available` | the op's part is off (`sync.now` with no node configured) | stays open |
 //! | `debug_disabled` | a `debug.*` op without `debug_ops = true` | stays open |
+//! | `forbidden` | the connection's role (from its peer's uid and gid, `[access]`) does not cover the op, or a `catalog.import` path is outside the import directory or missing | stays open |
+//! | `rate_limited` | more `observe`s on this connection than `[access] observe_per_sec` / `observe_burst` allow; retry later | stays open |
 //! | `internal` | anything else (logged) | stays open |
 
 use omega_brain::actors::{ActorError, ChildKind};

@@ -18,6 +18,24 @@
 //!   does not decode lines already buffered until more bytes arrive, so a
 //!   request sent right behind an oversized one would wait.
 //!
+//! Access ([`crate::access`]): each connection gets a role from its peer's
+//! credentials (`SO_PEERCRED`, tokio's `UnixStream::peer_cred`) when it is
+//! accepted; a request its role does not cover is answered `forbidden` (the
+//! connection stays open). `observe` is rate-limited per connection by a
+//! token bucket (`[access] observe_per_sec`, `observe_burst`); past it
+//! `rate_limited`.
+//!
+//! `catalog.import` with a `path` ([`read_import_file`]): only inside
+//! `catalog_import_dir`, after resolving symlinks; only regular files (the
+//! metadata is checked before opening, the file is opened `O_NONBLOCK |
+//! O_NOFOLLOW` so a FIFO swapped in cannot block, and the opened file is
+//! checked again); read with a bound of `catalog_import_max_bytes`. A path
+//! outside the directory and a path that does not exist get the same
+//! `forbidden` answer, so the op does not tell which files exist.
+//!
+//! The socket is created 0660 from the start ([`bind`]: the umask is set
+//! to 0117 around `bind(2)`), so there is no moment in which it is wider.
+//!
 //! Shutdown ([`serve`]'s `shutdown` future resolves, e.g. on SIGTERM): stop
 //! accepting, stop reading new requests, let the requests in flight finish
 //! and their responses be written (bounded by the grace period), stop the
@@ -29,7 +47,8 @@
 //! `debug.release` and `debug.status` are answered by the connection itself,
 //! outside the in-flight limits, so they work while those are reached.
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,10 +64,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
+use crate::access::{self, AccessPolicy, ObserveBucket, Role};
 use crate::protocol::{self, err_line, ok_line, ProtoError, Request, IMPORT_CHUNK};
-
-/// Largest catalog file `catalog.import` reads.
-pub const MAX_IMPORT_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Errors setting up the socket.
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +103,25 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Enables `debug.hold`, `debug.release` and `debug.status`.
     pub debug_ops: bool,
+    /// Roles by peer uid and gid.
+    pub access: AccessPolicy,
+    /// Observes per second per connection once the burst is spent (> 0).
+    pub observe_per_sec: f64,
+    /// Observes per connection back to back (≥ 1).
+    pub observe_burst: u32,
+    /// Where `catalog.import` may read files; `None`: `path` imports are off.
+    pub import_dir: Option<PathBuf>,
+    /// Largest file `catalog.import` reads, bytes.
+    pub import_max_bytes: u64,
 }
 
-/// Binds the socket (mode 0660). A stale socket (nobody answering) is
+/// Binds the socket, created with mode 0660: the process umask is 0117
+/// while `bind(2)` runs and restored right after. The umask is
+/// process-wide: `omega-braind` binds before its actors start, so no other
+/// thread creates files meanwhile (and the files it creates later carry
+/// explicit modes anyway). Chosen over binding in a private directory and
+/// renaming, which would need a directory beside the socket the daemon may
+/// create. A stale socket (nobody answering) is
 /// removed first; a live one means another daemon runs: refused. Anything
 /// at the path that is not a socket (a mistyped `--socket` naming the store,
 /// say) is left alone and refused.
@@ -110,9 +143,10 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let l = UnixListener::bind(path).map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
-    Ok(l)
+    let previous = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o117));
+    let bound = UnixListener::bind(path);
+    rustix::process::umask(previous);
+    bound.map_err(io)
 }
 
 struct Ctx {
@@ -264,6 +298,21 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
 }
 
 async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let (role, peer) = match stream.peer_cred() {
+        Ok(c) => (
+            ctx.cfg.access.role(c.uid(), c.gid()),
+            format!("uid {}, gid {}", c.uid(), c.gid()),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "no peer credentials: the connection gets no role");
+            (Role::None, "unknown peer".to_string())
+        }
+    };
+    let mut observes = ObserveBucket::new(
+        ctx.cfg.observe_per_sec,
+        ctx.cfg.observe_burst,
+        tokio::time::Instant::now(),
+    );
     let (rd, mut wr) = stream.into_split();
     let per = ctx.cfg.max_in_flight_per_connection;
     let (tx, mut rx) = mpsc::channel::<String>(per * 2 + 2);
@@ -318,7 +367,14 @@ async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver
             continue;
         }
         let (id, req) = protocol::parse(text.as_bytes(), now_secs());
-        let req = match req {
+        let allowed = req.and_then(|r| {
+            access::check(role, &r, &peer)?;
+            if matches!(r, Request::Observe { .. }) {
+                observes.take(tokio::time::Instant::now())?;
+            }
+            Ok(r)
+        });
+        let req = match allowed {
             Ok(r) => r,
             Err(e) => {
                 if tx.send(err_line(&id, &e)).await.is_err() {
@@ -404,21 +460,12 @@ async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
         }
         Request::CatalogUpsert(items) => to_json(&brain.upsert_catalog(items).await?),
         Request::CatalogImportPath(path) => {
-            let meta = tokio::fs::metadata(&path).await.map_err(|e| {
-                ProtoError::new("invalid_field", format!("path {}: {e}", path.display()))
-            })?;
-            if meta.len() > MAX_IMPORT_FILE_BYTES {
-                return Err(ProtoError::new(
-                    "invalid_field",
-                    format!(
-                        "path: {} bytes, at most {MAX_IMPORT_FILE_BYTES}",
-                        meta.len()
-                    ),
-                ));
-            }
-            let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
-                ProtoError::new("invalid_field", format!("path {}: {e}", path.display()))
-            })?;
+            let dir = ctx.cfg.import_dir.clone();
+            let max = ctx.cfg.import_max_bytes;
+            let text =
+                tokio::task::spawn_blocking(move || read_import_file(dir.as_deref(), &path, max))
+                    .await
+                    .map_err(|e| ProtoError::new("internal", e.to_string()))??;
             import(brain, &text).await
         }
         Request::CatalogImportLines(text) => import(brain, &text).await,
@@ -438,6 +485,77 @@ async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
         | Request::DebugRelease
         | Request::DebugStatus) => debug::dispatch(ctx, r).await,
     }
+}
+
+/// Reads a `catalog.import` file (see the module docs): `path` (relative:
+/// inside `dir`) must resolve inside `dir` to a regular file of at most
+/// `max` bytes.
+pub fn read_import_file(dir: Option<&Path>, path: &Path, max: u64) -> Result<String, ProtoError> {
+    let Some(dir) = dir else {
+        return Err(ProtoError::new(
+            "not_available",
+            "catalog.import reads no files: catalog_import_dir is not configured (send `lines`)",
+        ));
+    };
+    let dir = dir.canonicalize().map_err(|e| {
+        ProtoError::new(
+            "internal",
+            format!("the import directory {}: {e}", dir.display()),
+        )
+    })?;
+    // Missing and outside alike: nothing tells whether the path exists.
+    let refused = || {
+        ProtoError::new(
+            "forbidden",
+            format!(
+                "path: not an existing file inside the import directory {}",
+                dir.display()
+            ),
+        )
+    };
+    let resolved = dir.join(path).canonicalize().map_err(|_| refused())?;
+    let Ok(inside) = resolved.strip_prefix(&dir) else {
+        return Err(refused());
+    };
+    if inside.as_os_str().is_empty() {
+        return Err(refused());
+    }
+    let shown = inside.display();
+    let not_regular =
+        || ProtoError::new("invalid_field", format!("path {shown}: not a regular file"));
+    let io = |e: std::io::Error| ProtoError::new("invalid_field", format!("path {shown}: {e}"));
+    let too_large = |n: u64| {
+        ProtoError::new(
+            "invalid_field",
+            format!("path {shown}: {n} bytes or more, at most {max} (catalog_import_max_bytes)"),
+        )
+    };
+    if !std::fs::symlink_metadata(&resolved).map_err(io)?.is_file() {
+        return Err(not_regular());
+    }
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        &resolved,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io(e.into()))?;
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    if meta.len() > max {
+        return Err(too_large(meta.len()));
+    }
+    let mut text = String::new();
+    file.take(max.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > max {
+        return Err(too_large(text.len() as u64));
+    }
+    Ok(text)
 }
 
 async fn import(brain: &Brain, text: &str) -> Result<Value, ProtoError> {
@@ -599,7 +717,83 @@ mod tests {
             bind(&sock).await,
             Err(ServerError::AlreadyRunning(_))
         ));
+        // Created 0660, and the umask is back to what it was.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        let now = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+        rustix::process::umask(now);
+        assert_ne!(now.as_raw_mode(), 0o117, "umask restored after bind");
         drop(live);
         assert!(bind(&sock).await.is_ok());
+    }
+
+    /// `catalog.import` paths: inside the directory only, regular files
+    /// only, bounded; outside and missing answered alike.
+    #[test]
+    fn import_files_stay_inside_the_directory_and_are_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("import");
+        std::fs::create_dir(&dir).unwrap();
+        let line = r#"{"id":"a","title":"A"}"#;
+        std::fs::write(dir.join("ok.jsonl"), line).unwrap();
+        let d = Some(dir.as_path());
+        assert_eq!(
+            read_import_file(d, Path::new("ok.jsonl"), 1024).unwrap(),
+            line
+        );
+        assert_eq!(
+            read_import_file(d, &dir.join("ok.jsonl"), 1024).unwrap(),
+            line
+        );
+        // No directory configured: off.
+        assert_eq!(
+            read_import_file(None, &dir.join("ok.jsonl"), 1024)
+                .unwrap_err()
+                .code,
+            "not_available"
+        );
+        // Outside, existing or not, directly, by `..` or by a symlink: one answer.
+        let secret = tmp.path().join("secret");
+        std::fs::write(&secret, "x").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.join("link")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
+        let outside = [
+            secret.clone(),
+            tmp.path().join("missing"),
+            PathBuf::from("../secret"),
+            PathBuf::from("../missing"),
+            PathBuf::from("link"),
+            PathBuf::from("zero"),
+            PathBuf::from("/dev/zero"),
+            PathBuf::from("missing-inside"),
+            PathBuf::from("."),
+        ];
+        let answers: Vec<_> = outside
+            .iter()
+            .map(|p| read_import_file(d, p, 1024).unwrap_err())
+            .collect();
+        assert!(answers.iter().all(|e| e.code == "forbidden"), "{answers:?}");
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "the same answer for every outside or missing path: {answers:?}"
+        );
+        // Inside but not a regular file: a FIFO (no hang), a directory.
+        let fifo = dir.join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        for p in ["fifo", "sub"] {
+            let e = read_import_file(d, Path::new(p), 1024).unwrap_err();
+            assert_eq!(e.code, "invalid_field", "{p}: {e:?}");
+            assert!(e.message.contains("not a regular file"), "{e:?}");
+        }
+        // Over the bound.
+        std::fs::write(dir.join("big.jsonl"), vec![b' '; 2048]).unwrap();
+        let e = read_import_file(d, Path::new("big.jsonl"), 1024).unwrap_err();
+        assert!(e.message.contains("at most 1024"), "{e:?}");
     }
 }

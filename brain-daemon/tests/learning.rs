@@ -30,7 +30,7 @@ use omega_protocol::codec::{decode_request, decode_response, encode_request};
 use omega_protocol::{ContentId, Region, ViewingContext, ViewingEvent};
 use omega_transport::attest::{DeviceAttestor, DeviceVerifier};
 use omega_transport::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
-use support::{model_dir, DEADLINE};
+use support::{model_dir, ADMIN_TOKEN, DEADLINE};
 
 const TVS: usize = 6;
 /// Ratings of each user replayed.
@@ -114,7 +114,7 @@ async fn admin_post(addr: SocketAddr, path: &str, body: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer token\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
@@ -165,7 +165,7 @@ async fn setup(node_toml: &str) -> Setup {
         model_dir: Some(model_dir()),
         certs_dir: certs.dir().to_owned(),
         config,
-        admin_token: Some("token".into()),
+        admin_token: Some(ADMIN_TOKEN.into()),
     })
     .await
     .expect("node starts");

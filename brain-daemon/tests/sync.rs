@@ -17,7 +17,7 @@ use omega_protocol::codec::{decode_request, encode_response};
 use omega_protocol::{SyncAccepted, SyncError, SyncKind, SyncRequest, SyncResponse};
 use omega_transport::quic::{accept_exchange, respond, server_config, TlsIdentity, TrustAnchor};
 use serde_json::{json, Value};
-use support::{model_dir, Daemon, DEADLINE};
+use support::{model_dir, Daemon, ADMIN_TOKEN, DEADLINE};
 
 /// Runs blocking socket calls without stalling the in-process nodes.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -168,7 +168,7 @@ async fn the_tv_syncs_with_a_real_node_past_a_dead_address() {
             catalog_page_items: 2,
             ..omega_node::Config::default()
         },
-        admin_token: Some("token".into()),
+        admin_token: Some(ADMIN_TOKEN.into()),
     })
     .await
     .expect("node starts");
@@ -275,7 +275,7 @@ async fn admin_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer token\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.unwrap();

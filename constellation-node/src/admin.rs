@@ -4,28 +4,45 @@
 //! | --- | --- | --- | --- |
 //! | GET | `/health` | – | 200 `ok` while the process serves |
 //! | GET | `/ready` | – | 200 when every actor runs and the listener accepts, 503 otherwise |
-//! | GET | `/metrics` | – | Prometheus text |
-//! | GET | `/api/v1/stats` | – | JSON: node, in-flight, connections, catalog, regions, last federation |
-//! | GET | `/api/v1/cluster` | – | JSON: members, the federation lease, this node's last federation, store health |
-//! | GET | `/api/v1/patterns/global?region=R` | – | JSON: region R's global version, patterns, trends |
-//! | POST | `/api/v1/content` | bearer | one JSON `CatalogItem` → import report |
-//! | POST | `/api/v1/content/import[?format=F]` | bearer | body in format F: `jsonl` (default), `movielens-u-item`, `movies-csv` → import report |
-//! | POST | `/api/v1/federation/trigger` | bearer | runs federation now → its summary |
+//! | GET | `/metrics` | admin or metrics | Prometheus text |
+//! | GET | `/api/v1/stats` | admin | JSON: node, in-flight, connections, catalog, regions, last federation |
+//! | GET | `/api/v1/cluster` | admin | JSON: members, the federation lease, this node's last federation, store health |
+//! | GET | `/api/v1/patterns/global?region=R` | admin | JSON: region R's global version, patterns, trends |
+//! | POST | `/api/v1/content` | admin | one JSON `CatalogItem` → import report |
+//! | POST | `/api/v1/content/import[?format=F]` | admin | body in format F: `jsonl` (default), `movielens-u-item`, `movies-csv` → import report |
+//! | POST | `/api/v1/federation/trigger` | admin | runs federation now → its summary |
 //!
-//! Mutating endpoints need `Authorization: Bearer <token>`; without a token
-//! configured they answer 403 (refused outright), with a wrong or missing
-//! one 401. Errors are JSON `{"error": {"code", "message"}}`: 400 bad input,
-//! 409 an import or federation run is already running, 413 too many items,
-//! 503 no model / actor unavailable, 504 timeout, 500 store failure.
-//! Bodies are limited to `admin_body_limit` bytes.
+//! Every request except `/health` and `/ready` passes [`guard`] before any
+//! handler runs, so before any byte of its body is read:
+//! 1. its `Host` (port stripped) must be on the allow-list ([`HostAllowList`]:
+//!    loopback names, the admin listen IP, `admin_allowed_hosts`), else 421
+//!    `host_not_allowed` (DNS rebinding);
+//! 2. it needs `Authorization: Bearer <token>`: the admin token, or for
+//!    `/metrics` also the metrics token ([`crate::secrets::BearerToken`],
+//!    compared in constant time). Without any token configured the answer is
+//!    403 `admin_disabled`; with a wrong or missing one 401 `unauthorized`.
+//!
+//! Bodies: at most `admin_body_limit` bytes (64 KiB) on every route except
+//! the content import, whose body is read as it arrives up to
+//! `admin_import_limit` (64 MiB), one import body at a time (a second gets
+//! 409 `busy` before its body is read). Past either bound: 413.
+//!
+//! Errors are JSON `{"error": {"code", "message"}}`: 400 bad input, 409 an
+//! import or federation run is already running, 413 too large a body or too
+//! many items, 503 no model / actor unavailable, 504 timeout, 500 store
+//! failure.
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
 
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -38,6 +55,8 @@ use omega_constellation::actors::{
 };
 use omega_protocol::{CatalogItem, Region};
 
+use crate::secrets::BearerToken;
+
 /// How long an import or a federation run may take before the API answers 504
 /// (the work continues in the actor).
 pub const LONG_OPERATION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -47,8 +66,16 @@ pub const LONG_OPERATION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub struct AdminState {
     /// The actor tree.
     pub node: Arc<Node>,
-    /// The bearer token, if configured.
-    pub token: Option<Arc<str>>,
+    /// The admin bearer token, if configured.
+    pub token: Option<BearerToken>,
+    /// The token good for `/metrics` only, if configured.
+    pub metrics_token: Option<BearerToken>,
+    /// The `Host` names answered.
+    pub hosts: Arc<HostAllowList>,
+    /// Largest content import body, bytes.
+    pub import_limit: usize,
+    /// One permit: the import body being received.
+    pub import_gate: Arc<tokio::sync::Semaphore>,
     /// The Prometheus recorder.
     pub prometheus: PrometheusHandle,
     /// Whether the QUIC listener accepts.
@@ -63,7 +90,49 @@ pub struct AdminState {
     pub max_connections: usize,
 }
 
-/// The router.
+/// The `Host` names the admin API answers (lower case, without port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAllowList(BTreeSet<String>);
+
+impl HostAllowList {
+    /// `localhost`, `127.0.0.1`, `::1`, the IP of `admin` (unless it is the
+    /// unspecified address) and `extra`.
+    pub fn new(admin: SocketAddr, extra: &[String]) -> Self {
+        let mut names: BTreeSet<String> = ["localhost", "127.0.0.1", "::1"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        if !admin.ip().is_unspecified() {
+            names.insert(admin.ip().to_string());
+        }
+        names.extend(extra.iter().map(|h| normalize_host(h)));
+        Self(names)
+    }
+
+    /// Whether the request's `Host` header names an allowed host.
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|h| self.0.contains(&normalize_host(h)))
+    }
+}
+
+/// `Host` without port or IPv6 brackets, lower case, trailing dot removed.
+fn normalize_host(host: &str) -> String {
+    let h = host.trim();
+    let name = if let Some(rest) = h.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else if h.matches(':').count() == 1 {
+        h.split(':').next().unwrap_or("")
+    } else {
+        h
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The router. `body_limit` bounds every body but the content import's
+/// (`state.import_limit`).
 pub fn router(state: AdminState, body_limit: usize) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -73,10 +142,52 @@ pub fn router(state: AdminState, body_limit: usize) -> Router {
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/patterns/global", get(global_patterns))
         .route("/api/v1/content", post(add_content))
-        .route("/api/v1/content/import", post(import_content))
+        .route(
+            "/api/v1/content/import",
+            post(import_content).layer(DefaultBodyLimit::disable()),
+        )
         .route("/api/v1/federation/trigger", post(trigger_federation))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// Which token a path takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// `/health`, `/ready`: none, any `Host`.
+    Open,
+    /// `/metrics`: the admin or the metrics token.
+    Metrics,
+    /// Everything else: the admin token.
+    Admin,
+}
+
+fn access(path: &str) -> Access {
+    match path {
+        "/health" | "/ready" => Access::Open,
+        "/metrics" => Access::Metrics,
+        _ => Access::Admin,
+    }
+}
+
+/// Checks `Host` and the bearer token before the handler (and so before
+/// any body is read): see the module docs.
+async fn guard(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let access = access(req.uri().path());
+    if access != Access::Open {
+        if !state.hosts.allows(req.headers()) {
+            return error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "host_not_allowed",
+                "the Host header names no host this admin API answers (admin_allowed_hosts)",
+            );
+        }
+        if let Some(refusal) = authorize(&state, req.headers(), access) {
+            return refusal;
+        }
+    }
+    next.run(req).await
 }
 
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
@@ -107,27 +218,41 @@ fn actors_error(e: &ActorsError) -> Response {
 }
 
 /// `None` when authorized, otherwise the refusal to send.
-fn authorize(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = &state.token else {
+fn authorize(state: &AdminState, headers: &HeaderMap, access: Access) -> Option<Response> {
+    let metrics = match access {
+        Access::Open => return None,
+        Access::Metrics => state.metrics_token.as_ref(),
+        Access::Admin => None,
+    };
+    if state.token.is_none() && metrics.is_none() {
         return Some(error(
             StatusCode::FORBIDDEN,
             "admin_disabled",
-            "no admin token is configured on this node; mutating endpoints are disabled",
+            "no admin token is configured on this node; the admin API is disabled",
         ));
-    };
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match given {
-        // Constant time (subtle): the token must not leak through timing.
-        Some(g) if bool::from(g.as_bytes().ct_eq(token.as_bytes())) => None,
-        _ => Some(error(
+    let ok = given.is_some_and(|g| {
+        // Both compared, in constant time, whichever matches.
+        let admin = state
+            .token
+            .as_ref()
+            .is_some_and(|t| t.matches(g.as_bytes()));
+        let metrics = metrics.is_some_and(|t| t.matches(g.as_bytes()));
+        admin | metrics
+    });
+    if ok {
+        None
+    } else {
+        Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid `Authorization: Bearer <token>` header is required",
-        )),
+        ))
     }
 }
 
@@ -244,14 +369,7 @@ async fn import(state: &AdminState, items: Vec<CatalogItem>) -> Response {
     }
 }
 
-async fn add_content(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    if let Some(r) = authorize(&state, &headers) {
-        return r;
-    }
+async fn add_content(State(state): State<AdminState>, body: String) -> Response {
     match serde_json::from_str::<CatalogItem>(&body) {
         Ok(item) => import(&state, vec![item]).await,
         Err(e) => error(StatusCode::BAD_REQUEST, "bad_request", e),
@@ -263,15 +381,44 @@ struct FormatQuery {
     format: Option<String>,
 }
 
+/// Reads `body` as it arrives, refusing it (413) once over `limit` bytes;
+/// a declared `Content-Length` over it is refused before reading.
+async fn read_bounded(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Response> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("an import body is at most {limit} bytes (admin_import_limit)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    // Grows with the bytes received, not with what the header claims.
+    let mut buf = Vec::new();
+    while let Some(chunk) =
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut stream), cx)).await
+    {
+        let chunk = chunk.map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", e))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
 async fn import_content(
     State(state): State<AdminState>,
     headers: HeaderMap,
     Query(q): Query<FormatQuery>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Response {
-    if let Some(r) = authorize(&state, &headers) {
-        return r;
-    }
     let format = match q.format.as_deref() {
         None => ImportFormat::JsonLines,
         Some(name) => match ImportFormat::from_name(name) {
@@ -285,6 +432,19 @@ async fn import_content(
             }
         },
     };
+    // One import body in memory at a time: a second is refused at once,
+    // before its body is read, rather than queued.
+    let Ok(_receiving) = Arc::clone(&state.import_gate).try_acquire_owned() else {
+        return error(
+            StatusCode::CONFLICT,
+            "busy",
+            "another import body is being received; retry later",
+        );
+    };
+    let body = match read_bounded(&headers, body, state.import_limit).await {
+        Ok(b) => b,
+        Err(refusal) => return refusal,
+    };
     let max = state.node.config().catalog.max_items_per_import;
     let items = match tokio::task::spawn_blocking(move || parse_import(format, &body, max)).await {
         Ok(Ok(items)) => items,
@@ -294,10 +454,7 @@ async fn import_content(
     import(&state, items).await
 }
 
-async fn trigger_federation(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Some(r) = authorize(&state, &headers) {
-        return r;
-    }
+async fn trigger_federation(State(state): State<AdminState>) -> Response {
     match state.node.trigger_federation(LONG_OPERATION_TIMEOUT).await {
         Ok(summary) => Json(summary).into_response(),
         Err(e) => actors_error(&e),

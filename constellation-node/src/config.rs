@@ -20,7 +20,12 @@
 //! max_pattern_samples = 1000       # a pattern's samples are clamped to this
 //! max_device_share = 0.2           # largest share of a global's weight one device carries
 //! federation_key_file = "/etc/omega/federation-key"  # 32 hex digits; default: random per start
-//! admin_token_file = "/etc/omega/admin-token"
+//! crl_poll_ms = 10000              # re-read CERTS/device-ca.crl (SIGHUP: at once)
+//! admin_token_file = "/etc/omega/admin-token"     # >= 32 bytes, mode 0600 (or 0400)
+//! metrics_token_file = "/etc/omega/metrics-token" # optional: a token good for /metrics only
+//! admin_allowed_hosts = ["admin.example.net"]     # Host names besides loopback and `admin`'s IP
+//! admin_body_limit = 65536         # request bodies, except the import's
+//! admin_import_limit = 67108864    # the body of POST /api/v1/content/import
 //!
 //! [store]                          # where the node keeps its data
 //! kind = "redb"                    # "redb": DATA_DIR/constellation.redb (default);
@@ -151,23 +156,43 @@ pub struct Config {
     /// A stored pattern's `samples` is clamped to this on arrival (≥ 1).
     /// Default 1,000.
     pub max_pattern_samples: u32,
-    /// File holding the admin bearer token (first line). Default none: then
-    /// `OMEGA_ADMIN_TOKEN` is used, and without either mutating admin
-    /// endpoints are refused.
+    /// File holding the admin bearer token (first line, at least 32 bytes;
+    /// the file must give group and others no access, or the node refuses to
+    /// start). Default none: every admin endpoint except `/health` and
+    /// `/ready` is then refused. Tokens come only from files (an environment
+    /// variable is readable in `/proc`).
     pub admin_token_file: Option<PathBuf>,
+    /// File holding a second token, good for `GET /metrics` only (same
+    /// rules as `admin_token_file`), for a scraper that must not administer
+    /// the node. Default none: `/metrics` takes the admin token.
+    pub metrics_token_file: Option<PathBuf>,
+    /// Host names (the `Host` header without its port) the admin API
+    /// answers besides `localhost`, `127.0.0.1`, `::1` and the IP of
+    /// `admin`; any other `Host` gets 421 (against DNS rebinding; `/health`
+    /// and `/ready` answer any). Default empty.
+    pub admin_allowed_hosts: Vec<String>,
     /// Milliseconds a device has to send its request once it opened a
     /// stream. Default 10,000.
     pub request_timeout_ms: u64,
     /// Seconds to let in-flight syncs finish at shutdown. Default 10.
     pub drain_timeout_secs: u64,
+    /// Milliseconds between reads of the device CRL file; a changed file is
+    /// reloaded (SIGHUP reloads at once) and the open connections of newly
+    /// revoked devices are closed. Default 10,000.
+    pub crl_poll_ms: u64,
     /// Catalog items per model call. Default 32.
     pub catalog_batch_size: usize,
     /// A catalog progress log line every this many items. Default 256.
     pub catalog_progress_every: usize,
     /// Items one catalog import may carry. Default 100,000.
     pub catalog_max_items: usize,
-    /// Largest admin request body in bytes (imports). Default 64 MiB.
+    /// Largest admin request body in bytes, on every route except the
+    /// content import; past it 413. Default 64 KiB.
     pub admin_body_limit: usize,
+    /// Largest body of `POST /api/v1/content/import` in bytes; past it 413
+    /// (the body is read as it arrives and refused once over). One import
+    /// body is read at a time. Default 64 MiB.
+    pub admin_import_limit: usize,
     /// The `[learning]` section: what the node learns from the fleet's
     /// private aggregation rounds (omega-constellation-core's
     /// `LearningConfig`; every field has a default).
@@ -318,12 +343,16 @@ impl Default for Config {
                 .collect(),
             max_pattern_samples: sync.max_pattern_samples,
             admin_token_file: None,
+            metrics_token_file: None,
+            admin_allowed_hosts: Vec::new(),
             request_timeout_ms: 10_000,
             drain_timeout_secs: 10,
+            crl_poll_ms: 10_000,
             catalog_batch_size: catalog.batch_size,
             catalog_progress_every: catalog.progress_every,
             catalog_max_items: catalog.max_items_per_import,
-            admin_body_limit: 64 * 1024 * 1024,
+            admin_body_limit: 64 * 1024,
+            admin_import_limit: 64 * 1024 * 1024,
             learning: node.learning,
             store: StoreConfig::default(),
             cluster: ClusterConfig::default(),
@@ -358,6 +387,11 @@ impl Config {
     /// How long a device has to send its request.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms.max(1))
+    }
+
+    /// How often the CRL file is read.
+    pub fn crl_poll(&self) -> Duration {
+        Duration::from_millis(self.crl_poll_ms.max(1))
     }
 
     /// How long shutdown waits for in-flight syncs.

@@ -12,6 +12,8 @@
 //! * [`telemetry`]: the Prometheus recorder and metric names.
 //! * [`migrate`]: copying the embedded store into an empty ScyllaDB store
 //!   (`omega-node migrate`).
+//! * [`revocation`]: the device CRL, required, reloaded, failing closed.
+//! * [`secrets`]: private-file checks and the admin bearer tokens.
 //!
 //! The logic (sync, federation, catalog, store) is in `omega-constellation`;
 //! its actor tree is `omega_constellation::actors`.
@@ -20,6 +22,8 @@ pub mod admin;
 pub mod config;
 pub mod listener;
 pub mod migrate;
+pub mod revocation;
+pub mod secrets;
 pub mod server;
 pub mod telemetry;
 

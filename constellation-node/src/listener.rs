@@ -15,11 +15,15 @@
 //!   peer reset is reset in turn. Neither affects the connection or the node.
 //! * Admission: a sync needs an in-flight permit ([`Node::try_admit`]);
 //!   without one it is answered `RetryAfter` at once.
+//! * Open connections are tracked ([`ListenerContext::open`]) so that a
+//!   revocation list reload can close those of revoked devices
+//!   (`crate::revocation`).
 //! * Shutdown: the accept loops stop, each connection stops accepting
 //!   streams, in-flight syncs finish (bounded by the caller's drain timeout),
 //!   then connections are closed with code 0.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Semaphore};
@@ -45,12 +49,33 @@ pub struct ListenerContext {
     pub connections: Arc<Semaphore>,
     /// Time a device has to send its request frame.
     pub request_timeout: Duration,
+    /// The open connections by `stable_id` (at most `max_connections`):
+    /// re-checked when the revocation list is reloaded.
+    pub open: Mutex<HashMap<usize, quinn::Connection>>,
+}
+
+impl ListenerContext {
+    /// The open connections now.
+    pub fn open_connections(&self) -> Vec<quinn::Connection> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.values().cloned().collect()
+    }
+
+    fn track(&self, conn: &quinn::Connection, open: bool) {
+        let mut map = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open {
+            map.insert(conn.stable_id(), conn.clone());
+        } else {
+            map.remove(&conn.stable_id());
+        }
+    }
 }
 
 /// Close code of a connection closed by the node's shutdown.
 pub const CLOSE_SHUTDOWN: u32 = 0;
 /// Close code of a connection whose certificate names no valid device id.
 pub const CLOSE_BAD_IDENTITY: u32 = 1;
+// 2 is `crate::revocation::CLOSE_REVOKED`.
 
 /// The typed answer to a frame the codec refused.
 pub fn codec_error_answer(e: &CodecError) -> SyncError {
@@ -136,6 +161,7 @@ async fn serve_connection(
     };
     let gauge = metrics::gauge!(telemetry::CONNECTIONS);
     gauge.increment(1.0);
+    ctx.track(&conn, true);
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {
@@ -156,6 +182,7 @@ async fn serve_connection(
     if *shutdown.borrow() {
         conn.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
     }
+    ctx.track(&conn, false);
     gauge.decrement(1.0);
 }
 

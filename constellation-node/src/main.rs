@@ -29,9 +29,12 @@ enum Command {
     /// Files: the store is DATA_DIR/constellation.redb; the node presents
     /// CERTS/nodes/<node_name>.crt|.key and accepts devices whose
     /// certificates chain to CERTS/device-ca.crt and are not revoked in
-    /// CERTS/device-ca.crl. Mutating admin endpoints need a bearer token
-    /// (--admin-token-file, OMEGA_ADMIN_TOKEN_FILE or OMEGA_ADMIN_TOKEN);
-    /// without one they are refused. On SIGTERM/SIGINT the node stops
+    /// CERTS/device-ca.crl. The admin API (all but /health and /ready)
+    /// needs a bearer token of at least 32 bytes read from a file
+    /// (--admin-token-file, OMEGA_ADMIN_TOKEN_FILE or admin_token_file);
+    /// without one it is refused. The node refuses to start when its
+    /// private key or a token file gives group or others any access. On
+    /// SIGTERM/SIGINT the node stops
     /// accepting, lets in-flight syncs finish (drain_timeout_secs), and
     /// closes the store.
     Serve(ServeArgs),
@@ -104,7 +107,8 @@ struct ServeArgs {
     /// Node name: selects CERTS/nodes/<name>.crt [config: node_name; default node-1].
     #[arg(long, env = "OMEGA_NODE_NAME")]
     node_name: Option<String>,
-    /// File holding the admin bearer token [config: admin_token_file].
+    /// File holding the admin bearer token, at least 32 bytes on its first
+    /// line, mode 0600 or stricter [config: admin_token_file].
     #[arg(long, env = "OMEGA_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
     /// File holding the federation order key, 32 hex digits [config:
@@ -114,22 +118,6 @@ struct ServeArgs {
     /// Seconds between federation runs [config: federation_interval_secs; default 900].
     #[arg(long, env = "OMEGA_FEDERATION_INTERVAL_SECS")]
     federation_interval_secs: Option<u64>,
-}
-
-fn admin_token(file: Option<&PathBuf>) -> Result<Option<String>> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the admin token file {}", path.display()))?;
-        let token = text.lines().next().unwrap_or("").trim().to_string();
-        if token.is_empty() {
-            bail!("the admin token file {} is empty", path.display());
-        }
-        return Ok(Some(token));
-    }
-    Ok(std::env::var("OMEGA_ADMIN_TOKEN")
-        .ok()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty()))
 }
 
 async fn shutdown_signal() -> Result<&'static str> {
@@ -174,13 +162,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(s) = args.federation_interval_secs {
         config.federation_interval_secs = s;
     }
-    let admin_token = admin_token(config.admin_token_file.as_ref())?;
     let node = RunningNode::start(ServeOptions {
         data_dir: args.data_dir,
         model_dir: Some(args.model_dir),
         certs_dir: args.certs,
         config,
-        admin_token,
+        admin_token: None,
     })
     .await
     .context("starting the node")?;

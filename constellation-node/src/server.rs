@@ -2,11 +2,16 @@
 //! together by [`RunningNode::start`] and stopped by
 //! [`RunningNode::shutdown`].
 //!
-//! Files: the store is `DATA_DIR/constellation.redb`, or the ScyllaDB
-//! keyspace of the configuration's `[store]` section; the node identity is
-//! `CERTS/nodes/<node_name>.crt|.key`; devices are checked against
-//! `CERTS/device-ca.crt` and its revocation list `CERTS/device-ca.crl` (if
-//! present).
+//! Files: the store is `DATA_DIR/constellation.redb` (created 0600, and
+//! made 0600 if an older node left it wider; a new data directory is
+//! created 0700), or the ScyllaDB keyspace of the configuration's `[store]`
+//! section; the node identity is `CERTS/nodes/<node_name>.crt|.key`;
+//! devices are checked against `CERTS/device-ca.crt` and its revocation
+//! list `CERTS/device-ca.crl`, which must exist and be unexpired and is
+//! reloaded while the node runs ([`crate::revocation`]). The node refuses
+//! to start when
+//! its private key or a token file gives group or others any access
+//! ([`crate::secrets`]).
 //!
 //! Shutdown order: the listener stops accepting connections and streams;
 //! in-flight syncs finish (at most the drain timeout); connections close;
@@ -15,6 +20,7 @@
 //! be reopened at once.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -26,11 +32,13 @@ use omega_constellation::actors::{ClusterMembership, Node, TextEmbedder};
 use omega_constellation::cluster::ClusterStore;
 use omega_constellation::store::{PatternStore, RedbStore, ScyllaStore};
 use omega_transport::attest::DeviceVerifier;
-use omega_transport::quic::{server_config, TlsIdentity, TrustAnchor};
+use omega_transport::quic::{server_config, TlsIdentity};
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, HostAllowList};
 use crate::config::{Config, ConfigError, StoreKind};
 use crate::listener::{self, ListenerContext};
+use crate::revocation::{self, CrlError};
+use crate::secrets::{self, BearerToken, SecretError};
 use crate::telemetry;
 
 /// The store's file name inside the data directory.
@@ -63,6 +71,13 @@ pub enum ServeError {
         /// The loader's error.
         message: String,
     },
+    /// A private key or token file is exposed, unreadable, or a token too
+    /// short.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The device revocation list is missing, expired or unreadable.
+    #[error(transparent)]
+    Crl(#[from] CrlError),
     /// TLS material could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] omega_transport::quic::TlsError),
@@ -90,7 +105,10 @@ pub struct ServeOptions {
     pub certs_dir: PathBuf,
     /// The configuration (file values already overridden by the command line).
     pub config: Config,
-    /// The admin bearer token; `None` disables mutating endpoints.
+    /// The admin bearer token given in-process (tests, embedding programs;
+    /// at least [`secrets::MIN_TOKEN_BYTES`] bytes). `None`: the token of
+    /// `config.admin_token_file`, and without that file every admin
+    /// endpoint except `/health` and `/ready` is refused.
     pub admin_token: Option<String>,
 }
 
@@ -105,6 +123,7 @@ pub struct RunningNode {
     shutdown_tx: watch::Sender<bool>,
     listening: Arc<AtomicBool>,
     accept_task: tokio::task::JoinHandle<()>,
+    crl_task: tokio::task::JoinHandle<()>,
     admin_task: tokio::task::JoinHandle<()>,
     drain_timeout: Duration,
 }
@@ -120,6 +139,17 @@ fn load_model(dir: &Path) -> Result<Arc<dyn TextEmbedder>, ServeError> {
     Ok(Arc::new(e))
 }
 
+/// Creates `path` with mode 0600 if missing (redb initializes an empty
+/// file), and narrows an existing file to 0600.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 impl RunningNode {
     /// Opens the store, loads the model, starts the actors, binds the QUIC
     /// and admin sockets and starts serving.
@@ -128,13 +158,36 @@ impl RunningNode {
         let node_config = config.node_config()?;
         let prometheus = telemetry::prometheus();
 
-        std::fs::create_dir_all(&opts.data_dir).map_err(|e| ServeError::Path {
-            what: "data directory",
-            path: opts.data_dir.clone(),
-            message: e.to_string(),
-        })?;
+        let admin_token = match (&opts.admin_token, &config.admin_token_file) {
+            (Some(t), _) => Some(BearerToken::new(t, "admin token")?),
+            (None, Some(path)) => Some(secrets::read_token_file(path, "admin token file")?),
+            (None, None) => None,
+        };
+        let metrics_token = config
+            .metrics_token_file
+            .as_deref()
+            .map(|path| secrets::read_token_file(path, "metrics token file"))
+            .transpose()?;
+
+        let path_error = |what: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |e: std::io::Error| ServeError::Path {
+                what,
+                path,
+                message: e.to_string(),
+            }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&opts.data_dir)
+            .map_err(path_error("data directory", &opts.data_dir))?;
         let store_path = match config.store.kind {
-            StoreKind::Redb => opts.data_dir.join(STORE_FILE),
+            StoreKind::Redb => {
+                let path = opts.data_dir.join(STORE_FILE);
+                create_private_file(&path).map_err(path_error("store", &path))?;
+                path
+            }
             StoreKind::Scylla => PathBuf::from(format!(
                 "scylla:{}/{}",
                 config.store.contact_points.join(","),
@@ -208,11 +261,24 @@ impl RunningNode {
             .certs_dir
             .join("nodes")
             .join(format!("{}.key", config.node_name));
+        secrets::check_private(&node_key, "node private key")?;
         let identity = TlsIdentity::from_files(&node_cert, &node_key)?;
         let ca = opts.certs_dir.join("device-ca.crt");
         let crl = opts.certs_dir.join("device-ca.crl");
-        let anchor = TrustAnchor::from_files(&ca, crl.is_file().then_some(crl.as_path()))?;
-        let (server_cfg, _revocation) = server_config(identity, &anchor)?;
+        for key in revocation::ca_keys_in(&opts.certs_dir) {
+            tracing::warn!(
+                key = %key.display(),
+                "A CA PRIVATE KEY IS IN THIS NODE'S CERTIFICATE DIRECTORY: whoever takes this \
+                 node can mint devices or nodes. Give the node only the CA certificates, the \
+                 CRLs and its own key; keep CA keys offline."
+            );
+        }
+        let anchor = revocation::load_anchor(&ca, &crl)?;
+        let crl_loaded = std::fs::read(&crl).map_err(|source| CrlError::Read {
+            path: crl.clone(),
+            source,
+        })?;
+        let (server_cfg, revocation_handle) = server_config(identity, &anchor)?;
         // The same device CA vouches for the round members' signed keys.
         let verifier = DeviceVerifier::new(&anchor)?;
 
@@ -260,22 +326,45 @@ impl RunningNode {
             node: Arc::clone(&node),
             connections: Arc::clone(&connections),
             request_timeout: config.request_timeout(),
+            open: Default::default(),
         });
         let accept_task = tokio::spawn(listener::accept_loop(
             endpoint.clone(),
+            Arc::clone(&ctx),
+            shutdown_rx.clone(),
+        ));
+        // Registered before `start` returns: a SIGHUP from then on reloads
+        // (an unhandled SIGHUP would end the process).
+        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: the CRL is reloaded on file change only");
+                None
+            }
+        };
+        let crl_task = tokio::spawn(revocation::watch(
+            hangup,
+            crl,
+            crl_loaded,
+            revocation_handle,
             ctx,
+            config.crl_poll(),
             shutdown_rx.clone(),
         ));
 
-        if opts.admin_token.is_none() {
+        if admin_token.is_none() {
             tracing::warn!(
                 "no admin token configured (--admin-token-file, OMEGA_ADMIN_TOKEN_FILE or \
-                 OMEGA_ADMIN_TOKEN): mutating admin endpoints are refused"
+                 admin_token_file): every admin endpoint but /health and /ready is refused"
             );
         }
         let state = AdminState {
             node: Arc::clone(&node),
-            token: opts.admin_token.map(Arc::from),
+            token: admin_token,
+            metrics_token,
+            hosts: Arc::new(HostAllowList::new(admin_addr, &config.admin_allowed_hosts)),
+            import_limit: config.admin_import_limit,
+            import_gate: Arc::new(Semaphore::new(1)),
             prometheus,
             listening: Arc::clone(&listening),
             node_name: Arc::from(config.node_name.as_str()),
@@ -309,6 +398,7 @@ impl RunningNode {
             shutdown_tx,
             listening,
             accept_task,
+            crl_task,
             admin_task,
             drain_timeout: config.drain_timeout(),
         })
@@ -345,6 +435,7 @@ impl RunningNode {
             accept.abort();
             clean = false;
         }
+        self.crl_task.abort();
         self.endpoint.close(0u32.into(), b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         let mut admin = self.admin_task;

@@ -370,6 +370,12 @@ async fn three_nodes_lose_the_lease_holder_to_kill_9_and_it_rejoins() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    // The node refuses a token file others may read.
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let key_file = dir.path().join("federation-key");
     std::fs::write(&key_file, "000102030405060708090a0b0c0d0e0f\n").unwrap();
     let model = omega_embed::default_model_dir();

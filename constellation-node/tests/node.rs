@@ -60,7 +60,14 @@ async fn devices_receive_global_patterns_built_from_the_others_uploads() {
     assert!(a.global_patterns[0].embedding.cosine(&embedding(0)) > 0.9);
 
     // The admin API reflects it.
-    let (status, body) = http(admin, "GET", "/api/v1/patterns/global?region=eu", None, b"").await;
+    let (status, body) = http(
+        admin,
+        "GET",
+        "/api/v1/patterns/global?region=eu",
+        Some(TOKEN),
+        b"",
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let g: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(!g["patterns"].as_array().unwrap().is_empty());
@@ -68,23 +75,23 @@ async fn devices_receive_global_patterns_built_from_the_others_uploads() {
         admin,
         "GET",
         "/api/v1/patterns/global?region=BAD",
-        None,
+        Some(TOKEN),
         b"",
     )
     .await;
     assert_eq!(status, 400);
-    let (status, body) = http(admin, "GET", "/api/v1/stats", None, b"").await;
+    let (status, body) = http(admin, "GET", "/api/v1/stats", Some(TOKEN), b"").await;
     assert_eq!(status, 200, "{body}");
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(stats["devices"], 6, "{stats}");
     assert_eq!(stats["node"], "node-1");
-    let (status, body) = http(admin, "GET", "/api/v1/cluster", None, b"").await;
+    let (status, body) = http(admin, "GET", "/api/v1/cluster", Some(TOKEN), b"").await;
     assert_eq!(status, 200, "{body}");
     let c: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(c["clustered"], false, "a redb node is alone: {c}");
     assert_eq!(c["store"]["ok"], true, "{c}");
     assert_eq!(c["last_federation"]["devices"], 6, "{c}");
-    let (status, metrics) = http(admin, "GET", "/metrics", None, b"").await;
+    let (status, metrics) = http(admin, "GET", "/metrics", Some(TOKEN), b"").await;
     assert_eq!(status, 200);
     for name in [
         "omega_syncs_total",
@@ -152,7 +159,7 @@ async fn two_nodes_on_scylla_see_each_other_and_one_lease_holder() {
     let admin1 = n1.admin_addr();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let status = |admin| async move {
-        let (status, body) = http(admin, "GET", "/api/v1/cluster", None, b"").await;
+        let (status, body) = http(admin, "GET", "/api/v1/cluster", Some(TOKEN), b"").await;
         assert_eq!(status, 200, "{body}");
         serde_json::from_str::<serde_json::Value>(&body).unwrap()
     };
@@ -288,7 +295,7 @@ async fn bad_frames_get_typed_answers_and_the_node_stays_healthy() {
     );
     let admin = node.admin_addr();
     assert_eq!(http(admin, "GET", "/ready", None, b"").await.0, 200);
-    let (_, metrics) = http(admin, "GET", "/metrics", None, b"").await;
+    let (_, metrics) = http(admin, "GET", "/metrics", Some(TOKEN), b"").await;
     assert!(metrics.contains("omega_sync_errors_total"), "{metrics}");
     assert!(node.shutdown().await);
 }
@@ -376,7 +383,7 @@ async fn a_failed_shard_actor_is_restarted() {
     // State is in the store, so the device carries on.
     let a = accepted(sync(&conn, &delta(1, 2, vec![pattern(1, 2)])).await);
     assert_eq!(a.acked_version, 2);
-    let (_, metrics) = http(node.admin_addr(), "GET", "/metrics", None, b"").await;
+    let (_, metrics) = http(node.admin_addr(), "GET", "/metrics", Some(TOKEN), b"").await;
     assert!(metrics.contains("omega_actor_restarts_total"));
     assert!(node.shutdown().await);
 }

@@ -308,7 +308,7 @@ async fn start_node(
     .context("starting omega-node")
 }
 
-const ADMIN_TOKEN: &str = "demo-admin-token-not-secret";
+const ADMIN_TOKEN: &str = "demo-admin-token-not-secret-0123456789";
 
 async fn import_catalog(admin: SocketAddr, items: &[CatalogItem]) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -367,13 +367,9 @@ impl Tv {
             .await
             .context("starting the TV's actors")?;
         let server_cfg = ServerConfig {
-            socket: socket.clone(),
-            max_connections: cfg.max_connections,
-            max_in_flight_per_connection: cfg.max_in_flight_per_connection,
-            max_in_flight: cfg.max_in_flight,
-            max_request_bytes: cfg.max_request_bytes,
             shutdown_grace: Duration::from_secs(2),
             debug_ops: false,
+            ..cfg.server_config(socket.clone(), &data)
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {

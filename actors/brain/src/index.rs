@@ -132,7 +132,8 @@ impl IndexFile {
             path: path.to_path_buf(),
             source,
         };
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating index file", e))?;
+        let mut f = crate::store::open_private(&tmp, true)
+            .map_err(|e| io("creating index file (mode 0600)", e))?;
         f.write_all(&self.0)
             .map_err(|e| io("writing index file", e))?;
         f.sync_all().map_err(|e| io("syncing index file", e))?;

@@ -51,6 +51,7 @@
 //! (permission denied, file locked by another process, disk full) are returned.
 
 use std::collections::HashMap;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use omega_brain_core::delta::{self, DeltaConfig, DeltaPlan};
@@ -270,8 +271,36 @@ pub struct SyncFinished {
     pub forget_acknowledged: bool,
 }
 
+/// Opens `path` for writing, created with mode 0600 if missing and narrowed
+/// to 0600 if it exists with a wider mode (a file an older version left
+/// 0644): the store and the index hold the viewing history. `truncate`
+/// empties it; without, redb finds its data (or an empty file, which it
+/// initializes).
+pub(crate) fn open_private(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
+/// [`open_private`] for a redb file, as a store error.
+fn private_db_file(path: &Path) -> Result<(), BrainError> {
+    open_private(path, false)
+        .map(drop)
+        .map_err(|source| BrainError::Io {
+            what: "creating the store file (mode 0600)",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 impl BrainStore {
-    /// Opens (or creates) the store at `path`; a damaged file is moved aside
+    /// Opens (or creates) the store at `path`, mode 0600 ([`open_private`]);
+    /// a damaged file is moved aside
     /// and replaced by a fresh store ([`OpenOutcome::Recovered`]).
     pub fn open(
         path: impl AsRef<Path>,
@@ -279,6 +308,7 @@ impl BrainStore {
     ) -> Result<(Self, OpenOutcome), BrainError> {
         let path = path.as_ref();
         let existed = path.exists();
+        private_db_file(path)?;
         let db = match Database::builder()
             .set_cache_size(cfg.cache_bytes)
             .create(path)
@@ -301,6 +331,7 @@ impl BrainStore {
                 let moved_to = move_aside(path)?;
                 tracing::error!(path = %path.display(), moved_to = %moved_to.display(), %reason,
                     "brain store damaged: moved aside, starting fresh");
+                private_db_file(path)?;
                 let db = Database::builder()
                     .set_cache_size(cfg.cache_bytes)
                     .create(path)
@@ -1134,6 +1165,7 @@ impl BrainStore {
         drop: &[TableDefinition<'_, u64, &[u8]>],
         f: impl FnOnce(&WriteTransaction) -> Result<(), BrainError>,
     ) -> Result<(), BrainError> {
+        private_db_file(fresh_path)?;
         let fresh = Database::builder()
             .set_cache_size(self.cfg.cache_bytes)
             .create(fresh_path)

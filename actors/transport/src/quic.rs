@@ -4,7 +4,12 @@
 //!   chaining to a given CA (the device CA for the sync listener, the node CA
 //!   for the node mesh), checks a revocation list at the handshake, speaks only
 //!   TLS 1.3 and ALPN [`ALPN`]. The returned [`RevocationHandle`] swaps in a new
-//!   CRL without restarting the listener.
+//!   CRL without restarting the listener and re-checks an open connection's
+//!   certificate against it ([`RevocationHandle::check`]). With a CRL, its
+//!   `nextUpdate` is enforced: once it passes, every handshake fails until a
+//!   fresh CRL is loaded (fail closed). No session is resumed (no tickets, no
+//!   session cache), so every connection's certificate is verified against
+//!   the CRL in force at its handshake.
 //! * [`client_config`]: a quinn client presenting its certificate and verifying
 //!   the server against a CA.
 //! * [`peer_device_id`]: the device id, read from the verified certificate of a
@@ -68,6 +73,9 @@ pub enum TlsError {
     /// The peer's certificate has no usable common name for a device id.
     #[error("peer certificate does not carry a valid device id: {0}")]
     BadIdentity(#[source] omega_certs::CertError),
+    /// A revocation list is not valid DER X.509.
+    #[error("revocation list: {0}")]
+    Crl(String),
 }
 
 /// A certificate chain and its private key.
@@ -160,6 +168,11 @@ impl TrustAnchor {
         Self::from_pem(&ca_pem, &crls)
     }
 
+    /// The earliest `nextUpdate` of its revocation lists ([`crl_next_update`]).
+    pub fn crl_next_update(&self) -> Result<Option<std::time::SystemTime>, TlsError> {
+        crl_next_update(&self.crls)
+    }
+
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
         let mut roots = RootCertStore::empty();
         for ca in &self.cas {
@@ -167,6 +180,26 @@ impl TrustAnchor {
         }
         Ok(Arc::new(roots))
     }
+}
+
+/// The earliest `nextUpdate` of `crls` (`None`: no list, or none carries
+/// one): past it a server built with them refuses every handshake.
+pub fn crl_next_update(
+    crls: &[CertificateRevocationListDer<'static>],
+) -> Result<Option<std::time::SystemTime>, TlsError> {
+    use x509_parser::prelude::FromDer;
+    let mut earliest: Option<std::time::SystemTime> = None;
+    for crl in crls {
+        let (_, parsed) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref())
+                .map_err(|e| TlsError::Crl(e.to_string()))?;
+        if let Some(next) = parsed.next_update() {
+            let secs = u64::try_from(next.timestamp()).unwrap_or(0);
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+        }
+    }
+    Ok(earliest)
 }
 
 /// Parses PEM revocation lists.
@@ -193,7 +226,7 @@ fn build_client_verifier(
     if crls.is_empty() {
         b = b.allow_unknown_revocation_status();
     } else {
-        b = b.with_crls(crls);
+        b = b.with_crls(crls).enforce_revocation_expiration();
     }
     Ok(b.build()?)
 }
@@ -264,6 +297,26 @@ impl RevocationHandle {
         *self.0.inner.write() = next;
         Ok(())
     }
+
+    /// Verifies a connection's certificate chain (leaf first, as
+    /// `quinn::Connection::peer_identity` holds it) against the CA and the
+    /// revocation list in force now: an open connection of a device revoked
+    /// since its handshake fails here.
+    pub fn check(&self, chain: &[CertificateDer<'static>]) -> Result<(), TlsError> {
+        let (leaf, intermediates) = chain.split_first().ok_or(TlsError::NoPeerCertificate)?;
+        self.0
+            .current()
+            .verify_client_cert(leaf, intermediates, UnixTime::now())?;
+        Ok(())
+    }
+}
+
+/// The certificate chain a connection's peer presented (leaf first).
+pub fn peer_chain(conn: &quinn::Connection) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    conn.peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .map(|chain| *chain)
+        .ok_or(TlsError::NoPeerCertificate)
 }
 
 fn transport(keep_alive: bool) -> Arc<quinn::TransportConfig> {
@@ -299,6 +352,10 @@ pub fn server_config(
         .with_single_cert(identity.chain, identity.key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
+    // No resumption: a resumed session would restore the client
+    // certificate without checking it against the current CRL.
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
     let quic = QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::ServerVerifier(format!("QUIC server config: {e}")))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -330,10 +387,7 @@ pub fn client_config(
 /// The device id of an authenticated connection: the verified leaf
 /// certificate's common name.
 pub fn peer_device_id(conn: &quinn::Connection) -> Result<DeviceId, TlsError> {
-    let certs = conn
-        .peer_identity()
-        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .ok_or(TlsError::NoPeerCertificate)?;
+    let certs = peer_chain(conn)?;
     let leaf = certs.first().ok_or(TlsError::NoPeerCertificate)?;
     omega_certs::device_id_from_cert(leaf).map_err(TlsError::BadIdentity)
 }

@@ -367,3 +367,41 @@ async fn node_mesh_accepts_nodes_and_refuses_devices() {
         .expect_err("a device is not a node");
     assert_ne!(err.handshake_failure(), HandshakeFailure::NotTls, "{err}");
 }
+
+/// A CRL's nextUpdate is enforced at the handshake: once it has passed with
+/// no fresh list loaded, a device that was served is refused (fail closed),
+/// and loading a fresh list lets it in again.
+#[tokio::test]
+async fn an_expired_revocation_list_fails_the_handshake_until_a_fresh_one_is_loaded() {
+    let pki = pki();
+    let tv = pki
+        .device_ca
+        .issue_device("tv-1", Validity::days_from_now(30))
+        .unwrap();
+    // Valid for 30 days from its thisUpdate: signed so that 2 s remain.
+    let this_update =
+        time::OffsetDateTime::now_utc() - time::Duration::days(30) + time::Duration::seconds(2);
+    let expiring = pki.device_ca.crl(&[], this_update).unwrap();
+    let next = anchor(&pki.device_ca, Some(&expiring))
+        .crl_next_update()
+        .unwrap()
+        .expect("omega-certs CRLs carry a nextUpdate");
+    let (addr, _rx, handle) = server(&pki, Some(&expiring)).await;
+    // Once nextUpdate has passed, every handshake fails.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let started = std::time::SystemTime::now();
+        let r = sync_with(device_client(&pki, &tv), addr).await;
+        if started > next {
+            assert!(r.is_err(), "served on an expired CRL");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CRL never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    handle.reload(&[pki.device_crl(&[]).as_bytes()]).unwrap();
+    assert!(sync_with(device_client(&pki, &tv), addr).await.is_ok());
+}

@@ -60,7 +60,8 @@ enum Op {
         #[arg(long)]
         weekday: Option<u8>,
     },
-    /// Import a JSON-lines catalog file (the daemon reads the file).
+    /// Import a JSON-lines catalog file (the daemon reads the file: it must
+    /// lie inside the daemon's catalog_import_dir).
     CatalogImport {
         /// The file.
         file: PathBuf,

@@ -1,21 +1,31 @@
 //! `omega-braind --data-dir DIR --model-dir DIR [--socket PATH] [--config FILE]`:
 //! the TV daemon. See the `omega_brain_daemon` crate docs for the socket API.
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use omega_brain::actors::Brain;
 use omega_brain_daemon::config::DaemonConfig;
-use omega_brain_daemon::server::{self, ServerConfig};
+use omega_brain_daemon::server;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The Omega TV daemon: local recommendations over a Unix socket.
+///
+/// Files: the data directory is kept 0700 and everything in it 0600; the
+/// socket is created 0660. Who may do what on the socket comes from the
+/// peer's uid and gid (SO_PEERCRED) and the config's [access] section: the
+/// `app` role may recommend, observe, and read stats and health; the
+/// `system` role may also read history, forget, import the catalog and
+/// sync. The daemon's own user and root are `system`; anyone unlisted is
+/// answered `forbidden`. `catalog.import` reads files only inside
+/// `catalog_import_dir`. Observes are rate-limited per connection
+/// ([access] observe_per_sec, observe_burst).
 #[derive(Debug, Parser)]
-#[command(name = "omega-braind", version, about)]
+#[command(name = "omega-braind", version, about, long_about)]
 struct Cli {
     /// Data directory (redb store, index, default socket).
     #[arg(long, env = "OMEGA_DATA_DIR")]
@@ -32,6 +42,11 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
+    // Everything the daemon writes (store, index, moved-aside copies) is
+    // private to its user: 0600 files, 0700 directories. Set before any
+    // thread exists (the umask is process-wide); the socket gets its own
+    // mode in `server::bind`.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // Parsing flags and the config starts no thread; candle's thread count
     // must be set before any other thread exists (omega-embed docs) and
     // match the embedder's (`inference.threads`).
@@ -60,8 +75,16 @@ async fn run(cli: Cli, cfg: DaemonConfig) -> Result<()> {
         .clone()
         .or_else(|| cfg.socket.clone())
         .unwrap_or_else(|| cli.data_dir.join("brain.sock"));
-    std::fs::create_dir_all(&cli.data_dir)
-        .with_context(|| format!("creating {}", cli.data_dir.display()))?;
+    // The data directory holds the viewing history: 0700, also when an
+    // older daemon left it wider.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cli.data_dir)
+        .and_then(|()| {
+            std::fs::set_permissions(&cli.data_dir, std::fs::Permissions::from_mode(0o700))
+        })
+        .with_context(|| format!("creating {} (mode 0700)", cli.data_dir.display()))?;
     // Refuse early if another daemon is live on the socket (before touching redb).
     if cfg.debug_ops && !cfg!(feature = "testing") {
         tracing::warn!(
@@ -82,15 +105,7 @@ async fn run(cli: Cli, cfg: DaemonConfig) -> Result<()> {
         tracing::warn!(reason = %why, "catalog index rebuilt from the store");
     }
     tracing::info!(socket = %socket.display(), store = %health.store, "omega-braind ready");
-    let server_cfg = ServerConfig {
-        socket,
-        max_connections: cfg.max_connections,
-        max_in_flight_per_connection: cfg.max_in_flight_per_connection,
-        max_in_flight: cfg.max_in_flight,
-        max_request_bytes: cfg.max_request_bytes,
-        shutdown_grace: Duration::from_secs(cfg.shutdown_grace_secs),
-        debug_ops: cfg.debug_ops,
-    };
+    let server_cfg = cfg.server_config(socket, &cli.data_dir);
     server::serve(listener, brain, server_cfg, shutdown_signal()).await;
     Ok(())
 }

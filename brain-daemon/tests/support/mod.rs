@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// The admin token of the in-process nodes the sync tests start (the node
+/// refuses tokens under 32 bytes).
+pub const ADMIN_TOKEN: &str = "braind-test-admin-token-0123456789";
+
 /// The bound of every wait.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 /// How often a wait re-checks its condition (a poll interval, not a sync point:

@@ -15,7 +15,8 @@ use omega_transport::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const WAIT: Duration = Duration::from_secs(60);
-pub const TOKEN: &str = "test-admin-token";
+/// The admin token the in-process nodes take (at least 32 bytes).
+pub const TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 pub struct Pki {
     pub dir: tempfile::TempDir,
