@@ -45,6 +45,11 @@
 //! written changes become visible). Catalog writes are rare; two concurrent
 //! ones get [`StoreError::Conflict`] for one of them.
 //!
+//! Learned totals: each node folds its own aggregation rounds and adds them
+//! to the region's row with a transaction `IF rounds = <read>` (`IF NOT
+//! EXISTS` for the first); a node that lost the race gets
+//! [`StoreError::Conflict`], re-reads and adds its rounds again.
+//!
 //! Cluster: the store is also the [`ClusterStore`] of the nodes sharing
 //! it: heartbeats in `members` (`USING TTL`), the federation lease in
 //! `leases` (lightweight transactions with a TTL; see the impl).
@@ -338,7 +343,8 @@ struct Statements {
     glob_put: PreparedStatement,
     glob_del: PreparedStatement,
     totals_read: PreparedStatement,
-    totals_put: PreparedStatement,
+    totals_insert: PreparedStatement,
+    totals_cas: PreparedStatement,
     item_read: PreparedStatement,
     item_put: PreparedStatement,
     items_scan: PreparedStatement,
@@ -454,8 +460,12 @@ impl Statements {
                 "SELECT totals FROM {ks}.region_totals WHERE region = ?"
             ))
             .await?,
-            totals_put: write(format!(
-                "INSERT INTO {ks}.region_totals (region, totals) VALUES (?, ?)"
+            totals_insert: cas(format!(
+                "INSERT INTO {ks}.region_totals (region, totals, rounds) VALUES (?, ?, ?) IF NOT EXISTS"
+            ))
+            .await?,
+            totals_cas: cas(format!(
+                "UPDATE {ks}.region_totals SET totals = ?, rounds = ? WHERE region = ? IF rounds = ?"
             ))
             .await?,
             item_read: read(format!(
@@ -1578,14 +1588,38 @@ impl PatternStore for ScyllaStore {
         })
     }
 
-    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError> {
+    /// A lightweight transaction on the region's row: `IF NOT EXISTS` when
+    /// nothing was read, else `IF rounds = <read>`.
+    fn put_region_totals(
+        &self,
+        region: &Region,
+        read: Option<u32>,
+        totals: &RegionTotals,
+    ) -> Result<(), StoreError> {
+        let op = "put_region_totals";
         let blob = enc(totals)?;
+        let rounds = i64::from(totals.rounds);
         self.run(|i| async move {
-            i.session
-                .execute_unpaged(&i.st.totals_put, (region.as_str(), blob))
-                .await
-                .map_err(be("put_region_totals"))?;
-            Ok(())
+            let res = match read {
+                None => i
+                    .session
+                    .execute_unpaged(&i.st.totals_insert, (region.as_str(), blob, rounds))
+                    .await
+                    .map_err(be(op))?,
+                Some(r) => i
+                    .session
+                    .execute_unpaged(
+                        &i.st.totals_cas,
+                        (blob, rounds, region.as_str(), i64::from(r)),
+                    )
+                    .await
+                    .map_err(be(op))?,
+            };
+            if Inner::applied(op, res)? {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict { op })
+            }
         })
     }
 
