@@ -262,6 +262,85 @@ fn replication_cql(map: &BTreeMap<String, String>) -> Result<String, StoreError>
     Ok(format!("{{{}}}", parts.join(", ")))
 }
 
+/// Migration 2 for keyspaces made before it: the `region_totals.rounds`
+/// column (the condition of the totals' transactions), and each row's value
+/// from its totals. Idempotent; two nodes migrating at once are fine (the
+/// column is re-checked after a refused `ALTER`, the values are written `IF
+/// rounds = null`).
+async fn migrate_totals_rounds(session: &Session, ks: &str) -> Result<(), StoreError> {
+    let op = "migrate region_totals.rounds";
+    let has_column = || async {
+        let rows = session
+            .query_unpaged(
+                "SELECT column_name FROM system_schema.columns \
+                 WHERE keyspace_name = ? AND table_name = 'region_totals' AND column_name = 'rounds'",
+                (ks,),
+            )
+            .await
+            .map_err(be(op))?
+            .into_rows_result()
+            .map_err(be(op))?;
+        Ok::<_, StoreError>(rows.rows_num() > 0)
+    };
+    if !has_column().await? {
+        let added = session
+            .query_unpaged(
+                format!("ALTER TABLE {ks}.region_totals ADD rounds bigint"),
+                &[],
+            )
+            .await;
+        session.await_schema_agreement().await.map_err(be(op))?;
+        if let Err(e) = added {
+            if !has_column().await? {
+                return Err(StoreError::backend(op, e));
+            }
+        }
+    }
+    let rows = session
+        .query_unpaged(
+            format!("SELECT region, rounds FROM {ks}.region_totals"),
+            &[],
+        )
+        .await
+        .map_err(be(op))?
+        .into_rows_result()
+        .map_err(be(op))?;
+    let legacy: Vec<String> = rows
+        .rows::<(String, Option<i64>)>()
+        .map_err(be(op))?
+        .filter_map(|r| match r {
+            Ok((region, None)) => Some(Ok(region)),
+            Ok(_) => None,
+            Err(e) => Some(Err(be(op)(e))),
+        })
+        .collect::<Result<_, _>>()?;
+    for region in legacy {
+        let row: Option<(Option<Vec<u8>>,)> = session
+            .query_unpaged(
+                format!("SELECT totals FROM {ks}.region_totals WHERE region = ?"),
+                (region.as_str(),),
+            )
+            .await
+            .map_err(be(op))?
+            .into_rows_result()
+            .map_err(be(op))?
+            .maybe_first_row()
+            .map_err(be(op))?;
+        let Some((Some(blob),)) = row else { continue };
+        let totals: RegionTotals = dec("learned totals", &blob)?;
+        session
+            .query_unpaged(
+                format!(
+                    "UPDATE {ks}.region_totals SET rounds = ? WHERE region = ? IF rounds = null"
+                ),
+                (i64::from(totals.rounds), region.as_str()),
+            )
+            .await
+            .map_err(be(op))?;
+    }
+    Ok(())
+}
+
 /// The schema's statements for `keyspace`, in order.
 pub fn schema_statements(keyspace: &str, replication: &str) -> Vec<String> {
     let text: String = SCHEMA_CQL
@@ -697,6 +776,7 @@ impl ScyllaStore {
                 supported: SCYLLA_FORMAT,
             });
         }
+        migrate_totals_rounds(&session, ks).await?;
         let st = Statements::prepare(&session, ks).await?;
         Ok(Inner { session, st })
     }

@@ -368,3 +368,35 @@ fn two_nodes_adding_learned_rounds_at_once_lose_none() {
     assert_eq!(t.titles[&suite::content(2)], f64::from(ROUNDS));
     println!("{conflicts} conflicting writes retried");
 }
+
+/// A keyspace made before the totals' `rounds` column: opening it adds the
+/// column and fills it from each row's totals, so the compare-and-set works
+/// on totals written before.
+#[test]
+fn opening_a_keyspace_without_the_rounds_column_migrates_it() {
+    use omega_constellation_core::aggregate::RegionTotals;
+    let Some(addr) = target() else { return };
+    let opts = fresh_options(&addr);
+    let s = ScyllaStore::open(&opts).unwrap().dropping_keyspace();
+    let ks = s.keyspace().to_owned();
+    let mut t = RegionTotals::default();
+    t.titles.insert(suite::content(1), 4.0);
+    t.rounds = 3;
+    s.put_region_totals(&region(1), None, &t).unwrap();
+    // As an older build left it: no column, the row written without it.
+    s.execute_raw(&format!("ALTER TABLE {ks}.region_totals DROP rounds"))
+        .unwrap();
+    let again = ScyllaStore::open(&opts).unwrap();
+    assert_eq!(again.region_totals(&region(1)).unwrap(), Some(t.clone()));
+    let mut next = t.clone();
+    next.rounds = 4;
+    let stale = again.put_region_totals(&region(1), Some(2), &next);
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "{stale:?}"
+    );
+    again
+        .put_region_totals(&region(1), Some(3), &next)
+        .expect("the migrated row's rounds are the condition");
+    assert_eq!(s.region_totals(&region(1)).unwrap(), Some(next));
+}
