@@ -141,7 +141,9 @@ pub fn learn<S: PatternStore + ?Sized>(
 /// ([`Learning::take_writes`]): a write refused because another node folded
 /// meanwhile is re-read and retried, at most [`TOTALS_ATTEMPTS`] times in
 /// all; a failed one stays pending (tried again at the next refresh). The
-/// learner is locked only between store calls.
+/// learner is locked only between store calls. A failed write is checked
+/// by a read: a write that timed out but applied is taken as written (it
+/// would otherwise be added twice).
 pub fn store_totals<S: PatternStore + ?Sized>(learning: &Mutex<Learning>, store: &S) {
     for _ in 0..TOTALS_ATTEMPTS {
         let writes = learning.lock().take_writes();
@@ -162,6 +164,12 @@ pub fn store_totals<S: PatternStore + ?Sized>(learning: &Mutex<Learning>, store:
                     }
                 },
                 Err(e) => {
+                    // A write whose outcome is unknown (a timeout) may have
+                    // applied: then the store holds exactly its totals.
+                    if store.region_totals(&w.region).ok().flatten().as_ref() == Some(&w.totals) {
+                        learning.lock().written(w);
+                        continue;
+                    }
                     // Kept pending; written again at the next refresh.
                     tracing::error!(region = %w.region, error = %e, "storing the learned totals failed");
                     learning.lock().unwritten(&w);
