@@ -484,22 +484,12 @@ async fn k_minus_one_sybils_and_a_victim_never_get_a_round_folded() {
 /// version and titles the TVs of nodes 1 and 2 hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_on_one_keyspace_add_up_their_rounds_and_all_serve_the_newest() {
-    use omega_constellation::store::{
-        cql_test_target, fresh_test_options, PatternStore, ScyllaStore,
-    };
+    use omega_constellation::store::{cql_test_target, fresh_test_store, PatternStore};
     let Some(cql) = cql_test_target() else {
         return;
     };
-    let opts = fresh_test_options(&cql);
     // The keyspace and schema once, here; the nodes then find them.
-    let store = {
-        let o = opts.clone();
-        tokio::task::spawn_blocking(move || ScyllaStore::open(&o))
-            .await
-            .unwrap()
-            .expect("keyspace created")
-            .dropping_keyspace()
-    };
+    let (opts, store) = fresh_test_store(&cql).await.expect("keyspace created");
     let toml = format!(
         r#"
         rate_limit_interval_secs = 0

@@ -216,6 +216,19 @@ pub fn fresh_test_options(addr: &str) -> ScyllaOptions {
     ScyllaOptions::new(vec![addr.to_owned()], ks)
 }
 
+/// A fresh keyspace at `addr` with the schema applied, opened off the async
+/// executor, for tests that then start nodes on it: its options, and the
+/// store (dropping the keyspace when dropped).
+#[cfg(feature = "testing")]
+pub async fn fresh_test_store(addr: &str) -> Result<(ScyllaOptions, ScyllaStore), StoreError> {
+    let opts = fresh_test_options(addr);
+    let o = opts.clone();
+    let store = tokio::task::spawn_blocking(move || ScyllaStore::open(&o))
+        .await
+        .map_err(|e| StoreError::backend("open", e))??;
+    Ok((opts, store.dropping_keyspace()))
+}
+
 /// A consistency level by its CQL name (`LOCAL_QUORUM`, `QUORUM`, `ONE`, …).
 pub fn parse_consistency(name: &str) -> Option<Consistency> {
     Some(match name.to_ascii_uppercase().as_str() {
