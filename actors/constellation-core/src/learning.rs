@@ -24,8 +24,9 @@
 //!   ([`Learning::unwritten`]): they stay pending and are tried again at the
 //!   next refresh.
 //! * **Refresh**: every [`LearningConfig::refresh_ms`] per region
-//!   ([`Learning::refresh_due`]) the shell reads the store's totals; newer
-//!   ones (more rounds: another node folded) are published here too
+//!   ([`Learning::refresh_due`]) the shell reads the stored totals' rounds;
+//!   newer totals (more rounds: another node folded,
+//!   [`Learning::is_newer`]) are read and published here too
 //!   ([`Learning::stored_totals`]). Only the store's totals are ever
 //!   published and the fleet version is their rounds count, so every node
 //!   serves the same pages under the same version and a TV's fleet cursor
@@ -594,6 +595,19 @@ impl Learning {
             r.write_due = true;
         }
         true
+    }
+
+    /// Whether the store's totals of `region`, holding `rounds` rounds
+    /// (`None`: none), are newer than those published here: then the shell
+    /// reads them for [`Self::stored_totals`].
+    pub fn is_newer(&self, region: &Region, rounds: Option<u32>) -> bool {
+        self.regions
+            .get(region)
+            .is_some_and(|r| match (rounds, r.stored) {
+                (Some(new), Some(old)) => new > old,
+                (Some(_), None) => true,
+                (None, _) => false,
+            })
     }
 
     /// The store's totals of `region` as just read: newer ones than those

@@ -356,6 +356,14 @@ pub trait PatternStore: Send + Sync {
     /// rounds: no device's data), `None` if never stored.
     fn region_totals(&self, region: &Region) -> Result<Option<RegionTotals>, StoreError>;
 
+    /// The rounds of the region's learned totals (`None`: none stored),
+    /// for a node checking whether another node folded: a store that keeps
+    /// them apart answers without reading the totals (the default reads
+    /// them).
+    fn region_totals_rounds(&self, region: &Region) -> Result<Option<u32>, StoreError> {
+        Ok(self.region_totals(region)?.map(|t| t.rounds))
+    }
+
     /// Replaces the region's learned totals if the stored ones are still
     /// those the caller computed `totals` from: `read` is their
     /// [`RegionTotals::rounds`] (`None`: none were stored). Otherwise
@@ -600,6 +608,9 @@ impl<T: PatternStore + ?Sized> PatternStore for std::sync::Arc<T> {
     }
     fn region_totals(&self, region: &Region) -> Result<Option<RegionTotals>, StoreError> {
         (**self).region_totals(region)
+    }
+    fn region_totals_rounds(&self, region: &Region) -> Result<Option<u32>, StoreError> {
+        (**self).region_totals_rounds(region)
     }
     fn put_region_totals(
         &self,

@@ -435,6 +435,7 @@ struct Statements {
     glob_put: PreparedStatement,
     glob_del: PreparedStatement,
     totals_read: PreparedStatement,
+    totals_rounds: PreparedStatement,
     totals_insert: PreparedStatement,
     totals_cas: PreparedStatement,
     item_read: PreparedStatement,
@@ -550,6 +551,10 @@ impl Statements {
             glob_del: write(format!("DELETE FROM {ks}.globals WHERE region = ? AND id = ?")).await?,
             totals_read: read(format!(
                 "SELECT totals FROM {ks}.region_totals WHERE region = ?"
+            ))
+            .await?,
+            totals_rounds: read(format!(
+                "SELECT rounds FROM {ks}.region_totals WHERE region = ?"
             ))
             .await?,
             totals_insert: cas(format!(
@@ -1678,6 +1683,32 @@ impl PatternStore for ScyllaStore {
             )
             .await?;
             found.map(|b| dec("learned totals", &b)).transpose()
+        })
+    }
+
+    /// The `rounds` column alone (not the totals blob).
+    fn region_totals_rounds(&self, region: &Region) -> Result<Option<u32>, StoreError> {
+        self.run(|i| async move {
+            let mut found = None;
+            i.scan(
+                "region_totals_rounds",
+                "learned totals' rounds",
+                &i.st.totals_rounds,
+                &(region.as_str(),),
+                |r: (Option<i64>,)| {
+                    found = r.0;
+                    Ok(false)
+                },
+            )
+            .await?;
+            found
+                .map(|v| {
+                    u32::try_from(v).map_err(|_| StoreError::Corrupt {
+                        what: "learned totals' rounds",
+                        message: format!("{v} is not a round count"),
+                    })
+                })
+                .transpose()
         })
     }
 

@@ -124,8 +124,18 @@ pub fn learn<S: PatternStore + ?Sized>(
     let refresh = l.refresh_due(region, now_ms);
     drop(l);
     if refresh {
-        match store.region_totals(region) {
-            Ok(totals) => learning.lock().stored_totals(region, totals),
+        // The rounds first: the totals themselves only when newer.
+        let newer = store
+            .region_totals_rounds(region)
+            .map(|rounds| learning.lock().is_newer(region, rounds));
+        let read = match newer {
+            Ok(true) => store.region_totals(region).map(Some),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(Some(totals)) => learning.lock().stored_totals(region, totals),
+            Ok(None) => {}
             Err(e) => tracing::warn!(%region, error = %e, "reading the learned totals failed"),
         }
     }

@@ -473,10 +473,14 @@ fn nodes_sharing_a_store_add_their_rounds_and_serve_the_newest_totals() {
         "both rounds' contributions"
     );
     assert_eq!(b.publication(&region()).map(|p| p.version), Some(2));
+    assert!(!b.is_newer(&region(), Some(2)), "B wrote them");
 
     // A serves B's round after its next refresh, under the same version.
     assert_eq!(a.publication(&region()).map(|p| p.version), Some(1));
     assert!(a.refresh_due(&region(), now));
+    let rounds = store.region_totals_rounds(&region()).expect("read");
+    assert!(a.is_newer(&region(), rounds), "2 rounds stored, 1 here");
+    assert!(!a.is_newer(&region(), Some(1)) && !a.is_newer(&region(), None));
     a.stored_totals(&region(), store.region_totals(&region()).expect("read"));
     assert_eq!(a.publication(&region()), b.publication(&region()));
     assert_eq!(

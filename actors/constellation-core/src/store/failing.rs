@@ -84,6 +84,9 @@ impl<S: PatternStore> PatternStore for FailingStore<S> {
     fn region_totals(&self, region: &Region) -> Result<Option<RegionTotals>, StoreError> {
         self.inner.region_totals(region)
     }
+    fn region_totals_rounds(&self, region: &Region) -> Result<Option<u32>, StoreError> {
+        self.inner.region_totals_rounds(region)
+    }
     fn put_region_totals(
         &self,
         region: &Region,

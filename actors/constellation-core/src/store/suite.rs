@@ -617,9 +617,12 @@ pub fn region_totals_are_compare_and_set<S: PatternStore>(s: &S) {
     both.titles.insert(content(2), 6.0);
     both.rounds = 2;
     both.contributors = 11;
+    assert_eq!(s.region_totals_rounds(&region(1)).expect("read"), Some(1));
     s.put_region_totals(&region(1), Some(1), &both)
         .expect("write on what was read");
     assert_eq!(s.region_totals(&region(1)).expect("read"), Some(both));
+    assert_eq!(s.region_totals_rounds(&region(1)).expect("read"), Some(2));
+    assert_eq!(s.region_totals_rounds(&region(2)).expect("read"), None);
     // Per region: another region's rounds are not this one's.
     conflict(s.put_region_totals(&region(2), Some(2), &a));
     s.put_region_totals(&region(2), None, &a)
