@@ -147,18 +147,51 @@ struct Setup {
 }
 
 async fn setup(node_toml: &str) -> Setup {
+    let (certs_dir, certs) = pki(1, TVS);
+    let (node_dir, node) = start_node(&certs, "node-1", node_toml).await;
+    let (titles, users) = histories();
+    let catalog = import_catalog(&node, &titles, &users).await;
+    let names: Vec<String> = (0..TVS).map(|i| format!("tv-{i}")).collect();
+    let tvs = connect_tvs(&certs, &names, node.quic_addr(), &users).await;
+    Setup {
+        _certs_dir: certs_dir,
+        _node_dir: node_dir,
+        node,
+        titles,
+        users,
+        catalog,
+        tvs,
+    }
+}
+
+/// Certificates of nodes `node-1..=nodes` and devices `tv-0..tvs`.
+fn pki(nodes: usize, tvs: usize) -> (tempfile::TempDir, CertDir) {
     let certs_dir = tempfile::tempdir().unwrap();
     let mut certs = CertDir::init(certs_dir.path().join("certs")).unwrap();
-    certs
-        .issue_node("node-1", &["localhost".into(), "127.0.0.1".into()])
-        .unwrap();
-    let names: Vec<String> = (0..TVS).map(|i| format!("tv-{i}")).collect();
-    for n in &names {
-        certs.issue_device(n).unwrap();
+    for n in 1..=nodes {
+        certs
+            .issue_node(
+                &format!("node-{n}"),
+                &["localhost".into(), "127.0.0.1".into()],
+            )
+            .unwrap();
     }
+    for i in 0..tvs {
+        certs.issue_device(&format!("tv-{i}")).unwrap();
+    }
+    (certs_dir, certs)
+}
+
+/// A real node named `name` with `node_toml`'s settings.
+async fn start_node(
+    certs: &CertDir,
+    name: &str,
+    node_toml: &str,
+) -> (tempfile::TempDir, omega_node::RunningNode) {
     let mut config: omega_node::Config = toml::from_str(node_toml).unwrap();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin = "127.0.0.1:0".parse().unwrap();
+    config.node_name = name.to_owned();
     let node_dir = tempfile::tempdir().unwrap();
     let node = omega_node::RunningNode::start(omega_node::ServeOptions {
         data_dir: node_dir.path().to_owned(),
@@ -169,8 +202,16 @@ async fn setup(node_toml: &str) -> Setup {
     })
     .await
     .expect("node starts");
-    // The catalog: every title these users watched.
-    let (titles, users) = histories();
+    (node_dir, node)
+}
+
+/// Imports every title these users watched through `node`'s admin API;
+/// returns their MovieLens numbers.
+async fn import_catalog(
+    node: &omega_node::RunningNode,
+    titles: &HashMap<u32, String>,
+    users: &[Vec<(u32, f32, u64)>],
+) -> Vec<u32> {
     let mut catalog: Vec<u32> = users.iter().flatten().map(|&(i, _, _)| i).collect();
     catalog.sort_unstable();
     catalog.dedup();
@@ -186,12 +227,22 @@ async fn setup(node_toml: &str) -> Setup {
         admin_post(node.admin_addr(), "/api/v1/content/import", &items).await,
         200
     );
+    catalog
+}
 
+/// The TVs `names` (certificates in `certs`), connected to the node at
+/// `addr`, the k-th holding `users[k % users.len()]`'s history.
+async fn connect_tvs(
+    certs: &CertDir,
+    names: &[String],
+    addr: SocketAddr,
+    users: &[Vec<(u32, f32, u64)>],
+) -> Vec<Tv> {
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let anchor = TrustAnchor::from_files(&certs.ca_cert_path(CaKind::Node), None).unwrap();
     let device_ca = TrustAnchor::from_files(&certs.ca_cert_path(CaKind::Device), None).unwrap();
     let mut tvs = Vec::new();
-    for n in &names {
+    for n in names {
         let identity =
             TlsIdentity::from_files(&certs.device_cert_path(n), &certs.device_key_path(n)).unwrap();
         let credentials = RoundCredentials {
@@ -199,11 +250,7 @@ async fn setup(node_toml: &str) -> Setup {
             verifier: DeviceVerifier::new(&device_ca).unwrap(),
         };
         let conn = endpoint
-            .connect_with(
-                client_config(identity, &anchor).unwrap(),
-                node.quic_addr(),
-                "localhost",
-            )
+            .connect_with(client_config(identity, &anchor).unwrap(), addr, "localhost")
             .unwrap()
             .await
             .expect("handshake");
@@ -221,24 +268,15 @@ async fn setup(node_toml: &str) -> Setup {
             _dir: dir,
         });
     }
-    for (tv, history) in tvs.iter_mut().zip(&users) {
-        for &(item, rating, at) in history {
+    for (k, tv) in tvs.iter_mut().enumerate() {
+        for &(item, rating, at) in &users[k % users.len()] {
             let ctx = ViewingContext::from_unix_utc(at);
             let id = ContentId::new(content_id(item)).unwrap();
             let ev = ViewingEvent::new(id, rating / 5.0, at, ctx).unwrap();
             tv.store.observe(ev).unwrap();
         }
     }
-
-    Setup {
-        _certs_dir: certs_dir,
-        _node_dir: node_dir,
-        node,
-        titles,
-        users,
-        catalog,
-        tvs,
-    }
+    tvs
 }
 
 /// One sync of every TV, each built and applied as its sync actor does;
@@ -436,4 +474,129 @@ async fn k_minus_one_sybils_and_a_victim_never_get_a_round_folded() {
         );
     }
     node.shutdown().await;
+}
+
+/// Nodes sharing one Cassandra keyspace (`OMEGA_TEST_CQL`; skipped with a
+/// message without it): nodes 1 and 2 each run a round with six TVs of
+/// their own, both folded from the same (empty) stored totals. The store
+/// then holds both rounds (neither node overwrote the other's), and node 3,
+/// which folded nothing, serves the newer fleet version to its TV: the
+/// version and titles the TVs of nodes 1 and 2 hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_one_keyspace_add_up_their_rounds_and_all_serve_the_newest() {
+    use omega_constellation::store::{cql_test_target, fresh_test_store, PatternStore};
+    let Some(cql) = cql_test_target() else {
+        return;
+    };
+    // The keyspace and schema once, here; the nodes then find them.
+    let (opts, store) = fresh_test_store(&cql).await.expect("keyspace created");
+    let toml = format!(
+        r#"
+        rate_limit_interval_secs = 0
+        [store]
+        kind = "scylla"
+        contact_points = ["{cql}"]
+        keyspace = "{ks}"
+        [learning]
+        pair_titles = 8
+        window = 2
+        z = 0.0
+        refresh_ms = 200
+        [learning.rounds]
+        cohort = 6
+        threshold = 5
+        "#,
+        ks = opts.keyspace
+    );
+    let (_certs_dir, certs) = pki(3, 2 * TVS + 1);
+    let mut nodes = Vec::new();
+    for n in 1..=3 {
+        nodes.push(start_node(&certs, &format!("node-{n}"), &toml).await);
+    }
+    let (titles, users) = histories();
+    import_catalog(&nodes[0].1, &titles, &users).await;
+    let names: Vec<String> = (0..=2 * TVS).map(|i| format!("tv-{i}")).collect();
+    let mut fleets = Vec::new();
+    for (n, range) in [0..TVS, TVS..2 * TVS, 2 * TVS..2 * TVS + 1]
+        .into_iter()
+        .enumerate()
+    {
+        fleets.push(connect_tvs(&certs, &names[range], nodes[n].1.quic_addr(), &users).await);
+    }
+    let region = Region::new("eu-west").unwrap();
+    let stats = |n: usize| nodes[n].1.node().learning_stats()[0].clone();
+
+    // Nodes 1 and 2 run their rounds side by side; node 3's single TV
+    // syncs too (its round never fills).
+    let start = Instant::now();
+    while stats(0).rounds.folded < 1 || stats(1).rounds.folded < 1 {
+        for fleet in &mut fleets {
+            sync_all(fleet, &region).await;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no rounds folded in time: {:?} {:?}",
+            stats(0),
+            stats(1)
+        );
+    }
+    let stored = {
+        let (s, r) = (store, region.clone());
+        tokio::task::spawn_blocking(move || {
+            let t = s.region_totals(&r);
+            (s, t)
+        })
+        .await
+        .unwrap()
+    };
+    let (_store, totals) = stored;
+    let totals = totals.unwrap().expect("totals stored");
+    assert_eq!(
+        (totals.rounds, totals.contributors),
+        (2, 2 * TVS as u64),
+        "both nodes' rounds are in the store"
+    );
+    assert_eq!(stats(2).rounds.folded, 0, "node 3 folded nothing");
+
+    // Every node serves the store's totals, as version 2, within a few
+    // syncs (each node re-reads them every 200 ms of syncs).
+    let start = Instant::now();
+    loop {
+        for fleet in &mut fleets {
+            sync_all(fleet, &region).await;
+        }
+        let versions: Vec<u64> = fleets
+            .iter()
+            .flatten()
+            .map(|tv| tv.store.state().fleet.version)
+            .collect();
+        if versions.iter().all(|&v| v == 2) && (0..3).all(|n| stats(n).fleet_version == 2) {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "not every TV got version 2: {versions:?}"
+        );
+        // Paced by the node's refresh, not a synchronization point.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (n, (_, node)) in nodes.iter().enumerate() {
+        assert_eq!(
+            node.node().learned_totals(&region).as_ref(),
+            Some(&totals),
+            "node {} serves the stored totals",
+            n + 1
+        );
+    }
+    let order = |tv: &Tv| tv.store.state().fleet.order.clone();
+    assert!(!order(&fleets[0][0]).is_empty());
+    assert_eq!(
+        order(&fleets[2][0]),
+        order(&fleets[0][0]),
+        "node 3's TV holds the same fleet knowledge"
+    );
+    assert_eq!(order(&fleets[1][0]), order(&fleets[0][0]));
+    for (_, node) in nodes {
+        node.shutdown().await;
+    }
 }

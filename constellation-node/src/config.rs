@@ -50,6 +50,7 @@
 //! window = 5                       # watches before a watch that pair with it
 //! k = 5                            # contributors a round needs (>= 5)
 //! z = 3.0                          # publication threshold, in noise units
+//! refresh_ms = 5000                # re-read the stored totals (other nodes' rounds)
 //! [learning.rounds]
 //! cohort = 200                     # TVs per round (at most 822: the signed member list fits an answer)
 //! threshold = 105                  # answers each phase needs (> cohort / 2)

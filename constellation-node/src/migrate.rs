@@ -93,7 +93,7 @@ pub fn copy_store(
     all.extend(held.iter().cloned());
     for region in &all {
         if let Some(totals) = from.region_totals(region)? {
-            to.put_region_totals(region, &totals)?;
+            to.put_region_totals(region, None, &totals)?;
             report.totals += 1;
         }
     }

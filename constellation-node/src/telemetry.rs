@@ -9,8 +9,9 @@
 //! | `omega_connections` | gauge | open QUIC connections |
 //! | `omega_connections_refused_total` | counter | `reason`: limit, handshake, identity |
 //! | `omega_syncs_in_flight` | gauge | |
-//! | `omega_devices`, `omega_patterns` | gauge | as of the last federation run |
-//! | `omega_global_version` | gauge | `region` |
+//! | `omega_devices`, `omega_patterns` | gauge | as of the last federation run (standby node: the store's last count) |
+//! | `omega_global_version` | gauge | `region` (standby node: read from the store) |
+//! | `omega_cluster_attempts_failed_total` | counter | failed heartbeats or lease attempts |
 //! | `omega_federation_duration_seconds` | histogram | |
 //! | `omega_federation_runs_total` | counter | `result` |
 //! | `omega_catalog_items` | gauge | |

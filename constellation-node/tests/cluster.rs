@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use omega_constellation::store::{cql_test_target, fresh_test_options, PatternStore, ScyllaStore};
+use omega_constellation::store::{cql_test_target, fresh_test_store, PatternStore, ScyllaStore};
 use omega_protocol::codec::{decode_response, encode_request};
 use omega_protocol::*;
 use omega_transport::quic::exchange;
@@ -347,16 +347,9 @@ async fn three_nodes_lose_the_lease_holder_to_kill_9_and_it_rejoins() {
     let Some(cql) = cql_test_target() else {
         return;
     };
-    let opts = fresh_test_options(&cql);
     // The keyspace and schema once, here; the nodes then find them.
-    let store = {
-        let o = opts.clone();
-        tokio::task::spawn_blocking(move || ScyllaStore::open(&o))
-            .await
-            .unwrap()
-            .expect("keyspace created")
-    };
-    let store = Arc::new(store.dropping_keyspace());
+    let (opts, store) = fresh_test_store(&cql).await.expect("keyspace created");
+    let store = Arc::new(store);
 
     let mut pki = Pki::new();
     for n in 2..=NODES {

@@ -95,7 +95,7 @@ fn populate(s: &dyn PatternStore) -> History {
     totals.variance = 2.0;
     totals.rounds = 2;
     totals.contributors = 40;
-    s.put_region_totals(&r, &totals).unwrap();
+    s.put_region_totals(&r, None, &totals).unwrap();
     h
 }
 

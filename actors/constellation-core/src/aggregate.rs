@@ -218,6 +218,24 @@ impl RegionTotals {
         Ok(())
     }
 
+    /// Adds totals folded elsewhere (`other`: rounds this node folded and
+    /// the store does not hold yet): titles, pairs, variances, rounds and
+    /// contributors add, then pairs past `cfg.max_pairs` go as in
+    /// [`Self::fold`]. Folding rounds into empty totals and merging those
+    /// gives what folding them here directly gives (up to that trim).
+    pub fn merge(&mut self, other: &RegionTotals, cfg: &AggregateConfig) {
+        for (id, v) in &other.titles {
+            *self.titles.entry(id.clone()).or_default() += v;
+        }
+        for (pair, v) in &other.pairs {
+            *self.pairs.entry(pair.clone()).or_default() += v;
+        }
+        self.variance += other.variance;
+        self.rounds = self.rounds.saturating_add(other.rounds);
+        self.contributors = self.contributors.saturating_add(other.contributors);
+        self.trim_pairs(cfg.max_pairs);
+    }
+
     fn trim_pairs(&mut self, max: usize) {
         if self.pairs.len() <= max {
             return;
@@ -361,6 +379,36 @@ mod tests {
         assert_eq!(p.partners[&id("a")], vec![(id("c"), 40.0)]);
         assert_eq!(p.partners[&id("c")], vec![(id("a"), 40.0)]);
         assert!(!p.partners.contains_key(&id("b")));
+    }
+
+    #[test]
+    fn merging_rounds_folded_apart_equals_folding_them_together() {
+        let r = round();
+        let cfg = AggregateConfig::new(5, 3.0).expect("config");
+        let first = [40, 2, 20, 99, 1, 30, -3];
+        let second = [10, 1, 5, 0, 0, 10, 0];
+        let mut together = RegionTotals::default();
+        together
+            .fold(&sum(&r, &first, 6, 3.0), &cfg)
+            .expect("folds");
+        together
+            .fold(&sum(&r, &second, 7, 4.0), &cfg)
+            .expect("folds");
+        let mut here = RegionTotals::default();
+        here.fold(&sum(&r, &first, 6, 3.0), &cfg).expect("folds");
+        let mut elsewhere = RegionTotals::default();
+        elsewhere
+            .fold(&sum(&r, &second, 7, 4.0), &cfg)
+            .expect("folds");
+        here.merge(&elsewhere, &cfg);
+        assert_eq!(here, together);
+        let bounded = AggregateConfig {
+            max_pairs: 1,
+            ..cfg
+        };
+        here.merge(&elsewhere, &bounded);
+        assert_eq!(here.pairs.len(), 1, "trimmed to max_pairs");
+        assert_eq!((here.rounds, here.contributors), (3, 20));
     }
 
     #[test]

@@ -10,9 +10,27 @@
 //!   are the [`LearningConfig::pair_titles`] titles with the largest totals
 //!   so far (none before the first fold: the first round teaches popularity
 //!   only). Phases advance on syncs: every call ticks the region first.
-//! * **Folding**: a summed round is folded into [`RegionTotals`] (at least k
-//!   contributors), its totals republished as a new fleet version; the shell
-//!   persists the totals ([`Learning::take_changed`]).
+//! * **Folding**: a summed round (at least k contributors) is folded into
+//!   empty [`RegionTotals`] and kept as pending until the store holds it.
+//!   Nodes sharing a store each fold their own rounds, so the store's totals
+//!   are the truth and a node only adds to them: [`Learning::take_writes`]
+//!   names the store's totals this node read (their rounds) and those plus
+//!   the pending rounds; the shell writes them with a compare-and-set
+//!   ([`crate::store::PatternStore::put_region_totals`]). Taken
+//!   ([`Learning::written`]): they are published. Refused because another
+//!   node folded meanwhile ([`Learning::conflict`], with the store's
+//!   current totals): the same pending rounds are added to those at the next
+//!   take (a bounded number of tries in the shell). Failed otherwise
+//!   ([`Learning::unwritten`]): they stay pending and are tried again at the
+//!   next refresh.
+//! * **Refresh**: every [`LearningConfig::refresh_ms`] per region
+//!   ([`Learning::refresh_due`]) the shell reads the stored totals' rounds;
+//!   newer totals (more rounds: another node folded,
+//!   [`Learning::is_newer`]) are read and published here too
+//!   ([`Learning::stored_totals`]). Only the store's totals are ever
+//!   published and the fleet version is their rounds count, so every node
+//!   serves the same pages under the same version and a TV's fleet cursor
+//!   stays valid on another node.
 //! * **Noise scale**: TVs choose their noise from their own budget; the node
 //!   assumes the default budget ([`omega_privacy::Budget::default`]) and the
 //!   layout's sensitivity to know σ of one round's sum, √(n/t)·σ_total for n
@@ -70,6 +88,10 @@ pub struct LearningConfig {
     pub partners: usize,
     /// Titles per fleet page (at most 200). Default 200.
     pub page_titles: usize,
+    /// Least time between two reads of a region's stored totals (to serve
+    /// rounds other nodes folded, and to retry storing rounds a failed write
+    /// left pending). Default 5 seconds.
+    pub refresh_ms: u64,
 }
 
 impl Default for LearningConfig {
@@ -86,6 +108,7 @@ impl Default for LearningConfig {
             max_titles: aggregate.max_titles,
             partners: aggregate.partners,
             page_titles: limits::MAX_FLEET_PAGE,
+            refresh_ms: 5_000,
         }
     }
 }
@@ -203,10 +226,34 @@ pub struct Publication {
     pub titles: Arc<Vec<FleetTitle>>,
 }
 
+/// A write of a region's learned totals to the store
+/// ([`Learning::take_writes`]): hand it back with the outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TotalsWrite {
+    /// The region.
+    pub region: Region,
+    /// The rounds of the store's totals `totals` were computed from (`None`:
+    /// none were stored): the write's condition.
+    pub read: Option<u32>,
+    /// The store's totals plus the rounds folded here since.
+    pub totals: RegionTotals,
+}
+
 #[derive(Debug)]
 struct RegionLearning {
     coordinator: Coordinator,
+    /// The store's totals as last read or written: what is published.
     totals: RegionTotals,
+    /// Their rounds as the store holds them (`None`: none stored).
+    stored: Option<u32>,
+    /// Rounds folded here that no write is carrying yet.
+    pending: RegionTotals,
+    /// Rounds folded here that a taken write carries.
+    in_flight: Option<RegionTotals>,
+    /// Whether `pending` should be written at the next take.
+    write_due: bool,
+    /// When the store's totals were last read for a refresh.
+    checked_ms: Option<u64>,
     publication: Publication,
     /// The open round's slots (live titles in id order).
     slots: Vec<Option<ContentId>>,
@@ -214,7 +261,6 @@ struct RegionLearning {
     catalog_version: u64,
     /// When the last round ended (`None`: none since the node started).
     ended_ms: Option<u64>,
-    changed: bool,
 }
 
 /// What the node has learned, per region, and the rounds in progress.
@@ -260,8 +306,8 @@ pub struct RegionLearningStats {
 
 impl Learning {
     /// A learner for `regions`, starting from the totals stored earlier
-    /// (regions not in `regions` are ignored); `verifier` checks the round
-    /// members' signed keys (the device CA).
+    /// (the store's, as read now; regions not in `regions` are ignored);
+    /// `verifier` checks the round members' signed keys (the device CA).
     pub fn new(
         config: LearningConfig,
         regions: &[Region],
@@ -272,15 +318,19 @@ impl Learning {
         let mut stored: BTreeMap<Region, RegionTotals> = stored.into_iter().collect();
         let mut out = BTreeMap::new();
         for region in regions {
-            let totals = stored.remove(region).unwrap_or_default();
+            let totals = stored.remove(region);
             let mut r = RegionLearning {
                 coordinator: Coordinator::new(config.rounds, aggregate)?,
-                totals,
+                stored: totals.as_ref().map(|t| t.rounds),
+                totals: totals.unwrap_or_default(),
+                pending: RegionTotals::default(),
+                in_flight: None,
+                write_due: false,
+                checked_ms: None,
                 publication: Publication::default(),
                 slots: Vec::new(),
                 catalog_version: 0,
                 ended_ms: None,
-                changed: false,
             };
             if r.totals.rounds > 0 {
                 r.publish(&aggregate);
@@ -447,31 +497,126 @@ impl Learning {
         self.regions.get(region).map(|r| &r.publication)
     }
 
-    /// `region`'s totals.
+    /// `region`'s published totals (the store's, as last read or written).
     pub fn totals(&self, region: &Region) -> Option<&RegionTotals> {
         self.regions.get(region).map(|r| &r.totals)
     }
 
-    /// Replaces `region`'s totals and publishes them as a new fleet version
-    /// (totals restored from elsewhere; the simulator's exact-totals
-    /// ablation). An unknown region is ignored.
+    /// Replaces `region`'s published totals and publishes them as a new
+    /// fleet version (the simulator's exact-totals ablation). The store is
+    /// not written: the next fold's write adds to these. An unknown region
+    /// is ignored.
     pub fn replace_totals(&mut self, region: &Region, totals: RegionTotals) {
         let aggregate = self.aggregate;
         if let Some(r) = self.regions.get_mut(region) {
             r.totals = totals;
             r.publish(&aggregate);
-            r.changed = true;
         }
     }
 
-    /// The totals changed since the last call, to store.
-    pub fn take_changed(&mut self) -> Vec<(Region, RegionTotals)> {
+    /// The writes of folded rounds due now, at most one per region at a
+    /// time: each is the store's totals as last read plus the rounds folded
+    /// here since. Hand each back to [`Self::written`], [`Self::conflict`]
+    /// or [`Self::unwritten`].
+    pub fn take_writes(&mut self) -> Vec<TotalsWrite> {
+        let aggregate = self.aggregate;
+        let mut out = Vec::new();
+        for (region, r) in &mut self.regions {
+            if !r.write_due || r.in_flight.is_some() || r.pending.rounds == 0 {
+                continue;
+            }
+            r.write_due = false;
+            let carried = std::mem::take(&mut r.pending);
+            let mut totals = r.totals.clone();
+            totals.merge(&carried, &aggregate);
+            r.in_flight = Some(carried);
+            out.push(TotalsWrite {
+                region: region.clone(),
+                read: r.stored,
+                totals,
+            });
+        }
+        out
+    }
+
+    /// The store took `write`: its totals are published (unless newer ones
+    /// were read meanwhile).
+    pub fn written(&mut self, write: TotalsWrite) {
+        let aggregate = self.aggregate;
+        if let Some(r) = self.regions.get_mut(&write.region) {
+            r.in_flight = None;
+            r.adopt(write.totals, false, &aggregate);
+        }
+    }
+
+    /// The store refused `write` because its totals changed since they were
+    /// read; `current` is what it holds now. They are published, and the
+    /// write's rounds are added to them at the next [`Self::take_writes`].
+    pub fn conflict(&mut self, write: &TotalsWrite, current: Option<RegionTotals>) {
+        let aggregate = self.aggregate;
+        if let Some(r) = self.regions.get_mut(&write.region) {
+            r.requeue(&aggregate);
+            r.write_due = true;
+            match current {
+                Some(t) => r.adopt(t, true, &aggregate),
+                None => {
+                    r.stored = None;
+                    r.totals = RegionTotals::default();
+                    r.publish(&aggregate);
+                }
+            }
+        }
+    }
+
+    /// Writing `write` failed (not a conflict): its rounds stay pending and
+    /// are written again at the next refresh ([`Self::refresh_due`]).
+    pub fn unwritten(&mut self, write: &TotalsWrite) {
+        let aggregate = self.aggregate;
+        if let Some(r) = self.regions.get_mut(&write.region) {
+            r.requeue(&aggregate);
+        }
+    }
+
+    /// Whether the shell should read `region`'s stored totals now (at most
+    /// once per [`LearningConfig::refresh_ms`]; a `true` counts as the read).
+    /// Rounds a failed write left pending become due for writing again.
+    pub fn refresh_due(&mut self, region: &Region, now_ms: u64) -> bool {
+        let every = self.config.refresh_ms;
+        let Some(r) = self.regions.get_mut(region) else {
+            return false;
+        };
+        if r.checked_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < every)
+        {
+            return false;
+        }
+        r.checked_ms = Some(now_ms);
+        if r.pending.rounds > 0 {
+            r.write_due = true;
+        }
+        true
+    }
+
+    /// Whether the store's totals of `region`, holding `rounds` rounds
+    /// (`None`: none), are newer than those published here: then the shell
+    /// reads them for [`Self::stored_totals`].
+    pub fn is_newer(&self, region: &Region, rounds: Option<u32>) -> bool {
         self.regions
-            .iter_mut()
-            .filter_map(|(region, r)| {
-                std::mem::take(&mut r.changed).then(|| (region.clone(), r.totals.clone()))
+            .get(region)
+            .is_some_and(|r| match (rounds, r.stored) {
+                (Some(new), Some(old)) => new > old,
+                (Some(_), None) => true,
+                (None, _) => false,
             })
-            .collect()
+    }
+
+    /// The store's totals of `region` as just read: newer ones than those
+    /// published here (more rounds: another node folded) are published.
+    pub fn stored_totals(&mut self, region: &Region, totals: Option<RegionTotals>) {
+        let aggregate = self.aggregate;
+        if let (Some(r), Some(t)) = (self.regions.get_mut(region), totals) {
+            r.adopt(t, false, &aggregate);
+        }
     }
 
     /// Counters per region.
@@ -540,9 +685,10 @@ impl RegionLearning {
                     return;
                 };
                 let sigma = round_sigma(&layout, threshold, survivors);
+                let mut round = RegionTotals::default();
                 match self
                     .coordinator
-                    .finish(&mut self.totals, &self.slots, sigma, now_ms)
+                    .finish(&mut round, &self.slots, sigma, now_ms)
                 {
                     Ok(Folded {
                         session,
@@ -550,14 +696,36 @@ impl RegionLearning {
                         sigma,
                     }) => {
                         tracing::info!(session, contributors, sigma, "aggregation round folded");
-                        self.publish(aggregate);
-                        self.changed = true;
+                        self.pending.merge(&round, aggregate);
+                        self.write_due = true;
                     }
                     Err(error) => tracing::info!(%error, "aggregation round not folded"),
                 }
                 self.ended_ms = Some(now_ms);
                 self.slots.clear();
             }
+        }
+    }
+
+    /// Takes `totals` as the store's and publishes them if they are newer
+    /// than the published ones, or in any case with `always`.
+    fn adopt(&mut self, totals: RegionTotals, always: bool, aggregate: &AggregateConfig) {
+        let newer = self.stored.is_none_or(|r| totals.rounds > r);
+        if !(newer || always) {
+            return;
+        }
+        self.stored = Some(totals.rounds);
+        if totals != self.totals {
+            self.totals = totals;
+            self.publish(aggregate);
+        }
+    }
+
+    /// A write's rounds back to pending, before any folded since.
+    fn requeue(&mut self, aggregate: &AggregateConfig) {
+        if let Some(mut carried) = self.in_flight.take() {
+            carried.merge(&self.pending, aggregate);
+            self.pending = carried;
         }
     }
 

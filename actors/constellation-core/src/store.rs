@@ -135,9 +135,10 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
-    /// Another writer changed the same device (or catalog counter) between
-    /// this operation's read and its write (a store shared by several nodes);
-    /// nothing was applied. The caller may re-read and retry.
+    /// Another writer changed the same device (catalog counter, learned
+    /// totals) between this operation's read and its write (a store shared
+    /// by several nodes); nothing was applied. The caller may re-read and
+    /// retry.
     #[error("{op}: a concurrent write changed the record first")]
     Conflict {
         /// The store operation that was refused.
@@ -355,8 +356,27 @@ pub trait PatternStore: Send + Sync {
     /// rounds: no device's data), `None` if never stored.
     fn region_totals(&self, region: &Region) -> Result<Option<RegionTotals>, StoreError>;
 
-    /// Replaces the region's learned totals.
-    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError>;
+    /// The rounds of the region's learned totals (`None`: none stored),
+    /// for a node checking whether another node folded: a store that keeps
+    /// them apart answers without reading the totals (the default reads
+    /// them).
+    fn region_totals_rounds(&self, region: &Region) -> Result<Option<u32>, StoreError> {
+        Ok(self.region_totals(region)?.map(|t| t.rounds))
+    }
+
+    /// Replaces the region's learned totals if the stored ones are still
+    /// those the caller computed `totals` from: `read` is their
+    /// [`RegionTotals::rounds`] (`None`: none were stored). Otherwise
+    /// (another node folded a round meanwhile) refuses with
+    /// [`StoreError::Conflict`] and changes nothing: the caller re-reads,
+    /// adds its rounds to what it read and tries again. Rounds only grow, so
+    /// they name the stored totals.
+    fn put_region_totals(
+        &self,
+        region: &Region,
+        read: Option<u32>,
+        totals: &RegionTotals,
+    ) -> Result<(), StoreError>;
 
     /// Regions that have held devices (the federation's work list).
     fn regions(&self) -> Result<Vec<Region>, StoreError>;
@@ -589,8 +609,16 @@ impl<T: PatternStore + ?Sized> PatternStore for std::sync::Arc<T> {
     fn region_totals(&self, region: &Region) -> Result<Option<RegionTotals>, StoreError> {
         (**self).region_totals(region)
     }
-    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError> {
-        (**self).put_region_totals(region, totals)
+    fn region_totals_rounds(&self, region: &Region) -> Result<Option<u32>, StoreError> {
+        (**self).region_totals_rounds(region)
+    }
+    fn put_region_totals(
+        &self,
+        region: &Region,
+        read: Option<u32>,
+        totals: &RegionTotals,
+    ) -> Result<(), StoreError> {
+        (**self).put_region_totals(region, read, totals)
     }
     fn regions(&self) -> Result<Vec<Region>, StoreError> {
         (**self).regions()

@@ -24,7 +24,7 @@ pub use omega_constellation_core::{cluster, federation, shard};
 pub mod store {
     pub use crate::redb_store::RedbStore;
     #[cfg(feature = "testing")]
-    pub use crate::scylla_store::{cql_test_target, fresh_test_options};
+    pub use crate::scylla_store::{cql_test_target, fresh_test_options, fresh_test_store};
     pub use crate::scylla_store::{
         parse_consistency, schema_statements, Credentials, ScyllaOptions, ScyllaStore, SCHEMA_CQL,
         SCYLLA_FORMAT,

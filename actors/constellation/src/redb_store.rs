@@ -375,14 +375,30 @@ impl PatternStore for RedbStore {
         row.map(|v| dec("learned totals", v.value())).transpose()
     }
 
-    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError> {
+    fn put_region_totals(
+        &self,
+        region: &Region,
+        read: Option<u32>,
+        totals: &RegionTotals,
+    ) -> Result<(), StoreError> {
         let op = "put_region_totals";
         let bytes = enc(totals)?;
         let txn = self.write_txn(op)?;
-        txn.open_table(LEARNED)
-            .map_err(be(op))?
-            .insert(region.as_str(), bytes.as_slice())
-            .map_err(be(op))?;
+        {
+            let mut t = txn.open_table(LEARNED).map_err(be(op))?;
+            let held = t
+                .get(region.as_str())
+                .map_err(be(op))?
+                .map(|v| dec::<RegionTotals>("learned totals", v.value()))
+                .transpose()?
+                .map(|t| t.rounds);
+            if held != read {
+                // Dropping the transaction aborts it: nothing applied.
+                return Err(StoreError::Conflict { op });
+            }
+            t.insert(region.as_str(), bytes.as_slice())
+                .map_err(be(op))?;
+        }
         txn.commit().map_err(be(op))?;
         Ok(())
     }

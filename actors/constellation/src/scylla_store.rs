@@ -45,6 +45,11 @@
 //! written changes become visible). Catalog writes are rare; two concurrent
 //! ones get [`StoreError::Conflict`] for one of them.
 //!
+//! Learned totals: each node folds its own aggregation rounds and adds them
+//! to the region's row with a transaction `IF rounds = <read>` (`IF NOT
+//! EXISTS` for the first); a node that lost the race gets
+//! [`StoreError::Conflict`], re-reads and adds its rounds again.
+//!
 //! Cluster: the store is also the [`ClusterStore`] of the nodes sharing
 //! it: heartbeats in `members` (`USING TTL`), the federation lease in
 //! `leases` (lightweight transactions with a TTL; see the impl).
@@ -211,6 +216,19 @@ pub fn fresh_test_options(addr: &str) -> ScyllaOptions {
     ScyllaOptions::new(vec![addr.to_owned()], ks)
 }
 
+/// A fresh keyspace at `addr` with the schema applied, opened off the async
+/// executor, for tests that then start nodes on it: its options, and the
+/// store (dropping the keyspace when dropped).
+#[cfg(feature = "testing")]
+pub async fn fresh_test_store(addr: &str) -> Result<(ScyllaOptions, ScyllaStore), StoreError> {
+    let opts = fresh_test_options(addr);
+    let o = opts.clone();
+    let store = tokio::task::spawn_blocking(move || ScyllaStore::open(&o))
+        .await
+        .map_err(|e| StoreError::backend("open", e))??;
+    Ok((opts, store.dropping_keyspace()))
+}
+
 /// A consistency level by its CQL name (`LOCAL_QUORUM`, `QUORUM`, `ONE`, …).
 pub fn parse_consistency(name: &str) -> Option<Consistency> {
     Some(match name.to_ascii_uppercase().as_str() {
@@ -255,6 +273,85 @@ fn replication_cql(map: &BTreeMap<String, String>) -> Result<String, StoreError>
         parts.push(format!("'{k}': '{v}'"));
     }
     Ok(format!("{{{}}}", parts.join(", ")))
+}
+
+/// Migration 2 for keyspaces made before it: the `region_totals.rounds`
+/// column (the condition of the totals' transactions), and each row's value
+/// from its totals. Idempotent; two nodes migrating at once are fine (the
+/// column is re-checked after a refused `ALTER`, the values are written `IF
+/// rounds = null`).
+async fn migrate_totals_rounds(session: &Session, ks: &str) -> Result<(), StoreError> {
+    let op = "migrate region_totals.rounds";
+    let has_column = || async {
+        let rows = session
+            .query_unpaged(
+                "SELECT column_name FROM system_schema.columns \
+                 WHERE keyspace_name = ? AND table_name = 'region_totals' AND column_name = 'rounds'",
+                (ks,),
+            )
+            .await
+            .map_err(be(op))?
+            .into_rows_result()
+            .map_err(be(op))?;
+        Ok::<_, StoreError>(rows.rows_num() > 0)
+    };
+    if !has_column().await? {
+        let added = session
+            .query_unpaged(
+                format!("ALTER TABLE {ks}.region_totals ADD rounds bigint"),
+                &[],
+            )
+            .await;
+        session.await_schema_agreement().await.map_err(be(op))?;
+        if let Err(e) = added {
+            if !has_column().await? {
+                return Err(StoreError::backend(op, e));
+            }
+        }
+    }
+    let rows = session
+        .query_unpaged(
+            format!("SELECT region, rounds FROM {ks}.region_totals"),
+            &[],
+        )
+        .await
+        .map_err(be(op))?
+        .into_rows_result()
+        .map_err(be(op))?;
+    let legacy: Vec<String> = rows
+        .rows::<(String, Option<i64>)>()
+        .map_err(be(op))?
+        .filter_map(|r| match r {
+            Ok((region, None)) => Some(Ok(region)),
+            Ok(_) => None,
+            Err(e) => Some(Err(be(op)(e))),
+        })
+        .collect::<Result<_, _>>()?;
+    for region in legacy {
+        let row: Option<(Option<Vec<u8>>,)> = session
+            .query_unpaged(
+                format!("SELECT totals FROM {ks}.region_totals WHERE region = ?"),
+                (region.as_str(),),
+            )
+            .await
+            .map_err(be(op))?
+            .into_rows_result()
+            .map_err(be(op))?
+            .maybe_first_row()
+            .map_err(be(op))?;
+        let Some((Some(blob),)) = row else { continue };
+        let totals: RegionTotals = dec("learned totals", &blob)?;
+        session
+            .query_unpaged(
+                format!(
+                    "UPDATE {ks}.region_totals SET rounds = ? WHERE region = ? IF rounds = null"
+                ),
+                (i64::from(totals.rounds), region.as_str()),
+            )
+            .await
+            .map_err(be(op))?;
+    }
+    Ok(())
 }
 
 /// The schema's statements for `keyspace`, in order.
@@ -338,7 +435,9 @@ struct Statements {
     glob_put: PreparedStatement,
     glob_del: PreparedStatement,
     totals_read: PreparedStatement,
-    totals_put: PreparedStatement,
+    totals_rounds: PreparedStatement,
+    totals_insert: PreparedStatement,
+    totals_cas: PreparedStatement,
     item_read: PreparedStatement,
     item_put: PreparedStatement,
     items_scan: PreparedStatement,
@@ -454,8 +553,16 @@ impl Statements {
                 "SELECT totals FROM {ks}.region_totals WHERE region = ?"
             ))
             .await?,
-            totals_put: write(format!(
-                "INSERT INTO {ks}.region_totals (region, totals) VALUES (?, ?)"
+            totals_rounds: read(format!(
+                "SELECT rounds FROM {ks}.region_totals WHERE region = ?"
+            ))
+            .await?,
+            totals_insert: cas(format!(
+                "INSERT INTO {ks}.region_totals (region, totals, rounds) VALUES (?, ?, ?) IF NOT EXISTS"
+            ))
+            .await?,
+            totals_cas: cas(format!(
+                "UPDATE {ks}.region_totals SET totals = ?, rounds = ? WHERE region = ? IF rounds = ?"
             ))
             .await?,
             item_read: read(format!(
@@ -687,6 +794,7 @@ impl ScyllaStore {
                 supported: SCYLLA_FORMAT,
             });
         }
+        migrate_totals_rounds(&session, ks).await?;
         let st = Statements::prepare(&session, ks).await?;
         Ok(Inner { session, st })
     }
@@ -1578,14 +1686,64 @@ impl PatternStore for ScyllaStore {
         })
     }
 
-    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError> {
-        let blob = enc(totals)?;
+    /// The `rounds` column alone (not the totals blob).
+    fn region_totals_rounds(&self, region: &Region) -> Result<Option<u32>, StoreError> {
         self.run(|i| async move {
-            i.session
-                .execute_unpaged(&i.st.totals_put, (region.as_str(), blob))
-                .await
-                .map_err(be("put_region_totals"))?;
-            Ok(())
+            let mut found = None;
+            i.scan(
+                "region_totals_rounds",
+                "learned totals' rounds",
+                &i.st.totals_rounds,
+                &(region.as_str(),),
+                |r: (Option<i64>,)| {
+                    found = r.0;
+                    Ok(false)
+                },
+            )
+            .await?;
+            found
+                .map(|v| {
+                    u32::try_from(v).map_err(|_| StoreError::Corrupt {
+                        what: "learned totals' rounds",
+                        message: format!("{v} is not a round count"),
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    /// A lightweight transaction on the region's row: `IF NOT EXISTS` when
+    /// nothing was read, else `IF rounds = <read>`.
+    fn put_region_totals(
+        &self,
+        region: &Region,
+        read: Option<u32>,
+        totals: &RegionTotals,
+    ) -> Result<(), StoreError> {
+        let op = "put_region_totals";
+        let blob = enc(totals)?;
+        let rounds = i64::from(totals.rounds);
+        self.run(|i| async move {
+            let res = match read {
+                None => i
+                    .session
+                    .execute_unpaged(&i.st.totals_insert, (region.as_str(), blob, rounds))
+                    .await
+                    .map_err(be(op))?,
+                Some(r) => i
+                    .session
+                    .execute_unpaged(
+                        &i.st.totals_cas,
+                        (blob, rounds, region.as_str(), i64::from(r)),
+                    )
+                    .await
+                    .map_err(be(op))?,
+            };
+            if Inner::applied(op, res)? {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict { op })
+            }
         })
     }
 

@@ -11,10 +11,14 @@
 //! region's next round is opened when due (the live catalog read first), the
 //! device's round message goes to the [`Learning`] and its next step comes
 //! back in the answer, with a fleet page when the device is behind (not
-//! beside a catalog page: one large page per answer). Totals changed by a
-//! fold are stored before the answer leaves. A refused round message or a
-//! failed learning read never fails the sync: the device still gets its
-//! answer, without the learning part, and the failure is logged.
+//! beside a catalog page: one large page per answer). Rounds folded here are
+//! added to the store's totals before the answer leaves ([`store_totals`]:
+//! a compare-and-set, re-read and retried on a conflict with another node's
+//! fold, at most [`TOTALS_ATTEMPTS`] times a sync), and at most every
+//! `refresh_ms` the store's totals are read so that rounds other nodes
+//! folded are served here too. A refused round message or a failed learning
+//! read or write never fails the sync: the device still gets its answer,
+//! without the learning part, and the failure is logged.
 
 use std::sync::Arc;
 
@@ -33,6 +37,11 @@ pub use omega_constellation_core::learning::{Learning, LearningConfig, LearningE
 
 /// Catalog entries read per page when a round opens.
 const CATALOG_READ_PAGE: usize = 1000;
+
+/// Writes of learned totals tried per [`store_totals`] call; a write still
+/// refused by other nodes' folds after that stays due and is tried again at
+/// the next sync.
+pub const TOTALS_ATTEMPTS: usize = 4;
 
 /// Runs one sync of `device` at `now_ms` (unix milliseconds) through `core`
 /// against `store`: admit, validate, read the device, plan, read the answer's
@@ -112,20 +121,72 @@ pub fn learn<S: PatternStore + ?Sized>(
     if let Some(e) = refused {
         tracing::debug!(device = %device, error = %e, "round message refused");
     }
-    let page = match accepted.catalog {
-        Some(_) => None,
-        None => l.fleet_page(region, held.fleet),
-    };
-    let changed = l.take_changed();
+    let refresh = l.refresh_due(region, now_ms);
     drop(l);
-    for (r, totals) in changed {
-        if let Err(e) = store.put_region_totals(&r, &totals) {
-            // Kept in memory and published; stored again after the next fold.
-            tracing::error!(region = %r, error = %e, "storing the learned totals failed");
+    if refresh {
+        // The rounds first: the totals themselves only when newer.
+        let newer = store
+            .region_totals_rounds(region)
+            .map(|rounds| learning.lock().is_newer(region, rounds));
+        let read = match newer {
+            Ok(true) => store.region_totals(region).map(Some),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(Some(totals)) => learning.lock().stored_totals(region, totals),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%region, error = %e, "reading the learned totals failed"),
         }
     }
+    store_totals(learning, store);
     accepted.round = step;
-    accepted.fleet = page;
+    accepted.fleet = match accepted.catalog {
+        Some(_) => None,
+        None => learning.lock().fleet_page(region, held.fleet),
+    };
+}
+
+/// Adds the rounds `learning` folded to the store's totals
+/// ([`Learning::take_writes`]): a write refused because another node folded
+/// meanwhile is re-read and retried, at most [`TOTALS_ATTEMPTS`] times in
+/// all; a failed one stays pending (tried again at the next refresh). The
+/// learner is locked only between store calls. A failed write is checked
+/// by a read: a write that timed out but applied is taken as written (it
+/// would otherwise be added twice).
+pub fn store_totals<S: PatternStore + ?Sized>(learning: &Mutex<Learning>, store: &S) {
+    for _ in 0..TOTALS_ATTEMPTS {
+        let writes = learning.lock().take_writes();
+        if writes.is_empty() {
+            return;
+        }
+        for w in writes {
+            match store.put_region_totals(&w.region, w.read, &w.totals) {
+                Ok(()) => learning.lock().written(w),
+                Err(StoreError::Conflict { .. }) => match store.region_totals(&w.region) {
+                    Ok(current) => {
+                        tracing::debug!(region = %w.region, "another node folded first: adding to its totals");
+                        learning.lock().conflict(&w, current);
+                    }
+                    Err(e) => {
+                        tracing::error!(region = %w.region, error = %e, "reading the learned totals failed");
+                        learning.lock().unwritten(&w);
+                    }
+                },
+                Err(e) => {
+                    // A write whose outcome is unknown (a timeout) may have
+                    // applied: then the store holds exactly its totals.
+                    if store.region_totals(&w.region).ok().flatten().as_ref() == Some(&w.totals) {
+                        learning.lock().written(w);
+                        continue;
+                    }
+                    // Kept pending; written again at the next refresh.
+                    tracing::error!(region = %w.region, error = %e, "storing the learned totals failed");
+                    learning.lock().unwritten(&w);
+                }
+            }
+        }
+    }
 }
 
 /// The live catalog's version and titles (all pages); `None` when the

@@ -325,3 +325,78 @@ fn two_nodes_cannot_publish_the_same_global_version() {
     assert_eq!(g.version, 1);
     assert_eq!(g.patterns.len(), 1, "one publication's patterns, not a mix");
 }
+
+/// Two nodes adding rounds to one region's learned totals at once, each
+/// read, add, compare-and-set and, when refused, again (as the sync shell
+/// does): every round of both is in the store at the end, none overwritten.
+#[test]
+fn two_nodes_adding_learned_rounds_at_once_lose_none() {
+    use omega_constellation_core::aggregate::RegionTotals;
+    let Some(addr) = target() else { return };
+    let (a, b) = two_nodes(&addr);
+    let r = region(1);
+    const ROUNDS: u32 = 6;
+    let add = |s: &ScyllaStore, title: u64| {
+        let mut conflicts = 0;
+        for _ in 0..ROUNDS {
+            loop {
+                let read = s.region_totals(&r).unwrap();
+                let mut t = read.clone().unwrap_or_default();
+                *t.titles.entry(suite::content(title)).or_default() += 1.0;
+                t.rounds += 1;
+                t.contributors += 5;
+                match s.put_region_totals(&r, read.map(|t| t.rounds), &t) {
+                    Ok(()) => break,
+                    Err(StoreError::Conflict { .. }) => conflicts += 1,
+                    Err(e) => panic!("write failed: {e}"),
+                }
+            }
+        }
+        conflicts
+    };
+    let conflicts: u32 = std::thread::scope(|s| {
+        let ha = s.spawn(|| add(&a, 1));
+        let hb = s.spawn(|| add(&b, 2));
+        ha.join().unwrap() + hb.join().unwrap()
+    });
+    let t: RegionTotals = a.region_totals(&r).unwrap().expect("stored");
+    assert_eq!(
+        (t.rounds, t.contributors),
+        (2 * ROUNDS, 10 * u64::from(ROUNDS))
+    );
+    assert_eq!(t.titles[&suite::content(1)], f64::from(ROUNDS));
+    assert_eq!(t.titles[&suite::content(2)], f64::from(ROUNDS));
+    println!("{conflicts} conflicting writes retried");
+}
+
+/// A keyspace made before the totals' `rounds` column: opening it adds the
+/// column and fills it from each row's totals, so the compare-and-set works
+/// on totals written before.
+#[test]
+fn opening_a_keyspace_without_the_rounds_column_migrates_it() {
+    use omega_constellation_core::aggregate::RegionTotals;
+    let Some(addr) = target() else { return };
+    let opts = fresh_options(&addr);
+    let s = ScyllaStore::open(&opts).unwrap().dropping_keyspace();
+    let ks = s.keyspace().to_owned();
+    let mut t = RegionTotals::default();
+    t.titles.insert(suite::content(1), 4.0);
+    t.rounds = 3;
+    s.put_region_totals(&region(1), None, &t).unwrap();
+    // As an older build left it: no column, the row written without it.
+    s.execute_raw(&format!("ALTER TABLE {ks}.region_totals DROP rounds"))
+        .unwrap();
+    let again = ScyllaStore::open(&opts).unwrap();
+    assert_eq!(again.region_totals(&region(1)).unwrap(), Some(t.clone()));
+    let mut next = t.clone();
+    next.rounds = 4;
+    let stale = again.put_region_totals(&region(1), Some(2), &next);
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "{stale:?}"
+    );
+    again
+        .put_region_totals(&region(1), Some(3), &next)
+        .expect("the migrated row's rounds are the condition");
+    assert_eq!(s.region_totals(&region(1)).unwrap(), Some(next));
+}

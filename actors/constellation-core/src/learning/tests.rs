@@ -7,6 +7,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::*;
+use crate::store::{MemoryStore, PatternStore, StoreError};
 
 const MIN: u64 = 60_000;
 
@@ -104,6 +105,16 @@ fn run_round(
     panic!("the round did not finish");
 }
 
+/// Stores `writes` in `store` (each must be taken) and hands them back.
+fn write_all(l: &mut Learning, store: &MemoryStore, writes: Vec<TotalsWrite>) {
+    for w in writes {
+        store
+            .put_region_totals(&w.region, w.read, &w.totals)
+            .expect("stored");
+        l.written(w);
+    }
+}
+
 fn tvs(n: usize) -> Vec<Tv> {
     (0..n)
         .map(|k| Tv {
@@ -138,9 +149,16 @@ fn a_round_opens_folds_publishes_and_the_next_pairs_the_most_watched_titles() {
         vec![u32::from(k == 0), u32::from(k < 4), 1, 0]
     });
     assert!(fleet.iter().all(|t| t.outcome == Some(true)));
-    let changed = l.take_changed();
-    assert_eq!(changed.len(), 1);
-    assert!(l.take_changed().is_empty(), "taken once");
+    assert_eq!(
+        l.publication(&region()).map(|p| p.version),
+        Some(0),
+        "published once the store holds it"
+    );
+    let store = MemoryStore::new();
+    let writes = l.take_writes();
+    assert_eq!(writes.len(), 1);
+    assert!(l.take_writes().is_empty(), "taken once");
+    write_all(&mut l, &store, writes);
     let p = l.publication(&region()).expect("region");
     assert_eq!(p.version, 1);
     let order: Vec<(&str, f32)> = p.titles.iter().map(|t| (t.id.as_str(), t.total)).collect();
@@ -206,6 +224,8 @@ fn a_round_opens_folds_publishes_and_the_next_pairs_the_most_watched_titles() {
         v[layout.pair_entry(0, 1).expect("pair")] = 1;
         v
     });
+    let writes = l.take_writes();
+    write_all(&mut l, &store, writes);
     let p = l.publication(&region()).expect("region");
     assert_eq!(p.version, 2);
     let c = p.titles.iter().find(|t| t.id.as_str() == "c").expect("c");
@@ -223,7 +243,13 @@ fn a_round_opens_folds_publishes_and_the_next_pairs_the_most_watched_titles() {
     assert_eq!((page.version, page.offset), (2, 0));
 
     // A restart from the stored totals publishes the same version.
-    let stored = l.take_changed();
+    let stored = vec![(
+        region(),
+        store
+            .region_totals(&region())
+            .expect("read")
+            .expect("stored"),
+    )];
     let again =
         Learning::new(config(), &[region()], stored, Arc::new(pki().clone())).expect("config");
     assert_eq!(again.publication(&region()), l.publication(&region()));
@@ -360,7 +386,7 @@ fn k_minus_one_sybils_and_one_victim_never_get_a_sum_folded_or_published() {
     );
     assert!(stats.rounds.failed >= 10, "{stats:?}");
     assert_eq!(l.fleet_page(&region(), FleetCursor::default()), None);
-    assert!(l.take_changed().is_empty());
+    assert!(l.take_writes().is_empty());
 }
 
 #[test]
@@ -379,4 +405,119 @@ fn only_a_device_holding_the_rounds_catalog_version_is_invited() {
     let (next, err) = l.on_sync(&region(), &d, 7, None, 0);
     assert_eq!(err, None);
     assert!(matches!(next, Some(NodeToTv::Invite { .. })), "{next:?}");
+}
+
+/// Two nodes on one store each fold a round from the same (empty) totals:
+/// the second write is refused, re-read and added to the first one's, so
+/// the store holds both rounds; the node that folded first serves the
+/// newer totals after a refresh, under the same version.
+#[test]
+fn nodes_sharing_a_store_add_their_rounds_and_serve_the_newest_totals() {
+    let store = MemoryStore::new();
+    let mut rng = StdRng::seed_from_u64(5);
+    let new = || {
+        Learning::new(config(), &[region()], Vec::new(), Arc::new(pki().clone())).expect("config")
+    };
+    let (mut a, mut b) = (new(), new());
+    let mut now = 0;
+    a.open(&region(), 7, &catalog(), now, &mut rng)
+        .expect("opens");
+    // Slots a b c d: node A's TVs watched c, two of them d.
+    run_round(&mut a, &mut tvs(6), &mut now, &mut rng, &|k, _| {
+        vec![0, 0, 1, u32::from(k < 2)]
+    });
+    b.open(&region(), 7, &catalog(), now, &mut rng)
+        .expect("opens");
+    // Node B's TVs watched a.
+    run_round(&mut b, &mut tvs(6), &mut now, &mut rng, &|_, _| {
+        vec![1, 0, 0, 0]
+    });
+    let wa = a.take_writes();
+    let mut wb = b.take_writes();
+    assert_eq!((wa.len(), wb.len()), (1, 1));
+    assert_eq!((wa[0].read, wb[0].read), (None, None), "both read nothing");
+    write_all(&mut a, &store, wa);
+    let wb = wb.pop().expect("write");
+    let refused = store.put_region_totals(&wb.region, wb.read, &wb.totals);
+    assert!(
+        matches!(refused, Err(StoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store
+            .region_totals(&region())
+            .expect("read")
+            .map(|t| t.rounds),
+        Some(1),
+        "A's round is not overwritten"
+    );
+    b.conflict(&wb, store.region_totals(&region()).expect("read"));
+    assert_eq!(
+        b.publication(&region()),
+        a.publication(&region()),
+        "B serves what the store holds meanwhile"
+    );
+    let retry = b.take_writes();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].read, Some(1), "added to A's totals");
+    write_all(&mut b, &store, retry);
+    let t = store
+        .region_totals(&region())
+        .expect("read")
+        .expect("stored");
+    assert_eq!((t.rounds, t.contributors), (2, 12));
+    let titles: Vec<(&str, f64)> = t.titles.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(
+        titles,
+        vec![("a", 6.0), ("b", 0.0), ("c", 6.0), ("d", 2.0)],
+        "both rounds' contributions"
+    );
+    assert_eq!(b.publication(&region()).map(|p| p.version), Some(2));
+    assert!(!b.is_newer(&region(), Some(2)), "B wrote them");
+
+    // A serves B's round after its next refresh, under the same version.
+    assert_eq!(a.publication(&region()).map(|p| p.version), Some(1));
+    assert!(a.refresh_due(&region(), now));
+    let rounds = store.region_totals_rounds(&region()).expect("read");
+    assert!(a.is_newer(&region(), rounds), "2 rounds stored, 1 here");
+    assert!(!a.is_newer(&region(), Some(1)) && !a.is_newer(&region(), None));
+    a.stored_totals(&region(), store.region_totals(&region()).expect("read"));
+    assert_eq!(a.publication(&region()), b.publication(&region()));
+    assert_eq!(
+        a.fleet_page(&region(), FleetCursor::default()),
+        b.fleet_page(&region(), FleetCursor::default())
+    );
+    assert!(
+        !a.refresh_due(&region(), now + 4_999),
+        "at most every refresh_ms"
+    );
+    // An older read (a slow refresh) never takes A back.
+    let mut old = t.clone();
+    old.rounds = 1;
+    a.stored_totals(&region(), Some(old));
+    assert_eq!(a.publication(&region()).map(|p| p.version), Some(2));
+
+    // A write that fails (not a conflict) stays pending until the next
+    // refresh, then carries the same round.
+    now += 60 * MIN;
+    a.open(&region(), 7, &catalog(), now, &mut rng)
+        .expect("opens");
+    run_round(&mut a, &mut tvs(6), &mut now, &mut rng, &|_, layout| {
+        let mut v = vec![0; layout.dimension()];
+        v[1] = 1;
+        v
+    });
+    let failed = a.take_writes();
+    assert_eq!(failed.len(), 1);
+    a.unwritten(&failed[0]);
+    assert!(a.take_writes().is_empty(), "not before the next refresh");
+    assert!(a.refresh_due(&region(), now + 5_000));
+    let again = a.take_writes();
+    assert_eq!(again, failed, "the same round, on the same read");
+    write_all(&mut a, &store, again);
+    let t = store
+        .region_totals(&region())
+        .expect("read")
+        .expect("stored");
+    assert_eq!((t.rounds, t.titles[&id("b")]), (3, 6.0));
 }

@@ -84,9 +84,17 @@ impl<S: PatternStore> PatternStore for FailingStore<S> {
     fn region_totals(&self, region: &Region) -> Result<Option<RegionTotals>, StoreError> {
         self.inner.region_totals(region)
     }
-    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError> {
+    fn region_totals_rounds(&self, region: &Region) -> Result<Option<u32>, StoreError> {
+        self.inner.region_totals_rounds(region)
+    }
+    fn put_region_totals(
+        &self,
+        region: &Region,
+        read: Option<u32>,
+        totals: &RegionTotals,
+    ) -> Result<(), StoreError> {
         self.write()?;
-        self.inner.put_region_totals(region, totals)
+        self.inner.put_region_totals(region, read, totals)
     }
     fn regions(&self) -> Result<Vec<Region>, StoreError> {
         self.inner.regions()

@@ -116,8 +116,19 @@ impl PatternStore for MemoryStore {
         Ok(self.lock().totals.get(region).cloned())
     }
 
-    fn put_region_totals(&self, region: &Region, totals: &RegionTotals) -> Result<(), StoreError> {
-        self.lock().totals.insert(region.clone(), totals.clone());
+    fn put_region_totals(
+        &self,
+        region: &Region,
+        read: Option<u32>,
+        totals: &RegionTotals,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.totals.get(region).map(|t| t.rounds) != read {
+            return Err(StoreError::Conflict {
+                op: "put_region_totals",
+            });
+        }
+        inner.totals.insert(region.clone(), totals.clone());
         Ok(())
     }
 

@@ -572,7 +572,7 @@ pub fn region_totals_round_trip<S: PatternStore>(s: &S) {
     t.variance = 54.0;
     t.rounds = 2;
     t.contributors = 60;
-    s.put_region_totals(&region(1), &t).expect("write");
+    s.put_region_totals(&region(1), None, &t).expect("write");
     assert_eq!(s.region_totals(&region(1)).expect("read"), Some(t.clone()));
     assert_eq!(
         s.region_totals(&region(2)).expect("read"),
@@ -580,8 +580,53 @@ pub fn region_totals_round_trip<S: PatternStore>(s: &S) {
         "per region"
     );
     t.rounds = 3;
-    s.put_region_totals(&region(1), &t).expect("write");
+    s.put_region_totals(&region(1), Some(2), &t).expect("write");
     assert_eq!(s.region_totals(&region(1)).expect("read"), Some(t));
+}
+
+/// Writes of learned totals are compare-and-set on the rounds read: a
+/// writer that read older totals (another node folded meanwhile) or none
+/// when some are stored is refused with [`StoreError::Conflict`] and
+/// changes nothing, so no node's folded round is overwritten.
+pub fn region_totals_are_compare_and_set<S: PatternStore>(s: &S) {
+    let conflict = |r: Result<(), StoreError>| {
+        assert!(
+            matches!(r, Err(StoreError::Conflict { .. })),
+            "a stale write is refused: {r:?}"
+        )
+    };
+    let mut a = RegionTotals::default();
+    a.titles.insert(content(1), 5.0);
+    a.rounds = 1;
+    a.contributors = 5;
+    conflict(s.put_region_totals(&region(1), Some(0), &a));
+    assert_eq!(s.region_totals(&region(1)).expect("read"), None);
+    s.put_region_totals(&region(1), None, &a)
+        .expect("first write");
+    // Another node also read nothing and folded its own round.
+    let mut b = RegionTotals::default();
+    b.titles.insert(content(2), 6.0);
+    b.rounds = 1;
+    b.contributors = 6;
+    conflict(s.put_region_totals(&region(1), None, &b));
+    conflict(s.put_region_totals(&region(1), Some(0), &b));
+    conflict(s.put_region_totals(&region(1), Some(2), &b));
+    assert_eq!(s.region_totals(&region(1)).expect("read"), Some(a.clone()));
+    // It re-reads and adds its round to what it read.
+    let mut both = a.clone();
+    both.titles.insert(content(2), 6.0);
+    both.rounds = 2;
+    both.contributors = 11;
+    assert_eq!(s.region_totals_rounds(&region(1)).expect("read"), Some(1));
+    s.put_region_totals(&region(1), Some(1), &both)
+        .expect("write on what was read");
+    assert_eq!(s.region_totals(&region(1)).expect("read"), Some(both));
+    assert_eq!(s.region_totals_rounds(&region(1)).expect("read"), Some(2));
+    assert_eq!(s.region_totals_rounds(&region(2)).expect("read"), None);
+    // Per region: another region's rounds are not this one's.
+    conflict(s.put_region_totals(&region(2), Some(2), &a));
+    s.put_region_totals(&region(2), None, &a)
+        .expect("other region");
 }
 
 /// Everything acknowledged before the store is dropped is there after it is
@@ -604,7 +649,7 @@ pub fn reopen_keeps_acknowledged_state<S: PatternStore>(mut open: impl FnMut() -
         let mut t = RegionTotals::default();
         t.titles.insert(content(2), 7.0);
         t.rounds = 1;
-        s.put_region_totals(&region(1), &t).expect("write");
+        s.put_region_totals(&region(1), None, &t).expect("write");
     }
     let s = open();
     let t = s.region_totals(&region(1)).expect("read").expect("kept");
@@ -834,6 +879,7 @@ pub fn run_all<S: PatternStore>(mut make_store: impl FnMut() -> S) {
     global_tombstones_are_bounded(&make_store());
     catalog_versions_and_pages(&make_store());
     region_totals_round_trip(&make_store());
+    region_totals_are_compare_and_set(&make_store());
     let fixed = [
         Op::Sync {
             device: 0,

@@ -17,9 +17,13 @@
 //! publication is conditional on the region's version. A holder that stops
 //! releases the lease.
 //!
-//! After a run the actor also counts the devices and patterns held (one
-//! streaming pass over each region, memory independent of its size) and the
-//! regions' global versions, for the node's gauges and stats.
+//! A run's reports carry the devices and patterns held and the regions'
+//! global versions, for the node's gauges and stats. A standby node (a
+//! timer tick while another node holds the lease) reads the same from the
+//! shared store instead ([`count_held`]: one paged pass over each region,
+//! memory independent of its size, once per interval), so every node's
+//! gauges show the cluster's state. A failed heartbeat or lease attempt is
+//! counted ([`names::CLUSTER_ATTEMPTS_FAILED`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +35,7 @@ use omega_protocol::Region;
 
 use crate::cluster::{ClusterStore, Lease, LeaseTiming, FEDERATION_LEASE};
 use crate::federation::{run, FederationConfig, FederationError};
-use crate::store::PatternStore;
+use crate::store::{PatternCursor, PatternStore, StoreError, MAX_SCAN_PAGE};
 
 use super::names;
 
@@ -161,17 +165,67 @@ fn run_once(
     })
 }
 
+/// What the store holds, for the gauges: devices and patterns in all
+/// regions, and each region's global version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeldCounts {
+    /// Devices with patterns, all regions.
+    pub devices: u64,
+    /// Device patterns, all regions.
+    pub patterns: u64,
+    /// Per region, its global version.
+    pub versions: Vec<(Region, u64)>,
+}
+
+/// Counts what `store` holds (a standby node's gauges): one paged pass over
+/// each region's patterns (rows come in device order, so devices are
+/// counted as the device changes) and each region's global version.
+pub fn count_held(store: &dyn PatternStore) -> Result<HeldCounts, StoreError> {
+    let mut out = HeldCounts::default();
+    for region in store.regions()? {
+        let mut after: Option<PatternCursor> = None;
+        let mut last_device = None;
+        loop {
+            let page = store.region_patterns(&region, after.as_ref(), MAX_SCAN_PAGE)?;
+            for row in &page.rows {
+                out.patterns += 1;
+                if last_device.as_ref() != Some(&row.device) {
+                    out.devices += 1;
+                    last_device = Some(row.device.clone());
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let version = store.region_globals(&region)?.version;
+        out.versions.push((region, version));
+    }
+    Ok(out)
+}
+
+fn set_gauges(devices: u64, patterns: u64, versions: impl Iterator<Item = (Region, u64)>) {
+    metrics::gauge!(names::DEVICES).set(devices as f64);
+    metrics::gauge!(names::PATTERNS).set(patterns as f64);
+    for (region, version) in versions {
+        metrics::gauge!(names::GLOBAL_VERSION, "region" => region.as_str().to_owned())
+            .set(version as f64);
+    }
+}
+
 fn record(result: &Result<FederationSummary, FederationError>) {
     match result {
         Ok(s) => {
             metrics::counter!(names::FEDERATION_RUNS, "result" => "ok").increment(1);
             metrics::histogram!(names::FEDERATION_DURATION).record(s.duration_secs);
-            metrics::gauge!(names::DEVICES).set(s.devices as f64);
-            metrics::gauge!(names::PATTERNS).set(s.patterns as f64);
-            for r in &s.regions {
-                metrics::gauge!(names::GLOBAL_VERSION, "region" => r.region.as_str().to_owned())
-                    .set(r.global_version as f64);
-            }
+            set_gauges(
+                s.devices,
+                s.patterns,
+                s.regions
+                    .iter()
+                    .map(|r| (r.region.clone(), r.global_version)),
+            );
             let published = s
                 .regions
                 .iter()
@@ -247,7 +301,10 @@ impl FederationActor {
                 }
                 state.lease = Some(lease);
             }
-            Err(e) => tracing::warn!(error = %e, "cluster heartbeat or lease attempt failed"),
+            Err(e) => {
+                metrics::counter!(names::CLUSTER_ATTEMPTS_FAILED).increment(1);
+                tracing::warn!(error = %e, "cluster heartbeat or lease attempt failed");
+            }
         }
         Ok(())
     }
@@ -319,6 +376,13 @@ impl Actor for FederationActor {
                 } else {
                     metrics::counter!(names::FEDERATION_RUNS, "result" => "standby").increment(1);
                     tracing::debug!(lease = ?state.lease, "federation: another node holds the lease");
+                    let store = Arc::clone(&state.args.store);
+                    match tokio::task::spawn_blocking(move || count_held(store.as_ref())).await? {
+                        Ok(c) => set_gauges(c.devices, c.patterns, c.versions.into_iter()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "counting the store for the gauges failed")
+                        }
+                    }
                 }
                 myself.send_after(state.args.interval, || FederationMsg::Tick);
             }
@@ -401,6 +465,36 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A standby node's gauges: devices and patterns over every region (the
+    /// scan pages), and each region's global version.
+    #[test]
+    fn count_held_counts_devices_patterns_and_versions_per_region() {
+        use crate::store::suite::{device, global, pattern, region, state};
+        use crate::store::DeviceSync;
+        let store = MemoryStore::new();
+        for (d, r, n) in [(1, 1, 3), (2, 1, 2), (3, 2, 1)] {
+            let ps: Vec<_> = (1..=n).map(|i| pattern(i, i, 1, 0)).collect();
+            let st = state(1, r, 0);
+            store
+                .apply_device_sync(
+                    &device(d),
+                    DeviceSync {
+                        state: &st,
+                        reset: false,
+                        upserts: &ps,
+                        removals: &[],
+                    },
+                )
+                .expect("sync");
+        }
+        store
+            .publish_globals(&region(1), 4, &[global(1, 1)], &[])
+            .expect("publish");
+        let c = count_held(&store).expect("count");
+        assert_eq!((c.devices, c.patterns), (3, 6));
+        assert_eq!(c.versions, vec![(region(1), 4), (region(2), 0)]);
     }
 
     /// Two nodes on one store: one holds the lease and runs on its timer, the

@@ -67,12 +67,16 @@ pub mod names {
     /// Counter: federation runs, label `result` = `ok` | `error` |
     /// `standby` (a timer run skipped: another node holds the lease).
     pub const FEDERATION_RUNS: &str = "omega_federation_runs_total";
-    /// Gauge: devices holding patterns (as of the last federation run).
+    /// Gauge: devices holding patterns (as of the last federation run, or
+    /// on a standby node the last count of the shared store).
     pub const DEVICES: &str = "omega_devices";
-    /// Gauge: device patterns held (as of the last federation run).
+    /// Gauge: device patterns held (as [`DEVICES`]).
     pub const PATTERNS: &str = "omega_patterns";
-    /// Gauge: a region's global version, label `region`.
+    /// Gauge: a region's global version, label `region` (as [`DEVICES`]).
     pub const GLOBAL_VERSION: &str = "omega_global_version";
+    /// Counter: cluster heartbeats or federation lease attempts that failed
+    /// (the store did not answer or refused).
+    pub const CLUSTER_ATTEMPTS_FAILED: &str = "omega_cluster_attempts_failed_total";
     /// Gauge: live catalog items.
     pub const CATALOG_ITEMS: &str = "omega_catalog_items";
     /// Counter: catalog items embedded.
