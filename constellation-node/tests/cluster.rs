@@ -291,7 +291,7 @@ async fn device(
 }
 
 async fn cluster_status(admin: SocketAddr) -> Option<serde_json::Value> {
-    let (status, body) = try_http(admin, "GET", "/api/v1/cluster", None, b"").await?;
+    let (status, body) = try_http(admin, "GET", "/api/v1/cluster", Some(TOKEN), b"").await?;
     (status == 200).then(|| serde_json::from_str(&body).unwrap())
 }
 
