@@ -68,12 +68,7 @@ async fn a_third_connection_of_one_device_is_closed_after_its_handshake() {
     })
     .await
     .expect("the third connection ends in time");
-    match reason {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(c.error_code, CLOSE_DEVICE_LIMIT.into(), "{c:?}")
-        }
-        other => panic!("closed for another reason: {other}"),
-    }
+    assert_closed_with(reason, CLOSE_DEVICE_LIMIT);
     let admin = node.admin_addr();
     let series = r#"omega_connections_refused_total{reason="device_limit"}"#;
     assert!(metric(admin, series).await >= 1.0);
