@@ -63,9 +63,9 @@ pub struct ListenerContext {
     pub limits: ConnectionLimits,
     /// Handshakes in progress (`limits.max_pending_handshakes` permits).
     pub pending: Arc<Semaphore>,
-    /// Connections per device; entries are removed at 0, so there are at
-    /// most `max_connections` of them.
-    pub per_device: Mutex<HashMap<DeviceId, usize>>,
+    /// Connections per device (taken while a connection slot is held, so
+    /// at most `max_connections` devices).
+    pub per_device: DeviceCounts,
     /// Time a device has to send its request frame.
     pub request_timeout: Duration,
     /// The open connections by `stable_id` (at most `max_connections`):
@@ -84,19 +84,59 @@ pub struct ConnectionLimits {
     pub retry_above_pending: usize,
 }
 
+/// Connections per device, at most `limit` each. Only devices with a
+/// connection have an entry (removed when the count drops to 0), so the map
+/// holds no more entries than there are connections counted.
+#[derive(Debug)]
+pub struct DeviceCounts {
+    limit: usize,
+    map: Mutex<HashMap<DeviceId, usize>>,
+}
+
+impl DeviceCounts {
+    /// Counts of at most `limit` connections per device.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            map: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, usize>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a connection of `device` until the returned slot is dropped,
+    /// or `None` when the device already holds `limit`.
+    pub fn take(&self, device: &DeviceId) -> Option<DeviceSlot<'_>> {
+        let mut map = self.lock();
+        let n = map.get(device).copied().unwrap_or(0);
+        if n >= self.limit {
+            return None;
+        }
+        map.insert(device.clone(), n + 1);
+        Some(DeviceSlot {
+            counts: self,
+            device: device.clone(),
+        })
+    }
+
+    /// Devices with at least one connection counted.
+    pub fn devices(&self) -> usize {
+        self.lock().len()
+    }
+}
+
 /// A device's share of its connection count, given back on drop.
-struct DeviceSlot<'a> {
-    ctx: &'a ListenerContext,
+#[derive(Debug)]
+pub struct DeviceSlot<'a> {
+    counts: &'a DeviceCounts,
     device: DeviceId,
 }
 
 impl Drop for DeviceSlot<'_> {
     fn drop(&mut self) {
-        let mut map = self
-            .ctx
-            .per_device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut map = self.counts.lock();
         if let Some(n) = map.get_mut(&self.device) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -119,7 +159,7 @@ impl ListenerContext {
             connections,
             limits,
             pending: Arc::new(Semaphore::new(limits.max_pending_handshakes)),
-            per_device: Mutex::default(),
+            per_device: DeviceCounts::new(limits.per_device),
             request_timeout,
             open: Mutex::default(),
         }
@@ -130,21 +170,6 @@ impl ListenerContext {
         self.limits
             .max_pending_handshakes
             .saturating_sub(self.pending.available_permits())
-    }
-
-    /// Counts a connection of `device`, or `None` when it already holds
-    /// `limits.per_device`.
-    fn device_slot(&self, device: &DeviceId) -> Option<DeviceSlot<'_>> {
-        let mut map = self.per_device.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(device.clone()).or_insert(0);
-        if *n >= self.limits.per_device {
-            return None;
-        }
-        *n += 1;
-        Some(DeviceSlot {
-            ctx: self,
-            device: device.clone(),
-        })
     }
 
     /// The open connections now.
@@ -290,7 +315,7 @@ async fn serve_connection(
     };
     // Counted while the slot is held: the map has at most
     // `max_connections` entries.
-    let Some(_device_slot) = ctx.device_slot(&device) else {
+    let Some(_device_slot) = ctx.per_device.take(&device) else {
         metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "device_limit").increment(1);
         tracing::debug!(device = %device, "too many connections for one device");
         conn.close(
@@ -403,4 +428,26 @@ async fn serve_stream(
         tracing::debug!(device = %device, error = %e, "response not delivered");
     }
     metrics::histogram!(telemetry::SYNC_DURATION).record(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn device_counts_stop_at_the_limit_and_forget_devices_at_zero() {
+        let counts = DeviceCounts::new(2);
+        let tv = DeviceId::new("tv-00001").unwrap();
+        let other = DeviceId::new("tv-00002").unwrap();
+        let a = counts.take(&tv).unwrap();
+        let b = counts.take(&tv).unwrap();
+        assert!(counts.take(&tv).is_none());
+        let c = counts.take(&other).unwrap();
+        assert_eq!(counts.devices(), 2);
+        drop(a);
+        let again = counts.take(&tv).unwrap();
+        drop((b, again, c));
+        assert_eq!(counts.devices(), 0, "no entry is kept at a count of 0");
+    }
 }
