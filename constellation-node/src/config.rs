@@ -8,6 +8,9 @@
 //! node_name = "node-1"             # certificate nodes/<node_name>.crt|.key
 //! shards = 4                       # shard actors
 //! max_connections = 16384          # concurrent QUIC connections
+//! max_connections_per_device = 2   # per device certificate; past it closed after the handshake
+//! max_pending_handshakes = 1024    # handshakes in progress; past it refused at once
+//! retry_above_pending = 256        # QUIC Retry (address validation) past this many (0: always)
 //! in_flight = 1024                 # syncs processed at once, RetryAfter past it
 //! busy_retry_secs = 5              # RetryAfter given past in_flight
 //! rate_limit_interval_secs = 60    # one sync per device per interval (0: off)
@@ -116,6 +119,19 @@ pub struct Config {
     /// Concurrent QUIC connections; past it new connections are refused at
     /// once (the device retries with backoff). Default 16,384.
     pub max_connections: usize,
+    /// Connections one device certificate may hold at once (at least 1); a
+    /// connection past it is closed right after its handshake with
+    /// `listener::CLOSE_DEVICE_LIMIT`. Default 2.
+    pub max_connections_per_device: usize,
+    /// Handshakes in progress at once (at least 1); past it a new attempt is
+    /// refused at once. They hold no connection slot: a slot is taken when
+    /// the handshake has completed. Default 1,024.
+    pub max_pending_handshakes: usize,
+    /// With at least this many handshakes in progress, an attempt from an
+    /// address not yet validated is answered with a QUIC Retry first (the
+    /// client proves it receives at its source address; clients follow it
+    /// transparently, at the cost of one round trip). 0: always. Default 256.
+    pub retry_above_pending: usize,
     /// Syncs processed at once; past it a sync is answered `RetryAfter`.
     /// Default 1,024.
     pub in_flight: usize,
@@ -326,6 +342,9 @@ impl Default for Config {
             node_name: "node-1".into(),
             shards: node.shards,
             max_connections: 16_384,
+            max_connections_per_device: 2,
+            max_pending_handshakes: 1024,
+            retry_above_pending: 256,
             in_flight: node.in_flight,
             busy_retry_secs: node.busy_retry_secs,
             rate_limit_interval_secs: sync.min_sync_interval_secs,
@@ -434,10 +453,17 @@ impl Config {
         if self.store.kind == StoreKind::Scylla {
             self.lease_timing()?;
         }
-        if self.max_connections == 0 {
-            return Err(ConfigError::Invalid(
-                "max_connections must be at least 1".into(),
-            ));
+        for (name, value) in [
+            ("max_connections", self.max_connections),
+            (
+                "max_connections_per_device",
+                self.max_connections_per_device,
+            ),
+            ("max_pending_handshakes", self.max_pending_handshakes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
         }
         let allowed_regions = self
             .regions

@@ -1,10 +1,22 @@
 //! The QUIC listener: mutual TLS against the device CA, one sync per
 //! bidirectional stream, answers from the shard actors.
 //!
-//! * Connections: at most `max_connections` at once (a semaphore); past it a
-//!   new connection is refused at once (`Incoming::refuse`, the device backs
-//!   off) instead of being queued. The device id is read from the verified
-//!   certificate, never from the payload.
+//! * Handshakes: at most `max_pending_handshakes` in progress; past it an
+//!   attempt is refused at once. With `retry_above_pending` or more in
+//!   progress, an attempt from an unvalidated address is answered with a
+//!   QUIC Retry first, so a spoofed-source flood cannot start handshakes.
+//! * Connections: at most `max_connections` at once (a semaphore). The slot
+//!   is taken when the handshake has completed, so incomplete handshakes
+//!   hold none; when none is free an attempt is refused before its
+//!   handshake (`Incoming::refuse`, the device backs off), and one that
+//!   completes when all are taken is closed with [`CLOSE_CONNECTION_LIMIT`].
+//!   The device id is read from the verified certificate, never from the
+//!   payload.
+//! * Per device: at most `max_connections_per_device` connections per
+//!   device id; one past it is closed after its handshake with
+//!   [`CLOSE_DEVICE_LIMIT`]. The count map only holds devices with a
+//!   connection (an entry is removed when its count drops to 0), so it has
+//!   at most `max_connections` entries.
 //! * Streams: quinn caps concurrent streams per connection (8, see
 //!   `omega_transport::quic`), so the tasks spawned per stream are bounded.
 //!   A device has `request_timeout` to send its request frame.
@@ -26,7 +38,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use omega_constellation::actors::{now_ms, Node};
@@ -45,8 +57,15 @@ use crate::telemetry;
 pub struct ListenerContext {
     /// The actor tree.
     pub node: Arc<Node>,
-    /// Connection slots.
+    /// Connection slots, taken after the handshake.
     pub connections: Arc<Semaphore>,
+    /// Limits on handshakes and per-device connections.
+    pub limits: ConnectionLimits,
+    /// Handshakes in progress (`limits.max_pending_handshakes` permits).
+    pub pending: Arc<Semaphore>,
+    /// Connections per device (taken while a connection slot is held, so
+    /// at most `max_connections` devices).
+    pub per_device: DeviceCounts,
     /// Time a device has to send its request frame.
     pub request_timeout: Duration,
     /// The open connections by `stable_id` (at most `max_connections`):
@@ -54,7 +73,105 @@ pub struct ListenerContext {
     pub open: Mutex<HashMap<usize, quinn::Connection>>,
 }
 
+/// Limits of the connection layer (see the module docs and `Config`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections one device may hold at once.
+    pub per_device: usize,
+    /// Handshakes in progress at once.
+    pub max_pending_handshakes: usize,
+    /// Handshakes in progress from which unvalidated addresses get a Retry.
+    pub retry_above_pending: usize,
+}
+
+/// Connections per device, at most `limit` each. Only devices with a
+/// connection have an entry (removed when the count drops to 0), so the map
+/// holds no more entries than there are connections counted.
+#[derive(Debug)]
+pub struct DeviceCounts {
+    limit: usize,
+    map: Mutex<HashMap<DeviceId, usize>>,
+}
+
+impl DeviceCounts {
+    /// Counts of at most `limit` connections per device.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            map: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, usize>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a connection of `device` until the returned slot is dropped,
+    /// or `None` when the device already holds `limit`.
+    pub fn take(&self, device: &DeviceId) -> Option<DeviceSlot<'_>> {
+        let mut map = self.lock();
+        let n = map.get(device).copied().unwrap_or(0);
+        if n >= self.limit {
+            return None;
+        }
+        map.insert(device.clone(), n + 1);
+        Some(DeviceSlot {
+            counts: self,
+            device: device.clone(),
+        })
+    }
+
+    /// Devices with at least one connection counted.
+    pub fn devices(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// A device's share of its connection count, given back on drop.
+#[derive(Debug)]
+pub struct DeviceSlot<'a> {
+    counts: &'a DeviceCounts,
+    device: DeviceId,
+}
+
+impl Drop for DeviceSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock();
+        if let Some(n) = map.get_mut(&self.device) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.device);
+            }
+        }
+    }
+}
+
 impl ListenerContext {
+    /// The context for `node` with `max_connections` slots.
+    pub fn new(
+        node: Arc<Node>,
+        connections: Arc<Semaphore>,
+        request_timeout: Duration,
+        limits: ConnectionLimits,
+    ) -> Self {
+        Self {
+            node,
+            connections,
+            limits,
+            pending: Arc::new(Semaphore::new(limits.max_pending_handshakes)),
+            per_device: DeviceCounts::new(limits.per_device),
+            request_timeout,
+            open: Mutex::default(),
+        }
+    }
+
+    /// Handshakes in progress now.
+    pub fn pending_handshakes(&self) -> usize {
+        self.limits
+            .max_pending_handshakes
+            .saturating_sub(self.pending.available_permits())
+    }
+
     /// The open connections now.
     pub fn open_connections(&self) -> Vec<quinn::Connection> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -76,6 +193,11 @@ pub const CLOSE_SHUTDOWN: u32 = 0;
 /// Close code of a connection whose certificate names no valid device id.
 pub const CLOSE_BAD_IDENTITY: u32 = 1;
 // 2 is `crate::revocation::CLOSE_REVOKED`.
+/// Close code of a connection that completed its handshake when every
+/// connection slot was taken.
+pub const CLOSE_CONNECTION_LIMIT: u32 = 3;
+/// Close code of a connection past its device's `max_connections_per_device`.
+pub const CLOSE_DEVICE_LIMIT: u32 = 4;
 
 /// The typed answer to a frame the codec refused.
 pub fn codec_error_answer(e: &CodecError) -> SyncError {
@@ -114,17 +236,31 @@ pub async fn accept_loop(
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                match Arc::clone(&ctx.connections).try_acquire_owned() {
-                    Ok(slot) => {
+                if ctx.connections.available_permits() == 0 {
+                    // No slot would be free after the handshake either.
+                    metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "limit")
+                        .increment(1);
+                    incoming.refuse();
+                    continue;
+                }
+                if !incoming.remote_address_validated()
+                    && ctx.pending_handshakes() >= ctx.limits.retry_above_pending
+                {
+                    metrics::counter!(telemetry::HANDSHAKE_RETRIES).increment(1);
+                    // Fails only for a validated address, excluded above.
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().ignore();
+                    }
+                    continue;
+                }
+                match Arc::clone(&ctx.pending).try_acquire_owned() {
+                    Ok(pending) => {
                         let ctx = Arc::clone(&ctx);
                         let shutdown = for_connections.clone();
-                        conns.spawn(async move {
-                            serve_connection(incoming, ctx, shutdown).await;
-                            drop(slot);
-                        });
+                        conns.spawn(serve_connection(incoming, pending, ctx, shutdown));
                     }
                     Err(_) => {
-                        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "limit")
+                        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "pending")
                             .increment(1);
                         incoming.refuse();
                     }
@@ -139,10 +275,22 @@ pub async fn accept_loop(
 
 async fn serve_connection(
     incoming: quinn::Incoming,
+    pending: OwnedSemaphorePermit,
     ctx: Arc<ListenerContext>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let conn = match incoming.await {
+    let handshakes = metrics::gauge!(telemetry::HANDSHAKES_PENDING);
+    handshakes.increment(1.0);
+    // A handshake still pending at shutdown is dropped (the endpoint's
+    // close ends it) rather than waited for until its idle timeout.
+    let handshake = tokio::select! {
+        h = incoming => Some(h),
+        _ = shutdown.wait_for(|s| *s) => None,
+    };
+    handshakes.decrement(1.0);
+    drop(pending);
+    let Some(handshake) = handshake else { return };
+    let conn = match handshake {
         Ok(c) => c,
         Err(e) => {
             metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "handshake").increment(1);
@@ -158,6 +306,23 @@ async fn serve_connection(
             conn.close(CLOSE_BAD_IDENTITY.into(), b"bad identity");
             return;
         }
+    };
+    // The slot is taken only now that the peer has completed its handshake.
+    let Ok(_slot) = Arc::clone(&ctx.connections).try_acquire_owned() else {
+        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "limit").increment(1);
+        conn.close(CLOSE_CONNECTION_LIMIT.into(), b"too many connections");
+        return;
+    };
+    // Counted while the slot is held: the map has at most
+    // `max_connections` entries.
+    let Some(_device_slot) = ctx.per_device.take(&device) else {
+        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "device_limit").increment(1);
+        tracing::debug!(device = %device, "too many connections for one device");
+        conn.close(
+            CLOSE_DEVICE_LIMIT.into(),
+            b"too many connections for this device",
+        );
+        return;
     };
     let gauge = metrics::gauge!(telemetry::CONNECTIONS);
     gauge.increment(1.0);
@@ -263,4 +428,26 @@ async fn serve_stream(
         tracing::debug!(device = %device, error = %e, "response not delivered");
     }
     metrics::histogram!(telemetry::SYNC_DURATION).record(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn device_counts_stop_at_the_limit_and_forget_devices_at_zero() {
+        let counts = DeviceCounts::new(2);
+        let tv = DeviceId::new("tv-00001").unwrap();
+        let other = DeviceId::new("tv-00002").unwrap();
+        let a = counts.take(&tv).unwrap();
+        let b = counts.take(&tv).unwrap();
+        assert!(counts.take(&tv).is_none());
+        let c = counts.take(&other).unwrap();
+        assert_eq!(counts.devices(), 2);
+        drop(a);
+        let again = counts.take(&tv).unwrap();
+        drop((b, again, c));
+        assert_eq!(counts.devices(), 0, "no entry is kept at a count of 0");
+    }
 }

@@ -36,7 +36,7 @@ use omega_transport::quic::{server_config, TlsIdentity};
 
 use crate::admin::{self, AdminState, HostAllowList};
 use crate::config::{Config, ConfigError, StoreKind};
-use crate::listener::{self, ListenerContext};
+use crate::listener::{self, ConnectionLimits, ListenerContext};
 use crate::revocation::{self, CrlError};
 use crate::secrets::{self, BearerToken, SecretError};
 use crate::telemetry;
@@ -322,12 +322,16 @@ impl RunningNode {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(config.max_connections));
         let listening = Arc::new(AtomicBool::new(true));
-        let ctx = Arc::new(ListenerContext {
-            node: Arc::clone(&node),
-            connections: Arc::clone(&connections),
-            request_timeout: config.request_timeout(),
-            open: Default::default(),
-        });
+        let ctx = Arc::new(ListenerContext::new(
+            Arc::clone(&node),
+            Arc::clone(&connections),
+            config.request_timeout(),
+            ConnectionLimits {
+                per_device: config.max_connections_per_device,
+                max_pending_handshakes: config.max_pending_handshakes,
+                retry_above_pending: config.retry_above_pending,
+            },
+        ));
         let accept_task = tokio::spawn(listener::accept_loop(
             endpoint.clone(),
             Arc::clone(&ctx),

@@ -30,8 +30,14 @@ pub const SYNC_DURATION: &str = "omega_sync_duration_seconds";
 pub const SYNC_ERRORS: &str = "omega_sync_errors_total";
 /// Gauge: open connections.
 pub const CONNECTIONS: &str = "omega_connections";
-/// Counter: connections refused, by reason.
+/// Counter: connections refused, by reason (`limit`, `device_limit`,
+/// `pending`, `handshake`, `identity`).
 pub const CONNECTIONS_REFUSED: &str = "omega_connections_refused_total";
+/// Gauge: QUIC handshakes in progress.
+pub const HANDSHAKES_PENDING: &str = "omega_handshakes_pending";
+/// Counter: connection attempts answered with a QUIC Retry (address
+/// validation).
+pub const HANDSHAKE_RETRIES: &str = "omega_handshake_retries_total";
 /// Gauge: syncs in flight.
 pub const IN_FLIGHT: &str = "omega_syncs_in_flight";
 

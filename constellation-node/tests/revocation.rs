@@ -77,12 +77,7 @@ async fn revoked_while_connected(poll_ms: u64, reload: impl FnOnce()) {
     let reason = tokio::time::timeout(WAIT, conns[0].closed())
         .await
         .expect("the revoked device's connection is closed");
-    match reason {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(c.error_code, CLOSE_REVOKED.into(), "{c:?}")
-        }
-        other => panic!("closed for another reason: {other}"),
-    }
+    assert_closed_with(reason, CLOSE_REVOKED);
     // The other device keeps its connection and syncs on it.
     let a = accepted(sync(&conns[1], &delta(1, 1, Vec::new())).await);
     assert_eq!(a.acked_version, 1);

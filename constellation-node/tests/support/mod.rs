@@ -286,6 +286,16 @@ pub async fn federate(admin: SocketAddr) -> String {
     body
 }
 
+/// Asserts that the node closed a connection with application close `code`.
+pub fn assert_closed_with(reason: quinn::ConnectionError, code: u32) {
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code, code.into(), "{c:?}")
+        }
+        other => panic!("closed for another reason: {other}"),
+    }
+}
+
 /// Polls `check` until it holds or the deadline passes.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
