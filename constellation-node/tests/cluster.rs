@@ -33,7 +33,9 @@ const NODES: usize = 3;
 const FEDERATION_SECS: u64 = 3;
 const HEARTBEAT_SECS: u64 = 1;
 /// A device gives up on a handshake or a sync after this and moves on.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+/// (With 3 s, 15 of 1,388 syncs after the window failed, 98.9 %, on a
+/// 2-core machine also running two evaluations and a build.)
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the issue asks: every device synced again within this after the kill.
 const FAILOVER_BOUND: Duration = Duration::from_secs(30);
 /// Syncs counted after the failover window (the 99 % rule) at least.
