@@ -47,6 +47,11 @@ const GLOBALS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("g
 const REGION_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("region_meta");
 /// Region → its learned totals (postcard).
 const LEARNED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("learned");
+/// Region → the rounds count of its learned totals, written with them: the
+/// refresh check and the compare-and-set read it instead of decoding totals
+/// that can reach megabytes (a file written before it existed has none:
+/// then the totals are decoded).
+const LEARNED_ROUNDS: TableDefinition<'_, &str, u32> = TableDefinition::new("learned_rounds");
 const CATALOG: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("catalog");
 const CATALOG_LOG: TableDefinition<'_, u64, &str> = TableDefinition::new("catalog_log");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
@@ -134,6 +139,7 @@ impl RedbStore {
             txn.open_table(GLOBALS).map_err(be("open"))?;
             txn.open_table(REGION_META).map_err(be("open"))?;
             txn.open_table(LEARNED).map_err(be("open"))?;
+            txn.open_table(LEARNED_ROUNDS).map_err(be("open"))?;
             txn.open_table(CATALOG).map_err(be("open"))?;
             txn.open_table(CATALOG_LOG).map_err(be("open"))?;
             txn.open_table(META).map_err(be("open"))?;
@@ -225,6 +231,24 @@ fn read_u64(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<
         .get(key)
         .map_err(be("read meta"))?
         .map_or(0, |v| v.value()))
+}
+
+/// The rounds count of `region`'s stored totals: from `rounds`, else (a file
+/// written before that table) from the decoded totals.
+fn held_rounds(
+    rounds: &impl ReadableTable<&'static str, u32>,
+    learned: &impl ReadableTable<&'static str, &'static [u8]>,
+    region: &Region,
+    op: &'static str,
+) -> Result<Option<u32>, StoreError> {
+    if let Some(r) = rounds.get(region.as_str()).map_err(be(op))? {
+        return Ok(Some(r.value()));
+    }
+    learned
+        .get(region.as_str())
+        .map_err(be(op))?
+        .map(|v| dec::<RegionTotals>("learned totals", v.value()).map(|t| t.rounds))
+        .transpose()
 }
 
 impl PatternStore for RedbStore {
@@ -375,6 +399,14 @@ impl PatternStore for RedbStore {
         row.map(|v| dec("learned totals", v.value())).transpose()
     }
 
+    fn region_totals_rounds(&self, region: &Region) -> Result<Option<u32>, StoreError> {
+        let op = "region_totals_rounds";
+        let txn = self.read_txn(op)?;
+        let rounds = txn.open_table(LEARNED_ROUNDS).map_err(be(op))?;
+        let learned = txn.open_table(LEARNED).map_err(be(op))?;
+        held_rounds(&rounds, &learned, region, op)
+    }
+
     fn put_region_totals(
         &self,
         region: &Region,
@@ -386,17 +418,15 @@ impl PatternStore for RedbStore {
         let txn = self.write_txn(op)?;
         {
             let mut t = txn.open_table(LEARNED).map_err(be(op))?;
-            let held = t
-                .get(region.as_str())
-                .map_err(be(op))?
-                .map(|v| dec::<RegionTotals>("learned totals", v.value()))
-                .transpose()?
-                .map(|t| t.rounds);
-            if held != read {
+            let mut rounds = txn.open_table(LEARNED_ROUNDS).map_err(be(op))?;
+            if held_rounds(&rounds, &t, region, op)? != read {
                 // Dropping the transaction aborts it: nothing applied.
                 return Err(StoreError::Conflict { op });
             }
             t.insert(region.as_str(), bytes.as_slice())
+                .map_err(be(op))?;
+            rounds
+                .insert(region.as_str(), totals.rounds)
                 .map_err(be(op))?;
         }
         txn.commit().map_err(be(op))?;
