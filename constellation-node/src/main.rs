@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use omega_supervise::log::LogFormat;
 
 use omega_node::{Config, RunningNode, ServeOptions};
 
@@ -20,6 +21,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: text (colour only on a terminal) or json (one
+    /// object per line). RUST_LOG sets the filter (default info).
+    #[arg(long, global = true, env = "OMEGA_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,21 +188,12 @@ fn main() -> Result<()> {
     // Before any other thread exists: candle's thread count (omega-embed docs).
     omega_embed::configure_candle_threads(None);
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr (a migration's report goes to stdout).
+    omega_supervise::log::init(cli.log_format, "info");
     let args = match cli.command {
-        // Its report goes to stdout, so the log goes to stderr; the stores
-        // block on their own runtimes.
-        Command::Migrate(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .init();
-            return migrate(args);
-        }
+        Command::Migrate(args) => return migrate(args),
         Command::Serve(args) => args,
     };
-    tracing_subscriber::fmt().with_env_filter(filter).init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -365,4 +365,14 @@ fn the_binary_refuses_an_exposed_token_file_and_reads_no_token_from_the_environm
     assert!(help.contains("OMEGA_ADMIN_TOKEN_FILE"), "{help}");
     assert!(!help.contains("OMEGA_ADMIN_TOKEN]"), "{help}");
     assert!(!help.contains("OMEGA_ADMIN_TOKEN "), "{help}");
+    // The log format (omega-supervise's `log`, tested with the daemon) is
+    // text or json, nothing else.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_omega-node"))
+        .args(["serve", "--data-dir", "d", "--model-dir", "m", "--certs", "c"])
+        .args(["--log-format", "yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("expected text or json"), "{stderr}");
 }

@@ -13,6 +13,10 @@
 //! * [`blocking`]: runs blocking work (redb, candle, a sync) on tokio's
 //!   blocking pool with state taken out of the actor and put back, so the
 //!   actor's task never blocks and a panic there stays the actor's panic.
+//! * [`log`]: how the daemons log (stderr, text or JSON, colour only on a
+//!   terminal).
+
+pub mod log;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;

@@ -9,6 +9,7 @@ use clap::Parser;
 use omega_brain::actors::Brain;
 use omega_brain_daemon::config::DaemonConfig;
 use omega_brain_daemon::server;
+use omega_supervise::log::LogFormat;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -39,6 +40,10 @@ struct Cli {
     /// TOML configuration file (see the crate docs: config module).
     #[arg(long, env = "OMEGA_CONFIG")]
     config: Option<PathBuf>,
+    /// Log format on stderr: text (colour only on a terminal) or json (one
+    /// object per line). RUST_LOG overrides the config's `log` filter.
+    #[arg(long, env = "OMEGA_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn main() -> Result<()> {
@@ -56,12 +61,7 @@ fn main() -> Result<()> {
         None => DaemonConfig::default(),
     };
     omega_embed::configure_candle_threads(cfg.inference.threads);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    omega_supervise::log::init(cli.log_format, &cfg.log);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

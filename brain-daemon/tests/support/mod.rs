@@ -38,6 +38,11 @@ impl Daemon {
     /// Writes `config` to `dir/braind.toml`, starts the daemon on `dir/data`
     /// and waits until `health` answers.
     pub fn start(dir: &Path, config: &str) -> Daemon {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// [`Self::start`] with extra environment variables.
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         let cfg = dir.join("braind.toml");
         std::fs::write(&cfg, config).unwrap();
         let data = dir.join("data");
@@ -53,6 +58,7 @@ impl Daemon {
             .arg("--config")
             .arg(&cfg)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()

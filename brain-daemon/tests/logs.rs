@@ -1,0 +1,33 @@
+//! The daemon's log on stderr when stderr is a file (as under systemd or a
+//! redirect): plain text without colour codes, or with `--log-format json`
+//! (here through `OMEGA_LOG_FORMAT`) one JSON object per line.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use support::Daemon;
+
+#[test]
+fn a_log_file_gets_text_without_colour_codes_or_json_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text_dir = tmp.path().join("text");
+    std::fs::create_dir_all(&text_dir).unwrap();
+    let mut d = Daemon::start(&text_dir, "");
+    d.terminate();
+    let text = d.stderr_text();
+    assert!(text.lines().count() > 0, "the daemon logged nothing");
+    assert!(!text.contains('\u{1b}'), "colour codes in a file: {text}");
+
+    let json_dir = tmp.path().join("json");
+    std::fs::create_dir_all(&json_dir).unwrap();
+    let mut d = Daemon::start_with_env(&json_dir, "", &[("OMEGA_LOG_FORMAT", "json")]);
+    d.terminate();
+    let log = d.stderr_text();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "the daemon logged nothing");
+    for line in lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+}
