@@ -199,6 +199,36 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchWhat {
+    /// Sizes of the sync frames a TV sends, from a MovieLens run of the
+    /// real TV and node code (eval's federated fleet).
+    Sync {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// MovieLens directory; a generated data set when it is absent.
+        #[arg(
+            long,
+            env = "OMEGA_DATASET",
+            default_value = "../shared/data/movielens/ml-100k"
+        )]
+        dataset: PathBuf,
+        /// all-MiniLM-L6-v2 directory.
+        #[arg(
+            long,
+            env = "OMEGA_MODEL_DIR",
+            default_value = "models/all-MiniLM-L6-v2"
+        )]
+        model_dir: PathBuf,
+        /// Where catalog embeddings are cached between runs.
+        #[arg(long, env = "OMEGA_EVAL_CACHE", default_value = "target/eval-cache")]
+        cache: PathBuf,
+        /// Seed of the fleet's schedules and keys.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// The TV brain's actors in process: recommend, observe, embed, boot, RSS.
     Brain {
         /// Print one JSON object.
@@ -361,6 +391,35 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", omega_sim::eval::render(&report));
+            }
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Sync {
+                    json,
+                    dataset,
+                    model_dir,
+                    cache,
+                    seed,
+                    quiet,
+                },
+        } => {
+            let opts = omega_sim::bench_sync::SyncBenchOptions {
+                dataset,
+                model_dir,
+                cache_dir: cache,
+                seed,
+                progress: !quiet,
+            };
+            // CPU-bound: off the async executor.
+            let report =
+                tokio::task::spawn_blocking(move || omega_sim::bench_sync::run_sync(&opts))
+                    .await??;
+            if json {
+                println!("{report}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report)?);
             }
             Ok(())
         }
