@@ -25,10 +25,11 @@ const KEYS: [&str; 12] = [
     "node_rss_mb",
 ];
 
-fn load(cache: &Path, args: &[&str]) -> (Output, Value) {
+/// Runs `omega-sim load ARGS --json --quiet` (ARGS split at spaces).
+fn load(cache: &Path, args: &str) -> (Output, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_omega-sim"))
         .arg("load")
-        .args(args)
+        .args(args.split_whitespace())
         .args(["--json", "--quiet"])
         .env("OMEGA_LOAD_CACHE", cache)
         .output()
@@ -56,15 +57,7 @@ fn a_local_run_reports_benchmarks_keys_and_no_errors() {
     let cache = tempfile::tempdir().unwrap();
     let (out, v) = load(
         cache.path(),
-        &[
-            "--local",
-            "--devices",
-            "6",
-            "--duration",
-            "2",
-            "--ramp-up",
-            "0.5",
-        ],
+        "--local --devices 6 --duration 2 --ramp-up 0.5",
     );
     assert!(out.status.success(), "{v}");
     assert_eq!(keys(&v), expected(&[]), "{v}");
@@ -83,16 +76,7 @@ fn a_local_run_reports_benchmarks_keys_and_no_errors() {
     let ledger = std::fs::read(cache.path().join("local-pki/index.json")).unwrap();
     let (out, v) = load(
         cache.path(),
-        &[
-            "--local",
-            "--devices",
-            "6",
-            "--duration",
-            "2",
-            "--fresh",
-            "--rate",
-            "30",
-        ],
+        "--local --devices 6 --duration 2 --fresh --rate 30",
     );
     assert!(out.status.success(), "{v}");
     assert_eq!(v["connections"], "fresh");
@@ -111,15 +95,7 @@ fn faulty_devices_are_reported_apart_and_the_good_ones_succeed() {
     let cache = tempfile::tempdir().unwrap();
     let (out, v) = load(
         cache.path(),
-        &[
-            "--local",
-            "--devices",
-            "10",
-            "--duration",
-            "2",
-            "--faults",
-            "0.5",
-        ],
+        "--local --devices 10 --duration 2 --faults 0.5",
     );
     assert!(out.status.success(), "{v}");
     assert_eq!(
@@ -149,10 +125,7 @@ fn faulty_devices_are_reported_apart_and_the_good_ones_succeed() {
 #[test]
 fn hold_keeps_every_device_connected() {
     let cache = tempfile::tempdir().unwrap();
-    let (out, v) = load(
-        cache.path(),
-        &["--local", "--devices", "40", "--duration", "0.5", "--hold"],
-    );
+    let (out, v) = load(cache.path(), "--local --devices 40 --duration 0.5 --hold");
     assert!(out.status.success(), "{v}");
     assert_eq!(keys(&v), expected(&["connected_max"]), "{v}");
     assert_eq!(v["connected_max"], 40, "{v}");
@@ -170,18 +143,10 @@ fn failures_past_the_threshold_exit_non_zero() {
     let addr = socket.local_addr().unwrap().to_string();
     let (out, v) = load(
         cache.path(),
-        &[
-            "--node",
-            &addr,
-            "--certs",
-            certs.to_str().unwrap(),
-            "--devices",
-            "2",
-            "--duration",
-            "0.5",
-            "--timeout",
-            "0.5",
-        ],
+        &format!(
+            "--node {addr} --certs {} --devices 2 --duration 0.5 --timeout 0.5",
+            certs.display()
+        ),
     );
     assert!(!out.status.success(), "{v}");
     assert_eq!(v["syncs"], 0);

@@ -600,15 +600,8 @@ impl DeviceState {
             Err(kind) => return tally.error(kind),
         };
         let shared = self.shared.clone();
-        match shared.sync(&conn, self.version, self.seed, tally, t).await {
-            Ok(v) => self.version = v,
-            Err(kind) => {
-                if kind == "ResyncRequired" {
-                    self.version = 0;
-                }
-                tally.error(kind);
-            }
-        }
+        let outcome = shared.sync(&conn, self.version, self.seed, tally, t).await;
+        self.settle(outcome, tally);
         if shared.opts.connections == Connections::Fresh {
             self.drop_connection(b"fresh");
         }
@@ -637,14 +630,20 @@ impl DeviceState {
         while let Some(Ok((t, r))) = set.join_next().await {
             tally.merge(&t);
             tally.attempts += 1;
-            match r {
-                Ok(v) => self.version = self.version.max(v),
-                Err(kind) => {
-                    if kind == "ResyncRequired" {
-                        self.version = 0;
-                    }
-                    tally.error(kind);
+            self.settle(r, tally);
+        }
+    }
+
+    /// Takes a sync's outcome: the acknowledged version (the highest, when
+    /// several were in flight), or a snapshot next after `ResyncRequired`.
+    fn settle(&mut self, outcome: Result<u64, String>, tally: &mut Tally) {
+        match outcome {
+            Ok(v) => self.version = self.version.max(v),
+            Err(kind) => {
+                if kind == "ResyncRequired" {
+                    self.version = 0;
                 }
+                tally.error(kind);
             }
         }
     }
