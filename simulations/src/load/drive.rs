@@ -136,11 +136,24 @@ pub struct Live {
     pub ready: AtomicUsize,
 }
 
-/// One device's or the whole run's figures.
+/// A latency histogram (microseconds) shared by the devices that record
+/// into it: one histogram spans about 190 KiB (1 µs to an hour at 3
+/// significant digits), too much to keep one per device when 100,000 are
+/// connected; recording is a short uncontended lock per sync.
+pub type SharedLatency = Arc<parking_lot::Mutex<Histogram<u64>>>;
+
+fn latency_histogram() -> SharedLatency {
+    Arc::new(parking_lot::Mutex::new(
+        Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant, valid histogram bounds"),
+    ))
+}
+
+/// One device's or the whole run's figures. Counters are its own; the
+/// latency histogram may be shared with other tallies (see [`Tally::sibling`]).
 #[derive(Debug)]
 pub struct Tally {
     /// Latency of completed syncs, microseconds.
-    pub latency_us: Histogram<u64>,
+    pub latency_us: SharedLatency,
     /// Completed syncs.
     pub ok: u64,
     /// Attempts (completed or not).
@@ -155,10 +168,19 @@ pub struct Tally {
 
 impl Default for Tally {
     fn default() -> Self {
-        Self {
-            // 1 µs .. 1 hour at 3 significant digits: every value fits.
-            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                .expect("constant, valid histogram bounds"),
+        Tally::default_with(latency_histogram())
+    }
+}
+
+impl Tally {
+    /// A tally with no counts that records latency into `self`'s histogram.
+    pub fn sibling(&self) -> Tally {
+        Tally::default_with(self.latency_us.clone())
+    }
+
+    fn default_with(latency_us: SharedLatency) -> Tally {
+        Tally {
+            latency_us,
             ok: 0,
             attempts: 0,
             errors: BTreeMap::new(),
@@ -166,13 +188,15 @@ impl Default for Tally {
             down_bytes: 0,
         }
     }
-}
 
-impl Tally {
-    /// Adds `other` into `self`.
+    /// Adds `other`'s counts into `self`, and its latencies unless the two
+    /// share a histogram.
     pub fn merge(&mut self, other: &Tally) {
-        // Both have the same bounds: adding cannot fail.
-        let _ = self.latency_us.add(&other.latency_us);
+        if !Arc::ptr_eq(&self.latency_us, &other.latency_us) {
+            let theirs = other.latency_us.lock();
+            // Both have the same bounds: adding cannot fail.
+            let _ = self.latency_us.lock().add(&*theirs);
+        }
         self.ok += other.ok;
         self.attempts += other.attempts;
         for (k, v) in &other.errors {
@@ -193,15 +217,16 @@ impl Tally {
 
     /// A latency quantile in milliseconds (0 when nothing completed).
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        if self.latency_us.is_empty() {
+        let h = self.latency_us.lock();
+        if h.is_empty() {
             return 0.0;
         }
-        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+        h.value_at_quantile(q) as f64 / 1000.0
     }
 
     /// The largest latency in milliseconds.
     pub fn max_ms(&self) -> f64 {
-        self.latency_us.max() as f64 / 1000.0
+        self.latency_us.lock().max() as f64 / 1000.0
     }
 
     fn error(&mut self, kind: String) {
@@ -210,7 +235,9 @@ impl Tally {
 
     fn record(&mut self, started: Instant, up: usize, down: usize) {
         let us = started.elapsed().as_micros().max(1) as u64;
-        let _ = self.latency_us.record(us.min(self.latency_us.high()));
+        let mut h = self.latency_us.lock();
+        let high = h.high();
+        let _ = h.record(us.min(high));
         self.ok += 1;
         self.up_bytes += up as u64;
         self.down_bytes += down as u64;
@@ -334,6 +361,8 @@ struct Shared {
     endpoints: Vec<quinn::Endpoint>,
     handshakes: Semaphore,
     live: Arc<Live>,
+    /// Latencies of the good devices, then of the faulty ones.
+    latency: [SharedLatency; 2],
     devices: usize,
     /// When the timed window starts (set once every device is ready).
     start: tokio::sync::watch::Receiver<Option<Instant>>,
@@ -403,6 +432,7 @@ pub async fn drive(
         handshakes: Semaphore::new(opts.handshakes.max(1)),
         endpoints,
         live: live.clone(),
+        latency: [latency_histogram(), latency_histogram()],
         devices: devices.len(),
         start,
         opts,
@@ -422,7 +452,8 @@ pub async fn drive(
     }
     let started = Instant::now();
     let _ = start_tx.send(Some(started));
-    let (mut good, mut faulty) = (Tally::default(), Tally::default());
+    let mut good = Tally::default_with(shared.latency[0].clone());
+    let mut faulty = Tally::default_with(shared.latency[1].clone());
     let mut held = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         connected_max = connected_max.max(live.connected.load(Ordering::Relaxed));
@@ -461,7 +492,8 @@ async fn run_device(
     index: usize,
     device: Device,
 ) -> (Behaviour, Tally, Option<quinn::Connection>) {
-    let mut tally = Tally::default();
+    let class = usize::from(device.behaviour != Behaviour::Good);
+    let mut tally = Tally::default_with(shared.latency[class].clone());
     let mut device = DeviceState {
         shared: shared.clone(),
         index,
@@ -479,7 +511,7 @@ async fn run_device(
         drop(permit);
         // The snapshot upload is a timed sync only when holding (then it is
         // the only one); otherwise only its failure is counted.
-        let mut setup = Tally::default();
+        let mut setup = tally.sibling();
         setup.attempts += 1;
         match conn {
             Ok(conn) => {
@@ -619,8 +651,8 @@ impl DeviceState {
         for k in 0..BURST {
             let (shared, conn) = (self.shared.clone(), conn.clone());
             let (version, seed) = (self.version, self.seed.wrapping_add(k as u32));
+            let mut t = tally.sibling();
             set.spawn(async move {
-                let mut t = Tally::default();
                 let r = shared
                     .sync(&conn, version, seed, &mut t, Instant::now())
                     .await;
@@ -737,6 +769,23 @@ mod tests {
         all.merge(&t);
         assert_eq!(all.errors[RETRY_AFTER], 2);
         assert_eq!(all.failures(), 4);
+    }
+
+    #[test]
+    fn siblings_share_one_histogram_and_merge_counts_once() {
+        let mut class = Tally::default();
+        let mut device = class.sibling();
+        device.record(Instant::now(), 10, 20);
+        device.record(Instant::now(), 10, 20);
+        class.merge(&device);
+        assert_eq!(class.ok, 2);
+        assert_eq!(class.latency_us.lock().len(), 2);
+        // A tally with its own histogram takes the latencies over.
+        let mut all = Tally::default();
+        all.merge(&class);
+        all.merge(&Tally::default());
+        assert_eq!(all.latency_us.lock().len(), 2);
+        assert_eq!((all.ok, all.up_bytes, all.down_bytes), (2, 20, 40));
     }
 
     #[test]
