@@ -74,16 +74,8 @@ enum Command {
         /// Methods, comma-separated: pop, itemknn, local, federated.
         #[arg(long, value_delimiter = ',', default_values_t = omega_sim::eval::DEFAULT_METHODS.map(String::from))]
         methods: Vec<String>,
-        /// all-MiniLM-L6-v2 directory (for local).
-        #[arg(
-            long,
-            env = "OMEGA_MODEL_DIR",
-            default_value = "models/all-MiniLM-L6-v2"
-        )]
-        model_dir: PathBuf,
-        /// Where catalog embeddings are cached between runs.
-        #[arg(long, env = "OMEGA_EVAL_CACHE", default_value = "target/eval-cache")]
-        cache: PathBuf,
+        #[command(flatten)]
+        embeddings: CatalogEmbeddings,
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
@@ -197,6 +189,22 @@ enum Command {
     },
 }
 
+/// The model and the embedding cache of runs that embed a MovieLens
+/// catalog (`eval`'s TVs, `bench sync`'s fleet).
+#[derive(Debug, clap::Args)]
+struct CatalogEmbeddings {
+    /// all-MiniLM-L6-v2 directory (the TVs' catalog embeddings).
+    #[arg(
+        long,
+        env = "OMEGA_MODEL_DIR",
+        default_value = "models/all-MiniLM-L6-v2"
+    )]
+    model_dir: PathBuf,
+    /// Where catalog embeddings are cached between runs.
+    #[arg(long, env = "OMEGA_EVAL_CACHE", default_value = "target/eval-cache")]
+    cache: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum BenchWhat {
     /// Sizes of the sync frames a TV sends, from a MovieLens run of the
@@ -212,16 +220,8 @@ enum BenchWhat {
             default_value = "../shared/data/movielens/ml-100k"
         )]
         dataset: PathBuf,
-        /// all-MiniLM-L6-v2 directory.
-        #[arg(
-            long,
-            env = "OMEGA_MODEL_DIR",
-            default_value = "models/all-MiniLM-L6-v2"
-        )]
-        model_dir: PathBuf,
-        /// Where catalog embeddings are cached between runs.
-        #[arg(long, env = "OMEGA_EVAL_CACHE", default_value = "target/eval-cache")]
-        cache: PathBuf,
+        #[command(flatten)]
+        embeddings: CatalogEmbeddings,
         /// Seed of the fleet's schedules and keys.
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -359,8 +359,7 @@ async fn run(cli: Cli) -> Result<()> {
             users,
             seed,
             methods,
-            model_dir,
-            cache,
+            embeddings: CatalogEmbeddings { model_dir, cache },
             quiet,
             round_interval_days,
             cohort,
@@ -399,8 +398,7 @@ async fn run(cli: Cli) -> Result<()> {
                 BenchWhat::Sync {
                     json,
                     dataset,
-                    model_dir,
-                    cache,
+                    embeddings: CatalogEmbeddings { model_dir, cache },
                     seed,
                     quiet,
                 },
