@@ -151,15 +151,7 @@ fn vm_hwm_mb() -> f64 {
 
 /// A `/proc/self/status` memory line (`VmHWM:`, `VmRSS:`, `RssAnon:` …) in MiB.
 fn proc_status_mb(key: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    crate::load::local::proc_status_mb("/proc/self/status", key).unwrap_or(0.0)
 }
 
 /// Logs the process's memory on stderr at a stage of the run (the profile

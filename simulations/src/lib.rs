@@ -1,11 +1,13 @@
 //! omega-sim: the fleet simulator, load tests, benchmarks, quality evaluation
 //! and the demo (DESIGN.md, "Simulator"). So far it holds the demo, the
-//! MovieLens reader, `bench brain` (the TV brain's figures) and `eval`
-//! (recommendation quality per EVALUATION.md: `pop`, `itemknn`, `local`);
-//! `load`, `fleet`, `bench sync` and `eval`'s federated method arrive with
-//! the issues that build what they measure.
+//! MovieLens reader, `bench brain` (the TV brain's figures), `bench sync`
+//! (sync frame sizes), `eval` (recommendation quality per EVALUATION.md) and
+//! `load` (devices over real QUIC against a node); `fleet` arrives with the
+//! issue that builds it.
 
 pub mod bench;
+pub mod bench_sync;
 pub mod demo;
 pub mod eval;
+pub mod load;
 pub mod movielens;

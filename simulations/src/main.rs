@@ -74,16 +74,8 @@ enum Command {
         /// Methods, comma-separated: pop, itemknn, local, federated.
         #[arg(long, value_delimiter = ',', default_values_t = omega_sim::eval::DEFAULT_METHODS.map(String::from))]
         methods: Vec<String>,
-        /// all-MiniLM-L6-v2 directory (for local).
-        #[arg(
-            long,
-            env = "OMEGA_MODEL_DIR",
-            default_value = "models/all-MiniLM-L6-v2"
-        )]
-        model_dir: PathBuf,
-        /// Where catalog embeddings are cached between runs.
-        #[arg(long, env = "OMEGA_EVAL_CACHE", default_value = "target/eval-cache")]
-        cache: PathBuf,
+        #[command(flatten)]
+        embeddings: CatalogEmbeddings,
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
@@ -106,6 +98,90 @@ enum Command {
         #[arg(long)]
         exact_fleet: bool,
     },
+    /// Load a node with many devices over real QUIC with mutual TLS, each
+    /// with its own certificate (BENCHMARKS.md, `load`).
+    ///
+    /// --local starts an omega-node in a child process (this binary
+    /// re-executed) with a fresh temporary data directory (the embedded
+    /// redb store), the per-device rate limit off and room for every
+    /// device's connection; its certificates (CAs, node certificate, device
+    /// batches) are made on first use under --cache-dir and reused. --node
+    /// ADDR --certs DIR loads a running node; device certificates are
+    /// bulk-issued into DIR (it must hold the CA keys) once per count and
+    /// reused. Exits non-zero when the well-behaved devices' failure share
+    /// (RetryAfter is not a failure) passes --max-failure-rate.
+    Load {
+        /// Start a node for the run (see above).
+        #[arg(long, conflicts_with_all = ["node", "certs"], required_unless_present = "node")]
+        local: bool,
+        /// A running node's QUIC address.
+        #[arg(long, env = "OMEGA_LOAD_NODE", requires = "certs")]
+        node: Option<std::net::SocketAddr>,
+        /// The certificate directory of --node's CAs (omega-certs init).
+        #[arg(long, env = "OMEGA_CERTS_DIR")]
+        certs: Option<PathBuf>,
+        /// The name --node's certificate is checked against.
+        #[arg(long, env = "OMEGA_LOAD_SERVER_NAME", default_value = "localhost")]
+        server_name: String,
+        /// Devices, each with its own certificate (faulty ones included).
+        #[arg(long, env = "OMEGA_LOAD_DEVICES", default_value_t = 100)]
+        devices: usize,
+        /// Seconds of the timed window (--hold: of holding the connections).
+        #[arg(long, env = "OMEGA_LOAD_DURATION", default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds over which devices start, within the window.
+        #[arg(long, env = "OMEGA_LOAD_RAMP_UP", default_value_t = 0.0)]
+        ramp_up: f64,
+        /// Syncs per second over all devices (default: as fast as possible).
+        #[arg(long, env = "OMEGA_LOAD_RATE")]
+        rate: Option<f64>,
+        /// A new QUIC connection with a full mTLS handshake for every sync
+        /// (default: each device reuses one connection).
+        #[arg(long)]
+        fresh: bool,
+        /// Share of devices (0 to 1) that misbehave: malformed frames,
+        /// a wrong CA, a revoked certificate, bursts past the rate limit,
+        /// connections dropped mid-stream (in turn).
+        #[arg(long, env = "OMEGA_LOAD_FAULTS", default_value_t = 0.0)]
+        faults: f64,
+        /// Connect every device (uploading its snapshot), keep the
+        /// connections open for --duration and report connected_max and the
+        /// node's RSS then.
+        #[arg(long)]
+        hold: bool,
+        /// Exit non-zero past this failure share of well-behaved devices.
+        #[arg(long, env = "OMEGA_LOAD_MAX_FAILURE_RATE", default_value_t = 0.01)]
+        max_failure_rate: f64,
+        /// Client endpoints (UDP sockets) devices are spread over (default:
+        /// one per 5,000 devices, at least 2).
+        #[arg(long, env = "OMEGA_LOAD_ENDPOINTS")]
+        endpoints: Option<usize>,
+        /// Handshakes in progress at once while devices connect.
+        #[arg(long, env = "OMEGA_LOAD_HANDSHAKES", default_value_t = 128)]
+        handshakes: usize,
+        /// Seconds before a handshake or an exchange counts as Timeout.
+        #[arg(long, env = "OMEGA_LOAD_TIMEOUT", default_value_t = 10.0)]
+        timeout: f64,
+        /// Where --local's certificates are kept between runs.
+        #[arg(long, env = "OMEGA_LOAD_CACHE", default_value = "target/omega-load")]
+        cache_dir: PathBuf,
+        /// Print one JSON object (BENCHMARKS.md's keys) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// --local's node (run by `load` in a child process).
+    #[command(hide = true)]
+    LoadNode {
+        #[arg(long)]
+        certs: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Benchmarks (BENCHMARKS.md); release builds only.
     Bench {
         #[command(subcommand)]
@@ -113,8 +189,46 @@ enum Command {
     },
 }
 
+/// The model and the embedding cache of runs that embed a MovieLens
+/// catalog (`eval`'s TVs, `bench sync`'s fleet).
+#[derive(Debug, clap::Args)]
+struct CatalogEmbeddings {
+    /// all-MiniLM-L6-v2 directory (the TVs' catalog embeddings).
+    #[arg(
+        long,
+        env = "OMEGA_MODEL_DIR",
+        default_value = "models/all-MiniLM-L6-v2"
+    )]
+    model_dir: PathBuf,
+    /// Where catalog embeddings are cached between runs.
+    #[arg(long, env = "OMEGA_EVAL_CACHE", default_value = "target/eval-cache")]
+    cache: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum BenchWhat {
+    /// Sizes of the sync frames a TV sends, from a MovieLens run of the
+    /// real TV and node code (eval's federated fleet).
+    Sync {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// MovieLens directory; a generated data set when it is absent.
+        #[arg(
+            long,
+            env = "OMEGA_DATASET",
+            default_value = "../shared/data/movielens/ml-100k"
+        )]
+        dataset: PathBuf,
+        #[command(flatten)]
+        embeddings: CatalogEmbeddings,
+        /// Seed of the fleet's schedules and keys.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// The TV brain's actors in process: recommend, observe, embed, boot, RSS.
     Brain {
         /// Print one JSON object.
@@ -152,8 +266,92 @@ fn main() -> Result<()> {
         .block_on(run(Cli::parse()))
 }
 
+fn seconds(name: &str, secs: f64) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| anyhow::anyhow!("{name}: {secs} is not a number of seconds"))
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Load {
+            local,
+            node,
+            certs,
+            server_name,
+            devices,
+            duration,
+            ramp_up,
+            rate,
+            fresh,
+            faults,
+            hold,
+            max_failure_rate,
+            endpoints,
+            handshakes,
+            timeout,
+            cache_dir,
+            json,
+            quiet,
+        } => {
+            use omega_sim::load::{drive::Connections, LoadOptions, Target};
+            let target = match (local, node, certs) {
+                (true, _, _) => Target::Local,
+                (false, Some(addr), Some(certs)) => Target::Node {
+                    addr,
+                    certs,
+                    server_name,
+                },
+                _ => anyhow::bail!("give --local, or --node ADDR with --certs DIR"),
+            };
+            if !(0.0..=1.0).contains(&faults) {
+                anyhow::bail!("--faults is a share between 0 and 1");
+            }
+            let outcome = omega_sim::load::run(LoadOptions {
+                target,
+                devices,
+                duration: seconds("--duration", duration)?,
+                ramp_up: seconds("--ramp-up", ramp_up)?,
+                rate,
+                connections: if fresh {
+                    Connections::Fresh
+                } else {
+                    Connections::Reused
+                },
+                faults,
+                hold,
+                endpoints,
+                handshakes,
+                timeout: seconds("--timeout", timeout)?,
+                cache_dir,
+                exe: std::env::current_exe()?,
+                progress: !quiet,
+            })
+            .await?;
+            if json {
+                println!("{}", outcome.json);
+            } else {
+                print!("{}", omega_sim::load::render(&outcome.json));
+            }
+            if outcome.failure_rate > max_failure_rate {
+                anyhow::bail!(
+                    "failure share {:.4} above --max-failure-rate {max_failure_rate}",
+                    outcome.failure_rate
+                );
+            }
+            Ok(())
+        }
+        Command::LoadNode {
+            certs,
+            data_dir,
+            config,
+        } => {
+            omega_sim::load::local::serve_child(omega_sim::load::local::ChildArgs {
+                certs,
+                data_dir,
+                config,
+            })
+            .await
+        }
         Command::Eval {
             dataset,
             protocol,
@@ -161,8 +359,7 @@ async fn run(cli: Cli) -> Result<()> {
             users,
             seed,
             methods,
-            model_dir,
-            cache,
+            embeddings: CatalogEmbeddings { model_dir, cache },
             quiet,
             round_interval_days,
             cohort,
@@ -193,6 +390,34 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", omega_sim::eval::render(&report));
+            }
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Sync {
+                    json,
+                    dataset,
+                    embeddings: CatalogEmbeddings { model_dir, cache },
+                    seed,
+                    quiet,
+                },
+        } => {
+            let opts = omega_sim::bench_sync::SyncBenchOptions {
+                dataset,
+                model_dir,
+                cache_dir: cache,
+                seed,
+                progress: !quiet,
+            };
+            // CPU-bound: off the async executor.
+            let report =
+                tokio::task::spawn_blocking(move || omega_sim::bench_sync::run_sync(&opts))
+                    .await??;
+            if json {
+                println!("{report}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report)?);
             }
             Ok(())
         }

@@ -1,10 +1,11 @@
-//! Quick loopback figures for the node (not a benchmark suite; `omega-sim
-//! bench` is): N devices, each on its own reused mTLS connection, sync back
-//! to back for D seconds against an in-process node; prints syncs/s and
-//! latency percentiles. Then, if the model and ml-100k are present, imports
-//! ml-100k's `u.item` through the catalog actor and prints items/s.
+//! Quick loopback figures for the node on each store (not a benchmark;
+//! `omega-sim load` is): N devices, each on its own reused mTLS connection,
+//! sync back to back for D seconds against an in-process node (the devices
+//! are `omega_sim::load::drive`'s); prints syncs/s and latency percentiles.
+//! Then, if the model and ml-100k are present, imports ml-100k's `u.item`
+//! through the catalog actor and prints items/s.
 //!
-//! `cargo run --release -p omega-node --example quick_load -- [DEVICES] [SECS]
+//! `cargo run --release -p omega-sim --example quick_load -- [DEVICES] [SECS]
 //! [--store redb|scylla|both]` (defaults 64 devices, 10 s, redb). `both` runs
 //! the same load on a redb node, then on a node whose store is a fresh
 //! keyspace (dropped afterwards) of the Cassandra or ScyllaDB at
@@ -15,57 +16,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use omega_certs::{CaKind, CertDir, Validity};
+use omega_certs::CertDir;
 use omega_constellation::actors::{catalog::parse_import, ImportFormat};
 use omega_constellation::store::{fresh_test_options, ScyllaStore};
 use omega_node::config::StoreKind;
 use omega_node::{Config, RunningNode, ServeOptions};
-use omega_protocol::codec::{decode_response, encode_request};
-use omega_protocol::*;
-use omega_transport::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
-
-fn pattern(seed: u32) -> PatternSummary {
-    let v: Vec<f32> = (0..EMBEDDING_DIM)
-        .map(|i| ((i as f32 * 0.37 + seed as f32) * 1.3).sin())
-        .collect();
-    PatternSummary {
-        id: PatternId(1),
-        bucket: ContextBucket {
-            day_part: DayPart::Evening,
-            day_kind: DayKind::Weekday,
-        },
-        embedding: Embedding::new(v).unwrap(),
-        success_rate: 0.8,
-        samples: 10,
-    }
-}
-
-fn request(kind: SyncKind, base: u64, version: u64, seed: u32) -> SyncRequest {
-    let p = pattern(seed);
-    let delta = match kind {
-        SyncKind::Snapshot => PatternDelta {
-            added: vec![p],
-            ..Default::default()
-        },
-        _ => PatternDelta {
-            updated: vec![p],
-            ..Default::default()
-        },
-    };
-    SyncRequest {
-        kind,
-        base_version: base,
-        pattern_version: version,
-        global_version: 0,
-        catalog_version: u64::MAX,
-        region: Region::new("eu").unwrap(),
-        delta,
-        round: None,
-        fleet: Default::default(),
-    }
-}
+use omega_protocol::Region;
+use omega_sim::load::drive::{drive, Behaviour, Connections, Device, DriveOptions, Live};
+use omega_sim::load::pki;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -191,80 +151,43 @@ async fn load(
     })
     .await
     .unwrap();
-    let addr = node.quic_addr();
-    let anchor = TrustAnchor::from_pem(certs.ca(CaKind::Node).cert_pem().as_bytes(), &[]).unwrap();
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-
-    let mut conns = Vec::new();
-    for i in 0..devices {
-        let cert = certs
-            .ca(CaKind::Device)
-            .issue_device(&format!("tv-{i:05}"), Validity::days_from_now(1))
-            .unwrap();
-        let id = TlsIdentity::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).unwrap();
-        let cfg = client_config(id, &anchor).unwrap();
-        let conn = endpoint
-            .connect_with(cfg, addr, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
-        let body = exchange(
-            &conn,
-            &encode_request(&request(SyncKind::Snapshot, 0, 1, i as u32)).unwrap(),
-            Duration::from_secs(30),
-        )
+    let mut certs = CertDir::open(certs.dir()).unwrap();
+    let ids = pki::device_batch(&mut certs, "tv", devices, |_| {}).unwrap();
+    let anchor = pki::node_anchor(&certs).unwrap();
+    let devices: Vec<Device> = pki::client_configs(&certs, &ids, &anchor)
+        .unwrap()
+        .into_iter()
+        .map(|config| Device {
+            config,
+            behaviour: Behaviour::Good,
+        })
+        .collect();
+    let n = devices.len();
+    let opts = DriveOptions {
+        addr: node.quic_addr(),
+        server_name: "localhost".into(),
+        connections: Connections::Reused,
+        duration: Duration::from_secs(args.secs),
+        ramp_up: Duration::ZERO,
+        rate: None,
+        endpoints: 1,
+        handshakes: 128,
+        timeout: Duration::from_secs(30),
+        hold: false,
+        region: Region::new("eu").unwrap(),
+    };
+    let report = drive(devices, opts, Arc::new(Live::default()))
         .await
         .unwrap();
-        decode_response(&body).unwrap().unwrap();
-        conns.push(conn);
-    }
-
-    let deadline = Instant::now() + Duration::from_secs(args.secs);
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, conn) in conns.into_iter().enumerate() {
-        tasks.spawn(async move {
-            let mut hist = hdrhistogram::Histogram::<u64>::new(3).unwrap();
-            let (mut version, mut errors) = (1u64, 0u64);
-            while Instant::now() < deadline {
-                let req = request(
-                    SyncKind::Delta,
-                    version,
-                    version + 1,
-                    i as u32 + version as u32,
-                );
-                let t = Instant::now();
-                let body = exchange(
-                    &conn,
-                    &encode_request(&req).unwrap(),
-                    Duration::from_secs(30),
-                )
-                .await
-                .unwrap();
-                hist.record(t.elapsed().as_micros() as u64).unwrap();
-                match decode_response(&body).unwrap() {
-                    Ok(a) => version = a.acked_version,
-                    Err(_) => errors += 1,
-                }
-            }
-            (hist, errors)
-        });
-    }
-    let mut all = hdrhistogram::Histogram::<u64>::new(3).unwrap();
-    let mut errors = 0;
-    while let Some(r) = tasks.join_next().await {
-        let (h, e) = r.unwrap();
-        all.add(h).unwrap();
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let (all, elapsed) = (report.all(), report.elapsed.as_secs_f64());
     println!(
-        "sync ({store:?} store): {devices} devices, reused connections, {elapsed:.1} s: {} syncs, {:.0} syncs/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {errors} refused",
-        all.len(),
-        all.len() as f64 / elapsed,
-        all.value_at_quantile(0.5) as f64 / 1000.0,
-        all.value_at_quantile(0.99) as f64 / 1000.0,
-        all.max() as f64 / 1000.0,
+        "sync ({store:?} store): {n} devices, reused connections, {elapsed:.1} s: {} syncs, {:.0} syncs/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} refused",
+        all.ok,
+        all.ok as f64 / elapsed,
+        all.quantile_ms(0.5),
+        all.quantile_ms(0.99),
+        all.max_ms(),
+        all.errors.values().sum::<u64>(),
     );
 
     let ml = std::env::var_os("OMEGA_ML100K")
