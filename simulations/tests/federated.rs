@@ -153,4 +153,12 @@ fn a_small_fleet_learns_through_the_real_node_and_its_frames_hold_no_history() {
         }
     }
     assert!(masked > 0, "the kept TVs sent masked inputs");
+    // Answers without a catalog page are kept by size (bench sync's
+    // downloads): fewer than the syncs (the first ones page the catalog),
+    // none empty.
+    assert_eq!(run.answers.len(), 5);
+    for (sizes, frames) in run.answers.iter().zip(&run.frames) {
+        assert!(!sizes.is_empty() && sizes.len() < frames.len());
+        assert!(sizes.iter().all(|n| *n > 4));
+    }
 }

@@ -123,7 +123,9 @@ pub struct FederatedOptions {
     pub threshold: u16,
     /// Seed of the schedules and the TVs' key generators.
     pub seed: u64,
-    /// Keep every request frame of the first this many users' TVs (tests).
+    /// Keep every request frame, and the size of every answer frame that
+    /// carries no catalog page, of the first this many users' TVs (tests,
+    /// `bench sync`).
     pub keep_frames: usize,
     /// Ablation, to measure what the privacy mechanisms cost: after each
     /// folded round the node's totals are replaced by the exact counts over
@@ -357,6 +359,7 @@ struct Tv {
     down: u64,
     syncs: u64,
     frames: Option<Vec<Vec<u8>>>,
+    answers: Option<Vec<usize>>,
     spy: Spy,
 }
 
@@ -368,6 +371,7 @@ struct TvSummary {
     syncs: u64,
     spy: Spy,
     frames: Vec<Vec<u8>>,
+    answers: Vec<usize>,
 }
 
 /// The simulated node.
@@ -494,6 +498,9 @@ pub struct FleetRun {
     /// Per kept user (the first `keep_frames`): every request frame its TV
     /// sent, in order.
     pub frames: Vec<Vec<Vec<u8>>>,
+    /// Per kept user: the size of every answer frame its TV received that
+    /// carried no catalog page (errors included), in order.
+    pub answers: Vec<Vec<usize>>,
 }
 
 impl Federated {
@@ -736,14 +743,15 @@ impl<'a> Sim<'a> {
         }
         progress.finish_and_clear();
         let report = self.report(start)?;
-        let frames = (0..self.opts.keep_frames.min(self.done.len()))
-            .map(|u| self.done[u].frames.clone())
-            .collect();
+        let kept = 0..self.opts.keep_frames.min(self.done.len());
+        let frames = kept.clone().map(|u| self.done[u].frames.clone()).collect();
+        let answers = kept.map(|u| self.done[u].answers.clone()).collect();
         Ok(FleetRun {
             ranked: self.ranked,
             reasons: self.reasons,
             report,
             frames,
+            answers,
         })
     }
 
@@ -858,6 +866,7 @@ impl<'a> Sim<'a> {
             down: 0,
             syncs: 0,
             frames: (u < self.opts.keep_frames).then(Vec::new),
+            answers: (u < self.opts.keep_frames).then(Vec::new),
             spy: Spy::default(),
         });
         self.queue.push(Reverse((t, Ev::Sync, u)));
@@ -927,6 +936,7 @@ impl<'a> Sim<'a> {
                 syncs: tv.syncs,
                 spy: tv.spy,
                 frames: tv.frames.unwrap_or_default(),
+                answers: tv.answers.unwrap_or_default(),
             };
         }
         Ok(())
@@ -1011,7 +1021,12 @@ impl<'a> Sim<'a> {
                 }
                 let declined = p.round_declined.as_ref().map(|e| e.to_string());
                 let (body, _) = codec::unframe(&answer, MAX_RESPONSE_FRAME)?;
-                let accepted = match codec::decode_response(body)? {
+                let decoded = codec::decode_response(body)?;
+                let catalog_page = decoded.as_ref().is_ok_and(|a| a.catalog.is_some());
+                if let (Some(sizes), false) = (tv.answers.as_mut(), catalog_page) {
+                    sizes.push(answer.len());
+                }
+                let accepted = match decoded {
                     Ok(a) => a,
                     Err(_) => return Ok((*t + SYNC_SECS.0 * 1000, declined, true)),
                 };
