@@ -157,6 +157,7 @@ impl RunningNode {
         let config = &opts.config;
         let node_config = config.node_config()?;
         let prometheus = telemetry::prometheus();
+        telemetry::register_regions(&config.regions);
 
         let admin_token = match (&opts.admin_token, &config.admin_token_file) {
             (Some(t), _) => Some(BearerToken::new(t, "admin token")?),

@@ -17,6 +17,12 @@
 //! | `omega_catalog_items` | gauge | |
 //! | `omega_catalog_embedded_total` | counter | |
 //! | `omega_actor_restarts_total` | counter | `child` |
+//! | `omega_handshakes_pending` | gauge | |
+//! | `omega_handshake_retries_total` | counter | |
+//!
+//! Every family is exported from the first scrape ([`register_families`]:
+//! counters at 0 for their fixed label values, gauges at 0, histograms
+//! empty), so rates, dashboards and alerts work on an idle node.
 
 use std::sync::OnceLock;
 
@@ -73,6 +79,7 @@ pub fn prometheus() -> PrometheusHandle {
                             "a metrics recorder is already installed; /metrics will be empty"
                         );
                     }
+                    register_families();
                     handle
                 }
                 Err(e) => {
@@ -82,4 +89,57 @@ pub fn prometheus() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// Creates each configured region's `omega_global_version` series (at 0
+/// until the first federation run or store read sets it).
+pub fn register_regions(regions: &[String]) {
+    for region in regions {
+        metrics::gauge!(omega_constellation::actors::names::GLOBAL_VERSION, "region" => region.clone())
+            .increment(0.0);
+    }
+}
+
+/// Creates every family of the table above in the installed recorder, at
+/// zero: a counter per fixed label value, each gauge, each histogram (no
+/// observation); `omega_global_version` per region comes from
+/// [`register_regions`]. Values already recorded are left as they are.
+pub fn register_families() {
+    use omega_constellation::actors::names;
+    for outcome in ["applied", "replayed", "forgotten", "refused"] {
+        metrics::counter!(SYNCS, "outcome" => outcome).increment(0);
+    }
+    for kind in ["request_timeout", "stream_reset"] {
+        metrics::counter!(SYNC_ERRORS, "kind" => kind).increment(0);
+    }
+    for reason in ["limit", "device_limit", "pending", "handshake", "identity"] {
+        metrics::counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(0);
+    }
+    for child in ["shard", "federation", "catalog"] {
+        metrics::counter!(names::ACTOR_RESTARTS, "child" => child).increment(0);
+    }
+    for result in ["ok", "error", "standby"] {
+        metrics::counter!(names::FEDERATION_RUNS, "result" => result).increment(0);
+    }
+    for counter in [
+        HANDSHAKE_RETRIES,
+        names::CLUSTER_ATTEMPTS_FAILED,
+        names::CATALOG_EMBEDDED,
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    for gauge in [
+        CONNECTIONS,
+        HANDSHAKES_PENDING,
+        IN_FLIGHT,
+        names::DEVICES,
+        names::PATTERNS,
+        names::CATALOG_ITEMS,
+    ] {
+        metrics::gauge!(gauge).increment(0.0);
+    }
+    for histogram in [SYNC_DURATION, names::FEDERATION_DURATION] {
+        // Registered without an observation.
+        let _ = metrics::histogram!(histogram);
+    }
 }

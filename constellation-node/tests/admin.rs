@@ -384,3 +384,54 @@ fn the_binary_refuses_an_exposed_token_file_and_reads_no_token_from_the_environm
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("expected text or json"), "{stderr}");
 }
+
+/// A node that has done nothing yet exports every metric family on its
+/// first scrape (rates, dashboards and alerts are not blank on an idle
+/// node), the configured regions' global versions included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_scrape_exports_every_metric_family() {
+    use omega_constellation::actors::names;
+    use omega_node::telemetry as t;
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let config = test_config();
+    let regions = config.regions.clone();
+    let node = start(&pki, data.path(), config, None).await;
+    let (status, body) = http(node.admin_addr(), "GET", "/metrics", Some(TOKEN), b"").await;
+    assert_eq!(status, 200, "{body}");
+    for family in [
+        t::SYNCS,
+        t::SYNC_DURATION,
+        t::SYNC_ERRORS,
+        t::CONNECTIONS,
+        t::CONNECTIONS_REFUSED,
+        t::HANDSHAKES_PENDING,
+        t::HANDSHAKE_RETRIES,
+        t::IN_FLIGHT,
+        names::FEDERATION_DURATION,
+        names::FEDERATION_RUNS,
+        names::DEVICES,
+        names::PATTERNS,
+        names::GLOBAL_VERSION,
+        names::CLUSTER_ATTEMPTS_FAILED,
+        names::CATALOG_ITEMS,
+        names::CATALOG_EMBEDDED,
+        names::ACTOR_RESTARTS,
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "{family} missing from the first scrape:\n{body}"
+        );
+    }
+    // Series, not only families (values: other tests of this binary may
+    // share the process's recorder).
+    assert!(body.contains("omega_syncs_total{outcome=\"applied\"} "), "{body}");
+    assert!(!regions.is_empty());
+    for region in &regions {
+        assert!(
+            body.contains(&format!("omega_global_version{{region=\"{region}\"}}")),
+            "{region}: {body}"
+        );
+    }
+    assert!(node.shutdown().await);
+}
