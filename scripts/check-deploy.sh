@@ -6,7 +6,15 @@
 # /usr/local/bin, since verify checks that ExecStart is executable. Any
 # warning (an unknown key, a bad value) fails the check: verify itself exits
 # 0 on those. Installs Debian's systemd package where systemd-analyze is
-# missing. Run after a build (CI runs it after the tests).
+# missing.
+#
+# Prometheus (deploy/prometheus): `promtool check config` (with the token
+# file it names stood in by an empty one), `promtool check rules` and
+# `promtool test rules alerts.test.yml` (every alert fires on the series
+# that should raise it). Installs Debian's prometheus package (for promtool)
+# where it is missing.
+#
+# Run after a build (CI runs it after the tests).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,10 +26,14 @@ for b in omega-node omega-braind; do
   fi
 done
 
-if ! command -v systemd-analyze >/dev/null 2>&1; then
-  echo "check-deploy: installing systemd (for systemd-analyze)"
-  apt-get update -qq && apt-get install -y -qq systemd
-fi
+need() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "check-deploy: installing Debian's $2 (for $1)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2"
+  fi
+}
+need systemd-analyze systemd
+need promtool prometheus
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -39,3 +51,16 @@ if [ -n "$out" ]; then
   exit 1
 fi
 echo "check-deploy: systemd units verified: $(cd deploy/systemd && echo *.service)"
+
+mkdir "$tmp/prometheus"
+cp deploy/prometheus/alerts.yml deploy/prometheus/alerts.test.yml "$tmp/prometheus/"
+: > "$tmp/prometheus/token"
+sed "s#credentials_file: .*#credentials_file: $tmp/prometheus/token#" \
+  deploy/prometheus/prometheus.yml > "$tmp/prometheus/prometheus.yml"
+(
+  cd "$tmp/prometheus"
+  promtool check config prometheus.yml
+  promtool check rules alerts.yml
+  promtool test rules alerts.test.yml
+)
+echo "check-deploy: prometheus config, rules and rule tests pass"

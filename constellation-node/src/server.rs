@@ -322,6 +322,7 @@ impl RunningNode {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(config.max_connections));
+        metrics::gauge!(telemetry::CONNECTIONS_MAX).set(config.max_connections as f64);
         let listening = Arc::new(AtomicBool::new(true));
         let ctx = Arc::new(ListenerContext::new(
             Arc::clone(&node),

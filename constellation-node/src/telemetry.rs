@@ -7,6 +7,7 @@
 //! | `omega_sync_duration_seconds` | histogram | (request read to response written) |
 //! | `omega_sync_errors_total` | counter | `kind`: a `SyncError` or codec error kind |
 //! | `omega_connections` | gauge | open QUIC connections |
+//! | `omega_connections_max` | gauge | the connection limit (`max_connections`) |
 //! | `omega_connections_refused_total` | counter | `reason`: limit, handshake, identity |
 //! | `omega_syncs_in_flight` | gauge | |
 //! | `omega_devices`, `omega_patterns` | gauge | as of the last federation run (standby node: the store's last count) |
@@ -39,6 +40,9 @@ pub const CONNECTIONS: &str = "omega_connections";
 /// Counter: connections refused, by reason (`limit`, `device_limit`,
 /// `pending`, `handshake`, `identity`).
 pub const CONNECTIONS_REFUSED: &str = "omega_connections_refused_total";
+/// Gauge: the connection limit (`max_connections`), beside
+/// [`CONNECTIONS`] for a "slots nearly full" alert.
+pub const CONNECTIONS_MAX: &str = "omega_connections_max";
 /// Gauge: QUIC handshakes in progress.
 pub const HANDSHAKES_PENDING: &str = "omega_handshakes_pending";
 /// Counter: connection attempts answered with a QUIC Retry (address
@@ -109,7 +113,7 @@ pub fn register_families() {
     for outcome in ["applied", "replayed", "forgotten", "refused"] {
         metrics::counter!(SYNCS, "outcome" => outcome).increment(0);
     }
-    for kind in ["request_timeout", "stream_reset"] {
+    for kind in ["request_timeout", "stream_reset", "internal", "retry_after"] {
         metrics::counter!(SYNC_ERRORS, "kind" => kind).increment(0);
     }
     for reason in ["limit", "device_limit", "pending", "handshake", "identity"] {
@@ -130,6 +134,7 @@ pub fn register_families() {
     }
     for gauge in [
         CONNECTIONS,
+        CONNECTIONS_MAX,
         HANDSHAKES_PENDING,
         IN_FLIGHT,
         names::DEVICES,

@@ -404,6 +404,7 @@ async fn the_first_scrape_exports_every_metric_family() {
         t::SYNC_DURATION,
         t::SYNC_ERRORS,
         t::CONNECTIONS,
+        t::CONNECTIONS_MAX,
         t::CONNECTIONS_REFUSED,
         t::HANDSHAKES_PENDING,
         t::HANDSHAKE_RETRIES,
@@ -425,7 +426,10 @@ async fn the_first_scrape_exports_every_metric_family() {
     }
     // Series, not only families (values: other tests of this binary may
     // share the process's recorder).
-    assert!(body.contains("omega_syncs_total{outcome=\"applied\"} "), "{body}");
+    assert!(
+        body.contains("omega_syncs_total{outcome=\"applied\"} "),
+        "{body}"
+    );
     assert!(!regions.is_empty());
     for region in &regions {
         assert!(
@@ -433,5 +437,47 @@ async fn the_first_scrape_exports_every_metric_family() {
             "{region}: {body}"
         );
     }
+    // Every metric the operator files use (alert rules, dashboards) is one
+    // this scrape exports.
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut used = Vec::new();
+    for file in ["prometheus/alerts.yml"] {
+        let text = std::fs::read_to_string(deploy.join(file)).unwrap();
+        used.extend(metric_names(&text));
+    }
+    assert!(used.len() >= 8, "{used:?}");
+    for name in used {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "{name} is used in deploy/ but not exported"
+        );
+    }
     assert!(node.shutdown().await);
+}
+
+/// The `omega_…` names in a text, each once.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .match_indices("omega_")
+        .filter(|(i, _)| {
+            // Not inside a longer word (job="omega-node" has a dash).
+            text[..*i]
+                .chars()
+                .last()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+        })
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
