@@ -92,6 +92,52 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Renew a TV's certificate: a fresh key and certificate with the same id.
+    ///
+    /// Replaces DIR/devices/ID.{crt,key}; the previous certificate stays valid
+    /// until it expires (revoke it if it leaked). The TV uses the new files at
+    /// its next sync.
+    RenewDevice {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Device id.
+        #[arg(long, value_name = "ID")]
+        id: String,
+        /// Validity in days.
+        #[arg(long, value_name = "N", default_value_t = omega_certs::DEFAULT_DEVICE_DAYS,
+              value_parser = clap::value_parser!(i64).range(1..=36500))]
+        days: i64,
+    },
+    /// Renew a node's certificate: a fresh key and certificate, same name and SANs.
+    ///
+    /// Replaces DIR/nodes/NAME.{crt,key}; run export-node again to hand the
+    /// new files to the node, which reloads them without a restart.
+    RenewNode {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Node name.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, value_name = "N", default_value_t = omega_certs::DEFAULT_NODE_DAYS,
+              value_parser = clap::value_parser!(i64).range(1..=36500))]
+        days: i64,
+    },
+    /// Copy what one node needs into OUT: CA certificates, CRLs, its certificate and key.
+    ///
+    /// No CA private key and no ledger: `omega-node serve --certs OUT` refuses
+    /// a directory holding CA keys. Files in OUT are replaced; run it again
+    /// after revoke, refresh-crl or renew-node and the node reloads them.
+    ExportNode {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Node name.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// The node's certificate directory (created 0700 if missing).
+        #[arg(long, value_name = "OUT")]
+        out: PathBuf,
+    },
     /// Revoke a certificate by serial or id and rewrite its CA's CRL.
     ///
     /// SERIAL_OR_ID is a serial number in hex or a device id / node name. The ledger
@@ -144,6 +190,26 @@ fn one_line(e: &anyhow::Error) -> String {
         source = cause.source();
     }
     line.replace('\n', " ")
+}
+
+/// `renew-device` / `renew-node`.
+fn renewed(dir: &DirArg, kind: CaKind, subject: &str, days: i64) -> anyhow::Result<()> {
+    let mut store = CertDir::open(&dir.dir)?;
+    let cert = store.renew(kind, subject, Validity::days_from_now(days))?;
+    println!(
+        "renewed {kind} certificate {} serial {}",
+        cert.subject, cert.serial
+    );
+    println!(
+        "  cert: {}",
+        store.paths().cert_path(kind, subject).display()
+    );
+    println!(
+        "  key:  {}",
+        store.paths().key_path(kind, subject).display()
+    );
+    println!("  valid until {}", rfc3339(cert.not_after));
+    Ok(())
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -230,6 +296,20 @@ fn run(command: Command) -> anyhow::Result<()> {
                     last.subject,
                     store.paths().devices_dir().display()
                 );
+            }
+        }
+        Command::RenewDevice { dir, id, days } => {
+            renewed(&dir, CaKind::Device, &id, days)?;
+        }
+        Command::RenewNode { dir, name, days } => {
+            renewed(&dir, CaKind::Node, &name, days)?;
+        }
+        Command::ExportNode { dir, name, out } => {
+            let store = CertDir::open(&dir.dir)?;
+            let written = store.export_node(&name, &out)?;
+            println!("exported node {name} into {} (no CA keys):", out.display());
+            for path in written {
+                println!("  {}", path.display());
             }
         }
         Command::Revoke { dir, target } => {
