@@ -28,7 +28,7 @@ async fn start_error(pki: &Pki) -> ServeError {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_crl_or_an_expired_one_stops_the_node_at_start() {
     let pki = Pki::new();
-    let crl = pki.certs.crl_path(CaKind::Device);
+    let crl = pki.node_paths().crl_path(CaKind::Device);
     let fresh = std::fs::read(&crl).unwrap();
     std::fs::remove_file(&crl).unwrap();
     let e = start_error(&pki).await;
@@ -73,6 +73,7 @@ async fn revoked_while_connected(poll_ms: u64, reload: impl FnOnce()) {
     }
 
     pki.certs.revoke(ids[0]).unwrap();
+    pki.export();
     reload();
     let reason = tokio::time::timeout(WAIT, conns[0].closed())
         .await
