@@ -433,7 +433,7 @@ async fn a_device_refuses_a_revoked_node_and_an_expired_node_crl() {
     let fresh = node_crl(&pki, &[], now);
     assert!(sync_with(with_crl(&fresh), addr).await.is_ok());
     // The node's serial revoked.
-    let revoked = node_crl(&pki, &[pki.node.serial.clone()], now);
+    let revoked = node_crl(&pki, std::slice::from_ref(&pki.node.serial), now);
     let err = sync_with(with_crl(&revoked), addr)
         .await
         .expect_err("a revoked node");
