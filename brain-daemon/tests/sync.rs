@@ -469,6 +469,19 @@ async fn forget_is_sent_until_a_node_accepts_it() {
     node.assert_nothing_uploaded();
 }
 
+/// A test node accepting everything and a TV that syncs with it only on
+/// `sync.now` (its own interval is long).
+fn tv_syncing_only_when_asked(pki: &Pki) -> (TestNode, tempfile::TempDir, Daemon) {
+    let node = TestNode::start(pki, Arc::new(|_, _| accept(3000)));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pki.sync_section(
+        &[node.addr],
+        "interval_min_secs = 3000\ninterval_max_secs = 3000\n",
+    );
+    let d = start_daemon(dir.path(), &cfg);
+    (node, dir, d)
+}
+
 /// Issue 9, item 1 (TV side): `node-ca.crl` beside `node-ca.crt` (as
 /// `omega-certs init` writes it) is required. An expired or missing one stops
 /// every attempt before a connection is made; a CRL revoking the node fails
@@ -476,13 +489,7 @@ async fn forget_is_sent_until_a_node_accepts_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tv_checks_the_node_against_the_node_crl_and_needs_a_fresh_one() {
     let mut pki = Pki::new();
-    let node = TestNode::start(&pki, Arc::new(|_, _| accept(3000)));
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = pki.sync_section(
-        &[node.addr],
-        "interval_min_secs = 3000\ninterval_max_secs = 3000\n",
-    );
-    let d = start_daemon(dir.path(), &cfg);
+    let (node, _dir, d) = tv_syncing_only_when_asked(&pki);
     let now = |id: u64| ok(&d, json!({"id": id, "op": "sync.now"}));
     let r = now(2);
     assert_eq!(r["outcome"], "ok", "{r}");
@@ -528,13 +535,7 @@ async fn the_tv_checks_the_node_against_the_node_crl_and_needs_a_fresh_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tv_syncs_with_its_renewed_certificate_on_the_next_sync() {
     let mut pki = Pki::new();
-    let node = TestNode::start(&pki, Arc::new(|_, _| accept(3000)));
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = pki.sync_section(
-        &[node.addr],
-        "interval_min_secs = 3000\ninterval_max_secs = 3000\n",
-    );
-    let d = start_daemon(dir.path(), &cfg);
+    let (node, _dir, d) = tv_syncing_only_when_asked(&pki);
     let r = ok(&d, json!({"id": 2, "op": "sync.now"}));
     assert_eq!(r["outcome"], "ok", "{r}");
     let first = pki.certs.find("tv-1").unwrap().serial.clone();

@@ -28,6 +28,20 @@ struct DirArg {
     dir: PathBuf,
 }
 
+/// One device certificate: `issue-device` and `renew-device`.
+#[derive(Debug, Args)]
+struct DeviceArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// Device id (the certificate's CN and the file name).
+    #[arg(long, value_name = "ID")]
+    id: String,
+    /// Validity in days.
+    #[arg(long, value_name = "N", default_value_t = omega_certs::DEFAULT_DEVICE_DAYS,
+          value_parser = clap::value_parser!(i64).range(1..=36500))]
+    days: i64,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create the device and node CAs, empty CRLs and an empty ledger in DIR.
@@ -41,17 +55,7 @@ enum Command {
     ///
     /// The certificate's CN is ID. ID is 1 to 64 characters of A-Z a-z 0-9 . _ - and does not start with '.'
     /// or '-'; it must not have been issued before.
-    IssueDevice {
-        #[command(flatten)]
-        dir: DirArg,
-        /// Device id (becomes the certificate CN and the file name).
-        #[arg(long, value_name = "ID")]
-        id: String,
-        /// Validity in days.
-        #[arg(long, value_name = "N", default_value_t = omega_certs::DEFAULT_DEVICE_DAYS,
-              value_parser = clap::value_parser!(i64).range(1..=36500))]
-        days: i64,
-    },
+    IssueDevice(DeviceArgs),
     /// Issue one constellation node certificate into DIR/nodes/NAME.{crt,key}.
     ///
     /// NAME follows the same rule as device ids. The certificate is valid for TLS server and client use (nodes dial each other)
@@ -97,17 +101,7 @@ enum Command {
     /// Replaces DIR/devices/ID.{crt,key}; the previous certificate stays valid
     /// until it expires (revoke it if it leaked). The TV uses the new files at
     /// its next sync.
-    RenewDevice {
-        #[command(flatten)]
-        dir: DirArg,
-        /// Device id.
-        #[arg(long, value_name = "ID")]
-        id: String,
-        /// Validity in days.
-        #[arg(long, value_name = "N", default_value_t = omega_certs::DEFAULT_DEVICE_DAYS,
-              value_parser = clap::value_parser!(i64).range(1..=36500))]
-        days: i64,
-    },
+    RenewDevice(DeviceArgs),
     /// Renew a node's certificate: a fresh key and certificate, same name and SANs.
     ///
     /// Replaces DIR/nodes/NAME.{crt,key}; run export-node again to hand the
@@ -231,7 +225,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::IssueDevice { dir, id, days } => {
+        Command::IssueDevice(DeviceArgs { dir, id, days }) => {
             let mut store = CertDir::open(&dir.dir)?;
             let cert = store.issue_device_with(&id, Validity::days_from_now(days))?;
             println!(
@@ -298,7 +292,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::RenewDevice { dir, id, days } => {
+        Command::RenewDevice(DeviceArgs { dir, id, days }) => {
             renewed(&dir, CaKind::Device, &id, days)?;
         }
         Command::RenewNode { dir, name, days } => {

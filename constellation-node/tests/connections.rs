@@ -16,6 +16,19 @@ use std::sync::Arc;
 use omega_node::listener::{CLOSE_CONNECTION_LIMIT, CLOSE_DEVICE_LIMIT};
 use support::*;
 
+/// An in-process node with the test configuration changed by `change`
+/// (and the data directory to keep while it runs).
+async fn node_with(
+    pki: &Pki,
+    change: impl FnOnce(&mut omega_node::Config),
+) -> (tempfile::TempDir, omega_node::RunningNode) {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    change(&mut config);
+    let node = start(pki, data.path(), config, None).await;
+    (data, node)
+}
+
 /// The value of the metric line starting with `series` (name and labels),
 /// 0 when the node has not recorded it yet.
 async fn metric(admin: SocketAddr, series: &str) -> f64 {
@@ -166,31 +179,22 @@ impl Relay {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_handshake_holds_no_connection_slot() {
     let pki = Pki::new();
-    let data = tempfile::tempdir().unwrap();
-    let mut config = test_config();
-    config.max_connections = 1;
-    let node = start(&pki, data.path(), config, None).await;
+    let (_data, node) = node_with(&pki, |c| c.max_connections = 1).await;
     let addr = node.quic_addr();
 
-    let (stalled_endpoint, stalled, _relay) = one_stalled_handshake(&pki, addr).await;
+    let stalled = Stalled::start(&pki, addr).await;
 
     // The only slot is still free for a device that completes its handshake.
     let endpoint = client_endpoint();
     let conn = connect(&endpoint, &pki, &pki.device("tv-real"), addr).await;
     accepted(sync(&conn, &snapshot(1, 0)).await);
-    // The stalled handshake does not hold up shutdown either.
-    drop(stalled);
-    assert!(node.shutdown().await);
-    stalled_endpoint.close(0u32.into(), b"");
+    stalled.shut_down(node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_retry_always_on_devices_still_connect() {
     let pki = Pki::new();
-    let data = tempfile::tempdir().unwrap();
-    let mut config = test_config();
-    config.retry_above_pending = 0;
-    let node = start(&pki, data.path(), config, None).await;
+    let (_data, node) = node_with(&pki, |c| c.retry_above_pending = 0).await;
     let endpoint = client_endpoint();
     let conn = connect(&endpoint, &pki, &pki.device("tv-retried"), node.quic_addr()).await;
     accepted(sync(&conn, &snapshot(1, 0)).await);
@@ -199,36 +203,53 @@ async fn with_retry_always_on_devices_still_connect() {
     assert!(node.shutdown().await);
 }
 
-/// A stalled handshake (through a [`Relay`] that never opens) of a fresh
-/// client: the node holds one handshake in progress. Returns what must stay
-/// alive while it should stay pending.
-async fn one_stalled_handshake(
-    pki: &Pki,
-    node: SocketAddr,
-) -> (quinn::Endpoint, quinn::Connecting, Relay) {
-    let relay = Relay::start(node, false).await;
-    let endpoint = client_endpoint();
-    let stalled = endpoint
-        .connect_with(
-            pki.client_config(&pki.device("tv-stalled")),
-            relay.addr,
-            "localhost",
-        )
-        .unwrap();
-    relay.answered().await;
-    (endpoint, stalled, relay)
+/// A handshake held in progress (through a [`Relay`] that stays shut until
+/// the test opens it).
+struct Stalled {
+    endpoint: quinn::Endpoint,
+    attempt: quinn::Connecting,
+    relay: Relay,
+}
+
+impl Stalled {
+    /// A fresh client's attempt, once the node is handshaking with it.
+    async fn start(pki: &Pki, node: SocketAddr) -> Stalled {
+        let relay = Relay::start(node, false).await;
+        let endpoint = client_endpoint();
+        let attempt = endpoint
+            .connect_with(
+                pki.client_config(&pki.device("tv-stalled")),
+                relay.addr,
+                "localhost",
+            )
+            .unwrap();
+        relay.answered().await;
+        Stalled {
+            endpoint,
+            attempt,
+            relay,
+        }
+    }
+
+    /// Shuts `node` down with the handshake still pending (it must not hold
+    /// shutdown up), then ends the client.
+    async fn shut_down(self, node: omega_node::RunningNode) {
+        drop(self.attempt);
+        assert!(node.shutdown().await);
+        self.endpoint.close(0u32.into(), b"");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_pending_handshakes_an_attempt_is_refused_at_once() {
     let pki = Pki::new();
-    let data = tempfile::tempdir().unwrap();
-    let mut config = test_config();
-    config.max_pending_handshakes = 1;
-    config.retry_above_pending = 1_000;
-    let node = start(&pki, data.path(), config, None).await;
+    let (_data, node) = node_with(&pki, |c| {
+        c.max_pending_handshakes = 1;
+        c.retry_above_pending = 1_000;
+    })
+    .await;
     let addr = node.quic_addr();
-    let (stalled_endpoint, stalled, _relay) = one_stalled_handshake(&pki, addr).await;
+    let stalled = Stalled::start(&pki, addr).await;
 
     let endpoint = client_endpoint();
     let refused = tokio::time::timeout(
@@ -247,9 +268,7 @@ async fn past_max_pending_handshakes_an_attempt_is_refused_at_once() {
     );
     let series = r#"omega_connections_refused_total{reason="pending"}"#;
     assert!(metric(node.admin_addr(), series).await >= 1.0);
-    drop(stalled);
-    assert!(node.shutdown().await);
-    stalled_endpoint.close(0u32.into(), b"");
+    stalled.shut_down(node).await;
 }
 
 /// Connects through a fresh open [`Relay`] and syncs; whether the node
@@ -266,50 +285,33 @@ async fn syncs_through_a_relay(pki: &Pki, node: SocketAddr, device: &str) -> boo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_retry_above_pending_handshakes_a_new_address_is_validated_first() {
     let pki = Pki::new();
-    let data = tempfile::tempdir().unwrap();
-    let mut config = test_config();
-    config.retry_above_pending = 1;
-    let node = start(&pki, data.path(), config, None).await;
+    let (_data, node) = node_with(&pki, |c| c.retry_above_pending = 1).await;
     let addr = node.quic_addr();
     // No handshake in progress: no Retry.
     assert!(!syncs_through_a_relay(&pki, addr, "tv-direct").await);
     // One in progress: the next address gets a Retry first, which a real
     // client answers, and then connects and syncs.
-    let (stalled_endpoint, stalled, _relay) = one_stalled_handshake(&pki, addr).await;
+    let stalled = Stalled::start(&pki, addr).await;
     assert!(syncs_through_a_relay(&pki, addr, "tv-validated").await);
-    drop(stalled);
-    assert!(node.shutdown().await);
-    stalled_endpoint.close(0u32.into(), b"");
+    stalled.shut_down(node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_completing_after_the_last_slot_was_taken_is_closed_with_code_3() {
     let pki = Pki::new();
-    let data = tempfile::tempdir().unwrap();
-    let mut config = test_config();
-    config.max_connections = 1;
-    let node = start(&pki, data.path(), config, None).await;
+    let (_data, node) = node_with(&pki, |c| c.max_connections = 1).await;
     let addr = node.quic_addr();
 
     // B's attempt is accepted (a slot was free) and its handshake held.
-    let relay = Relay::start(addr, false).await;
-    let late_endpoint = client_endpoint();
-    let late = late_endpoint
-        .connect_with(
-            pki.client_config(&pki.device("tv-late")),
-            relay.addr,
-            "localhost",
-        )
-        .unwrap();
-    relay.answered().await;
+    let late = Stalled::start(&pki, addr).await;
     // Meanwhile A completes its handshake and takes the only slot.
     let endpoint = client_endpoint();
     let first = connect(&endpoint, &pki, &pki.device("tv-first"), addr).await;
     accepted(sync(&first, &snapshot(1, 0)).await);
     // B's handshake completes now: no slot is left for it.
-    relay.open.store(true, Ordering::Release);
+    late.relay.open.store(true, Ordering::Release);
     let reason = tokio::time::timeout(WAIT, async {
-        match late.await {
+        match late.attempt.await {
             Ok(c) => c.closed().await,
             Err(e) => e,
         }
@@ -322,5 +324,5 @@ async fn a_handshake_completing_after_the_last_slot_was_taken_is_closed_with_cod
     // A keeps its connection.
     accepted(sync(&first, &snapshot(2, 0)).await);
     assert!(node.shutdown().await);
-    late_endpoint.close(0u32.into(), b"");
+    late.endpoint.close(0u32.into(), b"");
 }

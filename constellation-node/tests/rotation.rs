@@ -80,14 +80,7 @@ async fn a_renewed_node_certificate_is_presented_to_new_connections_when_the_fil
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_node_certificate_is_presented_after_sighup() {
     // An hour between file reads: only the signal can reload in time.
-    rotation(3_600_000, || {
-        let st = std::process::Command::new("kill")
-            .args(["-HUP", &std::process::id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    })
-    .await;
+    rotation(3_600_000, sighup_self).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -311,6 +311,15 @@ pub fn assert_closed_with(reason: quinn::ConnectionError, code: u32) {
     }
 }
 
+/// Sends SIGHUP to this process (the in-process nodes reload).
+pub fn sighup_self() {
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 /// Polls `check` until it holds or the deadline passes.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
