@@ -201,7 +201,15 @@ fn renew_and_export_node() {
     let d = dir.to_str().unwrap();
     ok(&["init", "--dir", d]);
     ok(&["issue-device", "--dir", d, "--id", "tv-1"]);
-    ok(&["issue-node", "--dir", d, "--name", "node-1", "--san", "localhost"]);
+    ok(&[
+        "issue-node",
+        "--dir",
+        d,
+        "--name",
+        "node-1",
+        "--san",
+        "localhost",
+    ]);
     let before = fs::read(dir.join("devices/tv-1.crt")).unwrap();
     let out = ok(&["renew-device", "--dir", d, "--id", "tv-1", "--days", "30"]);
     assert!(out.contains("renewed device certificate tv-1"), "{out}");
