@@ -45,7 +45,10 @@
 //! device_cert = "certs/device.crt" # relative paths are under the data directory
 //! device_key = "certs/device.key"
 //! node_ca = "certs/node-ca.crt"
-//! # crl = "certs/node-ca.crl"     # optional revocation list of the node CA
+//! # crl = "certs/node-ca.crl"     # the node CA's revocation list; default: node_ca's
+//!                                 # name with .crl when that file exists at start.
+//!                                 # Once in use it is required: missing or expired, no sync.
+//!                                 # The certificate, key and CRL are re-read before each sync.
 //! device_ca = "certs/device-ca.crt" # checks the other members of aggregation rounds
 //! region = "eu-west"              # sent with each sync (the node must allow it; omega_protocol::DEFAULT_REGION)
 //! interval_min_secs = 300         # the TV's own interval: random in [min, max]
@@ -345,7 +348,11 @@ pub struct SyncSection {
     pub device_key: PathBuf,
     /// Node CA certificate.
     pub node_ca: PathBuf,
-    /// Node CA revocation list.
+    /// Node CA revocation list, required when set. Unset: `node_ca` with
+    /// the extension `crl` (`node-ca.crl` beside `node-ca.crt`, as
+    /// `omega-certs init` writes them) when that file exists at start,
+    /// required from then on; otherwise node certificates are checked
+    /// against the CA only (warned at start).
     pub crl: Option<PathBuf>,
     /// Device CA certificate: every member of an aggregation round must
     /// hold a device certificate it issued.

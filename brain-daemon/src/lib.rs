@@ -9,9 +9,17 @@
 //!
 //! The actors themselves live in `omega_brain::actors`; the binaries in
 //! `src/bin` only parse flags, set up logging and wire these together.
+//!
+//! Everything but [`protocol`] needs the default `daemon` feature; without
+//! it the crate is the request parser alone, with neither the model nor the
+//! store (the `socket_request` fuzz target builds it so).
 
+#[cfg(feature = "daemon")]
 pub mod access;
+#[cfg(feature = "daemon")]
 pub mod client;
+#[cfg(feature = "daemon")]
 pub mod config;
 pub mod protocol;
+#[cfg(feature = "daemon")]
 pub mod server;

@@ -53,8 +53,11 @@
 //! | `rate_limited` | more `observe`s on this connection than `[access] observe_per_sec` / `observe_burst` allow; retry later | stays open |
 //! | `internal` | anything else (logged) | stays open |
 
+#[cfg(feature = "daemon")]
 use omega_brain::actors::{ActorError, ChildKind};
-use omega_brain::{BrainError, CoreError, RecommendRequest};
+#[cfg(feature = "daemon")]
+use omega_brain::{BrainError, CoreError};
+use omega_brain_core::RecommendRequest;
 use omega_protocol::catalog_import::{parse_import, ImportFormat};
 use omega_protocol::{CatalogItem, ContentId, ViewingContext};
 use serde_json::{json, Map, Value};
@@ -89,6 +92,7 @@ impl ProtoError {
     }
 }
 
+#[cfg(feature = "daemon")]
 impl From<ActorError> for ProtoError {
     fn from(e: ActorError) -> Self {
         let code = match &e {

@@ -193,10 +193,13 @@ async fn start_node(
     config.admin = "127.0.0.1:0".parse().unwrap();
     config.node_name = name.to_owned();
     let node_dir = tempfile::tempdir().unwrap();
+    // What `omega-certs export-node` gives the node: no CA keys.
+    let node_certs = node_dir.path().join("certs");
+    certs.export_node(name, &node_certs).unwrap();
     let node = omega_node::RunningNode::start(omega_node::ServeOptions {
-        data_dir: node_dir.path().to_owned(),
+        data_dir: node_dir.path().join("data"),
         model_dir: Some(model_dir()),
-        certs_dir: certs.dir().to_owned(),
+        certs_dir: node_certs,
         config,
         admin_token: Some(ADMIN_TOKEN.into()),
     })

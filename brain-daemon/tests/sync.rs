@@ -12,10 +12,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use omega_certs::{CaKind, CertDir};
+use omega_certs::{CaKind, CertDir, SerialHex, Validity};
 use omega_protocol::codec::{decode_request, encode_response};
 use omega_protocol::{SyncAccepted, SyncError, SyncKind, SyncRequest, SyncResponse};
-use omega_transport::quic::{accept_exchange, respond, server_config, TlsIdentity, TrustAnchor};
+use omega_transport::quic::{
+    accept_exchange, peer_chain, peer_device_id, respond, server_config, TlsIdentity, TrustAnchor,
+};
 use serde_json::{json, Value};
 use support::{model_dir, Daemon, ADMIN_TOKEN, DEADLINE};
 
@@ -37,7 +39,21 @@ impl Pki {
             .issue_node("node-1", &["localhost".into(), "127.0.0.1".into()])
             .unwrap();
         certs.issue_device("tv-1").unwrap();
-        Pki { _dir: dir, certs }
+        let pki = Pki { _dir: dir, certs };
+        pki.export();
+        pki
+    }
+
+    /// node-1's certificate directory (`omega-certs export-node`: no CA keys).
+    fn node_certs(&self) -> std::path::PathBuf {
+        self._dir.path().join("node-1")
+    }
+
+    /// Hands node-1 the store's current CRLs and certificate again.
+    fn export(&self) {
+        self.certs
+            .export_node("node-1", &self.node_certs())
+            .unwrap();
     }
 
     /// The daemon's `[sync]` section for `nodes` plus `extra` lines.
@@ -59,6 +75,8 @@ impl Pki {
 struct TestNode {
     addr: SocketAddr,
     log: Arc<Mutex<Vec<(Instant, SyncRequest)>>>,
+    /// Each connection's device id and certificate serial, in order.
+    peers: Arc<Mutex<Vec<(String, SerialHex)>>>,
     _endpoint: quinn::Endpoint,
 }
 
@@ -76,12 +94,23 @@ impl TestNode {
         let endpoint = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = endpoint.local_addr().unwrap();
         let log: Arc<Mutex<Vec<(Instant, SyncRequest)>>> = Arc::default();
-        let (e, l) = (endpoint.clone(), log.clone());
+        let peers: Arc<Mutex<Vec<(String, SerialHex)>>> = Arc::default();
+        let (e, l, p) = (endpoint.clone(), log.clone(), peers.clone());
         tokio::spawn(async move {
             while let Some(incoming) = e.accept().await {
-                let (l, answer) = (l.clone(), answer.clone());
+                let (l, p, answer) = (l.clone(), p.clone(), answer.clone());
                 tokio::spawn(async move {
                     let Ok(conn) = incoming.await else { return };
+                    let id = peer_device_id(&conn).expect("a device id");
+                    let leaf = peer_chain(&conn).expect("a chain").remove(0);
+                    let serial = match omega_certs::inspect_pem(leaf.as_ref())
+                        .expect("a certificate")
+                        .remove(0)
+                    {
+                        omega_certs::Inspected::Certificate(c) => c.serial,
+                        other => panic!("{other:?}"),
+                    };
+                    p.lock().unwrap().push((id.as_str().to_owned(), serial));
                     while let Ok((mut send, body)) = accept_exchange(&conn).await {
                         let req = decode_request(&body.expect("a whole frame"))
                             .expect("the TV sends valid requests");
@@ -99,8 +128,13 @@ impl TestNode {
         TestNode {
             addr,
             log,
+            peers,
             _endpoint: endpoint,
         }
+    }
+
+    fn peers(&self) -> Vec<(String, SerialHex)> {
+        self.peers.lock().unwrap().clone()
     }
 
     fn requests(&self) -> Vec<(Instant, SyncRequest)> {
@@ -160,7 +194,7 @@ async fn the_tv_syncs_with_a_real_node_past_a_dead_address() {
     let node = omega_node::RunningNode::start(omega_node::ServeOptions {
         data_dir: node_dir.path().to_owned(),
         model_dir: Some(model),
-        certs_dir: pki.certs.dir().to_owned(),
+        certs_dir: pki.node_certs(),
         config: omega_node::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
@@ -243,7 +277,7 @@ async fn the_tv_syncs_with_a_node_it_knows_by_a_dns_name() {
     let node = omega_node::RunningNode::start(omega_node::ServeOptions {
         data_dir: node_dir.path().to_owned(),
         model_dir: None,
-        certs_dir: pki.certs.dir().to_owned(),
+        certs_dir: pki.node_certs(),
         config: omega_node::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
@@ -433,4 +467,94 @@ async fn forget_is_sent_until_a_node_accepts_it() {
     );
     assert_eq!(kinds.last(), Some(&SyncKind::Delta));
     node.assert_nothing_uploaded();
+}
+
+/// A test node accepting everything and a TV that syncs with it only on
+/// `sync.now` (its own interval is long).
+fn tv_syncing_only_when_asked(pki: &Pki) -> (TestNode, tempfile::TempDir, Daemon) {
+    let node = TestNode::start(pki, Arc::new(|_, _| accept(3000)));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pki.sync_section(
+        &[node.addr],
+        "interval_min_secs = 3000\ninterval_max_secs = 3000\n",
+    );
+    let d = start_daemon(dir.path(), &cfg);
+    (node, dir, d)
+}
+
+/// Issue 9, item 1 (TV side): `node-ca.crl` beside `node-ca.crt` (as
+/// `omega-certs init` writes it) is required. An expired or missing one stops
+/// every attempt before a connection is made; a CRL revoking the node fails
+/// the handshake; a fresh one lets the TV sync again, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tv_checks_the_node_against_the_node_crl_and_needs_a_fresh_one() {
+    let mut pki = Pki::new();
+    let (node, _dir, d) = tv_syncing_only_when_asked(&pki);
+    let now = |id: u64| ok(&d, json!({"id": id, "op": "sync.now"}));
+    let r = now(2);
+    assert_eq!(r["outcome"], "ok", "{r}");
+    let crl = pki.certs.crl_path(CaKind::Node);
+    let fresh = std::fs::read(&crl).unwrap();
+
+    // Signed 31 days ago: past its nextUpdate.
+    let old = time::OffsetDateTime::now_utc() - time::Duration::days(31);
+    let expired = pki.certs.ca(CaKind::Node).crl(&[], old).unwrap();
+    std::fs::write(&crl, expired).unwrap();
+    let sent = node.requests().len();
+    let r = now(3);
+    assert_eq!(r["outcome"], "local", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("expired"), "{r}");
+    assert_eq!(r["bytes_up"], json!(0), "nothing sent: {r}");
+    // Missing: refused alike.
+    std::fs::remove_file(&crl).unwrap();
+    let r = now(4);
+    assert_eq!(r["outcome"], "local", "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("node-ca.crl"),
+        "{r}"
+    );
+    assert_eq!(node.requests().len(), sent, "no request reached the node");
+
+    // A fresh CRL revoking the node's certificate: the handshake fails.
+    pki.certs.revoke("node-1").unwrap();
+    let r = now(5);
+    assert_eq!(r["outcome"], "unreachable", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("Revoked"), "{r}");
+    assert_eq!(node.requests().len(), sent, "no request reached the node");
+
+    // The fresh list from before (node not revoked): syncing again.
+    std::fs::write(&crl, fresh).unwrap();
+    let r = now(6);
+    assert_eq!(r["outcome"], "ok", "{r}");
+    assert!(node.requests().len() > sent);
+}
+
+/// Issue 9, item 2 (TV side): `omega-certs renew-device` replaces the TV's
+/// certificate and key; the next sync uses them on a new connection, and the
+/// node sees the same device id with the new serial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tv_syncs_with_its_renewed_certificate_on_the_next_sync() {
+    let mut pki = Pki::new();
+    let (node, _dir, d) = tv_syncing_only_when_asked(&pki);
+    let r = ok(&d, json!({"id": 2, "op": "sync.now"}));
+    assert_eq!(r["outcome"], "ok", "{r}");
+    let first = pki.certs.find("tv-1").unwrap().serial.clone();
+    assert_eq!(node.peers(), vec![("tv-1".to_owned(), first.clone())]);
+
+    let renewed = pki
+        .certs
+        .renew(CaKind::Device, "tv-1", Validity::days_from_now(30))
+        .unwrap();
+    assert_ne!(renewed.serial, first);
+    let r = ok(&d, json!({"id": 3, "op": "sync.now"}));
+    assert_eq!(r["outcome"], "ok", "{r}");
+    assert_eq!(
+        node.peers(),
+        vec![
+            ("tv-1".to_owned(), first),
+            ("tv-1".to_owned(), renewed.serial)
+        ],
+        "a new connection with the renewed certificate, same device id"
+    );
+    assert_eq!(node.requests().len(), 2);
 }

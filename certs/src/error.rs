@@ -103,6 +103,31 @@ pub enum CertError {
         actual: CaKind,
     },
 
+    /// A renewal or export named a subject the ledger does not hold (as a
+    /// certificate of that kind).
+    #[cfg(feature = "ca")]
+    #[error("no {kind} certificate {subject:?} in the ledger")]
+    UnknownSubject {
+        /// The CA kind asked for.
+        kind: CaKind,
+        /// The device id or node name.
+        subject: String,
+    },
+
+    /// A renewal named a subject whose latest certificate is revoked.
+    #[error("{subject} is revoked: refusing to renew it")]
+    RevokedSubject {
+        /// The device id or node name.
+        subject: String,
+    },
+
+    /// An export was asked to write into the store it reads from.
+    #[error("{path} is the certificate store itself: export into another directory")]
+    ExportIntoStore {
+        /// The directory given.
+        path: PathBuf,
+    },
+
     /// `init` found CA material already present and refused to overwrite it.
     #[error("{path} already exists: refusing to overwrite an existing certificate store")]
     AlreadyInitialized {

@@ -28,6 +28,20 @@ struct DirArg {
     dir: PathBuf,
 }
 
+/// One device certificate: `issue-device` and `renew-device`.
+#[derive(Debug, Args)]
+struct DeviceArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// Device id (the certificate's CN and the file name).
+    #[arg(long, value_name = "ID")]
+    id: String,
+    /// Validity in days.
+    #[arg(long, value_name = "N", default_value_t = omega_certs::DEFAULT_DEVICE_DAYS,
+          value_parser = clap::value_parser!(i64).range(1..=36500))]
+    days: i64,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create the device and node CAs, empty CRLs and an empty ledger in DIR.
@@ -41,17 +55,7 @@ enum Command {
     ///
     /// The certificate's CN is ID. ID is 1 to 64 characters of A-Z a-z 0-9 . _ - and does not start with '.'
     /// or '-'; it must not have been issued before.
-    IssueDevice {
-        #[command(flatten)]
-        dir: DirArg,
-        /// Device id (becomes the certificate CN and the file name).
-        #[arg(long, value_name = "ID")]
-        id: String,
-        /// Validity in days.
-        #[arg(long, value_name = "N", default_value_t = omega_certs::DEFAULT_DEVICE_DAYS,
-              value_parser = clap::value_parser!(i64).range(1..=36500))]
-        days: i64,
-    },
+    IssueDevice(DeviceArgs),
     /// Issue one constellation node certificate into DIR/nodes/NAME.{crt,key}.
     ///
     /// NAME follows the same rule as device ids. The certificate is valid for TLS server and client use (nodes dial each other)
@@ -91,6 +95,42 @@ enum Command {
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Renew a TV's certificate: a fresh key and certificate with the same id.
+    ///
+    /// Replaces DIR/devices/ID.{crt,key}; the previous certificate stays valid
+    /// until it expires (revoke it if it leaked). The TV uses the new files at
+    /// its next sync.
+    RenewDevice(DeviceArgs),
+    /// Renew a node's certificate: a fresh key and certificate, same name and SANs.
+    ///
+    /// Replaces DIR/nodes/NAME.{crt,key}; run export-node again to hand the
+    /// new files to the node, which reloads them without a restart.
+    RenewNode {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Node name.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, value_name = "N", default_value_t = omega_certs::DEFAULT_NODE_DAYS,
+              value_parser = clap::value_parser!(i64).range(1..=36500))]
+        days: i64,
+    },
+    /// Copy what one node needs into OUT: CA certificates, CRLs, its certificate and key.
+    ///
+    /// No CA private key and no ledger: `omega-node serve --certs OUT` refuses
+    /// a directory holding CA keys. Files in OUT are replaced; run it again
+    /// after revoke, refresh-crl or renew-node and the node reloads them.
+    ExportNode {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Node name.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// The node's certificate directory (created 0700 if missing).
+        #[arg(long, value_name = "OUT")]
+        out: PathBuf,
     },
     /// Revoke a certificate by serial or id and rewrite its CA's CRL.
     ///
@@ -146,6 +186,26 @@ fn one_line(e: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
+/// `renew-device` / `renew-node`.
+fn renewed(dir: &DirArg, kind: CaKind, subject: &str, days: i64) -> anyhow::Result<()> {
+    let mut store = CertDir::open(&dir.dir)?;
+    let cert = store.renew(kind, subject, Validity::days_from_now(days))?;
+    println!(
+        "renewed {kind} certificate {} serial {}",
+        cert.subject, cert.serial
+    );
+    println!(
+        "  cert: {}",
+        store.paths().cert_path(kind, subject).display()
+    );
+    println!(
+        "  key:  {}",
+        store.paths().key_path(kind, subject).display()
+    );
+    println!("  valid until {}", rfc3339(cert.not_after));
+    Ok(())
+}
+
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
@@ -165,7 +225,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::IssueDevice { dir, id, days } => {
+        Command::IssueDevice(DeviceArgs { dir, id, days }) => {
             let mut store = CertDir::open(&dir.dir)?;
             let cert = store.issue_device_with(&id, Validity::days_from_now(days))?;
             println!(
@@ -230,6 +290,20 @@ fn run(command: Command) -> anyhow::Result<()> {
                     last.subject,
                     store.paths().devices_dir().display()
                 );
+            }
+        }
+        Command::RenewDevice(DeviceArgs { dir, id, days }) => {
+            renewed(&dir, CaKind::Device, &id, days)?;
+        }
+        Command::RenewNode { dir, name, days } => {
+            renewed(&dir, CaKind::Node, &name, days)?;
+        }
+        Command::ExportNode { dir, name, out } => {
+            let store = CertDir::open(&dir.dir)?;
+            let written = store.export_node(&name, &out)?;
+            println!("exported node {name} into {} (no CA keys):", out.display());
+            for path in written {
+                println!("  {}", path.display());
             }
         }
         Command::Revoke { dir, target } => {

@@ -11,12 +11,20 @@
 //! ```
 //!
 //! Keys are created 0600, everything else 0644; every write goes through a
-//! fsynced temporary file; nothing is overwritten except the CRLs and the ledger.
+//! fsynced temporary file; nothing is overwritten except the CRLs, the ledger
+//! and, by an explicit renewal ([`CertDir::renew`]), a subject's certificate
+//! and key.
+//!
+//! A node gets a copy of what it needs and nothing more
+//! ([`CertDir::export_node`]): the two CA certificates, the two CRLs and its
+//! own certificate and key, in the same layout, without the CA keys or the
+//! ledger.
 //! Mutations take an advisory lock (`DIR/.lock`) and re-read the ledger under it.
 
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -30,8 +38,10 @@ use crate::{
 
 /// Default lifetime of a device certificate, in days.
 pub const DEFAULT_DEVICE_DAYS: i64 = 1825;
-/// Default lifetime of a node certificate, in days.
-pub const DEFAULT_NODE_DAYS: i64 = 825;
+/// Default lifetime of a node certificate, in days: short, because a node
+/// renews without a restart (`omega-certs renew-node`, then `export-node`;
+/// the node reloads its certificate and key when the files change).
+pub const DEFAULT_NODE_DAYS: i64 = 90;
 
 const LEDGER_VERSION: u32 = 1;
 
@@ -545,7 +555,9 @@ impl CertDir {
     }
 
     /// Revoke a certificate by serial (hex) or by device id / node name: mark it in
-    /// the ledger and rewrite the issuing CA's CRL.
+    /// the ledger and rewrite the issuing CA's CRL. By id or name, every
+    /// certificate of that subject is revoked (a renewed subject has several);
+    /// the returned entry is the latest.
     ///
     /// Revoking an already revoked certificate succeeds and rewrites the CRL (so a
     /// revoke interrupted between the ledger and the CRL can simply be repeated).
@@ -557,15 +569,29 @@ impl CertDir {
                 target: serial_or_id.to_owned(),
             }
         })?;
-        let already_revoked = self.ledger[index].revoked;
+        let by_serial = self.ledger[index].subject != serial_or_id;
+        let subject = self.ledger[index].subject.clone();
+        let targets: Vec<usize> = if by_serial {
+            vec![index]
+        } else {
+            (0..self.ledger.len())
+                .filter(|&i| self.ledger[i].subject == subject)
+                .collect()
+        };
+        let already_revoked = targets.iter().all(|&i| self.ledger[i].revoked);
         if !already_revoked {
-            let entry = &mut self.ledger[index];
-            entry.revoked = true;
             let now = OffsetDateTime::now_utc();
-            entry.revoked_at = Some(now.replace_nanosecond(0).unwrap_or(now));
+            for &i in &targets {
+                let entry = &mut self.ledger[i];
+                if !entry.revoked {
+                    entry.revoked = true;
+                    entry.revoked_at = Some(now.replace_nanosecond(0).unwrap_or(now));
+                }
+            }
             self.write_ledger()?;
         }
-        let entry = self.ledger[index].clone();
+        let latest = targets.last().copied().unwrap_or(index);
+        let entry = self.ledger[latest].clone();
         self.write_crl(entry.kind)?;
         Ok(Revocation {
             entry,
@@ -582,6 +608,136 @@ impl CertDir {
             self.write_crl(kind)?;
         }
         Ok(())
+    }
+
+    /// Renew `subject`'s certificate (a device id or node name issued by the
+    /// `kind` CA): a fresh key and certificate with the same CN (and, for a
+    /// node, the same SANs as its current certificate), valid for `validity`,
+    /// replacing `DIR/devices/<ID>.{crt,key}` or `DIR/nodes/<NAME>.{crt,key}`.
+    /// The ledger gets a second entry for the subject; the previous
+    /// certificate is not revoked and stays valid until it expires, so a TV
+    /// or node keeps working until it picks the new files up.
+    ///
+    /// Fails with [`CertError::UnknownSubject`] when the ledger has no such
+    /// subject of that kind and with [`CertError::RevokedSubject`] when its
+    /// latest certificate is revoked.
+    pub fn renew(
+        &mut self,
+        kind: CaKind,
+        subject: &str,
+        validity: Validity,
+    ) -> Result<IssuedCert, CertError> {
+        validate_device_id(subject)?;
+        let _lock = StoreLock::acquire(&self.paths.lock_path())?;
+        self.ledger = read_ledger(&self.paths.index_path())?;
+        let latest = self
+            .ledger
+            .iter()
+            .rev()
+            .find(|e| e.subject == subject)
+            .filter(|e| e.kind == kind)
+            .ok_or_else(|| CertError::UnknownSubject {
+                kind,
+                subject: subject.to_owned(),
+            })?;
+        if latest.revoked {
+            return Err(CertError::RevokedSubject {
+                subject: subject.to_owned(),
+            });
+        }
+        let (cert_path, key_path) = (
+            self.paths.cert_path(kind, subject),
+            self.paths.key_path(kind, subject),
+        );
+        let issued = match kind {
+            CaKind::Device => self.device_ca.issue_device(subject, validity)?,
+            CaKind::Node => {
+                let sans = current_sans(&cert_path)?;
+                self.node_ca.issue_node(subject, &sans, validity)?
+            }
+        };
+        // Key first: a reader that sees the new certificate with the old key
+        // finds they do not match and keeps what it has until both are new.
+        fsutil::write_replace(&key_path, issued.key_pem.as_bytes(), FileMode::Secret)?;
+        fsutil::write_replace(&cert_path, issued.cert_pem.as_bytes(), FileMode::Public)?;
+        self.ledger.push(LedgerEntry::new(kind, &issued));
+        self.write_ledger()?;
+        Ok(issued)
+    }
+
+    /// Copy what node `name` needs into `out` (created 0700 if missing), in
+    /// this store's layout: `device-ca.crt`, `device-ca.crl`, `node-ca.crt`,
+    /// `node-ca.crl`, `nodes/<NAME>.crt` and `nodes/<NAME>.key` (0600). No CA
+    /// key and no ledger. Files already in `out` are replaced (each
+    /// atomically): run it again after a revocation, a CRL refresh or a
+    /// renewal and the node reloads what changed. Returns the files written.
+    ///
+    /// Fails with [`CertError::UnknownSubject`] when `name` is not a node of
+    /// the ledger, [`CertError::ExportIntoStore`] when `out` is this store.
+    pub fn export_node(&self, name: &str, out: &Path) -> Result<Vec<PathBuf>, CertError> {
+        validate_device_id(name)?;
+        let ledger = read_ledger(&self.paths.index_path())?;
+        if !ledger
+            .iter()
+            .any(|e| e.kind == CaKind::Node && e.subject == name)
+        {
+            return Err(CertError::UnknownSubject {
+                kind: CaKind::Node,
+                subject: name.to_owned(),
+            });
+        }
+        if !fsutil::exists(out) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(out)
+                .map_err(|source| CertError::NotWritable {
+                    path: out.to_owned(),
+                    source,
+                })?;
+        }
+        let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+        if same(out, self.paths.dir()) {
+            return Err(CertError::ExportIntoStore {
+                path: out.to_owned(),
+            });
+        }
+        let to = CertPaths::new(out);
+        fsutil::ensure_dir(&to.nodes_dir())?;
+        let mut copies: Vec<(PathBuf, PathBuf, FileMode)> = Vec::new();
+        for kind in CaKind::ALL {
+            copies.push((
+                self.paths.ca_cert_path(kind),
+                to.ca_cert_path(kind),
+                FileMode::Public,
+            ));
+            copies.push((
+                self.paths.crl_path(kind),
+                to.crl_path(kind),
+                FileMode::Public,
+            ));
+        }
+        // Key before certificate, as in `renew`.
+        copies.push((
+            self.paths.node_key_path(name),
+            to.node_key_path(name),
+            FileMode::Secret,
+        ));
+        copies.push((
+            self.paths.node_cert_path(name),
+            to.node_cert_path(name),
+            FileMode::Public,
+        ));
+        let mut written = Vec::with_capacity(copies.len());
+        for (from, dest, mode) in copies {
+            let bytes = fs::read(&from).map_err(|source| CertError::Io {
+                path: from.clone(),
+                source,
+            })?;
+            fsutil::write_replace(&dest, &bytes, mode)?;
+            written.push(dest);
+        }
+        Ok(written)
     }
 
     fn write_crl(&self, kind: CaKind) -> Result<(), CertError> {
@@ -620,13 +776,36 @@ fn write_pair(cert_path: &Path, key_path: &Path, issued: &IssuedCert) -> Result<
     Ok(())
 }
 
+/// The SANs of the certificate in `path`, in the form `issue_node` takes.
+fn current_sans(path: &Path) -> Result<Vec<String>, CertError> {
+    let pem = fs::read(path).map_err(|source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let info = match crate::inspect_pem(&pem)?.into_iter().next() {
+        Some(crate::Inspected::Certificate(c)) => c,
+        _ => {
+            return Err(CertError::InvalidCertificate {
+                reason: format!("{} holds no certificate", path.display()),
+            })
+        }
+    };
+    Ok(info
+        .sans
+        .iter()
+        .filter_map(|s| s.strip_prefix("DNS:").or_else(|| s.strip_prefix("IP:")))
+        .map(str::to_owned)
+        .collect())
+}
+
 fn find_index(ledger: &[LedgerEntry], serial_or_id: &str) -> Option<usize> {
     if let Ok(serial) = serial_or_id.parse::<SerialHex>() {
         if let Some(i) = ledger.iter().position(|e| e.serial == serial) {
             return Some(i);
         }
     }
-    ledger.iter().position(|e| e.subject == serial_or_id)
+    // A renewed subject has several entries: the latest is the current one.
+    ledger.iter().rposition(|e| e.subject == serial_or_id)
 }
 
 fn ledger_bytes(ledger: &[LedgerEntry]) -> Result<Vec<u8>, CertError> {

@@ -1,5 +1,6 @@
 //! Runs the built `omega-certs` binary end to end: init → issue-device →
-//! issue-node → revoke → inspect, and the one-line errors and exit codes on bad input.
+//! issue-node → revoke → inspect, renewal and a node's export, and the
+//! one-line errors and exit codes on bad input.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -182,10 +183,50 @@ fn every_subcommand_has_help() {
         "issue-devices",
         "revoke",
         "refresh-crl",
+        "renew-device",
+        "renew-node",
+        "export-node",
         "inspect",
     ] {
         let out = ok(&[sub, "--help"]);
         assert!(out.contains("Usage: omega-certs"), "{sub}: {out}");
         assert!(out.lines().count() > 4, "{sub}: {out}");
     }
+}
+
+#[test]
+fn renew_and_export_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = dir.to_str().unwrap();
+    ok(&["init", "--dir", d]);
+    ok(&["issue-device", "--dir", d, "--id", "tv-1"]);
+    ok(&[
+        "issue-node",
+        "--dir",
+        d,
+        "--name",
+        "node-1",
+        "--san",
+        "localhost",
+    ]);
+    let before = fs::read(dir.join("devices/tv-1.crt")).unwrap();
+    let out = ok(&["renew-device", "--dir", d, "--id", "tv-1", "--days", "30"]);
+    assert!(out.contains("renewed device certificate tv-1"), "{out}");
+    assert_ne!(fs::read(dir.join("devices/tv-1.crt")).unwrap(), before);
+    let out = ok(&["renew-node", "--dir", d, "--name", "node-1"]);
+    assert!(out.contains("renewed node certificate node-1"), "{out}");
+    let err = fails(&["renew-device", "--dir", d, "--id", "tv-none"]);
+    assert!(err.contains("tv-none"), "{err}");
+
+    let out_dir = tmp.path().join("node-1");
+    let o = out_dir.to_str().unwrap();
+    let out = ok(&["export-node", "--dir", d, "--name", "node-1", "--out", o]);
+    assert!(out.contains("no CA keys"), "{out}");
+    assert!(out_dir.join("device-ca.crl").is_file());
+    assert_eq!(mode(&out_dir.join("nodes/node-1.key")), 0o600);
+    assert!(!out_dir.join("device-ca.key").exists());
+    assert!(!out_dir.join("node-ca.key").exists());
+    let err = fails(&["export-node", "--dir", d, "--name", "node-1", "--out", d]);
+    assert!(err.contains("certificate store itself"), "{err}");
 }

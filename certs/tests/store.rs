@@ -496,3 +496,155 @@ fn a_panicking_progress_callback_leaves_every_written_certificate_in_the_ledger(
     let reopened = CertDir::open(store.dir()).unwrap();
     assert_eq!(reopened.entries().len(), on_disk);
 }
+
+fn leaf(path: &Path) -> rustls::pki_types::CertificateDer<'static> {
+    pem_der(&fs::read_to_string(path).expect("read cert"), "CERTIFICATE").into()
+}
+
+#[test]
+fn renewal_keeps_the_identity_with_a_new_key_and_revoking_the_id_revokes_every_certificate() {
+    let (_tmp, mut store) = new_store();
+    let old = store.issue_device("tv-renew").expect("issue");
+    let old_key = fs::read(store.device_key_path("tv-renew")).expect("key");
+    let new = store
+        .renew(
+            CaKind::Device,
+            "tv-renew",
+            omega_certs::Validity::days_from_now(60),
+        )
+        .expect("renew");
+    assert_ne!(new.serial, old.serial);
+    let cert_path = store.device_cert_path("tv-renew");
+    let key_path = store.device_key_path("tv-renew");
+    assert_ne!(fs::read(&key_path).expect("key"), old_key, "a fresh key");
+    assert_eq!(mode(&key_path), 0o600);
+    let renewed = leaf(&cert_path);
+    assert_eq!(
+        device_id_from_cert(&renewed).expect("cn").as_str(),
+        "tv-renew"
+    );
+    let (_, parsed) = X509Certificate::from_der(renewed.as_ref()).expect("parse");
+    assert_eq!(SerialHex::from_bytes(parsed.raw_serial()), new.serial);
+    let ca = store.ca(CaKind::Device).cert_der();
+    let crl = store.crl_path(CaKind::Device);
+    verify_client(
+        ca.clone(),
+        Some(&fs::read_to_string(&crl).unwrap()),
+        &renewed,
+    )
+    .expect("the renewed certificate verifies");
+    assert_eq!(store.find("tv-renew").expect("entry").serial, new.serial);
+
+    // A node keeps its SANs.
+    store
+        .issue_node("node-r", &["node-r.example.net".into(), "10.0.0.7".into()])
+        .expect("issue node");
+    store
+        .renew(
+            CaKind::Node,
+            "node-r",
+            omega_certs::Validity::days_from_now(30),
+        )
+        .expect("renew node");
+    let info = match omega_certs::inspect_file(&store.node_cert_path("node-r"))
+        .expect("inspect")
+        .remove(0)
+    {
+        omega_certs::Inspected::Certificate(c) => c,
+        other => panic!("not a certificate: {other:?}"),
+    };
+    assert_eq!(info.sans, vec!["DNS:node-r.example.net", "IP:10.0.0.7"]);
+    assert!(matches!(
+        store.renew(
+            CaKind::Node,
+            "tv-renew",
+            omega_certs::Validity::days_from_now(1)
+        ),
+        Err(CertError::UnknownSubject { .. })
+    ));
+
+    // Revoking the id revokes both certificates of tv-renew.
+    store.revoke("tv-renew").expect("revoke");
+    let revoked = crl_serials(&crl);
+    assert!(
+        revoked.contains(&old.serial) && revoked.contains(&new.serial),
+        "{revoked:?}"
+    );
+    assert!(matches!(
+        store.renew(
+            CaKind::Device,
+            "tv-renew",
+            omega_certs::Validity::days_from_now(1)
+        ),
+        Err(CertError::RevokedSubject { .. })
+    ));
+}
+
+#[test]
+fn a_node_export_holds_the_ca_certificates_crls_and_its_own_key_only() {
+    let (tmp, mut store) = new_store();
+    let node = store
+        .issue_node("node-1", &["localhost".into()])
+        .expect("issue node");
+    // Node certificates are short-lived (renewed without a restart).
+    let days = (node.not_after - time::OffsetDateTime::now_utc()).whole_days();
+    assert!((89..=90).contains(&days), "{days} days");
+    let out = tmp.path().join("node-1");
+    let written = store.export_node("node-1", &out).expect("export");
+    assert_eq!(written.len(), 6);
+    assert_eq!(mode(&out), 0o700);
+    let to = CertPaths::new(&out);
+    let mut names: Vec<String> = Vec::new();
+    for entry in walk(&out) {
+        names.push(
+            entry
+                .strip_prefix(&out)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "device-ca.crl",
+            "device-ca.crt",
+            "node-ca.crl",
+            "node-ca.crt",
+            "nodes/node-1.crt",
+            "nodes/node-1.key"
+        ]
+    );
+    assert_eq!(mode(&to.node_key_path("node-1")), 0o600);
+    assert_eq!(
+        fs::read(to.crl_path(CaKind::Device)).unwrap(),
+        fs::read(store.crl_path(CaKind::Device)).unwrap()
+    );
+    // Again after a revocation: the CRL in the export is replaced.
+    store.issue_device("tv-x").expect("issue");
+    store.revoke("tv-x").expect("revoke");
+    store.export_node("node-1", &out).expect("export again");
+    assert_eq!(crl_serials(&to.crl_path(CaKind::Device)).len(), 1);
+    assert!(matches!(
+        store.export_node("node-2", &out),
+        Err(CertError::UnknownSubject { .. })
+    ));
+    assert!(matches!(
+        store.export_node("node-1", store.dir()),
+        Err(CertError::ExportIntoStore { .. })
+    ));
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -23,7 +23,9 @@
 //! max_pattern_samples = 1000       # a pattern's samples are clamped to this
 //! max_device_share = 0.2           # largest share of a global's weight one device carries
 //! federation_key_file = "/etc/omega/federation-key"  # 32 hex digits; default: random per start
-//! crl_poll_ms = 10000              # re-read CERTS/device-ca.crl (SIGHUP: at once)
+//! crl_poll_ms = 10000              # re-read CERTS/device-ca.crl and the node's certificate
+//!                                  # and key (SIGHUP: at once)
+//! allow_ca_keys = false            # dev only: start although CERTS holds a CA private key
 //! admin_token_file = "/etc/omega/admin-token"     # >= 32 bytes, mode 0600 (or 0400)
 //! metrics_token_file = "/etc/omega/metrics-token" # optional: a token good for /metrics only
 //! admin_allowed_hosts = ["admin.example.net"]     # Host names besides loopback and `admin`'s IP
@@ -193,10 +195,17 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Seconds to let in-flight syncs finish at shutdown. Default 10.
     pub drain_timeout_secs: u64,
-    /// Milliseconds between reads of the device CRL file; a changed file is
-    /// reloaded (SIGHUP reloads at once) and the open connections of newly
-    /// revoked devices are closed. Default 10,000.
+    /// Milliseconds between reads of the device CRL file and of the node's
+    /// certificate and key; a changed CRL is reloaded and the open
+    /// connections of newly revoked devices are closed; a changed
+    /// certificate and key pair is presented from the next handshake on
+    /// (SIGHUP reloads both at once). Default 10,000.
     pub crl_poll_ms: u64,
+    /// Start even though the certificate directory holds a CA private key
+    /// (`device-ca.key`, `node-ca.key`): for development only. Without it
+    /// such a node refuses to start; give it a directory made by
+    /// `omega-certs export-node` instead. Default false.
+    pub allow_ca_keys: bool,
     /// Catalog items per model call. Default 32.
     pub catalog_batch_size: usize,
     /// A catalog progress log line every this many items. Default 256.
@@ -368,6 +377,7 @@ impl Default for Config {
             request_timeout_ms: 10_000,
             drain_timeout_secs: 10,
             crl_poll_ms: 10_000,
+            allow_ca_keys: false,
             catalog_batch_size: catalog.batch_size,
             catalog_progress_every: catalog.progress_every,
             catalog_max_items: catalog.max_items_per_import,

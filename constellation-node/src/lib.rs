@@ -14,12 +14,15 @@
 //!   (`omega-node migrate`).
 //! * [`revocation`]: the device CRL, required, reloaded, failing closed.
 //! * [`secrets`]: private-file checks and the admin bearer tokens.
+//! * [`identity`]: the node's own certificate and key, reloaded without a
+//!   restart.
 //!
 //! The logic (sync, federation, catalog, store) is in `omega-constellation`;
 //! its actor tree is `omega_constellation::actors`.
 
 pub mod admin;
 pub mod config;
+pub mod identity;
 pub mod listener;
 pub mod migrate;
 pub mod revocation;

@@ -34,7 +34,10 @@ enum Command {
     /// Files: the store is DATA_DIR/constellation.redb; the node presents
     /// CERTS/nodes/<node_name>.crt|.key and accepts devices whose
     /// certificates chain to CERTS/device-ca.crt and are not revoked in
-    /// CERTS/device-ca.crl. The admin API (all but /health and /ready)
+    /// CERTS/device-ca.crl (CERTS: from `omega-certs export-node`; a CA
+    /// private key in it stops the node). The CRL and the node's
+    /// certificate and key are reloaded when they change and on SIGHUP.
+    /// The admin API (all but /health and /ready)
     /// needs a bearer token of at least 32 bytes read from a file
     /// (--admin-token-file, OMEGA_ADMIN_TOKEN_FILE or admin_token_file);
     /// without one it is refused. The node refuses to start when its
@@ -42,7 +45,7 @@ enum Command {
     /// SIGTERM/SIGINT the node stops
     /// accepting, lets in-flight syncs finish (drain_timeout_secs), and
     /// closes the store.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Copies the embedded store (DATA_DIR/constellation.redb) into the
     /// ScyllaDB store that --config names (`[store] kind = "scylla"`),
     /// which must be empty. Stop every node first. Prints what was copied
@@ -96,10 +99,15 @@ struct ServeArgs {
     /// model.safetensors) used to embed the catalog.
     #[arg(long, env = "OMEGA_MODEL_DIR")]
     model_dir: PathBuf,
-    /// Certificate directory made by `omega-certs init` (device CA, CRL,
-    /// nodes/<name>.crt|.key).
+    /// Certificate directory made by `omega-certs export-node`: the CA
+    /// certificates, the CRLs and nodes/<name>.crt|.key. A directory
+    /// holding a CA private key is refused (see --allow-ca-keys).
     #[arg(long = "certs", env = "OMEGA_CERTS_DIR")]
     certs: PathBuf,
+    /// Development only: start although CERTS holds a CA private key (a
+    /// loud warning instead of a refusal) [config: allow_ca_keys].
+    #[arg(long, env = "OMEGA_ALLOW_CA_KEYS")]
+    allow_ca_keys: bool,
     /// QUIC (UDP) address devices sync with [config: listen; default 0.0.0.0:4433].
     #[arg(long, env = "OMEGA_LISTEN")]
     listen: Option<std::net::SocketAddr>,
@@ -144,7 +152,7 @@ async fn shutdown_signal() -> Result<&'static str> {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+async fn serve(args: Box<ServeArgs>) -> Result<()> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -166,6 +174,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(s) = args.federation_interval_secs {
         config.federation_interval_secs = s;
+    }
+    if args.allow_ca_keys {
+        config.allow_ca_keys = true;
     }
     let node = RunningNode::start(ServeOptions {
         data_dir: args.data_dir,

@@ -8,8 +8,9 @@
 //! * While running ([`watch`]): the file is read every `crl_poll_ms` and
 //!   reloaded when its bytes change, and reloaded on SIGHUP. A file that does
 //!   not parse or is expired is refused (logged) and the list in force stays.
-//! * A CA private key in the certificate directory is warned about at start
-//!   ([`ca_keys_in`]).
+//! * A CA private key in the certificate directory stops the node at start
+//!   ([`ca_keys_in`], [`CrlError::CaKeys`]) unless `allow_ca_keys` is set
+//!   (development), which logs a loud warning instead.
 //! * After each reload every open connection's certificate is verified again
 //!   ([`close_revoked`]); a connection that fails (its device was revoked)
 //!   is closed with [`CLOSE_REVOKED`].
@@ -24,6 +25,7 @@ use omega_transport::quic::{
     crl_next_update, parse_crls, peer_chain, RevocationHandle, TlsError, TrustAnchor,
 };
 
+use crate::identity::IdentityReload;
 use crate::listener::ListenerContext;
 
 /// Close code of a connection whose certificate was revoked while it was open.
@@ -57,6 +59,15 @@ pub enum CrlError {
         /// The error.
         source: std::io::Error,
     },
+    /// CA private keys lie in the node's certificate directory.
+    #[error(
+        "CA private keys in the node's certificate directory: {}. Whoever takes this node \
+         could mint devices and nodes. Give the node a directory made by `omega-certs \
+         export-node` (CA certificates, CRLs and its own key only); `allow_ca_keys` \
+         (--allow-ca-keys) starts it anyway, for development",
+        .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    CaKeys(Vec<PathBuf>),
     /// The CA certificate or the list does not parse.
     #[error("the device CA or its revocation list: {0}")]
     Tls(#[from] TlsError),
@@ -65,7 +76,7 @@ pub enum CrlError {
 /// The CA private keys (`device-ca.key`, `node-ca.key`) lying in `certs`:
 /// a node needs only the CA certificates, the CRLs and its own key, and one
 /// compromised node holding a CA key could mint devices and nodes. The node
-/// logs a loud warning for each at start.
+/// refuses to start with any (unless `allow_ca_keys`).
 pub fn ca_keys_in(certs: &Path) -> Vec<PathBuf> {
     ["device-ca.key", "node-ca.key"]
         .iter()
@@ -131,13 +142,16 @@ pub fn close_revoked(ctx: &ListenerContext, handle: &RevocationHandle) -> usize 
 }
 
 /// Reloads `crl` into `handle` when its bytes change (read every `poll`)
-/// and on each `hup` signal (SIGHUP), until `shutdown` turns true. `loaded` is the content in
-/// force at start.
+/// and on each `hup` signal (SIGHUP), until `shutdown` turns true; the node's
+/// own certificate and key likewise (`identity`). `loaded` is the CRL content
+/// in force at start.
+#[allow(clippy::too_many_arguments)]
 pub async fn watch(
     mut hup: Option<tokio::signal::unix::Signal>,
     crl: PathBuf,
     loaded: Vec<u8>,
     handle: RevocationHandle,
+    mut identity: IdentityReload,
     ctx: Arc<ListenerContext>,
     poll: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -154,32 +168,44 @@ pub async fn watch(
                 }
             } => true,
         };
-        let pem = match tokio::fs::read(&crl).await {
-            Ok(p) => p,
-            Err(source) => {
-                let e = CrlError::Read {
-                    path: crl.clone(),
-                    source,
-                };
-                tracing::error!(error = %e, "CRL not reloaded; the list in force stays");
-                continue;
-            }
-        };
-        if !forced && pem == last {
-            continue;
+        reload_crl(&crl, &mut last, forced, &handle, &ctx).await;
+        identity.reload_logged(forced).await;
+    }
+}
+
+/// One CRL check of [`watch`]: reads `crl`, installs it when it differs from
+/// `last` (or `forced`).
+async fn reload_crl(
+    crl: &Path,
+    last: &mut Vec<u8>,
+    forced: bool,
+    handle: &RevocationHandle,
+    ctx: &ListenerContext,
+) {
+    let pem = match tokio::fs::read(crl).await {
+        Ok(p) => p,
+        Err(source) => {
+            let e = CrlError::Read {
+                path: crl.to_owned(),
+                source,
+            };
+            tracing::error!(error = %e, "CRL not reloaded; the list in force stays");
+            return;
         }
-        match install(&handle, &ctx, &crl, &pem) {
-            Ok(closed) => {
-                tracing::info!(path = %crl.display(), closed, signal = forced, "device CRL reloaded");
-                last = pem;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "CRL refused; the list in force stays");
-                // Not retried until the file changes again (or SIGHUP).
-                last = pem;
-            }
+    };
+    if !forced && pem == *last {
+        return;
+    }
+    match install(handle, ctx, crl, &pem) {
+        Ok(closed) => {
+            tracing::info!(path = %crl.display(), closed, signal = forced, "device CRL reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "CRL refused; the list in force stays");
         }
     }
+    // A refused file is not retried until it changes again (or SIGHUP).
+    *last = pem;
 }
 
 #[cfg(test)]

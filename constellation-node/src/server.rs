@@ -11,7 +11,9 @@
 //! reloaded while the node runs ([`crate::revocation`]). The node refuses
 //! to start when
 //! its private key or a token file gives group or others any access
-//! ([`crate::secrets`]).
+//! ([`crate::secrets`]), and when a CA private key is in the certificate
+//! directory (unless `allow_ca_keys`). The node's certificate and key are
+//! reloaded on the CRL's poll and on SIGHUP ([`crate::identity`]).
 //!
 //! Shutdown order: the listener stops accepting connections and streams;
 //! in-flight syncs finish (at most the drain timeout); connections close;
@@ -32,10 +34,11 @@ use omega_constellation::actors::{ClusterMembership, Node, TextEmbedder};
 use omega_constellation::cluster::ClusterStore;
 use omega_constellation::store::{PatternStore, RedbStore, ScyllaStore};
 use omega_transport::attest::DeviceVerifier;
-use omega_transport::quic::{server_config, TlsIdentity};
+use omega_transport::quic::{server_config_with_identity, TlsIdentity};
 
 use crate::admin::{self, AdminState, HostAllowList};
 use crate::config::{Config, ConfigError, StoreKind};
+use crate::identity::IdentityReload;
 use crate::listener::{self, ConnectionLimits, ListenerContext};
 use crate::revocation::{self, CrlError};
 use crate::secrets::{self, BearerToken, SecretError};
@@ -75,7 +78,8 @@ pub enum ServeError {
     /// short.
     #[error(transparent)]
     Secret(#[from] SecretError),
-    /// The device revocation list is missing, expired or unreadable.
+    /// The device revocation list is missing, expired or unreadable, or CA
+    /// private keys are in the certificate directory.
     #[error(transparent)]
     Crl(#[from] CrlError),
     /// TLS material could not be loaded.
@@ -263,15 +267,24 @@ impl RunningNode {
             .join("nodes")
             .join(format!("{}.key", config.node_name));
         secrets::check_private(&node_key, "node private key")?;
-        let identity = TlsIdentity::from_files(&node_cert, &node_key)?;
+        let identity_loaded = (
+            std::fs::read(&node_cert).map_err(path_error("node certificate", &node_cert))?,
+            std::fs::read(&node_key).map_err(path_error("node private key", &node_key))?,
+        );
+        let identity = TlsIdentity::from_pem(&identity_loaded.0, &identity_loaded.1)?;
         let ca = opts.certs_dir.join("device-ca.crt");
         let crl = opts.certs_dir.join("device-ca.crl");
-        for key in revocation::ca_keys_in(&opts.certs_dir) {
+        let ca_keys = revocation::ca_keys_in(&opts.certs_dir);
+        if !ca_keys.is_empty() && !config.allow_ca_keys {
+            return Err(CrlError::CaKeys(ca_keys).into());
+        }
+        for key in ca_keys {
             tracing::warn!(
                 key = %key.display(),
-                "A CA PRIVATE KEY IS IN THIS NODE'S CERTIFICATE DIRECTORY: whoever takes this \
-                 node can mint devices or nodes. Give the node only the CA certificates, the \
-                 CRLs and its own key; keep CA keys offline."
+                "A CA PRIVATE KEY IS IN THIS NODE'S CERTIFICATE DIRECTORY (allow_ca_keys): \
+                 whoever takes this node can mint devices or nodes. Give the node only the CA \
+                 certificates, the CRLs and its own key (omega-certs export-node); keep CA \
+                 keys offline."
             );
         }
         let anchor = revocation::load_anchor(&ca, &crl)?;
@@ -279,7 +292,10 @@ impl RunningNode {
             path: crl.clone(),
             source,
         })?;
-        let (server_cfg, revocation_handle) = server_config(identity, &anchor)?;
+        let (server_cfg, revocation_handle, identity_handle) =
+            server_config_with_identity(identity, &anchor)?;
+        let identity_reload =
+            IdentityReload::new(node_cert, node_key, identity_loaded, identity_handle);
         // The same device CA vouches for the round members' signed keys.
         let verifier = DeviceVerifier::new(&anchor)?;
 
@@ -344,7 +360,7 @@ impl RunningNode {
         let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
-                tracing::warn!(error = %e, "no SIGHUP handler: the CRL is reloaded on file change only");
+                tracing::warn!(error = %e, "no SIGHUP handler: the CRL and the node certificate are reloaded on file change only");
                 None
             }
         };
@@ -353,6 +369,7 @@ impl RunningNode {
             crl,
             crl_loaded,
             revocation_handle,
+            identity_reload,
             ctx,
             config.crl_poll(),
             shutdown_rx.clone(),

@@ -49,12 +49,14 @@ struct NodeProc {
     admin: SocketAddr,
     config: PathBuf,
     data: PathBuf,
+    /// Its certificate directory, from `export-node` (no CA keys).
+    certs: PathBuf,
     log: PathBuf,
     child: Option<Child>,
 }
 
 impl NodeProc {
-    fn spawn(&mut self, certs: &Path, model: &Path) {
+    fn spawn(&mut self, model: &Path) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -67,7 +69,7 @@ impl NodeProc {
             .arg("--model-dir")
             .arg(model)
             .arg("--certs")
-            .arg(certs)
+            .arg(&self.certs)
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "warn")
@@ -374,7 +376,6 @@ async fn three_nodes_lose_the_lease_holder_to_kill_9_and_it_rejoins() {
     let key_file = dir.path().join("federation-key");
     std::fs::write(&key_file, "000102030405060708090a0b0c0d0e0f\n").unwrap();
     let model = omega_embed::default_model_dir();
-    let certs = pki.certs_dir();
 
     let mut nodes: Vec<NodeProc> = free_ports(NODES)
         .into_iter()
@@ -392,8 +393,11 @@ async fn three_nodes_lose_the_lease_holder_to_kill_9_and_it_rejoins() {
                 &key_file,
             );
             std::fs::write(&config, text).unwrap();
+            let certs = dir.path().join(format!("{name}-certs"));
+            pki.certs.export_node(&name, &certs).unwrap();
             NodeProc {
                 data: dir.path().join(&name),
+                certs,
                 log: dir.path().join(format!("{name}.log")),
                 name,
                 quic,
@@ -404,7 +408,7 @@ async fn three_nodes_lose_the_lease_holder_to_kill_9_and_it_rejoins() {
         })
         .collect();
     for n in &mut nodes {
-        n.spawn(&certs, &model);
+        n.spawn(&model);
     }
     let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin).collect();
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
@@ -548,7 +552,7 @@ async fn three_nodes_lose_the_lease_holder_to_kill_9_and_it_rejoins() {
 
     // Restart: it rejoins, on its own view and on a survivor's.
     let restarted = Instant::now();
-    nodes[dead].spawn(&certs, &model);
+    nodes[dead].spawn(&model);
     let what = "the restarted node rejoins";
     let limit = Duration::from_secs(60);
     let rejoined = within(&nodes, what, restarted, limit, &all_members).await;

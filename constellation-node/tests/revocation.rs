@@ -28,7 +28,7 @@ async fn start_error(pki: &Pki) -> ServeError {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_crl_or_an_expired_one_stops_the_node_at_start() {
     let pki = Pki::new();
-    let crl = pki.certs.crl_path(CaKind::Device);
+    let crl = pki.node_paths().crl_path(CaKind::Device);
     let fresh = std::fs::read(&crl).unwrap();
     std::fs::remove_file(&crl).unwrap();
     let e = start_error(&pki).await;
@@ -73,6 +73,7 @@ async fn revoked_while_connected(poll_ms: u64, reload: impl FnOnce()) {
     }
 
     pki.certs.revoke(ids[0]).unwrap();
+    pki.export();
     reload();
     let reason = tokio::time::timeout(WAIT, conns[0].closed())
         .await
@@ -112,12 +113,5 @@ async fn a_device_revoked_while_connected_is_cut_off_when_the_crl_file_changes()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_revoked_while_connected_is_cut_off_on_sighup() {
     // An hour between file reads: only the signal can reload in time.
-    revoked_while_connected(3_600_000, || {
-        let st = std::process::Command::new("kill")
-            .args(["-HUP", &std::process::id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    })
-    .await;
+    revoked_while_connected(3_600_000, sighup_self).await;
 }

@@ -96,6 +96,9 @@ async fn async_main() {
     certs
         .issue_node("node-1", &["localhost".into(), "127.0.0.1".into()])
         .unwrap();
+    // The node's own directory, as `omega-certs export-node` makes it.
+    let node_certs = tmp.path().join("node-1");
+    certs.export_node("node-1", &node_certs).unwrap();
     let model = omega_embed::default_model_dir();
     let model = model.join("model.safetensors").is_file().then_some(model);
     for (i, store) in args.stores.iter().enumerate() {
@@ -145,7 +148,7 @@ async fn load(
     let node = RunningNode::start(ServeOptions {
         data_dir: tmp.join(format!("data-{store:?}")),
         model_dir: model.clone(),
-        certs_dir: certs.dir().to_owned(),
+        certs_dir: tmp.join("node-1"),
         config,
         admin_token: None,
     })

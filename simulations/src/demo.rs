@@ -297,10 +297,16 @@ async fn start_node(
     .context("the demo's node configuration")?;
     config.listen = "127.0.0.1:0".parse()?;
     config.admin = "127.0.0.1:0".parse()?;
+    // The node gets what `omega-certs export-node` gives it: CA
+    // certificates, CRLs and its own key, no CA key.
+    let node_certs = work.join("node-certs");
+    certs
+        .export_node("node-1", &node_certs)
+        .context("exporting the node's certificates")?;
     omega_node::RunningNode::start(omega_node::ServeOptions {
         data_dir: work.join("node"),
         model_dir: Some(model.to_path_buf()),
-        certs_dir: certs.dir().to_owned(),
+        certs_dir: node_certs,
         config,
         admin_token: Some(ADMIN_TOKEN.into()),
     })

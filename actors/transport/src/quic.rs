@@ -10,8 +10,12 @@
 //!   fresh CRL is loaded (fail closed). No session is resumed (no tickets, no
 //!   session cache), so every connection's certificate is verified against
 //!   the CRL in force at its handshake.
+//! * [`server_config_with_identity`]: the same, with an [`IdentityHandle`]
+//!   that swaps the server's own certificate and key for the handshakes that
+//!   follow (rotation without a restart; open connections keep theirs).
 //! * [`client_config`]: a quinn client presenting its certificate and verifying
-//!   the server against a CA.
+//!   the server against a CA and, when given, the CA's revocation list
+//!   (`nextUpdate` enforced, as on the server).
 //! * [`peer_device_id`]: the device id, read from the verified certificate of a
 //!   connection, never from a payload.
 //! * [`exchange`] / [`accept_exchange`]: one sync = one bidirectional stream
@@ -31,7 +35,8 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use omega_protocol::codec::CodecError;
@@ -126,6 +131,12 @@ impl TlsIdentity {
         })
     }
 
+    /// Checks that the key belongs to the leaf certificate (a certificate
+    /// and key renewed as two files can be read half-way).
+    pub fn check_pair(&self) -> Result<(), TlsError> {
+        certified_key(self).map(|_| ())
+    }
+
     /// Reads a PEM certificate chain and key from files.
     pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let c = read(cert)?;
@@ -157,7 +168,9 @@ impl TrustAnchor {
         })
     }
 
-    /// From a CA file and an optional CRL file (missing CRL file = no revocations).
+    /// From a CA file and an optional CRL file (missing CRL file = no
+    /// revocations; callers that must fail closed check for the file first,
+    /// as the node and the TV do).
     pub fn from_files(ca: &Path, crl: Option<&Path>) -> Result<Self, TlsError> {
         let ca_pem = read(ca)?;
         let crl_pem = match crl {
@@ -215,6 +228,42 @@ pub fn parse_crls(pems: &[&[u8]]) -> Result<Vec<CertificateRevocationListDer<'st
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The identity as rustls signs with it; refuses a key that does not match
+/// the leaf certificate.
+fn certified_key(identity: &TlsIdentity) -> Result<Arc<CertifiedKey>, TlsError> {
+    Ok(Arc::new(CertifiedKey::from_der(
+        identity.chain.clone(),
+        identity.key.clone_key(),
+        &provider(),
+    )?))
+}
+
+/// The server's own certificate and key, replaceable while it runs.
+#[derive(Debug)]
+struct ReloadableIdentity(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for ReloadableIdentity {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().clone())
+    }
+}
+
+/// Replaces the certificate and key a running server presents.
+#[derive(Debug, Clone)]
+pub struct IdentityHandle(Arc<ReloadableIdentity>);
+
+impl IdentityHandle {
+    /// Presents `identity` at every handshake from now on; connections
+    /// already open keep the certificate they were made with. A key that
+    /// does not match the certificate is refused and the identity in force
+    /// stays.
+    pub fn reload(&self, identity: &TlsIdentity) -> Result<(), TlsError> {
+        let next = certified_key(identity)?;
+        *self.0 .0.write() = next;
+        Ok(())
+    }
 }
 
 fn build_client_verifier(
@@ -340,6 +389,16 @@ pub fn server_config(
     identity: TlsIdentity,
     clients: &TrustAnchor,
 ) -> Result<(quinn::ServerConfig, RevocationHandle), TlsError> {
+    server_config_with_identity(identity, clients).map(|(cfg, revocation, _)| (cfg, revocation))
+}
+
+/// [`server_config`], with a handle that replaces the server's certificate
+/// and key while it runs.
+pub fn server_config_with_identity(
+    identity: TlsIdentity,
+    clients: &TrustAnchor,
+) -> Result<(quinn::ServerConfig, RevocationHandle, IdentityHandle), TlsError> {
+    let own = Arc::new(ReloadableIdentity(RwLock::new(certified_key(&identity)?)));
     let inner = build_client_verifier(clients, clients.crls.clone())?;
     let verifier = Arc::new(ReloadableVerifier {
         anchor: clients.clone(),
@@ -349,7 +408,7 @@ pub fn server_config(
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier.clone())
-        .with_single_cert(identity.chain, identity.key)?;
+        .with_cert_resolver(own.clone());
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
     // No resumption: a resumed session would restore the client
@@ -360,7 +419,7 @@ pub fn server_config(
         .map_err(|e| TlsError::ServerVerifier(format!("QUIC server config: {e}")))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(transport(false));
-    Ok((cfg, RevocationHandle(verifier)))
+    Ok((cfg, RevocationHandle(verifier), IdentityHandle(own)))
 }
 
 /// A client presenting `identity` and trusting servers that chain to `servers`.
@@ -368,10 +427,17 @@ pub fn client_config(
     identity: TlsIdentity,
     servers: &TrustAnchor,
 ) -> Result<quinn::ClientConfig, TlsError> {
-    let verifier =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(servers.roots()?, provider())
-            .build()
-            .map_err(|e| TlsError::ServerVerifier(e.to_string()))?;
+    let mut builder =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(servers.roots()?, provider());
+    if !servers.crls.is_empty() {
+        builder = builder
+            .with_crls(servers.crls.clone())
+            .only_check_end_entity_revocation()
+            .enforce_revocation_expiration();
+    }
+    let verifier = builder
+        .build()
+        .map_err(|e| TlsError::ServerVerifier(e.to_string()))?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_webpki_verifier(verifier)

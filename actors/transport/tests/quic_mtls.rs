@@ -2,7 +2,8 @@
 //! omega-certs: a valid device completes an exchange and is identified by its
 //! certificate; no certificate, another CA's certificate, an expired one and a
 //! revoked one are each refused at the handshake, with a named reason on both
-//! sides.
+//! sides. A device checks the node against the node CRL (revoked or expired:
+//! refused), and a server presents a reloaded certificate to new connections.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -72,6 +73,12 @@ async fn server(
     crl: Option<&str>,
 ) -> (SocketAddr, mpsc::Receiver<Seen>, RevocationHandle) {
     let (cfg, handle) = server_config(identity(&pki.node), &anchor(&pki.device_ca, crl)).unwrap();
+    let (addr, rx) = serve(cfg);
+    (addr, rx, handle)
+}
+
+/// Serves `cfg` on loopback (see [`server`]).
+fn serve(cfg: quinn::ServerConfig) -> (SocketAddr, mpsc::Receiver<Seen>) {
     let endpoint = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let (tx, rx) = mpsc::channel(16);
@@ -113,7 +120,7 @@ async fn server(
             });
         }
     });
-    (addr, rx, handle)
+    (addr, rx)
 }
 
 fn request() -> SyncRequest {
@@ -404,4 +411,190 @@ async fn an_expired_revocation_list_fails_the_handshake_until_a_fresh_one_is_loa
     }
     handle.reload(&[pki.device_crl(&[]).as_bytes()]).unwrap();
     assert!(sync_with(device_client(&pki, &tv), addr).await.is_ok());
+}
+
+/// A node CRL (PEM) revoking `serials`, signed at `at`.
+fn node_crl(pki: &Pki, serials: &[omega_certs::SerialHex], at: time::OffsetDateTime) -> String {
+    pki.node_ca.crl(serials, at).unwrap()
+}
+
+#[tokio::test]
+async fn a_device_refuses_a_revoked_node_and_an_expired_node_crl() {
+    let pki = pki();
+    let (addr, _rx, _) = server(&pki, None).await;
+    let tv = pki
+        .device_ca
+        .issue_device("tv-1", Validity::days_from_now(30))
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let with_crl =
+        |crl: &str| client_config(identity(&tv), &anchor(&pki.node_ca, Some(crl))).unwrap();
+    // A fresh CRL that does not list the node: served.
+    let fresh = node_crl(&pki, &[], now);
+    assert!(sync_with(with_crl(&fresh), addr).await.is_ok());
+    // The node's serial revoked.
+    let revoked = node_crl(&pki, std::slice::from_ref(&pki.node.serial), now);
+    let err = sync_with(with_crl(&revoked), addr)
+        .await
+        .expect_err("a revoked node");
+    assert!(err.to_string().contains("Revoked"), "{err}");
+    // A CRL past its nextUpdate (signed 31 days ago, valid 30).
+    let expired = node_crl(&pki, &[], now - time::Duration::days(31));
+    let err = sync_with(with_crl(&expired), addr)
+        .await
+        .expect_err("an expired node CRL");
+    assert!(err.to_string().to_lowercase().contains("expired"), "{err}");
+}
+
+/// The serial of the certificate the server presented on `conn`.
+fn server_serial(conn: &quinn::Connection) -> omega_certs::SerialHex {
+    let chain = peer_chain(conn).unwrap();
+    match omega_certs::inspect_pem(chain[0].as_ref())
+        .unwrap()
+        .remove(0)
+    {
+        omega_certs::Inspected::Certificate(c) => c.serial,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_reloaded_server_identity_is_presented_to_new_connections_and_a_mismatched_key_refused() {
+    let pki = pki();
+    let (cfg, _, handle) =
+        server_config_with_identity(identity(&pki.node), &anchor(&pki.device_ca, None)).unwrap();
+    let (addr, _rx) = serve(cfg);
+    let tv = pki
+        .device_ca
+        .issue_device("tv-1", Validity::days_from_now(30))
+        .unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(device_client(&pki, &tv));
+    let connect = || async {
+        tokio::time::timeout(WAIT, endpoint.connect(addr, "localhost").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let before = connect().await;
+    assert_eq!(server_serial(&before), pki.node.serial);
+
+    let renewed = pki
+        .node_ca
+        .issue_node("node-1", &["localhost".into()], Validity::days_from_now(30))
+        .unwrap();
+    // The new certificate with the old key: refused, the old pair stays.
+    let mixed =
+        TlsIdentity::from_pem(renewed.cert_pem.as_bytes(), pki.node.key_pem.as_bytes()).unwrap();
+    assert!(mixed.check_pair().is_err());
+    assert!(handle.reload(&mixed).is_err());
+    assert_eq!(server_serial(&connect().await), pki.node.serial);
+
+    handle.reload(&identity(&renewed)).unwrap();
+    let after = connect().await;
+    assert_eq!(server_serial(&after), renewed.serial);
+    assert_ne!(renewed.serial, pki.node.serial);
+    // The connection made before keeps working.
+    let body = exchange(&before, &encode_request(&request()).unwrap(), WAIT)
+        .await
+        .unwrap();
+    assert!(decode_response(&body).unwrap().is_ok());
+}
+
+/// A client session store that counts the TLS 1.3 tickets a server gave.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(
+        &self,
+        server: rustls::pki_types::ServerName<'static>,
+        group: rustls::NamedGroup,
+    ) {
+        self.inner.set_kx_hint(server, group)
+    }
+    fn kx_hint(&self, server: &rustls::pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(server)
+    }
+    fn set_tls12_session(
+        &self,
+        server: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(server, value)
+    }
+    fn tls12_session(
+        &self,
+        server: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(server)
+    }
+    fn remove_tls12_session(&self, server: &rustls::pki_types::ServerName<'static>) {
+        self.inner.remove_tls12_session(server)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        server: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(server, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        server: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(server)
+    }
+}
+
+/// Finding "TLS 1.3 resumption restores a client certificate without checking
+/// it again": the server issues no session ticket, so a client that would
+/// resume (one configuration, one session store, across connections) makes a
+/// full handshake each time, and a certificate revoked in between is refused.
+#[tokio::test]
+async fn no_session_is_resumed_so_a_revoked_certificate_is_checked_on_every_connection() {
+    let pki = pki();
+    let tv = pki
+        .device_ca
+        .issue_device("tv-resume", Validity::days_from_now(30))
+        .unwrap();
+    let (addr, mut rx, handle) = server(&pki, Some(&pki.device_crl(&[]))).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.node_ca.cert_der()).unwrap();
+    let store = Arc::new(CountingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(16),
+        tickets: Default::default(),
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(vec![tv.cert_der()], tv.key_der())
+    .unwrap();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.resumption = rustls::client::Resumption::store(store.clone());
+    let cfg = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ));
+    assert!(sync_with(cfg.clone(), addr).await.unwrap().is_ok());
+    assert!(matches!(seen(&mut rx).await, Seen::Served(_)));
+    assert!(sync_with(cfg.clone(), addr).await.unwrap().is_ok());
+    assert!(matches!(seen(&mut rx).await, Seen::Served(_)));
+    assert_eq!(
+        store.tickets.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the server issued a session ticket"
+    );
+    handle
+        .reload(&[pki.device_crl(std::slice::from_ref(&tv.serial)).as_bytes()])
+        .unwrap();
+    let err = sync_with(cfg, addr).await.expect_err("revoked");
+    assert_eq!(err.handshake_failure(), HandshakeFailure::Revoked);
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use omega_certs::{CaKind, CertDir, IssuedCert, Validity};
+use omega_certs::{CaKind, CertDir, CertPaths, IssuedCert, Validity};
 use omega_node::{Config, RunningNode, ServeOptions};
 use omega_protocol::codec::{decode_response, encode_request};
 use omega_protocol::*;
@@ -30,11 +30,26 @@ impl Pki {
         certs
             .issue_node("node-1", &["localhost".into(), "127.0.0.1".into()])
             .unwrap();
-        Self { dir, certs }
+        let pki = Self { dir, certs };
+        pki.export();
+        pki
     }
 
+    /// The node's certificate directory: what `omega-certs export-node`
+    /// gives node-1 (CA certificates, CRLs, its own key; no CA key).
     pub fn certs_dir(&self) -> PathBuf {
-        self.certs.dir().to_owned()
+        self.dir.path().join("node-1")
+    }
+
+    /// The node's copy of a file of the CA store's layout.
+    pub fn node_paths(&self) -> CertPaths {
+        CertPaths::new(self.certs_dir())
+    }
+
+    /// Hands node-1 the store's current CRLs and its certificate again (after
+    /// a revocation or a renewal), as an operator runs `export-node`.
+    pub fn export(&self) {
+        self.certs.export_node("node-1", &self.certs_dir()).unwrap();
     }
 
     /// A device certificate issued in memory (not written to disk).
@@ -294,6 +309,15 @@ pub fn assert_closed_with(reason: quinn::ConnectionError, code: u32) {
         }
         other => panic!("closed for another reason: {other}"),
     }
+}
+
+/// Sends SIGHUP to this process (the in-process nodes reload).
+pub fn sighup_self() {
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
 }
 
 /// Polls `check` until it holds or the deadline passes.

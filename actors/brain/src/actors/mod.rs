@@ -61,6 +61,7 @@ mod inference;
 mod memory;
 mod supervisor;
 mod sync;
+mod sync_tls;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;

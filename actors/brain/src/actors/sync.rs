@@ -1,5 +1,6 @@
 //! Sync: the TV's side of the learning loop. It owns the QUIC client (the
-//! device certificate and key, the node CA, an optional CRL) and, on the
+//! device certificate and key, the node CA and its CRL, re-read before each
+//! attempt: [`super::sync_tls`]) and, on the
 //! schedule of [`omega_brain_core::schedule`], asks Memory for the request,
 //! exchanges it with a node and hands the answer back to Memory, which applies
 //! it (global patterns, trends, catalog pages) and acknowledges it.
@@ -36,15 +37,15 @@ use std::time::Duration;
 use omega_brain_core::{Outcome, Schedule, ScheduleConfig, UploadKind};
 use omega_protocol::codec::{decode_response, encode_request, FRAME_HEADER};
 use omega_protocol::{Region, SyncAccepted, SyncError, SyncKind};
-use omega_transport::attest::{DeviceAttestor, DeviceVerifier};
-use omega_transport::quic::{client_config, exchange, TlsIdentity, TrustAnchor};
+use omega_transport::quic::exchange;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
 
+use super::sync_tls::ClientTls;
 use super::{ask, memory::MemoryMsg, ActorError, ChildKind, Reply, Shared};
-use crate::store::{PreparedSync, RoundCredentials};
+use crate::store::PreparedSync;
 
 /// Resolved node addresses kept per attempt.
 pub const MAX_ADDRESSES: usize = 16;
@@ -65,8 +66,11 @@ pub struct SyncConfig {
     pub device_key: PathBuf,
     /// The node CA certificate (PEM).
     pub node_ca: PathBuf,
-    /// An optional revocation list of the node CA (PEM; a missing file means
-    /// none).
+    /// The node CA's revocation list (PEM), required: a missing, unreadable
+    /// or expired file stops every sync. `None`: `node_ca` with the
+    /// extension `crl` (`node-ca.crl` beside `node-ca.crt`) when that file
+    /// exists at start, required from then on; otherwise node certificates
+    /// are checked against the CA only ([`super::sync_tls`]).
     pub crl: Option<PathBuf>,
     /// The device CA certificate (PEM): every member of an aggregation
     /// round must hold a device certificate it issued.
@@ -126,7 +130,9 @@ pub struct SyncStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncReport {
     /// `ok`, `retry_after`, `resync_required`, `unreachable`, `refused` or
-    /// `local` (Memory could not build or apply it).
+    /// `local` (Memory could not build or apply it, or the TLS files are
+    /// unusable: a key not matching its certificate, a missing or expired
+    /// node CRL).
     pub outcome: &'static str,
     /// What the request was: `delta`, `snapshot` or `forget`.
     pub kind: &'static str,
@@ -186,15 +192,15 @@ pub(crate) struct SyncActor;
 pub(crate) struct SyncState {
     shared: Arc<Shared>,
     cfg: SyncConfig,
-    client: quinn::ClientConfig,
+    /// The client configuration and round credentials, from files re-read
+    /// before each attempt.
+    tls: ClientTls,
     endpoints: [Option<quinn::Endpoint>; 2],
     conn: Option<(SocketAddr, quinn::Connection)>,
     /// The address that answered last.
     preferred: Option<SocketAddr>,
     generation: u64,
     rng: StdRng,
-    /// Signs this TV's round keys, checks the other members'.
-    credentials: RoundCredentials,
 }
 
 /// The name of a round step, for reports.
@@ -306,7 +312,8 @@ impl SyncState {
                     continue;
                 }
             };
-            let connecting = match endpoint.connect_with(self.client.clone(), addr, &name) {
+            let client = self.tls.built().client.clone();
+            let connecting = match endpoint.connect_with(client, addr, &name) {
                 Ok(c) => c,
                 Err(e) => {
                     errors.push(format!("{addr}: {e}"));
@@ -415,9 +422,27 @@ impl SyncState {
     /// The attempt's work; fills `report` and returns the outcome for the
     /// schedule.
     async fn run(&mut self, kind: UploadKind, report: &mut SyncReport) -> Outcome {
+        // The TLS files first: a renewed certificate or a new CRL means a new
+        // connection; unusable files or an expired node CRL, no attempt.
+        match self.tls.refresh(std::time::SystemTime::now()) {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!("TLS files changed: the next sync uses a new connection");
+                if let Some((_, c)) = self.conn.take() {
+                    c.close(0u32.into(), b"credentials renewed");
+                }
+            }
+            Err(e) => {
+                if let Some((_, c)) = self.conn.take() {
+                    c.close(0u32.into(), b"credentials unusable");
+                }
+                report.message = Some(format!("TLS files: {e}"));
+                return Outcome::Unreachable;
+            }
+        }
         let memory = self.shared.memory.get();
         let region = self.cfg.region.clone();
-        let credentials = self.credentials.clone();
+        let credentials = self.tls.built().credentials.clone();
         let prepared: PreparedSync = match ask(memory, ChildKind::Memory, |r| {
             MemoryMsg::PrepareSync(kind, region, credentials, r)
         })
@@ -540,23 +565,16 @@ impl Actor for SyncActor {
             shared.cfg.sync.clone().ok_or_else(|| {
                 ActorError::Invalid("sync started without a configuration".into())
             })?;
-        let identity = TlsIdentity::from_files(&cfg.device_cert, &cfg.device_key)?;
-        let anchor = TrustAnchor::from_files(&cfg.node_ca, cfg.crl.as_deref())?;
-        let credentials = RoundCredentials {
-            attestor: Arc::new(DeviceAttestor::new(&identity)?),
-            verifier: DeviceVerifier::new(&TrustAnchor::from_files(&cfg.device_ca, None)?)?,
-        };
-        let client = client_config(identity, &anchor)?;
+        let tls = ClientTls::load(&cfg).map_err(ActorError::Invalid)?;
         let mut st = SyncState {
             shared: shared.clone(),
             cfg,
-            client,
+            tls,
             endpoints: [None, None],
             conn: None,
             preferred: None,
             generation: 0,
             rng: StdRng::from_os_rng(),
-            credentials,
         };
         let now = now_ms();
         let next = {
