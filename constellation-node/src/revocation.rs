@@ -103,8 +103,19 @@ pub fn load_anchor(ca: &Path, crl: &Path) -> Result<TrustAnchor, CrlError> {
         return Err(CrlError::Missing(crl.to_owned()));
     }
     let anchor = TrustAnchor::from_files(ca, Some(crl))?;
-    check_fresh(anchor.crl_next_update()?, crl)?;
+    let next = anchor.crl_next_update()?;
+    check_fresh(next, crl)?;
+    record_next_update(next);
     Ok(anchor)
+}
+
+/// Exports the installed list's `nextUpdate` (Unix seconds; 0 when the list
+/// names none) for the "CRL close to expiry" alert.
+fn record_next_update(next: Option<SystemTime>) {
+    let secs = next
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!(crate::telemetry::CRL_NEXT_UPDATE).set(secs);
 }
 
 /// Installs `pem` if it parses and is fresh, then closes the connections
@@ -121,8 +132,10 @@ fn install(
             "the file holds no revocation list".into(),
         )));
     }
-    check_fresh(crl_next_update(&crls)?, crl)?;
+    let next = crl_next_update(&crls)?;
+    check_fresh(next, crl)?;
     handle.reload(&[pem])?;
+    record_next_update(next);
     Ok(close_revoked(ctx, handle))
 }
 

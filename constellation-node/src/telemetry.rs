@@ -18,6 +18,7 @@
 //! | `omega_catalog_items` | gauge | |
 //! | `omega_catalog_embedded_total` | counter | |
 //! | `omega_actor_restarts_total` | counter | `child` |
+//! | `omega_crl_next_update_timestamp_seconds` | gauge | the device CRL's `nextUpdate` (Unix seconds) |
 //! | `omega_handshakes_pending` | gauge | |
 //! | `omega_handshake_retries_total` | counter | |
 //!
@@ -43,6 +44,9 @@ pub const CONNECTIONS_REFUSED: &str = "omega_connections_refused_total";
 /// Gauge: the connection limit (`max_connections`), beside
 /// [`CONNECTIONS`] for a "slots nearly full" alert.
 pub const CONNECTIONS_MAX: &str = "omega_connections_max";
+/// Gauge: the installed device CRL's `nextUpdate`, Unix seconds (the
+/// node refuses a list past it).
+pub const CRL_NEXT_UPDATE: &str = "omega_crl_next_update_timestamp_seconds";
 /// Gauge: QUIC handshakes in progress.
 pub const HANDSHAKES_PENDING: &str = "omega_handshakes_pending";
 /// Counter: connection attempts answered with a QUIC Retry (address
@@ -135,6 +139,7 @@ pub fn register_families() {
     for gauge in [
         CONNECTIONS,
         CONNECTIONS_MAX,
+        CRL_NEXT_UPDATE,
         HANDSHAKES_PENDING,
         IN_FLIGHT,
         names::DEVICES,

@@ -405,6 +405,7 @@ async fn the_first_scrape_exports_every_metric_family() {
         t::SYNC_ERRORS,
         t::CONNECTIONS,
         t::CONNECTIONS_MAX,
+        t::CRL_NEXT_UPDATE,
         t::CONNECTIONS_REFUSED,
         t::HANDSHAKES_PENDING,
         t::HANDSHAKE_RETRIES,
@@ -437,6 +438,21 @@ async fn the_first_scrape_exports_every_metric_family() {
             "{region}: {body}"
         );
     }
+    // The CRL loaded at start: its nextUpdate is in the future.
+    let crl_line = body
+        .lines()
+        .find(|l| l.starts_with(t::CRL_NEXT_UPDATE))
+        .expect("crl gauge");
+    let next: f64 = crl_line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(next > now && next < now + 400.0 * 86_400.0, "{crl_line}");
     // Every metric the operator files use (alert rules, dashboards) is one
     // this scrape exports.
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
