@@ -473,7 +473,13 @@ async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
         Request::History(limit) => {
             Ok(json!({ "episodes": to_json(&brain.history(limit).await?)? }))
         }
-        Request::Health => to_json(&brain.health()),
+        Request::Health => {
+            let mut health = to_json(&brain.health())?;
+            if let Some(fields) = health.as_object_mut() {
+                fields.insert("cpu".into(), to_json(&crate::cpu::CpuReport::detect())?);
+            }
+            Ok(health)
+        }
         Request::Forget => {
             brain.forget().await?;
             Ok(json!({"forgotten": true}))

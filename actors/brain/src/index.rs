@@ -195,6 +195,14 @@ impl CatalogIndex {
         Ok(me)
     }
 
+    /// The instruction set usearch's distance kernel for this index's metric
+    /// (cosine on the configured scalar kind) runs with, as usearch names it
+    /// (e.g. `neon`, `haswell`, `skylake`, `sapphire`; `serial` is the scalar
+    /// fallback). Chosen at run time from the CPU.
+    pub fn isa(&self) -> String {
+        self.index.hardware_acceleration()
+    }
+
     /// Number of vectors.
     pub fn len(&self) -> usize {
         self.index.size()

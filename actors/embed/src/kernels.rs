@@ -33,6 +33,33 @@ fn vectorized<R>(op: impl FnOnce() -> R) -> R {
     Arch::new().dispatch(Op(op))
 }
 
+/// The instruction set [`vectorized`] runs the kernels with on this CPU:
+/// `avx512` or `avx2+fma` on x86-64, `neon` on aarch64, `scalar` when pulp found
+/// none of those (the loops then run as compiled for the target's baseline).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn dispatched_isa() -> &'static str {
+    match Arch::new() {
+        Arch::V4(_) => "avx512",
+        Arch::V3(_) => "avx2+fma",
+        _ => "scalar",
+    }
+}
+
+/// The instruction set [`vectorized`] runs the kernels with on this CPU.
+#[cfg(target_arch = "aarch64")]
+pub(crate) fn dispatched_isa() -> &'static str {
+    match Arch::new() {
+        Arch::Neon(_) => "neon",
+        _ => "scalar",
+    }
+}
+
+/// The instruction set [`vectorized`] runs the kernels with on this CPU.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub(crate) fn dispatched_isa() -> &'static str {
+    "scalar"
+}
+
 /// Rows (of `hidden` values) below which a kernel does not split work across threads:
 /// waking the pool costs more than it saves.
 const PAR_MIN_ROWS: usize = 64;

@@ -260,6 +260,14 @@ pub fn configure_candle_threads(threads: Option<usize>) -> usize {
     n
 }
 
+/// The instruction set the encoder's fused kernels (attention, bias + GELU,
+/// LayerNorm) are dispatched to on this CPU, detected at run time: `avx512` or
+/// `avx2+fma` on x86-64, `neon` on aarch64, else `scalar`. The matrix products are
+/// candle's (gemm, which does its own run-time detection) and are not covered.
+pub fn kernel_isa() -> &'static str {
+    kernels::dispatched_isa()
+}
+
 fn env_threads() -> Option<usize> {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
@@ -465,6 +473,20 @@ impl Embedder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No scalar fallback by accident: on aarch64 NEON is always there, on x86-64
+    /// with AVX2 and FMA the kernels must use them (or AVX-512).
+    #[test]
+    fn kernels_use_the_cpus_simd() {
+        let isa = kernel_isa();
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(isa, "neon");
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            assert!(isa == "avx2+fma" || isa == "avx512", "{isa}");
+        }
+        assert!(!isa.is_empty());
+    }
 
     #[test]
     fn embedder_is_send_and_sync() {

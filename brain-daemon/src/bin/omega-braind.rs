@@ -104,7 +104,9 @@ async fn run(cli: Cli, cfg: DaemonConfig) -> Result<()> {
     if let Some(why) = &health.index_rebuilt_reason {
         tracing::warn!(reason = %why, "catalog index rebuilt from the store");
     }
-    tracing::info!(socket = %socket.display(), store = %health.store, "omega-braind ready");
+    tracing::info!(socket = %socket.display(), store = %health.store,
+        cpu = %omega_brain_daemon::cpu::CpuReport::detect().line(),
+        index_isa = health.index_isa.as_deref().unwrap_or("-"), "omega-braind ready");
     let server_cfg = cfg.server_config(socket, &cli.data_dir);
     server::serve(listener, brain, server_cfg, shutdown_signal()).await;
     Ok(())

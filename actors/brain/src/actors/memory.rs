@@ -138,6 +138,9 @@ impl Actor for Memory {
                 IndexLoad::Loaded => ("loaded".into(), None),
                 IndexLoad::Rebuilt { reason } => ("rebuilt".into(), Some(reason)),
             });
+            let isa = index.isa();
+            tracing::info!(%isa, "catalog index distance kernel");
+            s.index_isa = Some(isa);
         }
         let index = Arc::new(RwLock::new(index));
         shared.view_tx.send_replace(Arc::new(MemoryView {

@@ -321,6 +321,9 @@ pub struct Health {
     pub index: String,
     /// Why the index was rebuilt.
     pub index_rebuilt_reason: Option<String>,
+    /// The instruction set of the index's distance kernel (usearch's name:
+    /// `neon`, `haswell`, ...; `serial` is the scalar fallback), once open.
+    pub index_isa: Option<String>,
     /// Children running now.
     pub running: Vec<ChildKind>,
     /// Restarts per child since start.
@@ -344,6 +347,7 @@ pub(crate) struct Status {
     pub store: Option<String>,
     pub store_recovered: Option<StoreRecovery>,
     pub index: Option<(String, Option<String>)>,
+    pub index_isa: Option<String>,
     pub restarts: [u32; 3],
     pub last_failure: [Option<String>; 3],
 }
@@ -624,6 +628,7 @@ impl Brain {
                 .as_ref()
                 .map_or_else(|| "down".into(), |i| i.0.clone()),
             index_rebuilt_reason: st.index.as_ref().and_then(|i| i.1.clone()),
+            index_isa: st.index_isa.clone(),
             running,
             restarts: ChildKind::ALL
                 .iter()
