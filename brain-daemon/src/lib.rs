@@ -20,6 +20,7 @@ pub mod access;
 pub mod client;
 #[cfg(feature = "daemon")]
 pub mod config;
+#[cfg(feature = "daemon")]
 pub mod cpu;
 pub mod protocol;
 #[cfg(feature = "daemon")]
