@@ -171,7 +171,18 @@ async fn two_nodes_on_scylla_see_each_other_and_one_lease_holder() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     config.node_name = "node-2".into();
-    let n2 = start(&pki, d2.path(), config, None).await;
+    // node-2 gets its own export (each node holds only its own key).
+    let node2_certs = pki.dir.path().join("node-2");
+    pki.certs.export_node("node-2", &node2_certs).unwrap();
+    let n2 = omega_node::RunningNode::start(omega_node::ServeOptions {
+        data_dir: d2.path().to_owned(),
+        model_dir: None,
+        certs_dir: node2_certs,
+        config,
+        admin_token: Some(TOKEN.into()),
+    })
+    .await
+    .expect("node-2 starts");
     let admin2 = n2.admin_addr();
     let c = loop {
         let c = status(admin2).await;

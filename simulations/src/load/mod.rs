@@ -174,7 +174,18 @@ pub async fn run(opts: LoadOptions) -> Result<LoadOutcome> {
                     .with_context(|| format!("opening {}", certs_dir.display()))?,
             };
             let (devices, faulty) = devices(&mut certs, &opts, &bar)?;
-            Ok((devices, faulty, certs.dir().to_owned()))
+            // --local's node gets what `omega-certs export-node` gives a node
+            // (no CA key: the node refuses those), after this run's
+            // revocations.
+            let node_dir = certs.dir().with_file_name("local-node");
+            if matches!(opts.target, Target::Local) {
+                certs
+                    .export_node(pki::LOCAL_NODE, &node_dir)
+                    .with_context(|| {
+                        format!("exporting the node's files to {}", node_dir.display())
+                    })?;
+            }
+            Ok((devices, faulty, node_dir))
         })
         .await??
     };
