@@ -147,10 +147,14 @@ fn encode_body<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Encodes a request as a complete frame.
 pub fn encode_request(r: &SyncRequest) -> Result<Vec<u8>, CodecError> {
-    frame(
-        encode_body(&WireRequest::try_from_domain(r)?)?,
-        MAX_REQUEST_FRAME,
-    )
+    encode_wire_request(&WireRequest::try_from_domain(r)?)
+}
+
+/// Encodes a request already in wire form (its embeddings quantized) as a
+/// complete frame: what [`encode_request`] sends, for a sender that keeps
+/// wire forms and changes only their versions.
+pub fn encode_wire_request(w: &WireRequest) -> Result<Vec<u8>, CodecError> {
+    frame(encode_body(w)?, MAX_REQUEST_FRAME)
 }
 
 /// Decodes a request frame body to its wire form (exact, no validation beyond

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
-use omega_protocol::codec::{decode_response, frame};
-use omega_protocol::limits::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
+use omega_protocol::codec::{decode_response, encode_wire_request};
+use omega_protocol::limits::MAX_RESPONSE_FRAME;
 use omega_protocol::wire::WireRequest;
 use omega_protocol::{
     CodecError, ContextBucket, DayKind, DayPart, DomainError, Embedding, PatternDelta, PatternId,
@@ -348,8 +348,7 @@ impl Requests {
         let mut w = self.forms[form].clone();
         w.base_version = version;
         w.pattern_version = version + 1;
-        let body = postcard::to_stdvec(&w).map_err(|e| CodecError::Malformed(e.to_string()))?;
-        frame(body, MAX_REQUEST_FRAME)
+        encode_wire_request(&w)
     }
 }
 
