@@ -214,15 +214,6 @@ pub fn codec_error_answer(e: &CodecError) -> SyncError {
     }
 }
 
-fn outcome_label(o: SyncOutcome) -> &'static str {
-    match o {
-        SyncOutcome::Applied => "applied",
-        SyncOutcome::Replayed => "replayed",
-        SyncOutcome::Forgotten => "forgotten",
-        SyncOutcome::Refused => "refused",
-    }
-}
-
 /// Accepts connections until `shutdown` turns true, then waits for the
 /// connection tasks to finish.
 pub async fn accept_loop(
@@ -238,8 +229,7 @@ pub async fn accept_loop(
                 let Some(incoming) = incoming else { break };
                 if ctx.connections.available_permits() == 0 {
                     // No slot would be free after the handshake either.
-                    metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "limit")
-                        .increment(1);
+                    telemetry::refused(telemetry::Refusal::Limit);
                     incoming.refuse();
                     continue;
                 }
@@ -260,8 +250,7 @@ pub async fn accept_loop(
                         conns.spawn(serve_connection(incoming, pending, ctx, shutdown));
                     }
                     Err(_) => {
-                        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "pending")
-                            .increment(1);
+                        telemetry::refused(telemetry::Refusal::Pending);
                         incoming.refuse();
                     }
                 }
@@ -293,7 +282,7 @@ async fn serve_connection(
     let conn = match handshake {
         Ok(c) => c,
         Err(e) => {
-            metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "handshake").increment(1);
+            telemetry::refused(telemetry::Refusal::Handshake);
             tracing::debug!(error = %e, reason = ?omega_transport::quic::HandshakeFailure::of(&e), "handshake failed");
             return;
         }
@@ -301,7 +290,7 @@ async fn serve_connection(
     let device = match omega_transport::quic::peer_device_id(&conn) {
         Ok(d) => d,
         Err(e) => {
-            metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "identity").increment(1);
+            telemetry::refused(telemetry::Refusal::Identity);
             tracing::debug!(error = %e, "certificate names no valid device id");
             conn.close(CLOSE_BAD_IDENTITY.into(), b"bad identity");
             return;
@@ -309,14 +298,14 @@ async fn serve_connection(
     };
     // The slot is taken only now that the peer has completed its handshake.
     let Ok(_slot) = Arc::clone(&ctx.connections).try_acquire_owned() else {
-        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "limit").increment(1);
+        telemetry::refused(telemetry::Refusal::Limit);
         conn.close(CLOSE_CONNECTION_LIMIT.into(), b"too many connections");
         return;
     };
     // Counted while the slot is held: the map has at most
     // `max_connections` entries.
     let Some(_device_slot) = ctx.per_device.take(&device) else {
-        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "device_limit").increment(1);
+        telemetry::refused(telemetry::Refusal::DeviceLimit);
         tracing::debug!(device = %device, "too many connections for one device");
         conn.close(
             CLOSE_DEVICE_LIMIT.into(),
@@ -366,7 +355,8 @@ async fn serve_stream(
     let mut codec_refused = true;
     let (response, outcome): (PackedSyncResponse, SyncOutcome) = match body {
         Err(_) => {
-            metrics::counter!(telemetry::SYNC_ERRORS, "kind" => "request_timeout").increment(1);
+            metrics::counter!(telemetry::SYNC_ERRORS, "kind" => telemetry::ERROR_REQUEST_TIMEOUT)
+                .increment(1);
             let _ = recv.stop(0u32.into());
             let _ = send.reset(0u32.into());
             return;
@@ -374,7 +364,8 @@ async fn serve_stream(
         Ok(Err(CodecError::Io(e))) => {
             // The peer reset the stream or the connection went away: no one
             // to answer.
-            metrics::counter!(telemetry::SYNC_ERRORS, "kind" => "stream_reset").increment(1);
+            metrics::counter!(telemetry::SYNC_ERRORS, "kind" => telemetry::ERROR_STREAM_RESET)
+                .increment(1);
             tracing::debug!(device = %device, error = %e, "request stream failed");
             let _ = send.reset(0u32.into());
             return;
@@ -407,7 +398,8 @@ async fn serve_stream(
     if let (Err(e), false) = (&response, codec_refused) {
         metrics::counter!(telemetry::SYNC_ERRORS, "kind" => e.kind()).increment(1);
     }
-    metrics::counter!(telemetry::SYNCS, "outcome" => outcome_label(outcome)).increment(1);
+    metrics::counter!(telemetry::SYNCS, "outcome" => telemetry::outcome_label(outcome))
+        .increment(1);
     let frame = match encode_packed_response(&response) {
         Ok(f) => f,
         Err(e) => {

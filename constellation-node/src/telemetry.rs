@@ -29,6 +29,8 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use omega_constellation::sync::SyncOutcome;
+use omega_protocol::SyncError;
 
 /// Counter: syncs by outcome.
 pub const SYNCS: &str = "omega_syncs_total";
@@ -54,6 +56,72 @@ pub const HANDSHAKES_PENDING: &str = "omega_handshakes_pending";
 pub const HANDSHAKE_RETRIES: &str = "omega_handshake_retries_total";
 /// Gauge: syncs in flight.
 pub const IN_FLIGHT: &str = "omega_syncs_in_flight";
+
+/// Why a connection attempt was refused: the `reason` label of
+/// [`CONNECTIONS_REFUSED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No connection slot free (before or after the handshake).
+    Limit,
+    /// The device already holds `max_connections_per_device`.
+    DeviceLimit,
+    /// Too many handshakes in progress.
+    Pending,
+    /// The handshake failed (TLS, certificate, revoked).
+    Handshake,
+    /// The certificate names no valid device id.
+    Identity,
+}
+
+impl Refusal {
+    /// Every reason.
+    pub const ALL: [Refusal; 5] = [
+        Refusal::Limit,
+        Refusal::DeviceLimit,
+        Refusal::Pending,
+        Refusal::Handshake,
+        Refusal::Identity,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Limit => "limit",
+            Refusal::DeviceLimit => "device_limit",
+            Refusal::Pending => "pending",
+            Refusal::Handshake => "handshake",
+            Refusal::Identity => "identity",
+        }
+    }
+}
+
+/// Counts one refused connection attempt.
+pub fn refused(why: Refusal) {
+    metrics::counter!(CONNECTIONS_REFUSED, "reason" => why.label()).increment(1);
+}
+
+/// Every sync outcome (the `outcome` label of [`SYNCS`]).
+const OUTCOMES: [SyncOutcome; 4] = [
+    SyncOutcome::Applied,
+    SyncOutcome::Replayed,
+    SyncOutcome::Forgotten,
+    SyncOutcome::Refused,
+];
+
+/// The `outcome` label of [`SYNCS`].
+pub fn outcome_label(o: SyncOutcome) -> &'static str {
+    match o {
+        SyncOutcome::Applied => "applied",
+        SyncOutcome::Replayed => "replayed",
+        SyncOutcome::Forgotten => "forgotten",
+        SyncOutcome::Refused => "refused",
+    }
+}
+
+/// `kind` of [`SYNC_ERRORS`]: no whole request arrived in time.
+pub const ERROR_REQUEST_TIMEOUT: &str = "request_timeout";
+/// `kind` of [`SYNC_ERRORS`]: the device reset the stream.
+pub const ERROR_STREAM_RESET: &str = "stream_reset";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -114,19 +182,30 @@ pub fn register_regions(regions: &[String]) {
 /// [`register_regions`]. Values already recorded are left as they are.
 pub fn register_families() {
     use omega_constellation::actors::names;
-    for outcome in ["applied", "replayed", "forgotten", "refused"] {
-        metrics::counter!(SYNCS, "outcome" => outcome).increment(0);
+    for outcome in OUTCOMES {
+        metrics::counter!(SYNCS, "outcome" => outcome_label(outcome)).increment(0);
     }
-    for kind in ["request_timeout", "stream_reset", "internal", "retry_after"] {
+    // The listener's own kinds and those of the errors alerts watch (the
+    // rest appear when they first happen).
+    let internal = SyncError::Internal {
+        reason: String::new(),
+    };
+    let retry = SyncError::RetryAfter { secs: 0 };
+    for kind in [
+        ERROR_REQUEST_TIMEOUT,
+        ERROR_STREAM_RESET,
+        internal.kind(),
+        retry.kind(),
+    ] {
         metrics::counter!(SYNC_ERRORS, "kind" => kind).increment(0);
     }
-    for reason in ["limit", "device_limit", "pending", "handshake", "identity"] {
-        metrics::counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(0);
+    for why in Refusal::ALL {
+        metrics::counter!(CONNECTIONS_REFUSED, "reason" => why.label()).increment(0);
     }
-    for child in ["shard", "federation", "catalog"] {
+    for child in names::RESTARTED_CHILDREN {
         metrics::counter!(names::ACTOR_RESTARTS, "child" => child).increment(0);
     }
-    for result in ["ok", "error", "standby"] {
+    for result in names::FEDERATION_RESULTS {
         metrics::counter!(names::FEDERATION_RUNS, "result" => result).increment(0);
     }
     for counter in [

@@ -217,7 +217,8 @@ fn set_gauges(devices: u64, patterns: u64, versions: impl Iterator<Item = (Regio
 fn record(result: &Result<FederationSummary, FederationError>) {
     match result {
         Ok(s) => {
-            metrics::counter!(names::FEDERATION_RUNS, "result" => "ok").increment(1);
+            metrics::counter!(names::FEDERATION_RUNS, "result" => names::FEDERATION_OK)
+                .increment(1);
             metrics::histogram!(names::FEDERATION_DURATION).record(s.duration_secs);
             set_gauges(
                 s.devices,
@@ -242,7 +243,8 @@ fn record(result: &Result<FederationSummary, FederationError>) {
             );
         }
         Err(e) => {
-            metrics::counter!(names::FEDERATION_RUNS, "result" => "error").increment(1);
+            metrics::counter!(names::FEDERATION_RUNS, "result" => names::FEDERATION_ERROR)
+                .increment(1);
             tracing::error!(error = %e, "federation run failed");
         }
     }
@@ -374,7 +376,7 @@ impl Actor for FederationActor {
                     // A failed run is logged and counted; the next tick retries.
                     let _ = Self::run(state, "timer").await?;
                 } else {
-                    metrics::counter!(names::FEDERATION_RUNS, "result" => "standby").increment(1);
+                    metrics::counter!(names::FEDERATION_RUNS, "result" => names::FEDERATION_STANDBY).increment(1);
                     tracing::debug!(lease = ?state.lease, "federation: another node holds the lease");
                     let store = Arc::clone(&state.args.store);
                     match tokio::task::spawn_blocking(move || count_held(store.as_ref())).await? {

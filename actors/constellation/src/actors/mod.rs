@@ -67,6 +67,14 @@ pub mod names {
     /// Counter: federation runs, label `result` = `ok` | `error` |
     /// `standby` (a timer run skipped: another node holds the lease).
     pub const FEDERATION_RUNS: &str = "omega_federation_runs_total";
+    /// `result` of [`FEDERATION_RUNS`]: the run published.
+    pub const FEDERATION_OK: &str = "ok";
+    /// `result` of [`FEDERATION_RUNS`]: the run failed.
+    pub const FEDERATION_ERROR: &str = "error";
+    /// `result` of [`FEDERATION_RUNS`]: skipped, another node holds the lease.
+    pub const FEDERATION_STANDBY: &str = "standby";
+    /// Every `result` of [`FEDERATION_RUNS`].
+    pub const FEDERATION_RESULTS: [&str; 3] = [FEDERATION_OK, FEDERATION_ERROR, FEDERATION_STANDBY];
     /// Gauge: devices holding patterns (as of the last federation run, or
     /// on a standby node the last count of the shared store).
     pub const DEVICES: &str = "omega_devices";
@@ -83,6 +91,9 @@ pub mod names {
     pub const CATALOG_EMBEDDED: &str = "omega_catalog_embedded_total";
     /// Counter: child actors restarted, label `child`.
     pub const ACTOR_RESTARTS: &str = "omega_actor_restarts_total";
+    /// Every `child` of [`ACTOR_RESTARTS`]: a shard, the federation, the
+    /// catalog actor.
+    pub const RESTARTED_CHILDREN: [&str; 3] = ["shard", "federation", "catalog"];
 }
 
 /// Shard actors a node may run.

@@ -234,12 +234,13 @@ impl Actor for NodeSupervisor {
         }
 
         tracing::warn!(child = %child.label(), %why, "restarting child actor");
-        metrics::counter!(names::ACTOR_RESTARTS, "child" => match child {
-            Child::Shard(_) => "shard",
-            Child::Federation => "federation",
-            Child::Catalog => "catalog",
-        })
-        .increment(1);
+        let kind = match child {
+            Child::Shard(_) => 0,
+            Child::Federation => 1,
+            Child::Catalog => 2,
+        };
+        metrics::counter!(names::ACTOR_RESTARTS, "child" => names::RESTARTED_CHILDREN[kind])
+            .increment(1);
         match spawn_child(child, &state.args, myself.get_cell()).await {
             Ok(id) => {
                 state.children.insert(id, child);
