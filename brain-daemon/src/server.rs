@@ -158,6 +158,8 @@ struct Ctx {
     conns: Arc<Semaphore>,
     #[cfg(feature = "testing")]
     holds: debug::Holds,
+    /// The `cpu` field of `health`: detected once, it cannot change.
+    cpu: Value,
 }
 
 /// Serves until `shutdown` resolves, then shuts down cleanly (see the module docs).
@@ -175,6 +177,7 @@ pub async fn serve(
         #[cfg(feature = "testing")]
         holds: debug::Holds::default(),
         cfg: cfg.clone(),
+        cpu: serde_json::to_value(crate::cpu::CpuReport::detect()).unwrap_or(Value::Null),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -476,7 +479,7 @@ async fn dispatch(ctx: &Ctx, req: Request) -> Result<Value, ProtoError> {
         Request::Health => {
             let mut health = to_json(&brain.health())?;
             if let Some(fields) = health.as_object_mut() {
-                fields.insert("cpu".into(), to_json(&crate::cpu::CpuReport::detect())?);
+                fields.insert("cpu".into(), ctx.cpu.clone());
             }
             Ok(health)
         }
