@@ -306,6 +306,13 @@ async fn run(cli: Cli) -> Result<()> {
             if !(0.0..=1.0).contains(&faults) {
                 anyhow::bail!("--faults is a share between 0 and 1");
             }
+            if !(0.0..=1.0).contains(&max_failure_rate) {
+                anyhow::bail!("--max-failure-rate is a share between 0 and 1");
+            }
+            let timeout = seconds("--timeout", timeout)?;
+            if timeout.is_zero() {
+                anyhow::bail!("--timeout must be more than 0 seconds");
+            }
             let outcome = omega_sim::load::run(LoadOptions {
                 target,
                 devices,
@@ -321,7 +328,7 @@ async fn run(cli: Cli) -> Result<()> {
                 hold,
                 endpoints,
                 handshakes,
-                timeout: seconds("--timeout", timeout)?,
+                timeout,
                 cache_dir,
                 exe: std::env::current_exe()?,
                 progress: !quiet,

@@ -154,3 +154,35 @@ fn failures_past_the_threshold_exit_non_zero() {
     assert_eq!(v["node_rss_mb"], Value::Null);
     assert!(String::from_utf8_lossy(&out.stderr).contains("max-failure-rate"));
 }
+
+#[test]
+fn bad_arguments_are_refused_before_anything_runs() {
+    let cache = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        ("--devices 0", "--devices must be at least 1"),
+        ("--devices 2 --duration=-1", "--duration"),
+        ("--devices 2 --timeout 0", "--timeout must be more than 0"),
+        ("--devices 2 --faults 2", "--faults is a share"),
+        (
+            "--devices 2 --max-failure-rate 7",
+            "--max-failure-rate is a share",
+        ),
+        ("--devices 2 --rate 0", "--rate must be a positive"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_omega-sim"))
+            .args(["load", "--local", "--quiet"])
+            .args(args.split_whitespace())
+            .env("OMEGA_LOAD_CACHE", cache.path())
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("run omega-sim");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args}: {stderr}");
+        assert!(stderr.contains(says), "{args}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args}: ran anyway");
+    }
+    assert!(
+        !cache.path().join("local-pki").exists(),
+        "no certificates were made"
+    );
+}
