@@ -24,14 +24,8 @@ enum Command {
     /// MovieLens users; one private aggregation round; the TV's
     /// recommendations before and after, and the figures.
     Demo {
-        /// all-MiniLM-L6-v2 directory (config.json, tokenizer.json,
-        /// model.safetensors), as fetched by scripts/fetch-model.sh.
-        #[arg(
-            long,
-            env = "OMEGA_MODEL_DIR",
-            default_value = "models/all-MiniLM-L6-v2"
-        )]
-        model_dir: PathBuf,
+        #[command(flatten)]
+        model: ModelDir,
         /// MovieLens directory (u.item + u.data, or movies.csv +
         /// ratings.csv); a generated catalog and users when it is absent.
         #[arg(
@@ -189,17 +183,25 @@ enum Command {
     },
 }
 
-/// The model and the embedding cache of runs that embed a MovieLens
-/// catalog (`eval`'s TVs, `bench sync`'s fleet).
+/// The model every command that embeds text loads.
 #[derive(Debug, clap::Args)]
-struct CatalogEmbeddings {
-    /// all-MiniLM-L6-v2 directory (the TVs' catalog embeddings).
+struct ModelDir {
+    /// all-MiniLM-L6-v2 directory (config.json, tokenizer.json,
+    /// model.safetensors), as fetched by scripts/fetch-model.sh.
     #[arg(
         long,
         env = "OMEGA_MODEL_DIR",
         default_value = "models/all-MiniLM-L6-v2"
     )]
     model_dir: PathBuf,
+}
+
+/// The model and the embedding cache of runs that embed a MovieLens
+/// catalog (`eval`'s TVs, `bench sync`'s fleet).
+#[derive(Debug, clap::Args)]
+struct CatalogEmbeddings {
+    #[command(flatten)]
+    model: ModelDir,
     /// Where catalog embeddings are cached between runs.
     #[arg(long, env = "OMEGA_EVAL_CACHE", default_value = "target/eval-cache")]
     cache: PathBuf,
@@ -240,13 +242,8 @@ enum BenchWhat {
         /// Local patterns.
         #[arg(long, default_value_t = 10_000)]
         patterns: usize,
-        /// all-MiniLM-L6-v2 directory.
-        #[arg(
-            long,
-            env = "OMEGA_MODEL_DIR",
-            default_value = "models/all-MiniLM-L6-v2"
-        )]
-        model_dir: PathBuf,
+        #[command(flatten)]
+        model: ModelDir,
         /// Where built data directories are cached between runs.
         #[arg(long, default_value = "target/bench-brain")]
         cache_dir: PathBuf,
@@ -366,7 +363,11 @@ async fn run(cli: Cli) -> Result<()> {
             users,
             seed,
             methods,
-            embeddings: CatalogEmbeddings { model_dir, cache },
+            embeddings:
+                CatalogEmbeddings {
+                    model: ModelDir { model_dir },
+                    cache,
+                },
             quiet,
             round_interval_days,
             cohort,
@@ -405,7 +406,11 @@ async fn run(cli: Cli) -> Result<()> {
                 BenchWhat::Sync {
                     json,
                     dataset,
-                    embeddings: CatalogEmbeddings { model_dir, cache },
+                    embeddings:
+                        CatalogEmbeddings {
+                            model: ModelDir { model_dir },
+                            cache,
+                        },
                     seed,
                     quiet,
                 },
@@ -434,7 +439,7 @@ async fn run(cli: Cli) -> Result<()> {
                     json,
                     items,
                     patterns,
-                    model_dir,
+                    model: ModelDir { model_dir },
                     cache_dir,
                     build_only,
                 },
@@ -457,7 +462,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo {
-            model_dir,
+            model: ModelDir { model_dir },
             dataset,
             work_dir,
             fleet,
