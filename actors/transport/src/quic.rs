@@ -168,15 +168,11 @@ impl TrustAnchor {
         })
     }
 
-    /// From a CA file and an optional CRL file (missing CRL file = no
-    /// revocations; callers that must fail closed check for the file first,
-    /// as the node and the TV do).
+    /// From a CA file and, when named, its CRL file. A named CRL must be
+    /// there: a missing file is an error, never "nothing revoked".
     pub fn from_files(ca: &Path, crl: Option<&Path>) -> Result<Self, TlsError> {
         let ca_pem = read(ca)?;
-        let crl_pem = match crl {
-            Some(p) if p.exists() => Some(read(p)?),
-            _ => None,
-        };
+        let crl_pem = crl.map(read).transpose()?;
         let crls: Vec<&[u8]> = crl_pem.as_deref().into_iter().collect();
         Self::from_pem(&ca_pem, &crls)
     }

@@ -598,3 +598,19 @@ async fn no_session_is_resumed_so_a_revoked_certificate_is_checked_on_every_conn
     let err = sync_with(cfg, addr).await.expect_err("revoked");
     assert_eq!(err.handshake_failure(), HandshakeFailure::Revoked);
 }
+
+/// A CRL file that is named must be there: a missing one is an error, not an
+/// empty list (the shared loader fails closed for every caller).
+#[test]
+fn a_named_crl_file_that_is_missing_is_an_error_not_an_empty_list() {
+    let p = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("device-ca.crt");
+    std::fs::write(&ca, p.device_ca.cert_pem()).unwrap();
+    let crl = dir.path().join("device-ca.crl");
+    assert!(TrustAnchor::from_files(&ca, Some(&crl)).is_err());
+    std::fs::write(&crl, p.device_crl(&[])).unwrap();
+    let anchor = TrustAnchor::from_files(&ca, Some(&crl)).unwrap();
+    assert_eq!(anchor.crls.len(), 1);
+    assert!(TrustAnchor::from_files(&ca, None).unwrap().crls.is_empty());
+}
