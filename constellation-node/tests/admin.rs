@@ -368,7 +368,15 @@ fn the_binary_refuses_an_exposed_token_file_and_reads_no_token_from_the_environm
     // The log format (omega-supervise's `log`, tested with the daemon) is
     // text or json, nothing else.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_omega-node"))
-        .args(["serve", "--data-dir", "d", "--model-dir", "m", "--certs", "c"])
+        .args([
+            "serve",
+            "--data-dir",
+            "d",
+            "--model-dir",
+            "m",
+            "--certs",
+            "c",
+        ])
         .args(["--log-format", "yaml"])
         .output()
         .unwrap();
