@@ -35,6 +35,8 @@
 //! [store]                          # where the node keeps its data
 //! kind = "redb"                    # "redb": DATA_DIR/constellation.redb (default);
 //!                                  # "scylla": a shared ScyllaDB/Cassandra cluster
+//! redb_max_batch = 256             # redb: device syncs sharing one commit (fsync)
+//! redb_max_queue = 1024            # redb: syncs waiting for a commit; past it they wait
 //! contact_points = ["127.0.0.1:9042"]
 //! keyspace = "omega"
 //! replication = { class = "NetworkTopologyStrategy", dc1 = "3" }
@@ -73,7 +75,7 @@ use serde::Deserialize;
 use omega_constellation::actors::{CatalogOptions, NodeConfig};
 use omega_constellation::cluster::LeaseTiming;
 use omega_constellation::federation::{FederationConfig, FederationError, OrderKey};
-use omega_constellation::store::{parse_consistency, Credentials, ScyllaOptions};
+use omega_constellation::store::{parse_consistency, Credentials, GroupOptions, ScyllaOptions};
 use omega_constellation::sync::{LearningConfig, SyncConfig};
 use omega_protocol::Region;
 
@@ -269,6 +271,12 @@ pub enum StoreKind {
 pub struct StoreConfig {
     /// `redb` or `scylla`. Default `redb`.
     pub kind: StoreKind,
+    /// redb: device syncs one group commit (one transaction, one fsync)
+    /// takes at most (raised to 1). Default 256.
+    pub redb_max_batch: usize,
+    /// redb: device syncs waiting for a commit at most (raised to 1); past
+    /// it a sync's blocking task waits for room. Default 1,024.
+    pub redb_max_queue: usize,
     /// `host:port` of some cluster nodes. Default `["127.0.0.1:9042"]`.
     pub contact_points: Vec<String>,
     /// The keyspace, created with the schema at first start. Default `omega`.
@@ -293,8 +301,11 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         let defaults = ScyllaOptions::new(vec!["127.0.0.1:9042".into()], "omega");
+        let group = GroupOptions::default();
         Self {
             kind: StoreKind::Redb,
+            redb_max_batch: group.max_batch,
+            redb_max_queue: group.max_queue,
             contact_points: defaults.contact_points,
             keyspace: defaults.keyspace,
             replication: defaults.replication,
@@ -307,6 +318,14 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
+    /// How the redb store group-commits device syncs.
+    pub fn group_options(&self) -> GroupOptions {
+        GroupOptions {
+            max_batch: self.redb_max_batch.max(1),
+            max_queue: self.redb_max_queue.max(1),
+        }
+    }
+
     /// The ScyllaDB store's options, the password read from `password_file`.
     pub fn scylla_options(&self) -> Result<ScyllaOptions, ConfigError> {
         let mut opts = ScyllaOptions::new(self.contact_points.clone(), self.keyspace.clone());
@@ -591,6 +610,16 @@ mod tests {
     fn the_store_is_redb_by_default_and_scylla_when_configured() {
         let c = Config::default();
         assert_eq!(c.store.kind, StoreKind::Redb);
+        assert_eq!(c.store.group_options(), GroupOptions::default());
+        let c =
+            Config::from_toml("[store]\nredb_max_batch = 64\nredb_max_queue = 0\n").expect("parse");
+        assert_eq!(
+            c.store.group_options(),
+            GroupOptions {
+                max_batch: 64,
+                max_queue: 1
+            }
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = dir.path().join("password");
         std::fs::write(&secret, "s3cret\nignored\n").expect("write");

@@ -207,8 +207,10 @@ impl RunningNode {
                 StoreKind::Redb => None,
                 StoreKind::Scylla => Some(config.store.scylla_options()?),
             };
+            let group = config.store.group_options();
             let joined = tokio::task::spawn_blocking(move || match scylla {
-                None => RedbStore::open(path).map(|s| (Arc::new(s) as Arc<dyn PatternStore>, None)),
+                None => RedbStore::open_with(path, group)
+                    .map(|s| (Arc::new(s) as Arc<dyn PatternStore>, None)),
                 Some(o) => ScyllaStore::open(&o).map(|s| {
                     let s = Arc::new(s);
                     (

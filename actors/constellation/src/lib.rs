@@ -12,6 +12,7 @@
 //!   actors, the federation timer and the catalog importer.
 
 pub mod actors;
+mod group_commit;
 mod record;
 mod redb_store;
 mod scylla_store;
@@ -22,7 +23,7 @@ pub use omega_constellation_core::{cluster, federation, shard};
 /// The node's storage: the core's interface and types, the redb store and
 /// the ScyllaDB/Cassandra store.
 pub mod store {
-    pub use crate::redb_store::RedbStore;
+    pub use crate::redb_store::{GroupOptions, RedbStore};
     #[cfg(feature = "testing")]
     pub use crate::scylla_store::{cql_test_target, fresh_test_options, fresh_test_store};
     pub use crate::scylla_store::{

@@ -15,16 +15,31 @@
 //!
 //! Keying patterns by region first keeps a region scan one range read and a
 //! device's patterns one range inside it (the device's region is in
-//! `devices`). Every write is one redb write transaction committed with
-//! [`redb::Durability::Immediate`] before the call returns; a transaction that
-//! is dropped without commit (on any error) applies nothing.
+//! `devices`). Every write is committed with [`redb::Durability::Immediate`]
+//! before the call returns; a transaction that is dropped without commit (on
+//! any error) applies nothing.
+//!
+//! Device syncs are group-committed ([`crate::group_commit`]): concurrent
+//! [`PatternStore::apply_device_sync`] calls share one write transaction and
+//! one fsync, and each returns only after that commit. A sync refused on its
+//! own (a corrupt device record, the pattern limit) is refused before it
+//! writes anything, so the others in its batch still commit (and it keeps
+//! its own error if they fail); a failed transaction or commit fails every
+//! other sync of the batch with its error. The other writes take a
+//! transaction each.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, StorageBackend, Table, TableDefinition,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 
+use crate::group_commit::Group;
+pub use crate::group_commit::GroupOptions;
 use crate::record::{dec, enc};
 
 use omega_protocol::limits::MAX_CATALOG_PAGE;
@@ -35,9 +50,9 @@ use omega_protocol::{
 
 use omega_constellation_core::aggregate::RegionTotals;
 use omega_constellation_core::store::{
-    check_publish, clamp_page, globals_change, plan_publish, DeviceInfo, DeviceSync, GlobalRecord,
-    GlobalsChange, PatternCursor, PatternStore, RegionGlobals, RegionPattern, RegionPatternPage,
-    StoreError, StoredPattern, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
+    check_publish, clamp_page, globals_change, plan_publish, DeviceInfo, DeviceState, DeviceSync,
+    GlobalRecord, GlobalsChange, PatternCursor, PatternStore, RegionGlobals, RegionPattern,
+    RegionPatternPage, StoreError, StoredPattern, MAX_PATTERNS_PER_DEVICE, MAX_SCAN_PAGE,
 };
 
 const DEVICES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("devices");
@@ -100,16 +115,93 @@ fn be<E: Into<redb::Error>>(op: &'static str) -> impl Fn(E) -> StoreError {
 #[derive(Debug)]
 pub struct RedbStore {
     db: Database,
+    group: Group<Prepared>,
+}
+
+/// One device sync, checked and encoded by its caller before it is queued
+/// for a group commit.
+struct Prepared {
+    device: String,
+    state: DeviceState,
+    reset: bool,
+    /// (pattern id, encoded pattern).
+    upserts: Vec<(u64, Vec<u8>)>,
+    removals: Vec<u64>,
+}
+
+impl Prepared {
+    fn new(device: &DeviceId, sync: DeviceSync<'_>) -> Result<Self, StoreError> {
+        Ok(Self {
+            device: device.as_str().to_owned(),
+            state: sync.state.clone(),
+            reset: sync.reset,
+            upserts: sync
+                .upserts
+                .iter()
+                .map(|p| Ok((p.id.0, enc(p)?)))
+                .collect::<Result<_, StoreError>>()?,
+            removals: sync.removals.iter().map(|id| id.0).collect(),
+        })
+    }
+}
+
+/// Why one sync of a batch was not applied.
+enum SyncFailure {
+    /// Refused before it wrote anything: the rest of the batch goes on.
+    Refused(StoreError),
+    /// The transaction failed, possibly half-written: the batch is aborted.
+    Broken(StoreError),
+}
+
+/// The tables a device sync writes, opened once per batch.
+struct SyncTables<'t> {
+    devices: Table<'t, &'static str, &'static [u8]>,
+    patterns: Table<'t, (&'static str, &'static str, u64), &'static [u8]>,
+    regions: Table<'t, &'static str, ()>,
 }
 
 impl RedbStore {
-    /// Opens the store at `path`, creating the file and its tables if needed.
-    /// A file written in another record format is refused with
-    /// [`StoreError::UnsupportedFormat`] (a file without a format version is
-    /// format 1).
+    /// Opens the store at `path` with the default [`GroupOptions`], creating
+    /// the file and its tables if needed. A file written in another record
+    /// format is refused with [`StoreError::UnsupportedFormat`] (a file
+    /// without a format version is format 1).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(be("open"))?;
-        let store = Self { db };
+        Self::open_with(path, GroupOptions::default())
+    }
+
+    /// [`RedbStore::open`] with how device syncs are group-committed.
+    pub fn open_with(path: impl AsRef<Path>, options: GroupOptions) -> Result<Self, StoreError> {
+        Self::init(Database::create(path).map_err(be("open"))?, options)
+    }
+
+    /// [`RedbStore::open_with`] on any redb storage backend (tests use it to
+    /// inject faults and crashes).
+    pub fn open_with_backend(
+        backend: impl StorageBackend,
+        options: GroupOptions,
+    ) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(be("open"))?;
+        Self::init(db, options)
+    }
+
+    /// Device-sync batches committed (or failed) since the store was opened:
+    /// fewer than the syncs when concurrent syncs shared commits.
+    pub fn sync_batches(&self) -> u64 {
+        self.group.batches()
+    }
+
+    /// Device syncs queued for a commit and not yet taken into a batch.
+    pub fn queued_syncs(&self) -> usize {
+        self.group.queued()
+    }
+
+    fn init(db: Database, options: GroupOptions) -> Result<Self, StoreError> {
+        let store = Self {
+            db,
+            group: Group::new(options),
+        };
         let txn = store.write_txn("open")?;
         {
             let fresh = txn.list_tables().map_err(be("open"))?.next().is_none();
@@ -197,6 +289,54 @@ impl RedbStore {
         Ok(version)
     }
 
+    /// Applies a batch of device syncs in one transaction and commits it:
+    /// one outcome per sync, in order.
+    fn commit_syncs(&self, batch: Vec<Prepared>) -> Vec<Result<u32, StoreError>> {
+        let op = "apply_device_sync";
+        let mut out = Vec::with_capacity(batch.len());
+        // The batch failed: every sync not refused on its own gets `e`.
+        let fail = |mut out: Vec<Result<u32, StoreError>>, e: StoreError| {
+            for r in out.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(e.clone());
+            }
+            out.resize(batch.len(), Err(e));
+            out
+        };
+        let txn = match self.write_txn(op) {
+            Ok(t) => t,
+            Err(e) => return fail(out, e),
+        };
+        {
+            let tables = (|| {
+                Ok::<_, StoreError>(SyncTables {
+                    devices: txn.open_table(DEVICES).map_err(be(op))?,
+                    patterns: txn.open_table(PATTERNS).map_err(be(op))?,
+                    regions: txn.open_table(REGIONS).map_err(be(op))?,
+                })
+            })();
+            let mut tables = match tables {
+                Ok(t) => t,
+                Err(e) => return fail(out, e),
+            };
+            for p in &batch {
+                match apply_sync(&mut tables, p) {
+                    Ok(count) => out.push(Ok(count)),
+                    Err(SyncFailure::Refused(e)) => out.push(Err(e)),
+                    // Dropping the transaction uncommitted aborts it.
+                    Err(SyncFailure::Broken(e)) => return fail(out, e),
+                }
+            }
+        }
+        if out.iter().all(Result::is_err) {
+            // Nothing to commit: every sync was refused.
+            return out;
+        }
+        match txn.commit() {
+            Ok(()) => out,
+            Err(e) => fail(out, be(op)(e)),
+        }
+    }
+
     fn write_txn(&self, op: &'static str) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(be(op))?;
         txn.set_durability(redb::Durability::Immediate)
@@ -214,6 +354,108 @@ fn device_range<'a>(
     device: &'a str,
 ) -> std::ops::RangeInclusive<(&'a str, &'a str, u64)> {
     (region, device, 0)..=(region, device, u64::MAX)
+}
+
+/// Applies one device sync inside a batch's transaction. Everything that
+/// can refuse this sync alone (its device record, the pattern limit) is
+/// checked by reads before its first write.
+fn apply_sync(t: &mut SyncTables<'_>, p: &Prepared) -> Result<u32, SyncFailure> {
+    let op = "apply_device_sync";
+    let broken = |e| SyncFailure::Broken(be::<redb::Error>(op)(e));
+    let dev = p.device.as_str();
+    let region = p.state.region.as_str();
+    let old: Option<DeviceInfo> = match t.devices.get(dev).map_err(|e| broken(e.into()))? {
+        Some(v) => Some(dec("device", v.value()).map_err(SyncFailure::Refused)?),
+        None => None,
+    };
+    // The patterns kept from before (none after a reset), where they are
+    // now; after this sync they are in `region`.
+    let kept = old.as_ref().filter(|_| !p.reset);
+    let kept_region = kept.map(|o| o.state.region.as_str());
+    // The device's pattern count, kept up to date instead of re-counted by
+    // a range scan on every sync; computed before any write.
+    let mut count = kept.map_or(0, |o| o.pattern_count as usize);
+    let mut now: HashMap<u64, bool> = HashMap::new();
+    let present = |id: u64, now: &HashMap<u64, bool>| -> Result<bool, SyncFailure> {
+        if let Some(&here) = now.get(&id) {
+            return Ok(here);
+        }
+        match kept_region {
+            Some(r) => Ok(t
+                .patterns
+                .get((r, dev, id))
+                .map_err(|e| broken(e.into()))?
+                .is_some()),
+            None => Ok(false),
+        }
+    };
+    for &id in &p.removals {
+        if present(id, &now)? {
+            count = count.saturating_sub(1);
+        }
+        now.insert(id, false);
+    }
+    for (id, _) in &p.upserts {
+        if !present(*id, &now)? {
+            count += 1;
+        }
+        now.insert(*id, true);
+    }
+    if count > MAX_PATTERNS_PER_DEVICE as usize {
+        return Err(SyncFailure::Refused(StoreError::LimitExceeded {
+            what: "patterns per device",
+            len: count,
+            max: MAX_PATTERNS_PER_DEVICE as usize,
+        }));
+    }
+    let info = enc(&DeviceInfo {
+        state: p.state.clone(),
+        pattern_count: count as u32,
+    })
+    .map_err(SyncFailure::Refused)?;
+    // From here on a failure may leave this sync half-written.
+    if let Some(old) = &old {
+        let old_region = old.state.region.as_str();
+        if p.reset {
+            t.patterns
+                .retain_in(device_range(old_region, dev), |_, _| false)
+                .map_err(|e| broken(e.into()))?;
+        } else if old_region != region {
+            // Move every pattern to the device's new region.
+            let mut moved = Vec::new();
+            for row in t
+                .patterns
+                .range(device_range(old_region, dev))
+                .map_err(|e| broken(e.into()))?
+            {
+                let (k, v) = row.map_err(|e| broken(e.into()))?;
+                moved.push((k.value().2, v.value().to_vec()));
+            }
+            t.patterns
+                .retain_in(device_range(old_region, dev), |_, _| false)
+                .map_err(|e| broken(e.into()))?;
+            for (id, bytes) in moved {
+                t.patterns
+                    .insert((region, dev, id), bytes.as_slice())
+                    .map_err(|e| broken(e.into()))?;
+            }
+        }
+    }
+    for &id in &p.removals {
+        t.patterns
+            .remove((region, dev, id))
+            .map_err(|e| broken(e.into()))?;
+    }
+    for (id, bytes) in &p.upserts {
+        t.patterns
+            .insert((region, dev, *id), bytes.as_slice())
+            .map_err(|e| broken(e.into()))?;
+    }
+    t.devices
+        .insert(dev, info.as_slice())
+        .map_err(|e| broken(e.into()))?;
+    t.regions.insert(region, ()).map_err(|e| broken(e.into()))?;
+    Ok(count as u32)
 }
 
 fn read_meta(
@@ -284,89 +526,9 @@ impl PatternStore for RedbStore {
         device: &DeviceId,
         sync: DeviceSync<'_>,
     ) -> Result<u32, StoreError> {
-        let op = "apply_device_sync";
-        let dev = device.as_str();
-        let region = sync.state.region.as_str();
-        let txn = self.write_txn(op)?;
-        let count = {
-            let mut devices = txn.open_table(DEVICES).map_err(be(op))?;
-            let mut patterns = txn.open_table(PATTERNS).map_err(be(op))?;
-            let mut regions = txn.open_table(REGIONS).map_err(be(op))?;
-            let old: Option<DeviceInfo> = match devices.get(dev).map_err(be(op))? {
-                Some(v) => Some(dec("device", v.value())?),
-                None => None,
-            };
-            if let Some(old) = &old {
-                let old_region = old.state.region.as_str();
-                if sync.reset {
-                    patterns
-                        .retain_in(device_range(old_region, dev), |_, _| false)
-                        .map_err(be(op))?;
-                } else if old_region != region {
-                    // Move every pattern to the device's new region.
-                    let mut moved = Vec::new();
-                    for row in patterns
-                        .range(device_range(old_region, dev))
-                        .map_err(be(op))?
-                    {
-                        let (k, v) = row.map_err(be(op))?;
-                        moved.push((k.value().2, v.value().to_vec()));
-                    }
-                    patterns
-                        .retain_in(device_range(old_region, dev), |_, _| false)
-                        .map_err(be(op))?;
-                    for (id, bytes) in moved {
-                        patterns
-                            .insert((region, dev, id), bytes.as_slice())
-                            .map_err(be(op))?;
-                    }
-                }
-            }
-            // The device's pattern count, kept up to date instead of
-            // re-counted by a range scan on every sync.
-            let mut count = match &old {
-                Some(o) if !sync.reset => o.pattern_count as usize,
-                _ => 0,
-            };
-            for id in sync.removals {
-                if patterns
-                    .remove((region, dev, id.0))
-                    .map_err(be(op))?
-                    .is_some()
-                {
-                    count = count.saturating_sub(1);
-                }
-            }
-            for p in sync.upserts {
-                let bytes = enc(p)?;
-                if patterns
-                    .insert((region, dev, p.id.0), bytes.as_slice())
-                    .map_err(be(op))?
-                    .is_none()
-                {
-                    count += 1;
-                }
-            }
-            if count > MAX_PATTERNS_PER_DEVICE as usize {
-                // Dropping the transaction uncommitted aborts it.
-                return Err(StoreError::LimitExceeded {
-                    what: "patterns per device",
-                    len: count,
-                    max: MAX_PATTERNS_PER_DEVICE as usize,
-                });
-            }
-            let info = DeviceInfo {
-                state: sync.state.clone(),
-                pattern_count: count as u32,
-            };
-            devices
-                .insert(dev, enc(&info)?.as_slice())
-                .map_err(be(op))?;
-            regions.insert(region, ()).map_err(be(op))?;
-            count as u32
-        };
-        txn.commit().map_err(be(op))?;
-        Ok(count)
+        let prepared = Prepared::new(device, sync)?;
+        self.group
+            .submit(prepared, |batch| self.commit_syncs(batch))
     }
 
     fn forget_device(&self, device: &DeviceId) -> Result<bool, StoreError> {
