@@ -18,9 +18,10 @@
 //!   into two products run side by side (`rayon::join`), each over half of the
 //!   weight's columns, rather than letting gemm thread it: gemm's threads meet after
 //!   every block of the inner dimension, here once per product. p50 of a short text
-//!   1.68–1.80 -> 1.61–1.63 ms (3 alternating runs each; 1.66 -> 1.49 ms in a
-//!   fourth), 2-core AMD EPYC with AVX-512, loaded machine, runs under `chrt -f 10`;
-//!   batches of 32 (~500 tokens) keep gemm's threading and are unchanged.
+//!   1.66–1.67 -> 1.46–1.48 ms (one binary, the threshold switched between
+//!   alternating runs under `chrt -f 10`, 2-core AMD EPYC with AVX-512, loaded
+//!   machine). Batches of 32 (~500 tokens) split the same way measured no different
+//!   (1,150–1,157 against 1,150–1,165 texts/s), so they keep gemm's threading.
 //! - No padding at all: the texts of a batch are packed one after another into one
 //!   `(total tokens, 384)` matrix. Attention runs per text over its own tokens, which
 //!   is exactly padding to the longest plus a mask, without computing padded rows.
