@@ -1,7 +1,7 @@
 //! Embedding benchmark: prints one JSON line.
 //!
 //! ```text
-//! cargo run --release -p omega-embed --example embed_bench -- <model_dir> [threads] [--no-thread-env] [--dump=<file>]
+//! cargo run --release -p omega-embed --example embed_bench -- <model_dir> [threads] [--no-thread-env] [--dump=<file>] [--texts=<file>]
 //! ```
 //!
 //! Measures: `load_ms` (Embedder::load), `embed_p50_us` / `embed_p99_us` over 300
@@ -12,7 +12,10 @@
 //! from /proc/self/status, Linux only): `VmRSS`, `RssAnon`, `RssFile` and `VmHWM`
 //! (peak, file-backed pages included) before load, after load, after the benchmark and
 //! after the 1,000 texts. `--dump=<file>` writes every embedding computed (raw
-//! little-endian f32) to compare builds bit for bit.
+//! little-endian f32) to compare builds bit for bit: the 300 short texts in order,
+//! then the 320 batched ones, then the 1,000 varied ones. `--texts=<file>` writes the
+//! texts measured as JSON (`warmup`, `single`, `batch`: lists of strings), so that
+//! another engine can measure the same (`scripts/compare-ort.sh`).
 //!
 //! Sets mimalloc as the global allocator and calls `configure_candle_threads` first, as
 //! the daemon and the node do (see the crate docs); `--no-thread-env` skips the latter
@@ -133,6 +136,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let no_thread_env = args.iter().any(|a| a == "--no-thread-env");
     let dump_path = args.iter().find_map(|a| a.strip_prefix("--dump="));
+    let texts_path = args.iter().find_map(|a| a.strip_prefix("--texts="));
     let mut dump: Vec<u8> = Vec::new();
     let mut keep = |e: &omega_embed::Embedding| {
         if dump_path.is_some() {
@@ -140,7 +144,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let mut args = args.iter().filter(|a| !a.starts_with("--"));
-    let usage = "usage: embed_bench <model_dir> [threads] [--no-thread-env] [--dump=<file>]";
+    let usage = "usage: embed_bench <model_dir> [threads] [--no-thread-env] [--dump=<file>] \
+                 [--texts=<file>]";
     let dir = PathBuf::from(args.next().ok_or(usage)?);
     let threads = args.next().map(|t| t.parse::<usize>()).transpose()?;
     if !no_thread_env {
@@ -158,8 +163,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let mem_after_load = mem();
 
-    for t in texts(30, 99) {
-        embedder.embed(&t)?;
+    let warmup = texts(30, 99);
+    for t in &warmup {
+        embedder.embed(t)?;
     }
     let single = texts(300, 0);
     let distinct: std::collections::HashSet<&String> = single.iter().collect();
@@ -211,10 +217,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = dump_path {
         std::fs::write(path, &dump)?;
     }
+    if let Some(path) = texts_path {
+        let json = serde_json::json!({"warmup": warmup, "single": single, "batch": batch_texts});
+        std::fs::write(path, json.to_string())?;
+    }
 
     println!(
         "{{\"embed_p50_us\": {:.0}, \"embed_p99_us\": {:.0}, \"embed_batch32_per_s\": {:.1}, \
-         \"load_ms\": {:.1}, \"threads\": {}, \"engine\": \"{}\", \"thread_env\": {}, \
+         \"load_ms\": {:.1}, \"threads\": {}, \"engine\": \"{}\", \"kernel_isa\": \"{}\", \
+         \"thread_env\": {}, \
          \"short_tokens_avg\": {:.1}, \"vocab_rows\": {}, \"mem\": {{\"before_load\": {}, \
          \"after_load\": {}, \"after_bench\": {}, \"after_1000_varied\": {}}}}}",
         pct(0.50),
@@ -223,6 +234,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         load_ms,
         embedder.threads(),
         embedder.engine(),
+        omega_embed::kernel_isa(),
         std::env::var("RAYON_NUM_THREADS").is_ok(),
         tokens as f64 / single.len() as f64,
         vocab_rows.len(),
