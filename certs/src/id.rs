@@ -9,7 +9,10 @@
 
 use omega_protocol::limits::MAX_DEVICE_ID_LEN;
 use omega_protocol::{DeviceId, DomainError};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::X509Name;
 
@@ -51,6 +54,43 @@ pub fn device_id_from_cert(der: &[u8]) -> Result<DeviceId, CertError> {
         reason: format!("cannot parse certificate: {e}"),
     })?;
     device_id(&common_name(cert.subject())?)
+}
+
+/// The names a client can dial a DER-encoded certificate's holder by: its
+/// DNS and IP subject alternative names, in the certificate's order (other
+/// kinds of name are left out).
+///
+/// This does not verify the certificate.
+pub fn server_names_from_cert(der: &[u8]) -> Result<Vec<String>, CertError> {
+    let bad = |reason: String| CertError::InvalidCertificate { reason };
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| bad(format!("cannot parse certificate: {e}")))?;
+    let sans = cert
+        .subject_alternative_name()
+        .map_err(|e| bad(format!("bad subjectAltName: {e}")))?;
+    Ok(sans
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::DNSName(s) => Some((*s).to_owned()),
+                    GeneralName::IPAddress(bytes) => san_ip(bytes).map(|ip| ip.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// An IP address subject alternative name's bytes (4 or 16 of them).
+pub(crate) fn san_ip(bytes: &[u8]) -> Option<IpAddr> {
+    match *bytes {
+        [a, b, c, d] => Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d))),
+        _ => <[u8; 16]>::try_from(bytes)
+            .ok()
+            .map(|v6| IpAddr::V6(Ipv6Addr::from(v6))),
+    }
 }
 
 /// The single common name of an X.509 name: with two, which one names the

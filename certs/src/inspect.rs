@@ -2,7 +2,6 @@
 //! parse PEM (or DER) with x509-parser into plain structs that print nicely.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use time::OffsetDateTime;
@@ -192,12 +191,9 @@ fn crl_info(der: &[u8]) -> Result<CrlInfo, CertError> {
 fn general_name(name: &GeneralName<'_>) -> String {
     match name {
         GeneralName::DNSName(s) => format!("DNS:{s}"),
-        GeneralName::IPAddress(bytes) => match *bytes {
-            [a, b, c, d] => format!("IP:{}", IpAddr::V4(Ipv4Addr::new(*a, *b, *c, *d))),
-            _ => match <[u8; 16]>::try_from(*bytes) {
-                Ok(v6) => format!("IP:{}", IpAddr::V6(Ipv6Addr::from(v6))),
-                Err(_) => format!("{name}"),
-            },
+        GeneralName::IPAddress(bytes) => match crate::id::san_ip(bytes) {
+            Some(ip) => format!("IP:{ip}"),
+            None => format!("{name}"),
         },
         GeneralName::URI(s) => format!("URI:{s}"),
         GeneralName::RFC822Name(s) => format!("email:{s}"),

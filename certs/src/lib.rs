@@ -33,7 +33,7 @@ pub use ca::{
     CaKind, CertificateAuthority, IssuedCert, Validity, CA_VALIDITY_DAYS, CRL_VALIDITY_DAYS,
 };
 pub use error::CertError;
-pub use id::{device_id_from_cert, validate_device_id, MAX_ID_LEN};
+pub use id::{device_id_from_cert, server_names_from_cert, validate_device_id, MAX_ID_LEN};
 #[cfg(feature = "ca")]
 pub use inspect::{inspect_file, inspect_pem, CertInfo, CrlInfo, Inspected};
 #[cfg(feature = "ca")]

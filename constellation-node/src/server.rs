@@ -26,7 +26,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{watch, Semaphore};
 
@@ -38,7 +38,7 @@ use omega_transport::quic::{server_config_with_identity, TlsIdentity};
 
 use crate::admin::{self, AdminState, HostAllowList};
 use crate::config::{Config, ConfigError, StoreKind};
-use crate::identity::IdentityReload;
+use crate::identity::{self, check_own_certificate, IdentityError, IdentityReload};
 use crate::listener::{self, ConnectionLimits, ListenerContext};
 use crate::revocation::{self, CrlError};
 use crate::secrets::{self, BearerToken, SecretError};
@@ -85,6 +85,9 @@ pub enum ServeError {
     /// TLS material could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] omega_transport::quic::TlsError),
+    /// The node certificate is another node's, or one a TV would refuse.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     /// A socket could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -260,20 +263,20 @@ impl RunningNode {
         };
 
         // TLS before the actors, so a missing certificate fails fast.
-        let node_cert = opts
-            .certs_dir
-            .join("nodes")
-            .join(format!("{}.crt", config.node_name));
-        let node_key = opts
-            .certs_dir
-            .join("nodes")
-            .join(format!("{}.key", config.node_name));
+        let (node_cert, node_key) = identity::node_files(&opts.certs_dir, &config.node_name);
         secrets::check_private(&node_key, "node private key")?;
         let identity_loaded = (
             std::fs::read(&node_cert).map_err(path_error("node certificate", &node_cert))?,
             std::fs::read(&node_key).map_err(path_error("node private key", &node_key))?,
         );
         let identity = TlsIdentity::from_pem(&identity_loaded.0, &identity_loaded.1)?;
+        identity.check_pair()?;
+        check_own_certificate(
+            &identity,
+            &config.node_name,
+            &opts.certs_dir,
+            SystemTime::now(),
+        )?;
         let ca = opts.certs_dir.join("device-ca.crt");
         let crl = opts.certs_dir.join("device-ca.crl");
         let ca_keys = revocation::ca_keys_in(&opts.certs_dir);
@@ -296,8 +299,12 @@ impl RunningNode {
         })?;
         let (server_cfg, revocation_handle, identity_handle) =
             server_config_with_identity(identity, &anchor)?;
-        let identity_reload =
-            IdentityReload::new(node_cert, node_key, identity_loaded, identity_handle);
+        let identity_reload = IdentityReload::new(
+            &opts.certs_dir,
+            &config.node_name,
+            identity_loaded,
+            identity_handle,
+        );
         // The same device CA vouches for the round members' signed keys.
         let verifier = DeviceVerifier::new(&anchor)?;
 

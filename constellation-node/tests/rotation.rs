@@ -120,3 +120,93 @@ async fn a_ca_private_key_in_the_certificate_directory_stops_the_node_unless_all
         "{e}"
     );
 }
+
+/// The node checks its own certificate at start and at every reload: one
+/// for another node, from another node CA or revoked in the node CRL is
+/// refused (TVs would refuse it) and the pair in force stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_node_another_ca_or_revoked_is_refused_at_start_and_reload() {
+    use omega_certs::CertificateAuthority;
+    use omega_node::identity::{IdentityError, IdentityReload};
+    use omega_transport::quic::{server_config_with_identity, TlsError, TrustAnchor};
+
+    let mut pki = Pki::new();
+    let sans = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let node2 = pki.certs.issue_node("node-2", &sans).unwrap();
+    let other_ca = CertificateAuthority::generate(CaKind::Node).unwrap();
+    let foreign = other_ca
+        .issue_node("node-1", &sans, Validity::days_from_now(30))
+        .unwrap();
+    let paths = pki.node_paths();
+    let (cert, key) = (
+        paths.node_cert_path("node-1"),
+        paths.node_key_path("node-1"),
+    );
+    let write = |c: &omega_certs::IssuedCert| {
+        std::fs::write(&cert, &c.cert_pem).unwrap();
+        std::fs::write(&key, &c.key_pem).unwrap();
+    };
+    let data = tempfile::tempdir().unwrap();
+    let options = || ServeOptions {
+        data_dir: data.path().to_owned(),
+        model_dir: None,
+        certs_dir: pki.certs_dir(),
+        config: test_config(),
+        admin_token: Some(TOKEN.into()),
+    };
+
+    // At start.
+    write(&node2);
+    let e = RunningNode::start(options())
+        .await
+        .expect_err("node-2's files");
+    assert!(
+        matches!(&e, ServeError::Identity(IdentityError::WrongNode { expected, found })
+            if expected == "node-1" && found == "node-2"),
+        "{e}"
+    );
+    write(&foreign);
+    let e = RunningNode::start(options())
+        .await
+        .expect_err("another CA's");
+    assert!(
+        matches!(
+            &e,
+            ServeError::Identity(IdentityError::Tls(TlsError::NotAccepted(_)))
+        ),
+        "{e}"
+    );
+
+    // At reload: the files the node started with, then bad ones.
+    pki.export();
+    let loaded = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());
+    let identity = omega_transport::quic::TlsIdentity::from_pem(&loaded.0, &loaded.1).unwrap();
+    let anchor =
+        TrustAnchor::from_pem(pki.certs.ca(CaKind::Device).cert_pem().as_bytes(), &[]).unwrap();
+    let (_, _, handle) = server_config_with_identity(identity, &anchor).unwrap();
+    let mut reload = IdentityReload::new(&pki.certs_dir(), "node-1", loaded, handle);
+    assert!(!reload.reload(false).await.unwrap(), "unchanged files");
+    write(&node2);
+    let e = reload.reload(false).await.expect_err("node-2's files");
+    assert!(matches!(e, IdentityError::WrongNode { .. }), "{e}");
+    write(&foreign);
+    let e = reload.reload(false).await.expect_err("another CA's");
+    assert!(
+        matches!(e, IdentityError::Tls(TlsError::NotAccepted(_))),
+        "{e}"
+    );
+    // A renewed certificate of its own: installed.
+    pki.certs
+        .renew(CaKind::Node, "node-1", Validity::days_from_now(30))
+        .unwrap();
+    pki.export();
+    assert!(reload.reload(false).await.unwrap(), "the renewed pair");
+    // Revoked in the node CRL the node holds: refused too.
+    pki.certs.revoke("node-1").unwrap();
+    pki.export();
+    let e = reload.reload(true).await.expect_err("revoked");
+    assert!(
+        matches!(&e, IdentityError::Tls(TlsError::NotAccepted(r)) if format!("{r:?}").contains("Revoked")),
+        "{e}"
+    );
+}

@@ -81,6 +81,11 @@ pub enum TlsError {
     /// A revocation list is not valid DER X.509.
     #[error("revocation list: {0}")]
     Crl(String),
+    /// A peer checking this certificate would refuse it (expired, not yet
+    /// valid, another CA's, revoked, or not for the name):
+    /// [`check_server_identity`].
+    #[error("a peer would refuse this certificate: {0}")]
+    NotAccepted(#[source] rustls::Error),
 }
 
 /// A certificate chain and its private key.
@@ -418,22 +423,70 @@ pub fn server_config_with_identity(
     Ok((cfg, RevocationHandle(verifier), IdentityHandle(own)))
 }
 
-/// A client presenting `identity` and trusting servers that chain to `servers`.
-pub fn client_config(
-    identity: TlsIdentity,
+/// The verifier a client uses for `servers`: the chain to one of its CAs,
+/// the validity period, the name, and (with CRLs) the leaf's revocation;
+/// `fresh_crls`: a CRL past its nextUpdate fails verification.
+fn server_verifier(
     servers: &TrustAnchor,
-) -> Result<quinn::ClientConfig, TlsError> {
+    fresh_crls: bool,
+) -> Result<Arc<rustls::client::WebPkiServerVerifier>, TlsError> {
     let mut builder =
         rustls::client::WebPkiServerVerifier::builder_with_provider(servers.roots()?, provider());
     if !servers.crls.is_empty() {
         builder = builder
             .with_crls(servers.crls.clone())
-            .only_check_end_entity_revocation()
-            .enforce_revocation_expiration();
+            .only_check_end_entity_revocation();
+        if fresh_crls {
+            builder = builder.enforce_revocation_expiration();
+        }
     }
-    let verifier = builder
+    builder
         .build()
-        .map_err(|e| TlsError::ServerVerifier(e.to_string()))?;
+        .map_err(|e| TlsError::ServerVerifier(e.to_string()))
+}
+
+/// Whether a client trusting `servers` would accept `identity`'s chain from a
+/// server it dials as `server_name`, at `now`: chained to one of the CAs,
+/// within its validity period, named `server_name`, not revoked by the CRLs
+/// given (whether or not they are past their nextUpdate: that is the
+/// client's to judge when it connects). A node checks its own certificate
+/// with it before presenting it, so that a wrong file is refused at start
+/// or at a reload instead of being shown to every TV.
+pub fn check_server_identity(
+    identity: &TlsIdentity,
+    servers: &TrustAnchor,
+    server_name: &str,
+    now: std::time::SystemTime,
+) -> Result<(), TlsError> {
+    use rustls::client::danger::ServerCertVerifier;
+    let verifier = server_verifier(servers, false)?;
+    let (leaf, intermediates) = identity
+        .chain
+        .split_first()
+        .ok_or_else(|| pem_err("certificate", "no certificate found"))?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|e| TlsError::ServerVerifier(format!("server name {server_name:?}: {e}")))?;
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    verifier
+        .verify_server_cert(
+            leaf,
+            intermediates,
+            &name,
+            &[],
+            UnixTime::since_unix_epoch(since_epoch),
+        )
+        .map(|_| ())
+        .map_err(TlsError::NotAccepted)
+}
+
+/// A client presenting `identity` and trusting servers that chain to `servers`.
+pub fn client_config(
+    identity: TlsIdentity,
+    servers: &TrustAnchor,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let verifier = server_verifier(servers, true)?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_webpki_verifier(verifier)
