@@ -556,6 +556,23 @@ fn parse_order_key(line: &str) -> Option<OrderKey> {
 mod tests {
     use super::*;
 
+    /// deploy/compose's node.toml is a valid ScyllaDB cluster configuration
+    /// whose admin API answers the names Prometheus scrapes.
+    #[test]
+    fn the_compose_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose/node.toml");
+        let c = Config::from_file(&path).expect("deploy/compose/node.toml");
+        assert_eq!(c.store.kind, StoreKind::Scylla);
+        let opts = c.store.scylla_options().expect("store options");
+        assert_eq!(opts.contact_points.len(), 3);
+        c.node_config().expect("node configuration");
+        c.lease_timing().expect("cluster timing");
+        for node in ["node-1", "node-2", "node-3"] {
+            assert!(c.admin_allowed_hosts.iter().any(|h| h == node), "{node}");
+        }
+        assert!(c.metrics_token_file.is_some());
+    }
+
     #[test]
     fn empty_file_gives_defaults_and_fields_override() {
         assert_eq!(Config::from_toml("").expect("empty"), Config::default());

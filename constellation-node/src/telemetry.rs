@@ -8,13 +8,15 @@
 //! | `omega_sync_errors_total` | counter | `kind`: a `SyncError` or codec error kind |
 //! | `omega_connections` | gauge | open QUIC connections |
 //! | `omega_connections_max` | gauge | the connection limit (`max_connections`) |
-//! | `omega_connections_refused_total` | counter | `reason`: limit, handshake, identity |
+//! | `omega_connections_refused_total` | counter | `reason`: limit, device_limit, pending, handshake, identity |
 //! | `omega_syncs_in_flight` | gauge | |
 //! | `omega_devices`, `omega_patterns` | gauge | as of the last federation run (standby node: the store's last count) |
 //! | `omega_global_version` | gauge | `region` (standby node: read from the store) |
 //! | `omega_cluster_attempts_failed_total` | counter | failed heartbeats or lease attempts |
 //! | `omega_federation_duration_seconds` | histogram | |
 //! | `omega_federation_runs_total` | counter | `result` |
+//! | `omega_federation_last_success_timestamp_seconds` | gauge | when this node's last `ok` federation run finished (0: none yet) |
+//! | `omega_store_duration_seconds` | histogram | `op`: a store call of the sync path (`names::STORE_OPS`) |
 //! | `omega_catalog_items` | gauge | |
 //! | `omega_catalog_embedded_total` | counter | |
 //! | `omega_actor_restarts_total` | counter | `child` |
@@ -140,6 +142,12 @@ pub fn prometheus() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Full(SYNC_DURATION.into()), &latency)
                 .and_then(|b| {
                     b.set_buckets_for_metric(
+                        Matcher::Full(omega_constellation::actors::names::STORE_DURATION.into()),
+                        &latency,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
                         Matcher::Full(
                             omega_constellation::actors::names::FEDERATION_DURATION.into(),
                         ),
@@ -224,11 +232,15 @@ pub fn register_families() {
         names::DEVICES,
         names::PATTERNS,
         names::CATALOG_ITEMS,
+        names::FEDERATION_LAST_SUCCESS,
     ] {
         metrics::gauge!(gauge).increment(0.0);
     }
+    // Histograms are registered without an observation.
     for histogram in [SYNC_DURATION, names::FEDERATION_DURATION] {
-        // Registered without an observation.
         let _ = metrics::histogram!(histogram);
+    }
+    for op in names::STORE_OPS {
+        let _ = metrics::histogram!(names::STORE_DURATION, "op" => op);
     }
 }

@@ -412,6 +412,8 @@ async fn the_first_scrape_exports_every_metric_family() {
         t::IN_FLIGHT,
         names::FEDERATION_DURATION,
         names::FEDERATION_RUNS,
+        names::FEDERATION_LAST_SUCCESS,
+        names::STORE_DURATION,
         names::DEVICES,
         names::PATTERNS,
         names::GLOBAL_VERSION,
@@ -454,22 +456,119 @@ async fn the_first_scrape_exports_every_metric_family() {
         .as_secs_f64();
     assert!(next > now && next < now + 400.0 * 86_400.0, "{crl_line}");
     // Every metric the operator files use (alert rules, dashboards) is one
-    // this scrape exports.
+    // this scrape exports, and every label value they select on is one of
+    // its series'.
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
     let alerts = std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap();
-    let used = metric_names(&alerts);
-    assert!(used.len() >= 8, "{used:?}");
-    for name in used {
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .unwrap_or(&name);
+    let mut queries = vec![alerts];
+    let mut dashboards = 0;
+    for entry in std::fs::read_dir(deploy.join("grafana")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let before = queries.len();
+            dashboard_queries(&json, &mut queries);
+            assert!(
+                queries.len() - before >= 10,
+                "{}: only {} queries found",
+                path.display(),
+                queries.len() - before
+            );
+            dashboards += 1;
+        }
+    }
+    assert!(dashboards >= 1, "no dashboard in deploy/grafana");
+    let used = metric_names(&queries.join("\n"));
+    assert!(used.len() >= 15, "{used:?}");
+    for name in &used {
         assert!(
-            body.contains(&format!("# TYPE {family} ")),
+            exported_family(&body, name).is_some(),
             "{name} is used in deploy/ but not exported"
         );
     }
+    let mut selected = 0;
+    for query in &queries {
+        for (name, label, value) in label_matches(query) {
+            selected += 1;
+            let family = exported_family(&body, &name).unwrap_or(&name);
+            let series = format!("{label}=\"{value}\"");
+            assert!(
+                body.lines().any(|l| {
+                    let metric = l.split(['{', ' ']).next().unwrap_or_default();
+                    exported_family(&body, metric) == Some(family) && l.contains(&series)
+                }),
+                "{name}{{{series}}} is selected in deploy/ but no such series is exported"
+            );
+        }
+    }
+    assert!(selected >= 4, "only {selected} label matchers found");
     assert!(node.shutdown().await);
+}
+
+/// The family a used metric name belongs to, if the scrape exports it: the
+/// name itself, or a histogram's whose `_bucket`, `_sum` or `_count` it is.
+fn exported_family<'a>(scrape: &str, name: &'a str) -> Option<&'a str> {
+    if scrape.contains(&format!("# TYPE {name} ")) {
+        return Some(name);
+    }
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .filter_map(|s| name.strip_suffix(s))
+        .find(|family| scrape.contains(&format!("# TYPE {family} histogram")))
+}
+
+/// The query texts of a Grafana dashboard: every panel target's `expr` and
+/// every template variable's `query` or `definition`.
+fn dashboard_queries(json: &serde_json::Value, out: &mut Vec<String>) {
+    match json {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr" | "query" | "definition", serde_json::Value::String(q)) => {
+                        out.push(q.clone())
+                    }
+                    _ => dashboard_queries(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                dashboard_queries(item, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The equality matchers of the `omega_…` selectors in a PromQL text:
+/// (metric, label, value) for each `label="value"` inside `omega_x{…}`
+/// (`!=`, `=~` and `!~` select no one value and are skipped; a `$variable`
+/// value is Grafana's, filled in at query time, and skipped too).
+fn label_matches(text: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for name in metric_names(text) {
+        let mut rest = text;
+        while let Some(i) = rest.find(&format!("{name}{{")) {
+            let after = &rest[i + name.len() + 1..];
+            let Some(close) = after.find('}') else { break };
+            for matcher in after[..close].split(',') {
+                let Some((label, value)) = matcher.split_once('=') else {
+                    continue;
+                };
+                let label = label.trim();
+                if label.ends_with('!') || value.starts_with('~') || value.contains('$') {
+                    continue;
+                }
+                // Quotes may be escaped (an alert's annotation).
+                let value = value.trim().trim_matches(['"', '\\']);
+                out.push((name.clone(), label.to_owned(), value.to_owned()));
+            }
+            rest = &after[close..];
+        }
+    }
+    out
 }
 
 /// The `omega_…` names in a text, each once.

@@ -215,37 +215,50 @@ fn process<S: PatternStore + ?Sized>(
     rng: &mut impl Rng,
 ) -> Result<(PackedSyncAccepted, SyncOutcome), SyncError> {
     core.validate(&req)?;
-    let stored = store
-        .device_state(device)
+    let stored = timed("device_state", || store.device_state(device))
         .map_err(|e| failed(rng, device, "device_state", e))?;
     let plan = core.plan(&req, stored.as_ref())?;
     // Reads first: a failure here leaves the store untouched.
-    let globals = store
-        .globals_since(&req.region, req.global_version)
-        .map_err(|e| failed(rng, device, "globals_since", e))?;
-    let current = store
-        .catalog_version()
+    let globals = timed("globals_since", || {
+        store.globals_since(&req.region, req.global_version)
+    })
+    .map_err(|e| failed(rng, device, "globals_since", e))?;
+    let current = timed("catalog_version", || store.catalog_version())
         .map_err(|e| failed(rng, device, "catalog_version", e))?;
     let catalog = match core.catalog_read(req.catalog_version, current) {
         Some(read) => Some(
-            store
-                .catalog_page(read.since, read.max_items)
-                .map_err(|e| failed(rng, device, "catalog_page", e))?,
+            timed("catalog_page", || {
+                store.catalog_page(read.since, read.max_items)
+            })
+            .map_err(|e| failed(rng, device, "catalog_page", e))?,
         ),
         None => None,
     };
     let decision = core.decide(req, plan, AnswerInputs { globals, catalog }, now_ms, rng)?;
     let written = match &decision.write {
         None => Ok(()),
-        Some(StoreWrite::Forget) => store.forget_device(device).map(drop),
-        Some(StoreWrite::Apply(changes)) => {
-            store.apply_device_sync(device, changes.as_sync()).map(drop)
-        }
+        Some(StoreWrite::Forget) => timed("write", || store.forget_device(device)).map(drop),
+        Some(StoreWrite::Apply(changes)) => timed("write", || {
+            store.apply_device_sync(device, changes.as_sync())
+        })
+        .map(drop),
     };
     if let Err(e) = written {
         return Err(SyncCore::write_refused(&e).unwrap_or_else(|| failed(rng, device, "write", e)));
     }
     Ok((decision.accepted, decision.outcome))
+}
+
+/// Runs one store call of the sync path, its time recorded in
+/// [`STORE_DURATION`](crate::actors::names::STORE_DURATION) under `op` (one
+/// of [`STORE_OPS`](crate::actors::names::STORE_OPS)), failed or not.
+fn timed<T>(op: &'static str, call: impl FnOnce() -> T) -> T {
+    use crate::actors::names;
+    debug_assert!(names::STORE_OPS.contains(&op), "{op} is not in STORE_OPS");
+    let started = std::time::Instant::now();
+    let out = call();
+    metrics::histogram!(names::STORE_DURATION, "op" => op).record(started.elapsed().as_secs_f64());
+    out
 }
 
 /// Logs a store failure under a fresh id and returns the generic answer.

@@ -220,6 +220,7 @@ fn record(result: &Result<FederationSummary, FederationError>) {
             metrics::counter!(names::FEDERATION_RUNS, "result" => names::FEDERATION_OK)
                 .increment(1);
             metrics::histogram!(names::FEDERATION_DURATION).record(s.duration_secs);
+            metrics::gauge!(names::FEDERATION_LAST_SUCCESS).set(super::now_ms() as f64 / 1000.0);
             set_gauges(
                 s.devices,
                 s.patterns,

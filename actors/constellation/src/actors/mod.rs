@@ -75,6 +75,22 @@ pub mod names {
     pub const FEDERATION_STANDBY: &str = "standby";
     /// Every `result` of [`FEDERATION_RUNS`].
     pub const FEDERATION_RESULTS: [&str; 3] = [FEDERATION_OK, FEDERATION_ERROR, FEDERATION_STANDBY];
+    /// Gauge: when this node's last successful federation run (`result` =
+    /// `ok`) finished, Unix seconds; 0 until one has (a standby node's stays
+    /// 0 until it runs one: the cluster's age is `time()` minus the largest).
+    pub const FEDERATION_LAST_SUCCESS: &str = "omega_federation_last_success_timestamp_seconds";
+    /// Histogram: seconds one store call of a sync took, label `op` (one
+    /// of [`STORE_OPS`]); the learning part's reads and writes are not in it.
+    pub const STORE_DURATION: &str = "omega_store_duration_seconds";
+    /// Every `op` of [`STORE_DURATION`]: the sync's reads in their order,
+    /// then its one write (a pattern change or a forget).
+    pub const STORE_OPS: [&str; 5] = [
+        "device_state",
+        "globals_since",
+        "catalog_version",
+        "catalog_page",
+        "write",
+    ];
     /// Gauge: devices holding patterns (as of the last federation run, or
     /// on a standby node the last count of the shared store).
     pub const DEVICES: &str = "omega_devices";
