@@ -39,7 +39,8 @@
 //! redb_max_queue = 1024            # redb: syncs waiting for a commit; past it they wait
 //! contact_points = ["127.0.0.1:9042"]
 //! keyspace = "omega"
-//! replication = { class = "NetworkTopologyStrategy", dc1 = "3" }
+//! replication = { class = "NetworkTopologyStrategy", dc1 = "3" }  # on ScyllaDB 6+, create the
+//!                                  # keyspace first with tablets off (docs/runbook.md)
 //! consistency = "LOCAL_QUORUM"
 //! request_timeout_ms = 5000
 //! username = "omega"               # optional login; the password is read
