@@ -86,7 +86,7 @@ use std::time::Duration;
 use omega_brain::actors::{BrainConfig, InferenceConfig, SyncConfig};
 use omega_brain::ScheduleConfig;
 use omega_protocol::Region;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::access::AccessPolicy;
 use crate::server::ServerConfig;
@@ -116,7 +116,7 @@ pub enum ConfigError {
 }
 
 /// The daemon's configuration (see the module docs for the file format).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DaemonConfig {
     /// Socket path (default `<data-dir>/brain.sock`).
@@ -182,7 +182,7 @@ impl Default for DaemonConfig {
 
 /// `[access]`: the roles of the socket's peers by uid and gid (see
 /// [`crate::access`]) and the per-connection observe rate.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessSection {
     /// Uids with every op. Default empty (the daemon's own uid and root
@@ -249,7 +249,7 @@ impl AccessSection {
 /// `[privacy]`: the daily differential-privacy budget of everything the TV
 /// uploads (per viewing event, over any 24 hours; omega-privacy's docs say
 /// what it means).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrivacySection {
     /// ε per viewing event per 24 hours, in (0, 10].
@@ -281,7 +281,7 @@ impl PrivacySection {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSection {
     /// Episode ring size.
@@ -310,7 +310,7 @@ impl Default for StoreSection {
 }
 
 /// `[inference]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InferenceSection {
     /// Texts per batch.
@@ -333,7 +333,7 @@ impl Default for InferenceSection {
 }
 
 /// `[sync]` (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyncSection {
     /// Node addresses, `host:port`.
@@ -588,9 +588,26 @@ impl DaemonConfig {
 }
 
 #[cfg(test)]
+#[path = "../../docs/config_reference.rs"]
+mod config_reference;
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_configuration_reference_names_every_key_and_its_default() {
+        let block = config_reference::defaults_block("<!-- omega-braind defaults -->");
+        let parsed: DaemonConfig = toml::from_str(block).expect("the reference's defaults parse");
+        assert_eq!(
+            parsed,
+            DaemonConfig::default(),
+            "docs/configuration.md's omega-braind defaults differ from DaemonConfig::default()"
+        );
+        let defaults = serde_json::to_value(DaemonConfig::default()).expect("serializes");
+        config_reference::assert_documented(&config_reference::key_paths(&defaults, &[]), block);
+    }
 
     #[test]
     fn defaults_and_unknown_keys() {

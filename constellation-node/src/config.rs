@@ -71,7 +71,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use omega_constellation::actors::{CatalogOptions, NodeConfig};
 use omega_constellation::cluster::LeaseTiming;
@@ -108,7 +108,7 @@ pub enum ConfigError {
 }
 
 /// The node's configuration (see the module docs for the file layout).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// QUIC address devices sync with. Default `0.0.0.0:4433`.
@@ -234,7 +234,7 @@ pub struct Config {
 }
 
 /// The `[cluster]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Seconds between a node's heartbeats and federation lease attempts;
@@ -256,7 +256,7 @@ impl Default for ClusterConfig {
 }
 
 /// Which store the node opens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// The embedded redb file `DATA_DIR/constellation.redb` (one per node).
@@ -267,7 +267,7 @@ pub enum StoreKind {
 }
 
 /// The `[store]` section (the ScyllaDB fields matter for `kind = "scylla"`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// `redb` or `scylla`. Default `redb`.
@@ -554,6 +554,10 @@ fn parse_order_key(line: &str) -> Option<OrderKey> {
 }
 
 #[cfg(test)]
+#[path = "../../docs/config_reference.rs"]
+mod config_reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -680,6 +684,19 @@ mod tests {
         ));
         assert!(Config::from_toml("[store]\npassword = \"x\"").is_err());
         assert!(Config::from_toml("[store]\nkind = \"postgres\"").is_err());
+    }
+
+    #[test]
+    fn the_configuration_reference_names_every_key_and_its_default() {
+        let block = config_reference::defaults_block("<!-- omega-node defaults -->");
+        assert_eq!(
+            Config::from_toml(block).expect("the reference's defaults parse"),
+            Config::default(),
+            "docs/configuration.md's omega-node defaults differ from Config::default()"
+        );
+        let defaults = serde_json::to_value(Config::default()).expect("serializes");
+        let keys = config_reference::key_paths(&defaults, &["store.replication"]);
+        config_reference::assert_documented(&keys, block);
     }
 
     #[test]

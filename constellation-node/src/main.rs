@@ -51,6 +51,32 @@ enum Command {
     /// which must be empty. Stop every node first. Prints what was copied
     /// as JSON (omega_node::migrate says what moves and what does not).
     Migrate(MigrateArgs),
+    /// Checks a TOML configuration as `serve` reads it, before it opens
+    /// anything: unknown keys are refused and the values validated (the
+    /// federation key file it names is read; token, key and password files
+    /// are not). Prints the file's name and exits 0 when `serve` would take
+    /// it (docs/configuration.md lists every key).
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckConfigArgs {
+    /// The TOML configuration file.
+    #[arg(long, env = "OMEGA_CONFIG")]
+    config: PathBuf,
+}
+
+fn check_config(args: CheckConfigArgs) -> Result<()> {
+    let config = Config::from_file(&args.config)?;
+    config.node_config()?;
+    // The store's options without the login (its password file is not
+    // read here): the consistency level and the timeout are checked.
+    let mut store = config.store.clone();
+    store.username = None;
+    store.password_file = None;
+    store.scylla_options()?;
+    println!("{}: valid", args.config.display());
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -203,6 +229,7 @@ fn main() -> Result<()> {
     omega_supervise::log::init(cli.log_format, "info");
     let args = match cli.command {
         Command::Migrate(args) => return migrate(args),
+        Command::CheckConfig(args) => return check_config(args),
         Command::Serve(args) => args,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -210,4 +237,52 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(serve(args))
+}
+
+#[cfg(test)]
+#[path = "../../docs/config_reference.rs"]
+mod config_reference;
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::{check_config, config_reference, CheckConfigArgs, Cli};
+
+    #[test]
+    fn check_config_accepts_what_serve_would_and_refuses_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let check = |text: &str| {
+            let config = dir.path().join("node.toml");
+            std::fs::write(&config, text).expect("write");
+            check_config(CheckConfigArgs { config }).map_err(|e| format!("{e:#}"))
+        };
+        check("").expect("an empty file is the defaults");
+        // A login's password file is not read: it exists only where the
+        // node runs.
+        check(
+            "regions = [\"eu-west\", \"eu-north\"]\n[store]\nkind = \"scylla\"\n\
+             username = \"omega\"\npassword_file = \"/nonexistent/password\"\n",
+        )
+        .expect("valid");
+        for (text, expected) in [
+            ("shard = 2", "unknown field `shard`"),
+            ("k_min_devices = 3", "k_min_devices"),
+            ("regions = []", "region"),
+            ("[store]\nconsistency = \"SERIAL\"", "consistency"),
+            (
+                "federation_interval_secs = 60\n[store]\nkind = \"scylla\"\n[cluster]\nheartbeat_secs = 30",
+                "[cluster]",
+            ),
+        ] {
+            let err = check(text).expect_err(text);
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_flag_and_variable_is_in_the_configuration_reference() {
+        let flags = config_reference::assert_cli_documented(&Cli::command());
+        assert!(flags >= 13, "{flags} flags: did the subcommands move?");
+    }
 }

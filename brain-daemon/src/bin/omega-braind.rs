@@ -127,3 +127,20 @@ async fn shutdown_signal() {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "../../../docs/config_reference.rs"]
+mod config_reference;
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::{config_reference, Cli};
+
+    #[test]
+    fn every_flag_and_variable_is_in_the_configuration_reference() {
+        let flags = config_reference::assert_cli_documented(&Cli::command());
+        assert_eq!(flags, 5, "every flag of omega-braind");
+    }
+}
