@@ -129,6 +129,12 @@ enum Command {
         /// `quick_load 64 10` figure on this machine, reused connections).
         #[arg(long, env = "OMEGA_FLEET_NODE_SYNCS_PER_SEC", default_value_t = omega_sim::fleet::DEFAULT_NODE_SYNCS_PER_SEC)]
         node_syncs_per_sec: f64,
+        /// Most TVs in an aggregation round (the node's default).
+        #[arg(long, default_value_t = omega_sim::fleet::FleetOptions::default().cohort)]
+        cohort: u16,
+        /// Answers each round phase needs (the node's default).
+        #[arg(long, default_value_t = omega_sim::fleet::FleetOptions::default().threshold)]
+        threshold: u16,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -325,6 +331,8 @@ async fn run(cli: Cli) -> Result<()> {
             trend_region,
             trend_share,
             node_syncs_per_sec,
+            cohort,
+            threshold,
             json,
             quiet,
         } => {
@@ -339,6 +347,8 @@ async fn run(cli: Cli) -> Result<()> {
                 trend_region,
                 trend_share,
                 node_syncs_per_sec,
+                cohort,
+                threshold,
                 progress: !quiet,
             };
             eprintln!("fleet: one node at {node_syncs_per_sec:.0} syncs/s (--node-syncs-per-sec)");

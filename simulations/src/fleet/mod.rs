@@ -66,6 +66,7 @@ use std::time::Instant;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use omega_constellation::federation::{self, FederationConfig};
+use omega_constellation_core::rounds::RoundsConfig;
 use serde::Serialize;
 
 use self::sim::{store_with_devices, Sim};
@@ -103,6 +104,10 @@ pub struct FleetOptions {
     pub trend_share: f64,
     /// One node's syncs per second (item 2's measurement).
     pub node_syncs_per_sec: f64,
+    /// Most TVs in an aggregation round (the node's default 200).
+    pub cohort: u16,
+    /// Answers each round phase needs (the node's default 105).
+    pub threshold: u16,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -120,6 +125,8 @@ impl Default for FleetOptions {
             trend_region: 0,
             trend_share: 0.3,
             node_syncs_per_sec: DEFAULT_NODE_SYNCS_PER_SEC,
+            cohort: RoundsConfig::default().cohort,
+            threshold: RoundsConfig::default().threshold,
             progress: true,
         }
     }

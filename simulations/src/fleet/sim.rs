@@ -219,7 +219,10 @@ impl<'a> Sim<'a> {
             device_ca.cert_pem().as_bytes(),
             &[],
         )?)?;
-        let config = LearningConfig::default();
+        let mut config = LearningConfig::default();
+        config.rounds.cohort = opts.cohort;
+        config.rounds.threshold = opts.threshold;
+        config.rounds.outcomes = config.rounds.outcomes.max(usize::from(opts.cohort));
         let learning = Learning::new(config, &regions, Vec::new(), Arc::clone(&verifier))?;
         let days = opts.days;
         let end_ms = days * DAY_SECS * 1000;
