@@ -854,7 +854,7 @@ impl<'a> Sim<'a> {
                 }
             }
         }
-        if i % CHECK_EVERY == 0 {
+        if i.is_multiple_of(CHECK_EVERY) {
             let k = self.checked.entry(i).or_default();
             k.apply(page);
             let c = k.cursor();

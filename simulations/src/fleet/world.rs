@@ -44,7 +44,7 @@ pub fn mix(mut z: u64) -> u64 {
 pub fn draw(parts: &[u64]) -> u64 {
     parts
         .iter()
-        .fold(0x6f6d_6567_61u64, |h, &p| mix(h ^ mix(p)))
+        .fold(0x006f_6d65_6761_u64, |h, &p| mix(h ^ mix(p)))
 }
 
 /// A stateless draw in [0, 1).
