@@ -128,3 +128,73 @@ fn a_small_fleet_is_deterministic_and_its_figures_are_plausible() {
         );
     }
 }
+
+/// Bad options are refused with an error naming the option, before any
+/// simulated minute runs.
+#[test]
+fn bad_options_are_refused_with_a_clear_error() {
+    let cases: Vec<(&str, FleetOptions)> = vec![
+        (
+            "--devices",
+            FleetOptions {
+                devices: 0,
+                ..small(1)
+            },
+        ),
+        (
+            "--days",
+            FleetOptions {
+                days: 0,
+                ..small(1)
+            },
+        ),
+        (
+            "regions",
+            FleetOptions {
+                regions: 9,
+                ..small(1)
+            },
+        ),
+        (
+            "--trend-region",
+            FleetOptions {
+                trend_region: 7,
+                ..small(1)
+            },
+        ),
+        (
+            "--trend-share",
+            FleetOptions {
+                trend_share: f64::NAN,
+                ..small(1)
+            },
+        ),
+        (
+            "--trend-share",
+            FleetOptions {
+                trend_share: 1.5,
+                ..small(1)
+            },
+        ),
+        (
+            "--node-syncs-per-sec",
+            FleetOptions {
+                node_syncs_per_sec: 0.0,
+                ..small(1)
+            },
+        ),
+        (
+            "threshold",
+            FleetOptions {
+                cohort: 60,
+                threshold: 70,
+                ..small(1)
+            },
+        ),
+    ];
+    for (what, opts) in cases {
+        let e = run(&opts).expect_err(what);
+        let text = format!("{e:#}");
+        assert!(text.contains(what), "{what}: {text}");
+    }
+}

@@ -245,6 +245,10 @@ pub fn run(opts: &FleetOptions) -> Result<FleetReport> {
         opts.node_syncs_per_sec > 0.0,
         "--node-syncs-per-sec must be positive"
     );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&opts.trend_share),
+        "--trend-share must be a probability (0..=1)"
+    );
     let world = World::new(opts.seed, opts.regions, opts.titles, opts.clusters)?;
     let progress = if opts.progress {
         let p = ProgressBar::new(0);
