@@ -97,44 +97,8 @@ enum Command {
     /// per day, how fast a taste spreads in a region, the federation job's
     /// cost by fleet size, and the nodes a 400-million-TV fleet needs.
     Fleet {
-        /// Simulated TVs.
-        #[arg(long, env = "OMEGA_FLEET_DEVICES", default_value_t = 1_000_000)]
-        devices: usize,
-        /// Simulated days (day 0 is a Monday, 00:00 UTC).
-        #[arg(long, env = "OMEGA_FLEET_DAYS", default_value_t = 3)]
-        days: u64,
-        /// Regions (1-8), each with its own time zone and taste mix.
-        #[arg(long, env = "OMEGA_FLEET_REGIONS", default_value_t = 4)]
-        regions: usize,
-        /// Seed of everything but the privacy noise (OpenDP's, from the OS).
-        #[arg(long, env = "OMEGA_FLEET_SEED", default_value_t = 42)]
-        seed: u64,
-        /// Catalog titles.
-        #[arg(long, default_value_t = 1000)]
-        titles: usize,
-        /// Taste clusters of the catalog.
-        #[arg(long, default_value_t = 8)]
-        clusters: usize,
-        /// The day a new title arrives and starts to spread.
-        #[arg(long, default_value_t = 1)]
-        trend_day: u64,
-        /// The region (index) it spreads in.
-        #[arg(long, default_value_t = 0)]
-        trend_region: u8,
-        /// Probability that a watch in that region is the new title (once
-        /// per TV).
-        #[arg(long, default_value_t = 0.3)]
-        trend_share: f64,
-        /// One node's syncs per second, for the node count (default: item 2's
-        /// `quick_load 64 10` figure on this machine, reused connections).
-        #[arg(long, env = "OMEGA_FLEET_NODE_SYNCS_PER_SEC", default_value_t = omega_sim::fleet::DEFAULT_NODE_SYNCS_PER_SEC)]
-        node_syncs_per_sec: f64,
-        /// Most TVs in an aggregation round (the node's default).
-        #[arg(long, default_value_t = omega_sim::fleet::FleetOptions::default().cohort)]
-        cohort: u16,
-        /// Answers each round phase needs (the node's default).
-        #[arg(long, default_value_t = omega_sim::fleet::FleetOptions::default().threshold)]
-        threshold: u16,
+        #[command(flatten)]
+        opts: omega_sim::fleet::FleetOptions,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -321,36 +285,12 @@ fn seconds(name: &str, secs: f64) -> Result<std::time::Duration> {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fleet {
-            devices,
-            days,
-            regions,
-            seed,
-            titles,
-            clusters,
-            trend_day,
-            trend_region,
-            trend_share,
-            node_syncs_per_sec,
-            cohort,
-            threshold,
+            mut opts,
             json,
             quiet,
         } => {
-            let opts = omega_sim::fleet::FleetOptions {
-                devices,
-                days,
-                regions,
-                seed,
-                titles,
-                clusters,
-                trend_day,
-                trend_region,
-                trend_share,
-                node_syncs_per_sec,
-                cohort,
-                threshold,
-                progress: !quiet,
-            };
+            opts.progress = !quiet;
+            let node_syncs_per_sec = opts.node_syncs_per_sec;
             eprintln!("fleet: one node at {node_syncs_per_sec:.0} syncs/s (--node-syncs-per-sec)");
             // CPU-bound: off the async executor.
             let report =

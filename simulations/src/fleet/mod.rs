@@ -81,34 +81,50 @@ pub const DEFAULT_NODE_SYNCS_PER_SEC: f64 = 4900.0;
 /// Fleet sizes the federation is timed at (those up to `--devices`).
 pub const FEDERATION_SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
 
-/// What to simulate.
-#[derive(Debug, Clone, PartialEq)]
+/// What to simulate: `omega-sim fleet`'s options (each flag's default is
+/// [`FleetOptions::default`]'s).
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct FleetOptions {
-    /// TVs.
+    /// Simulated TVs.
+    #[arg(long, env = "OMEGA_FLEET_DEVICES", default_value_t = FleetOptions::default().devices)]
     pub devices: usize,
-    /// Simulated days.
+    /// Simulated days (day 0 is a Monday, 00:00 UTC; 1..=365).
+    #[arg(long, env = "OMEGA_FLEET_DAYS", default_value_t = FleetOptions::default().days)]
     pub days: u64,
-    /// Regions (1–8).
+    /// Regions (1-8), each with its own time zone and taste mix.
+    #[arg(long, env = "OMEGA_FLEET_REGIONS", default_value_t = FleetOptions::default().regions)]
     pub regions: usize,
-    /// Seed of everything but the privacy noise.
+    /// Seed of everything but the privacy noise (OpenDP's, from the OS).
+    #[arg(long, env = "OMEGA_FLEET_SEED", default_value_t = FleetOptions::default().seed)]
     pub seed: u64,
     /// Catalog titles (before the spreading one).
+    #[arg(long, default_value_t = FleetOptions::default().titles)]
     pub titles: usize,
-    /// Taste clusters.
+    /// Taste clusters of the catalog.
+    #[arg(long, default_value_t = FleetOptions::default().clusters)]
     pub clusters: usize,
-    /// The day the spreading title arrives.
+    /// The day a new title arrives and starts to spread.
+    #[arg(long, default_value_t = FleetOptions::default().trend_day)]
     pub trend_day: u64,
-    /// The region it spreads in.
+    /// The region (index) it spreads in.
+    #[arg(long, default_value_t = FleetOptions::default().trend_region)]
     pub trend_region: u8,
-    /// Probability that a watch of that region is the spreading title.
+    /// Probability that a watch in that region is the new title (once per
+    /// TV).
+    #[arg(long, default_value_t = FleetOptions::default().trend_share)]
     pub trend_share: f64,
-    /// One node's syncs per second (item 2's measurement).
+    /// One node's syncs per second, for the node count (default: item 2's
+    /// `quick_load 64 10` figure on this machine, reused connections).
+    #[arg(long, env = "OMEGA_FLEET_NODE_SYNCS_PER_SEC", default_value_t = FleetOptions::default().node_syncs_per_sec)]
     pub node_syncs_per_sec: f64,
-    /// Most TVs in an aggregation round (the node's default 200).
+    /// Most TVs in an aggregation round (the node's default).
+    #[arg(long, default_value_t = FleetOptions::default().cohort)]
     pub cohort: u16,
-    /// Answers each round phase needs (the node's default 105).
+    /// Answers each round phase needs (the node's default).
+    #[arg(long, default_value_t = FleetOptions::default().threshold)]
     pub threshold: u16,
-    /// Show a progress bar on stderr.
+    /// Show a progress bar on stderr (the command's `--quiet` turns it off).
+    #[arg(skip = true)]
     pub progress: bool,
 }
 
