@@ -381,6 +381,19 @@ fn exchange_error_kind(e: &ExchangeError) -> String {
     match e {
         ExchangeError::Timeout(_) => "Timeout".into(),
         ExchangeError::Connection(c) => connection_error_kind(c),
+        // A stream that broke while the answer was read (reset, stopped,
+        // the connection lost) is not a malformed frame: named by what
+        // happened, so that `ExchangeCodec` means the node's bytes were bad.
+        ExchangeError::Codec(CodecError::Io(io)) => {
+            match io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<quinn::ReadError>())
+            {
+                Some(quinn::ReadError::ConnectionLost(c)) => connection_error_kind(c),
+                Some(r) => format!("Read{}", variant(format!("{r:?}"))),
+                None => "ExchangeIo".into(),
+            }
+        }
         other => match other.handshake_failure() {
             HandshakeFailure::NotTls => format!("Exchange{}", variant(format!("{other:?}"))),
             f => format!("Handshake{}", variant(format!("{f:?}"))),
@@ -788,6 +801,29 @@ impl DeviceState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_stream_is_named_apart_from_a_malformed_frame() {
+        let read = |e: quinn::ReadError| ExchangeError::Codec(CodecError::Io(e.into()));
+        assert_eq!(
+            exchange_error_kind(&read(quinn::ReadError::Reset(7u32.into()))),
+            "ReadReset"
+        );
+        assert_eq!(
+            exchange_error_kind(&read(quinn::ReadError::ConnectionLost(
+                quinn::ConnectionError::TimedOut
+            ))),
+            "Timeout"
+        );
+        assert_eq!(
+            exchange_error_kind(&ExchangeError::Codec(CodecError::Io(
+                std::io::Error::other("disk")
+            ))),
+            "ExchangeIo"
+        );
+        let malformed = ExchangeError::Codec(CodecError::Malformed("bad".into()));
+        assert_eq!(exchange_error_kind(&malformed), "ExchangeCodec");
+    }
     use omega_protocol::codec::encode_request;
 
     #[test]
