@@ -776,26 +776,18 @@ fn write_pair(cert_path: &Path, key_path: &Path, issued: &IssuedCert) -> Result<
     Ok(())
 }
 
-/// The SANs of the certificate in `path`, in the form `issue_node` takes.
+/// The SANs of the certificate in `path`, in the form `issue_node` takes
+/// (the DNS and IP names: [`crate::server_names_from_cert`]).
 fn current_sans(path: &Path) -> Result<Vec<String>, CertError> {
     let pem = fs::read(path).map_err(|source| CertError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let info = match crate::inspect_pem(&pem)?.into_iter().next() {
-        Some(crate::Inspected::Certificate(c)) => c,
-        _ => {
-            return Err(CertError::InvalidCertificate {
-                reason: format!("{} holds no certificate", path.display()),
-            })
-        }
-    };
-    Ok(info
-        .sans
-        .iter()
-        .filter_map(|s| s.strip_prefix("DNS:").or_else(|| s.strip_prefix("IP:")))
-        .map(str::to_owned)
-        .collect())
+    let (_, block) =
+        x509_parser::pem::parse_x509_pem(&pem).map_err(|e| CertError::InvalidCertificate {
+            reason: format!("{} holds no certificate: {e}", path.display()),
+        })?;
+    crate::server_names_from_cert(&block.contents)
 }
 
 fn find_index(ledger: &[LedgerEntry], serial_or_id: &str) -> Option<usize> {
