@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use omega_certs::{inspect_file, CaKind, CertDir, Validity};
+use omega_certs::{inspect_file, CaKind, CertDir, IssuedCert, Validity};
 
 /// Omega certificate authority: device and node certificates, revocation lists.
 ///
@@ -190,20 +190,31 @@ fn one_line(e: &anyhow::Error) -> String {
 fn renewed(dir: &DirArg, kind: CaKind, subject: &str, days: i64) -> anyhow::Result<()> {
     let mut store = CertDir::open(&dir.dir)?;
     let cert = store.renew(kind, subject, Validity::days_from_now(days))?;
+    print_issued(&store, "renewed", kind, &cert, None);
+    Ok(())
+}
+
+/// What `issue-device`, `issue-node` and `renew-*` print about one
+/// certificate: its subject and serial, the SANs given (nodes), its two
+/// files and its end of validity.
+fn print_issued(
+    store: &CertDir,
+    verb: &str,
+    kind: CaKind,
+    cert: &IssuedCert,
+    sans: Option<&[String]>,
+) {
     println!(
-        "renewed {kind} certificate {} serial {}",
+        "{verb} {kind} certificate {} serial {}",
         cert.subject, cert.serial
     );
-    println!(
-        "  cert: {}",
-        store.paths().cert_path(kind, subject).display()
-    );
-    println!(
-        "  key:  {}",
-        store.paths().key_path(kind, subject).display()
-    );
+    if let Some(sans) = sans {
+        println!("  SANs: {}", sans.join(", "));
+    }
+    let paths = store.paths();
+    println!("  cert: {}", paths.cert_path(kind, &cert.subject).display());
+    println!("  key:  {}", paths.key_path(kind, &cert.subject).display());
     println!("  valid until {}", rfc3339(cert.not_after));
-    Ok(())
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -228,13 +239,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::IssueDevice(DeviceArgs { dir, id, days }) => {
             let mut store = CertDir::open(&dir.dir)?;
             let cert = store.issue_device_with(&id, Validity::days_from_now(days))?;
-            println!(
-                "issued device certificate {} serial {}",
-                cert.subject, cert.serial
-            );
-            println!("  cert: {}", store.device_cert_path(&id).display());
-            println!("  key:  {}", store.device_key_path(&id).display());
-            println!("  valid until {}", rfc3339(cert.not_after));
+            print_issued(&store, "issued", CaKind::Device, &cert, None);
         }
         Command::IssueNode {
             dir,
@@ -244,14 +249,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let mut store = CertDir::open(&dir.dir)?;
             let cert = store.issue_node_with(&name, &sans, Validity::days_from_now(days))?;
-            println!(
-                "issued node certificate {} serial {}",
-                cert.subject, cert.serial
-            );
-            println!("  SANs: {}", sans.join(", "));
-            println!("  cert: {}", store.node_cert_path(&name).display());
-            println!("  key:  {}", store.node_key_path(&name).display());
-            println!("  valid until {}", rfc3339(cert.not_after));
+            print_issued(&store, "issued", CaKind::Node, &cert, Some(&sans));
         }
         Command::IssueDevices {
             dir,
