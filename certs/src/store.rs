@@ -704,30 +704,17 @@ impl CertDir {
         }
         let to = CertPaths::new(out);
         fsutil::ensure_dir(&to.nodes_dir())?;
+        // Each file at the same place in both layouts; key before
+        // certificate, as in `renew`.
+        let both =
+            |path: &dyn Fn(&CertPaths) -> PathBuf, mode| (path(&self.paths), path(&to), mode);
         let mut copies: Vec<(PathBuf, PathBuf, FileMode)> = Vec::new();
         for kind in CaKind::ALL {
-            copies.push((
-                self.paths.ca_cert_path(kind),
-                to.ca_cert_path(kind),
-                FileMode::Public,
-            ));
-            copies.push((
-                self.paths.crl_path(kind),
-                to.crl_path(kind),
-                FileMode::Public,
-            ));
+            copies.push(both(&|p| p.ca_cert_path(kind), FileMode::Public));
+            copies.push(both(&|p| p.crl_path(kind), FileMode::Public));
         }
-        // Key before certificate, as in `renew`.
-        copies.push((
-            self.paths.node_key_path(name),
-            to.node_key_path(name),
-            FileMode::Secret,
-        ));
-        copies.push((
-            self.paths.node_cert_path(name),
-            to.node_cert_path(name),
-            FileMode::Public,
-        ));
+        copies.push(both(&|p| p.node_key_path(name), FileMode::Secret));
+        copies.push(both(&|p| p.node_cert_path(name), FileMode::Public));
         let mut written = Vec::with_capacity(copies.len());
         for (from, dest, mode) in copies {
             let bytes = fs::read(&from).map_err(|source| CertError::Io {
