@@ -215,36 +215,30 @@ fn process<S: PatternStore + ?Sized>(
     rng: &mut impl Rng,
 ) -> Result<(PackedSyncAccepted, SyncOutcome), SyncError> {
     core.validate(&req)?;
-    let stored = timed("device_state", || store.device_state(device))
-        .map_err(|e| failed(rng, device, "device_state", e))?;
+    let stored = read("device_state", rng, device, || store.device_state(device))?;
     let plan = core.plan(&req, stored.as_ref())?;
     // Reads first: a failure here leaves the store untouched.
-    let globals = timed("globals_since", || {
+    let globals = read("globals_since", rng, device, || {
         store.globals_since(&req.region, req.global_version)
-    })
-    .map_err(|e| failed(rng, device, "globals_since", e))?;
-    let current = timed("catalog_version", || store.catalog_version())
-        .map_err(|e| failed(rng, device, "catalog_version", e))?;
+    })?;
+    let current = read("catalog_version", rng, device, || store.catalog_version())?;
     let catalog = match core.catalog_read(req.catalog_version, current) {
-        Some(read) => Some(
-            timed("catalog_page", || {
-                store.catalog_page(read.since, read.max_items)
-            })
-            .map_err(|e| failed(rng, device, "catalog_page", e))?,
-        ),
+        Some(page) => Some(read("catalog_page", rng, device, || {
+            store.catalog_page(page.since, page.max_items)
+        })?),
         None => None,
     };
     let decision = core.decide(req, plan, AnswerInputs { globals, catalog }, now_ms, rng)?;
+    const WRITE: &str = "write";
     let written = match &decision.write {
         None => Ok(()),
-        Some(StoreWrite::Forget) => timed("write", || store.forget_device(device)).map(drop),
-        Some(StoreWrite::Apply(changes)) => timed("write", || {
-            store.apply_device_sync(device, changes.as_sync())
-        })
-        .map(drop),
+        Some(StoreWrite::Forget) => timed(WRITE, || store.forget_device(device)).map(drop),
+        Some(StoreWrite::Apply(changes)) => {
+            timed(WRITE, || store.apply_device_sync(device, changes.as_sync())).map(drop)
+        }
     };
     if let Err(e) = written {
-        return Err(SyncCore::write_refused(&e).unwrap_or_else(|| failed(rng, device, "write", e)));
+        return Err(SyncCore::write_refused(&e).unwrap_or_else(|| failed(rng, device, WRITE, e)));
     }
     Ok((decision.accepted, decision.outcome))
 }
@@ -259,6 +253,17 @@ fn timed<T>(op: &'static str, call: impl FnOnce() -> T) -> T {
     let out = call();
     metrics::histogram!(names::STORE_DURATION, "op" => op).record(started.elapsed().as_secs_f64());
     out
+}
+
+/// One read of the sync path: [`timed`] under `op`, a failure logged and
+/// answered by [`failed`] under the same `op`.
+fn read<T, R: Rng + ?Sized>(
+    op: &'static str,
+    rng: &mut R,
+    device: &DeviceId,
+    call: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, SyncError> {
+    timed(op, call).map_err(|e| failed(rng, device, op, e))
 }
 
 /// Logs a store failure under a fresh id and returns the generic answer.

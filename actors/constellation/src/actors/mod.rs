@@ -107,9 +107,14 @@ pub mod names {
     pub const CATALOG_EMBEDDED: &str = "omega_catalog_embedded_total";
     /// Counter: child actors restarted, label `child`.
     pub const ACTOR_RESTARTS: &str = "omega_actor_restarts_total";
-    /// Every `child` of [`ACTOR_RESTARTS`]: a shard, the federation, the
-    /// catalog actor.
-    pub const RESTARTED_CHILDREN: [&str; 3] = ["shard", "federation", "catalog"];
+    /// `child` of [`ACTOR_RESTARTS`]: a shard actor.
+    pub const CHILD_SHARD: &str = "shard";
+    /// `child` of [`ACTOR_RESTARTS`]: the federation actor.
+    pub const CHILD_FEDERATION: &str = "federation";
+    /// `child` of [`ACTOR_RESTARTS`]: the catalog actor.
+    pub const CHILD_CATALOG: &str = "catalog";
+    /// Every `child` of [`ACTOR_RESTARTS`].
+    pub const RESTARTED_CHILDREN: [&str; 3] = [CHILD_SHARD, CHILD_FEDERATION, CHILD_CATALOG];
 }
 
 /// Shard actors a node may run.

@@ -235,12 +235,11 @@ impl Actor for NodeSupervisor {
 
         tracing::warn!(child = %child.label(), %why, "restarting child actor");
         let kind = match child {
-            Child::Shard(_) => 0,
-            Child::Federation => 1,
-            Child::Catalog => 2,
+            Child::Shard(_) => names::CHILD_SHARD,
+            Child::Federation => names::CHILD_FEDERATION,
+            Child::Catalog => names::CHILD_CATALOG,
         };
-        metrics::counter!(names::ACTOR_RESTARTS, "child" => names::RESTARTED_CHILDREN[kind])
-            .increment(1);
+        metrics::counter!(names::ACTOR_RESTARTS, "child" => kind).increment(1);
         match spawn_child(child, &state.args, myself.get_cell()).await {
             Ok(id) => {
                 state.children.insert(id, child);
