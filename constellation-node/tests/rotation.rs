@@ -125,7 +125,8 @@ async fn a_ca_private_key_in_the_certificate_directory_stops_the_node_unless_all
 /// for another node, from another node CA or revoked in the node CRL is
 /// refused (TVs would refuse it) and the pair in force stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_for_another_node_another_ca_or_revoked_is_refused_at_start_and_reload() {
+async fn a_certificate_for_another_node_another_ca_expired_revoked_or_with_a_foreign_key_is_refused_at_start_and_reload(
+) {
     use omega_certs::CertificateAuthority;
     use omega_node::identity::{IdentityError, IdentityReload};
     use omega_transport::quic::{server_config_with_identity, TlsError, TrustAnchor};
@@ -137,15 +138,32 @@ async fn a_certificate_for_another_node_another_ca_or_revoked_is_refused_at_star
     let foreign = other_ca
         .issue_node("node-1", &sans, Validity::days_from_now(30))
         .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let expired = pki
+        .certs
+        .ca(CaKind::Node)
+        .issue_node(
+            "node-1",
+            &sans,
+            Validity {
+                not_before: now - time::Duration::days(10),
+                not_after: now - time::Duration::days(1),
+            },
+        )
+        .unwrap();
     let paths = pki.node_paths();
     let (cert, key) = (
         paths.node_cert_path("node-1"),
         paths.node_key_path("node-1"),
     );
-    let write = |c: &omega_certs::IssuedCert| {
-        std::fs::write(&cert, &c.cert_pem).unwrap();
-        std::fs::write(&key, &c.key_pem).unwrap();
+    let write_pems = |c: &str, k: &str| {
+        std::fs::write(&cert, c).unwrap();
+        std::fs::write(&key, k).unwrap();
     };
+    let write = |c: &omega_certs::IssuedCert| write_pems(&c.cert_pem, &c.key_pem);
+    // Its own certificate with node-2's key (a renewal copied half-way).
+    let own_cert = std::fs::read_to_string(&cert).unwrap();
+    let mismatched = || write_pems(&own_cert, &node2.key_pem);
     let data = tempfile::tempdir().unwrap();
     let options = || ServeOptions {
         data_dir: data.path().to_owned(),
@@ -176,6 +194,18 @@ async fn a_certificate_for_another_node_another_ca_or_revoked_is_refused_at_star
         ),
         "{e}"
     );
+    write(&expired);
+    let e = RunningNode::start(options()).await.expect_err("expired");
+    assert!(
+        matches!(&e, ServeError::Identity(IdentityError::Tls(TlsError::NotAccepted(r)))
+            if format!("{r:?}").contains("Expired")),
+        "{e}"
+    );
+    mismatched();
+    let e = RunningNode::start(options())
+        .await
+        .expect_err("a key not the certificate's");
+    assert!(matches!(&e, ServeError::Tls(_)), "{e}");
 
     // At reload: the files the node started with, then bad ones.
     pki.export();
@@ -195,6 +225,18 @@ async fn a_certificate_for_another_node_another_ca_or_revoked_is_refused_at_star
         matches!(e, IdentityError::Tls(TlsError::NotAccepted(_))),
         "{e}"
     );
+    write(&expired);
+    let e = reload.reload(false).await.expect_err("expired");
+    assert!(
+        matches!(&e, IdentityError::Tls(TlsError::NotAccepted(r)) if format!("{r:?}").contains("Expired")),
+        "{e}"
+    );
+    mismatched();
+    let e = reload
+        .reload(false)
+        .await
+        .expect_err("a key not the certificate's");
+    assert!(matches!(e, IdentityError::Tls(_)), "{e}");
     // A renewed certificate of its own: installed.
     pki.certs
         .renew(CaKind::Node, "node-1", Validity::days_from_now(30))
