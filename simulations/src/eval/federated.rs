@@ -77,7 +77,7 @@ use omega_constellation::sync::{
     self as node_sync, Learning, LearningConfig, SyncConfig, SyncCore,
 };
 use omega_constellation_core::aggregate::{AggregateConfig, RegionTotals, RoundSum};
-use omega_constellation_core::rounds::RoundsConfig;
+use omega_constellation_core::rounds::{RoundStats, RoundsConfig};
 use omega_privacy::secagg::{from_ring, ToServer, Verifier};
 use omega_privacy::Budget;
 use omega_protocol::codec;
@@ -382,17 +382,42 @@ struct Node {
     rng: StdRng,
     catalog_version: u64,
     region: Region,
-    /// When the last round ended.
-    ended_ms: Option<u64>,
+    /// Rounds ended and folded so far.
+    progress: RoundProgress,
     interval_ms: u64,
-    /// Rounds ended so far (failed, folded or not).
-    ends: u64,
-    folded: u64,
     /// The round last seen inviting.
     session: Option<u64>,
     rounds: Vec<FoldedRound>,
     last_titles: BTreeMap<ContentId, f64>,
     last_contributors: u64,
+}
+
+/// A region's rounds as a simulation sees them after each node call: how
+/// many have ended (failed, folded or not) and been folded, and when the
+/// last one ended (the next is due a round interval later). `eval` and
+/// `fleet` both track their node with it.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RoundProgress {
+    ends: u64,
+    /// Rounds folded.
+    pub(crate) folded: u64,
+    /// When the last round ended.
+    pub(crate) ended_ms: Option<u64>,
+}
+
+impl RoundProgress {
+    /// Notes the region's counters at `now_ms`; true when a round was
+    /// folded since the last call.
+    pub(crate) fn note(&mut self, rounds: &RoundStats, now_ms: u64) -> bool {
+        let ends = rounds.failed + rounds.folded + rounds.not_folded;
+        if ends > self.ends {
+            self.ends = ends;
+            self.ended_ms = Some(now_ms);
+        }
+        let folded = rounds.folded > self.folded;
+        self.folded = self.folded.max(rounds.folded);
+        folded
+    }
 }
 
 impl Node {
@@ -410,13 +435,7 @@ impl Node {
         let Some(s) = l.stats().into_iter().next() else {
             return;
         };
-        let ends = s.rounds.failed + s.rounds.folded + s.rounds.not_folded;
-        if ends > self.ends {
-            self.ends = ends;
-            self.ended_ms = Some(now_ms);
-        }
-        if s.rounds.folded > self.folded {
-            self.folded = s.rounds.folded;
+        if self.progress.note(&s.rounds, now_ms) {
             if let Some(t) = l.totals(&self.region) {
                 let titles = t
                     .titles
@@ -439,7 +458,7 @@ impl Node {
 
     /// When the next round is due (`None`: at the next sync).
     fn due_ms(&self) -> Option<u64> {
-        self.ended_ms.map(|t| t + self.interval_ms)
+        self.progress.ended_ms.map(|t| t + self.interval_ms)
     }
 
     /// Answers one request frame at `now_ms`.
@@ -680,10 +699,8 @@ impl<'a> Sim<'a> {
                 rng: StdRng::seed_from_u64(opts.seed ^ 0x6e6f6465),
                 catalog_version,
                 region,
-                ended_ms: None,
+                progress: RoundProgress::default(),
                 interval_ms,
-                ends: 0,
-                folded: 0,
                 session: None,
                 rounds: Vec::new(),
                 last_titles: BTreeMap::new(),
@@ -829,7 +846,7 @@ impl<'a> Sim<'a> {
             },
             &AggregateConfig::default(),
         )?;
-        totals.rounds = u32::try_from(self.node.folded).unwrap_or(u32::MAX);
+        totals.rounds = u32::try_from(self.node.progress.folded).unwrap_or(u32::MAX);
         Ok(totals)
     }
 
@@ -995,9 +1012,9 @@ impl<'a> Sim<'a> {
         // The node, one at a time in time order.
         let mut answers = Vec::with_capacity(tvs.len());
         for ((t, tv), (_, frame)) in tvs.iter().zip(&prepared) {
-            let folded = self.node.folded;
+            let folded = self.node.progress.folded;
             answers.push(self.node.answer(&tv.device, frame, *t)?);
-            if self.opts.exact_fleet && self.node.folded > folded {
+            if self.opts.exact_fleet && self.node.progress.folded > folded {
                 let exact = self.exact_totals(*t)?;
                 self.node
                     .learning

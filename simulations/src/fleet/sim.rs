@@ -35,6 +35,7 @@ use rayon::prelude::*;
 
 use super::world::{draw, unit, Stream, Traits, World, DAY_SECS};
 use super::{FleetOptions, RoundFold};
+use crate::eval::federated::RoundProgress;
 
 const MINUTE_MS: u64 = 60_000;
 const HOUR_MS: u64 = 3_600_000;
@@ -106,10 +107,9 @@ struct Ev {
 /// What is tracked per region of the node's learning.
 #[derive(Debug, Clone, Default)]
 struct Track {
-    ends: u64,
-    folded: u64,
+    /// Rounds ended and folded; when the last one ended.
+    progress: RoundProgress,
     contributions: u64,
-    ended_ms: Option<u64>,
     open: bool,
     join: bool,
     session: Option<u64>,
@@ -374,13 +374,7 @@ impl<'a> Sim<'a> {
             let Some(track) = self.tracks.get_mut(r) else {
                 continue;
             };
-            let ends = s.rounds.failed + s.rounds.folded + s.rounds.not_folded;
-            if ends > track.ends {
-                track.ends = ends;
-                track.ended_ms = Some(now);
-            }
-            if s.rounds.folded > track.folded {
-                track.folded = s.rounds.folded;
+            if track.progress.note(&s.rounds, now) {
                 self.totals.folds.push(RoundFold {
                     region: r,
                     minute: now / MINUTE_MS,
@@ -539,7 +533,7 @@ impl<'a> Sim<'a> {
         // Nothing in the region changes before its next round is due or the
         // catalog changes: every slot until then is elided at once.
         let mut stop = self.end_ms;
-        if let Some(e) = track.ended_ms {
+        if let Some(e) = track.progress.ended_ms {
             stop = stop.min(e + self.interval_ms);
         }
         if !self.injected {
