@@ -355,8 +355,7 @@ async fn serve_stream(
     let mut codec_refused = true;
     let (response, outcome): (PackedSyncResponse, SyncOutcome) = match body {
         Err(_) => {
-            metrics::counter!(telemetry::SYNC_ERRORS, "kind" => telemetry::ERROR_REQUEST_TIMEOUT)
-                .increment(1);
+            telemetry::sync_error(telemetry::ERROR_REQUEST_TIMEOUT);
             let _ = recv.stop(0u32.into());
             let _ = send.reset(0u32.into());
             return;
@@ -364,8 +363,7 @@ async fn serve_stream(
         Ok(Err(CodecError::Io(e))) => {
             // The peer reset the stream or the connection went away: no one
             // to answer.
-            metrics::counter!(telemetry::SYNC_ERRORS, "kind" => telemetry::ERROR_STREAM_RESET)
-                .increment(1);
+            telemetry::sync_error(telemetry::ERROR_STREAM_RESET);
             tracing::debug!(device = %device, error = %e, "request stream failed");
             let _ = send.reset(0u32.into());
             return;
@@ -373,12 +371,12 @@ async fn serve_stream(
         Ok(Err(e)) => {
             // Oversized or cut short: tell the peer to stop sending, answer.
             let _ = recv.stop(0u32.into());
-            metrics::counter!(telemetry::SYNC_ERRORS, "kind" => e.kind()).increment(1);
+            telemetry::sync_error(e.kind());
             (Err(codec_error_answer(&e)), SyncOutcome::Refused)
         }
         Ok(Ok(bytes)) => match decode_packed_request(&bytes) {
             Err(e) => {
-                metrics::counter!(telemetry::SYNC_ERRORS, "kind" => e.kind()).increment(1);
+                telemetry::sync_error(e.kind());
                 (Err(codec_error_answer(&e)), SyncOutcome::Refused)
             }
             Ok(request) => {
@@ -396,7 +394,7 @@ async fn serve_stream(
     };
     // Codec refusals were counted by their codec kind above.
     if let (Err(e), false) = (&response, codec_refused) {
-        metrics::counter!(telemetry::SYNC_ERRORS, "kind" => e.kind()).increment(1);
+        telemetry::sync_error(e.kind());
     }
     metrics::counter!(telemetry::SYNCS, "outcome" => telemetry::outcome_label(outcome))
         .increment(1);

@@ -120,6 +120,12 @@ pub fn outcome_label(o: SyncOutcome) -> &'static str {
     }
 }
 
+/// Counts one sync error of `kind` (a `SyncError` or codec error kind, or
+/// one of the listener's own below).
+pub fn sync_error(kind: &'static str) {
+    metrics::counter!(SYNC_ERRORS, "kind" => kind).increment(1);
+}
+
 /// `kind` of [`SYNC_ERRORS`]: no whole request arrived in time.
 pub const ERROR_REQUEST_TIMEOUT: &str = "request_timeout";
 /// `kind` of [`SYNC_ERRORS`]: the device reset the stream.
