@@ -801,6 +801,7 @@ impl DeviceState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use omega_protocol::codec::encode_request;
 
     #[test]
     fn a_broken_stream_is_named_apart_from_a_malformed_frame() {
@@ -824,7 +825,6 @@ mod tests {
         let malformed = ExchangeError::Codec(CodecError::Malformed("bad".into()));
         assert_eq!(exchange_error_kind(&malformed), "ExchangeCodec");
     }
-    use omega_protocol::codec::encode_request;
 
     #[test]
     fn variant_names_are_the_enum_variants() {

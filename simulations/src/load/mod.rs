@@ -177,35 +177,24 @@ pub async fn run(opts: LoadOptions) -> Result<LoadOutcome> {
             // --local's node gets what `omega-certs export-node` gives a node
             // (no CA key: the node refuses those), after this run's
             // revocations.
-            let node_dir = certs.dir().with_file_name("local-node");
-            if matches!(opts.target, Target::Local) {
-                certs
-                    .export_node(pki::LOCAL_NODE, &node_dir)
-                    .with_context(|| {
-                        format!("exporting the node's files to {}", node_dir.display())
+            let (node, addr) = match &opts.target {
+                Target::Local => {
+                    let dir = certs.dir().with_file_name("local-node");
+                    certs.export_node(pki::LOCAL_NODE, &dir).with_context(|| {
+                        format!("exporting the node's files to {}", dir.display())
                     })?;
-            }
-            Ok((devices, faulty, node_dir))
+                    bar.set_message("starting the node");
+                    let node = local::LocalNode::start(&opts.exe, &dir, opts.devices)?;
+                    let addr = node.addr();
+                    (Some(node), addr)
+                }
+                Target::Node { addr, .. } => (None, *addr),
+            };
+            Ok((devices, faulty, node, addr))
         })
         .await??
     };
-    let (devices, faulty, certs_dir) = prepared;
-    let node = match &opts.target {
-        Target::Local => {
-            bar.set_message("starting the node");
-            let (exe, n) = (opts.exe.clone(), opts.devices);
-            Some(
-                tokio::task::spawn_blocking(move || local::LocalNode::start(&exe, &certs_dir, n))
-                    .await??,
-            )
-        }
-        Target::Node { .. } => None,
-    };
-    let addr = match (&node, &opts.target) {
-        (Some(n), _) => n.addr(),
-        (None, Target::Node { addr, .. }) => *addr,
-        (None, Target::Local) => bail!("no node"),
-    };
+    let (devices, faulty, node, addr) = prepared;
     let drive_opts = DriveOptions {
         addr,
         server_name,
