@@ -392,6 +392,40 @@ struct Node {
     last_contributors: u64,
 }
 
+/// A simulation's device CA: it issues a simulated TV's certificate when
+/// the TV first needs round credentials, and one verifier (which remembers
+/// each attestation it accepted) checks every round member. `eval` and
+/// `fleet` both use it.
+pub(crate) struct SimDevices {
+    ca: CertificateAuthority,
+    /// Checks round members' signed keys for every TV.
+    pub(crate) verifier: Arc<dyn Verifier>,
+}
+
+impl SimDevices {
+    /// A fresh device CA and its verifier.
+    pub(crate) fn new() -> Result<Self> {
+        let ca = CertificateAuthority::generate(CaKind::Device)?;
+        let verifier: Arc<dyn Verifier> =
+            DeviceVerifier::new(&TrustAnchor::from_pem(ca.cert_pem().as_bytes(), &[])?)?;
+        Ok(Self { ca, verifier })
+    }
+
+    /// Round credentials of `device`, with a certificate issued for it now.
+    pub(crate) fn credentials(&self, device: &DeviceId) -> Result<RoundCredentials> {
+        let cert = self
+            .ca
+            .issue_device(device.as_str(), Validity::days_from_now(30))?;
+        Ok(RoundCredentials {
+            attestor: Arc::new(DeviceAttestor::from_pem(
+                cert.cert_pem.as_bytes(),
+                cert.key_pem.as_bytes(),
+            )?),
+            verifier: Arc::clone(&self.verifier),
+        })
+    }
+}
+
 /// A region's rounds as a simulation sees them after each node call: how
 /// many have ended (failed, folded or not) and been folded, and when the
 /// last one ended (the next is due a round interval later). `eval` and
@@ -620,11 +654,8 @@ struct Sim<'a> {
     epsilon_local: Option<f64>,
     /// Catalog slot → data-set item.
     slot_items: Vec<u32>,
-    /// Issues each TV's device certificate when it is switched on.
-    device_ca: CertificateAuthority,
-    /// Checks round members' signed keys for every TV (each attestation
-    /// once: it remembers what it accepted).
-    verifier: Arc<dyn Verifier>,
+    /// Each TV's device certificate and the shared round verifier.
+    pki: SimDevices,
 }
 
 impl<'a> Sim<'a> {
@@ -652,11 +683,7 @@ impl<'a> Sim<'a> {
             ..SyncConfig::default()
         })?;
         let interval_ms = (opts.round_interval_days * DAY_MS as f64) as u64;
-        let device_ca = CertificateAuthority::generate(CaKind::Device)?;
-        let verifier: Arc<dyn Verifier> = DeviceVerifier::new(&TrustAnchor::from_pem(
-            device_ca.cert_pem().as_bytes(),
-            &[],
-        )?)?;
+        let pki = SimDevices::new()?;
         let learning = Learning::new(
             LearningConfig {
                 rounds: RoundsConfig {
@@ -671,7 +698,7 @@ impl<'a> Sim<'a> {
             },
             std::slice::from_ref(&region),
             Vec::new(),
-            Arc::clone(&verifier),
+            Arc::clone(&pki.verifier),
         )?;
         let mut ids: Vec<&ContentId> = catalog.entries.iter().map(|e| &e.item.id).collect();
         ids.sort();
@@ -718,8 +745,7 @@ impl<'a> Sim<'a> {
             epsilon_local: None,
             sync_errors: 0,
             slot_items,
-            device_ca,
-            verifier,
+            pki,
         })
     }
 
@@ -859,16 +885,7 @@ impl<'a> Sim<'a> {
         )?;
         let seed = self.opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ user.id;
         let device = DeviceId::new(format!("tv-{}", user.id))?;
-        let cert = self
-            .device_ca
-            .issue_device(device.as_str(), Validity::days_from_now(30))?;
-        let credentials = RoundCredentials {
-            attestor: Arc::new(DeviceAttestor::from_pem(
-                cert.cert_pem.as_bytes(),
-                cert.key_pem.as_bytes(),
-            )?),
-            verifier: Arc::clone(&self.verifier),
-        };
+        let credentials = self.pki.credentials(&device)?;
         self.tvs[u] = Some(Tv {
             user: u,
             device,

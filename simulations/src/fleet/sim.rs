@@ -13,12 +13,10 @@ use omega_brain_core::round_client::{
     catalog_slots, PrivacyState, RoundClientConfig, RoundCredentials,
 };
 use omega_brain_core::{BrainState, Episode, FleetKnowledge, RoundClient};
-use omega_certs::{CaKind, CertificateAuthority, Validity};
 use omega_constellation::store::{MemoryStore, PatternStore};
 use omega_constellation::sync::{
     self as node_sync, Learning, LearningConfig, SyncConfig, SyncCore,
 };
-use omega_privacy::secagg::Verifier;
 use omega_privacy::Budget;
 use omega_protocol::codec;
 use omega_protocol::limits::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
@@ -26,8 +24,6 @@ use omega_protocol::{
     CatalogEntry, DeviceId, FleetCursor, FleetPage, NodeToTv, PatternDelta, Region, SyncKind,
     SyncRequest, TvToNode, ViewingContext, ViewingEvent,
 };
-use omega_transport::attest::{DeviceAttestor, DeviceVerifier};
-use omega_transport::quic::TrustAnchor;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -35,7 +31,7 @@ use rayon::prelude::*;
 
 use super::world::{draw, unit, Stream, Traits, World, DAY_SECS};
 use super::{FleetOptions, RoundFold};
-use crate::eval::federated::RoundProgress;
+use crate::eval::federated::{RoundProgress, SimDevices};
 
 const MINUTE_MS: u64 = 60_000;
 const HOUR_MS: u64 = 3_600_000;
@@ -178,8 +174,7 @@ pub struct Sim<'a> {
     injected: bool,
     trend_catalog: u64,
     holding: u64,
-    device_ca: CertificateAuthority,
-    verifier: Arc<dyn Verifier>,
+    pki: SimDevices,
     pub totals: Totals,
 }
 
@@ -214,16 +209,12 @@ impl<'a> Sim<'a> {
             min_sync_interval_secs: 0,
             ..SyncConfig::default()
         })?;
-        let device_ca = CertificateAuthority::generate(CaKind::Device)?;
-        let verifier: Arc<dyn Verifier> = DeviceVerifier::new(&TrustAnchor::from_pem(
-            device_ca.cert_pem().as_bytes(),
-            &[],
-        )?)?;
+        let pki = SimDevices::new()?;
         let mut config = LearningConfig::default();
         config.rounds.cohort = opts.cohort;
         config.rounds.threshold = opts.threshold;
         config.rounds.outcomes = config.rounds.outcomes.max(usize::from(opts.cohort));
-        let learning = Learning::new(config, &regions, Vec::new(), Arc::clone(&verifier))?;
+        let learning = Learning::new(config, &regions, Vec::new(), Arc::clone(&pki.verifier))?;
         let days = opts.days;
         let end_ms = days * DAY_SECS * 1000;
         let minutes = (end_ms / MINUTE_MS) as usize;
@@ -283,8 +274,7 @@ impl<'a> Sim<'a> {
             injected: false,
             trend_catalog: u64::MAX,
             holding: 0,
-            device_ca,
-            verifier,
+            pki,
             totals: Totals {
                 syncs_by_hour: vec![0; (days * 24) as usize],
                 run_by_hour: vec![0; (days * 24) as usize],
@@ -745,16 +735,7 @@ impl<'a> Sim<'a> {
             track.invited += 1;
             if !self.members.contains_key(&i) {
                 let id = device_id(i)?;
-                let cert = self
-                    .device_ca
-                    .issue_device(id.as_str(), Validity::days_from_now(30))?;
-                let credentials = RoundCredentials {
-                    attestor: Arc::new(DeviceAttestor::from_pem(
-                        cert.cert_pem.as_bytes(),
-                        cert.key_pem.as_bytes(),
-                    )?),
-                    verifier: Arc::clone(&self.verifier),
-                };
+                let credentials = self.pki.credentials(&id)?;
                 let client = RoundClient::new(
                     RoundClientConfig::default(),
                     PrivacyState::new(Budget::default()),
